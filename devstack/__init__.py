@@ -1,0 +1,1 @@
+"""Developer tooling: code generation, the local mesh (`make up`) and the test runner (`make test`)."""
