@@ -1,0 +1,76 @@
+"""Client channels to other services, and deadlines derived from the inbound call.
+
+Channels use a service config: round_robin across every address a `dns:///` target resolves to
+(headless Services in Kubernetes), and transparent retry of UNAVAILABLE only, which is safe because
+UNAVAILABLE means the request was not processed or the method is idempotent by contract.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+from service_runtime import errors
+
+#: grpc reports "no deadline" as a huge remaining time; anything above this is treated as none.
+_NO_DEADLINE = 365 * 24 * 3600.0
+
+_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+CHANNEL_OPTIONS = (
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+class Channels:
+    """Opens one channel per target and closes them all at shutdown (never one per call)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, target: str) -> grpc.aio.Channel:
+        channel = self._open.get(target)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            self._open[target] = channel
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._open.values():
+            await channel.close()
+        self._open.clear()
+
+
+def outbound_timeout(context: grpc.aio.ServicerContext | None, *, cap: float, reserve: float = 0.02) -> float:
+    """Timeout for a downstream call made while serving `context`.
+
+    It is the inbound call's remaining time less `reserve` (to answer our own caller), clamped to `cap`.
+    Raises DeadlineExceeded when nothing useful remains.
+    """
+    remaining = context.time_remaining() if context is not None else None
+    if remaining is None or remaining > _NO_DEADLINE:
+        return cap
+    budget = min(remaining - reserve, cap)
+    if budget <= 0.001:
+        raise errors.DeadlineExceeded("the caller's deadline leaves no time for a downstream call")
+    return budget

@@ -1,0 +1,142 @@
+"""Settings from environment variables, validated at start.
+
+Each service declares one frozen dataclass of its own settings; it reads them through `EnvReader`,
+which raises `SettingsError` naming the variable for a missing or bad value. The host prints that
+one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed. The message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class EnvReader:
+    """Typed, validated access to an environment mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str | None = None, *, pattern: str | None = None) -> str:
+        value = self._raw(name)
+        if value is None:
+            if default is None:
+                raise SettingsError(name, "is required but not set")
+            return default
+        if pattern is not None and not re.fullmatch(pattern, value):
+            raise SettingsError(name, f"{value!r} does not match {pattern}")
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(name, f"{value!r} is not an integer") from None
+        if not minimum <= number <= maximum:
+            raise SettingsError(name, f"{number} is outside {minimum}..{maximum}")
+        return number
+
+    def seconds(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(name, f"{value!r} is not a number of seconds") from None
+        if not minimum <= number <= maximum:
+            raise SettingsError(name, f"{number} is outside {minimum}..{maximum} seconds")
+        return number
+
+    def url(self, name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+        value = self._raw(name) or default
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.hostname or parts.path or parts.query):
+            raise SettingsError(name, f"{_redact(value)!r} is not a {'/'.join(schemes)} URL")
+        return value
+
+    def address(self, name: str, default: str) -> str:
+        value = self._raw(name) or default
+        match = _ADDRESS.match(value)
+        if not match or int(match.group(2)) > 65535:
+            raise SettingsError(name, f"{value!r} is not host:port (e.g. [::]:50052 or 127.0.0.1:0)")
+        return value
+
+    def target(self, name: str, default: str) -> str:
+        """A gRPC channel target such as dns:///inventory-svc:50052 or 127.0.0.1:50052."""
+        value = self._raw(name) or default
+        if not re.fullmatch(r"([a-z]+:(//[^/]*/)?)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}", value):
+            raise SettingsError(name, f"{value!r} is not a gRPC target (e.g. dns:///inventory-svc:50052)")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self._raw(name) or default).upper()
+        if value not in choices:
+            raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(parts.password, "***")
+    return url
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """What every service reads: where to listen, where PostgreSQL and Redis are, pool and shutdown limits."""
+
+    service_name: str
+    listen_address: str
+    database_url: str
+    redis_url: str
+    redis_key_prefix: str
+    db_pool_min_size: int
+    db_pool_max_size: int
+    db_statement_timeout_ms: int
+    shutdown_grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: EnvReader, *, service_name: str, default_port: int) -> CommonSettings:
+        minimum_pool = env.integer("DB_POOL_MIN_SIZE", 1, minimum=0, maximum=100)
+        maximum_pool = env.integer("DB_POOL_MAX_SIZE", 10, minimum=1, maximum=200)
+        if maximum_pool < minimum_pool:
+            raise SettingsError("DB_POOL_MAX_SIZE", f"{maximum_pool} is below DB_POOL_MIN_SIZE ({minimum_pool})")
+        return cls(
+            service_name=service_name,
+            listen_address=env.address("GRPC_LISTEN_ADDRESS", f"[::]:{default_port}"),
+            database_url=env.url(
+                "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop", schemes=("postgresql", "postgres")
+            ),
+            redis_url=env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix")),
+            redis_key_prefix=env.text("REDIS_KEY_PREFIX", "shop:", pattern=r"[A-Za-z0-9:_\-.]{1,64}"),
+            db_pool_min_size=minimum_pool,
+            db_pool_max_size=maximum_pool,
+            db_statement_timeout_ms=env.integer("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100, maximum=600_000),
+            shutdown_grace_seconds=env.seconds("GRPC_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300.0),
+            log_level=env.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
+        )
