@@ -1,0 +1,1 @@
+"""Inventory service: the catalogue, stock on hand, and reservations that expire and never oversell."""

@@ -1,0 +1,157 @@
+-- Every statement the inventory service runs. Loaded once by repository.py.
+
+-- name: upsert_product
+-- Creates a product or updates its catalogue fields; `created` tells which.
+INSERT INTO inventory.products AS p (sku, name, price_minor, currency_code, weight_grams)
+VALUES (%(sku)s, %(name)s, %(price_minor)s, %(currency_code)s, %(weight_grams)s)
+ON CONFLICT (sku) DO UPDATE
+   SET name = EXCLUDED.name,
+       price_minor = EXCLUDED.price_minor,
+       currency_code = EXCLUDED.currency_code,
+       weight_grams = EXCLUDED.weight_grams,
+       updated_at = CASE
+           WHEN (p.name, p.price_minor, p.currency_code, p.weight_grams)
+                IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.price_minor, EXCLUDED.currency_code, EXCLUDED.weight_grams)
+           THEN now() ELSE p.updated_at END
+RETURNING p.*, (p.xmax = 0) AS created
+
+-- name: products_by_sku
+-- Products for a list of SKUs (any order).
+SELECT * FROM inventory.products WHERE sku = ANY(%(skus)s)
+
+-- name: list_products
+-- A page of products after a SKU, optionally only those with units available.
+SELECT * FROM inventory.products
+ WHERE sku > %(after_sku)s
+   AND (NOT %(in_stock_only)s OR stock_on_hand > reserved)
+ ORDER BY sku
+ LIMIT %(limit)s
+
+-- name: lock_products
+-- Locks product rows in SKU order, so that transactions touching several SKUs cannot deadlock.
+SELECT sku FROM inventory.products WHERE sku = ANY(%(skus)s) ORDER BY sku FOR UPDATE
+
+-- name: take_units
+-- Reserves units of one SKU if enough are available; no row back means "not enough" (or no such SKU).
+UPDATE inventory.products
+   SET reserved = reserved + %(quantity)s, updated_at = now()
+ WHERE sku = %(sku)s AND stock_on_hand - reserved >= %(quantity)s
+RETURNING sku
+
+-- name: give_back_units
+-- Returns reserved units of one SKU to availability (release or expiry).
+UPDATE inventory.products
+   SET reserved = reserved - %(quantity)s, updated_at = now()
+ WHERE sku = %(sku)s
+
+-- name: sell_units
+-- Turns reserved units into a sale: both stock on hand and reserved decrease.
+UPDATE inventory.products
+   SET stock_on_hand = stock_on_hand - %(quantity)s, reserved = reserved - %(quantity)s, updated_at = now()
+ WHERE sku = %(sku)s
+
+-- name: change_stock
+-- Adds a signed delta to stock on hand unless that would go below what is reserved or past the cap.
+UPDATE inventory.products
+   SET stock_on_hand = stock_on_hand + %(delta)s, updated_at = now()
+ WHERE sku = %(sku)s
+   AND stock_on_hand + %(delta)s >= reserved
+   AND stock_on_hand + %(delta)s <= 1000000000
+RETURNING *
+
+-- name: record_movement
+-- Appends one stock change to the audit trail.
+INSERT INTO inventory.stock_movements (sku, delta, kind, reason, note, request_key)
+VALUES (%(sku)s, %(delta)s, %(kind)s, %(reason)s, %(note)s, %(request_key)s)
+RETURNING movement_id, created_at
+
+-- name: movements_for_request
+-- The movements one request made (an adjustment key, a sale's checkout_id, a return's order_id).
+SELECT * FROM inventory.stock_movements
+ WHERE kind = %(kind)s AND request_key = %(request_key)s
+ ORDER BY sku
+
+-- name: insert_reservation
+-- Starts an active reservation; no row back means the checkout already has one.
+INSERT INTO inventory.reservations (checkout_id, status, expires_at)
+VALUES (%(checkout_id)s, 'active', now() + make_interval(secs => %(ttl_seconds)s))
+ON CONFLICT (checkout_id) DO NOTHING
+RETURNING *
+
+-- name: insert_released_marker
+-- Records a release that arrived before any reservation, so a late ReserveInventory is refused.
+INSERT INTO inventory.reservations (checkout_id, status, expires_at, released_at, release_reason)
+VALUES (%(checkout_id)s, 'released', now(), now(), %(reason)s)
+ON CONFLICT (checkout_id) DO NOTHING
+RETURNING *
+
+-- name: insert_reservation_line
+-- One reserved line.
+INSERT INTO inventory.reservation_lines (checkout_id, sku, quantity)
+VALUES (%(checkout_id)s, %(sku)s, %(quantity)s)
+
+-- name: reservation
+-- A reservation with whether its expiry has passed (by the database clock).
+SELECT r.*, (r.expires_at <= now()) AS past_expiry FROM inventory.reservations r
+ WHERE checkout_id = %(checkout_id)s
+
+-- name: lock_reservation
+-- The same, locked for the rest of the transaction.
+SELECT r.*, (r.expires_at <= now()) AS past_expiry FROM inventory.reservations r
+ WHERE checkout_id = %(checkout_id)s
+   FOR UPDATE
+
+-- name: lock_reservation_by_order
+-- The confirmed reservation an order bought, locked.
+SELECT r.*, false AS past_expiry FROM inventory.reservations r
+ WHERE order_id = %(order_id)s AND status = 'confirmed'
+   FOR UPDATE
+
+-- name: reservation_lines
+-- A reservation's lines in SKU order.
+SELECT sku, quantity FROM inventory.reservation_lines
+ WHERE checkout_id = %(checkout_id)s
+ ORDER BY sku
+
+-- name: mark_reservation_confirmed
+UPDATE inventory.reservations
+   SET status = 'confirmed', order_id = %(order_id)s, confirmed_at = now()
+ WHERE checkout_id = %(checkout_id)s
+RETURNING *, false AS past_expiry
+
+-- name: mark_reservation_ended
+-- Ends an active reservation as 'released' or 'expired'.
+UPDATE inventory.reservations
+   SET status = %(status)s, released_at = now(), release_reason = %(reason)s
+ WHERE checkout_id = %(checkout_id)s AND status = 'active'
+RETURNING *, false AS past_expiry
+
+-- name: extend_reservation
+-- Moves an active reservation's expiry to now + ttl, never earlier than it is.
+UPDATE inventory.reservations
+   SET expires_at = greatest(expires_at, now() + make_interval(secs => %(ttl_seconds)s))
+ WHERE checkout_id = %(checkout_id)s AND status = 'active'
+RETURNING *, false AS past_expiry
+
+-- name: claim_expired_reservations
+-- Up to `batch` active reservations past their expiry that no other transaction holds.
+SELECT checkout_id FROM inventory.reservations
+ WHERE status = 'active' AND expires_at <= now()
+ ORDER BY expires_at
+ LIMIT %(batch)s
+   FOR UPDATE SKIP LOCKED
+
+-- name: invariant_violations
+-- Products whose counters disagree with reservations or the audit trail (empty when all is well).
+SELECT p.sku, p.stock_on_hand, p.reserved,
+       coalesce(r.active_units, 0) AS reserved_by_lines,
+       coalesce(m.ledger_units, 0) AS stock_by_ledger
+  FROM inventory.products p
+  LEFT JOIN (SELECT l.sku, sum(l.quantity) AS active_units
+               FROM inventory.reservation_lines l
+               JOIN inventory.reservations r USING (checkout_id)
+              WHERE r.status = 'active' GROUP BY l.sku) r USING (sku)
+  LEFT JOIN (SELECT sku, sum(delta) AS ledger_units FROM inventory.stock_movements GROUP BY sku) m USING (sku)
+ WHERE p.reserved <> coalesce(r.active_units, 0)
+    OR p.stock_on_hand <> coalesce(m.ledger_units, 0)
+    OR p.reserved < 0 OR p.stock_on_hand < p.reserved

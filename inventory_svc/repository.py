@@ -1,0 +1,208 @@
+"""The only module of the inventory service that runs SQL. Statements live in `queries.sql`.
+
+`InventoryStore.transaction()` is the unit of work: it borrows a connection, opens a transaction and
+yields an `InventoryTransaction` whose methods each run one named statement. The transaction commits
+when the block ends normally and rolls back when it raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from psycopg import AsyncConnection
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from inventory_svc.domain import Line, Money, Product, Reservation, ReservationStatus, order_already_confirmed
+from service_runtime.database import load_queries, retry_conflicts
+
+Row = Mapping[str, Any]
+T = TypeVar("T")
+
+
+@cache
+def queries() -> Mapping[str, str]:
+    return load_queries(Path(__file__).with_name("queries.sql"))
+
+
+def _product(row: Row) -> Product:
+    return Product(
+        sku=row["sku"],
+        name=row["name"],
+        price=Money(row["currency_code"], row["price_minor"]),
+        weight_grams=row["weight_grams"],
+        stock_on_hand=row["stock_on_hand"],
+        reserved=row["reserved"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _reservation(row: Row, lines: Sequence[Line]) -> Reservation:
+    return Reservation(
+        checkout_id=row["checkout_id"],
+        status=ReservationStatus(row["status"]),
+        lines=tuple(lines),
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
+        confirmed_at=row["confirmed_at"],
+        released_at=row["released_at"],
+        order_id=row["order_id"],
+        release_reason=row["release_reason"],
+        past_expiry=bool(row.get("past_expiry", False)),
+    )
+
+
+class InventoryTransaction:
+    """Statements run inside one open transaction."""
+
+    def __init__(self, connection: AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    async def _rows(self, name: str, params: Mapping[str, Any]) -> list[Row]:
+        async with self._connection.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(queries()[name], params)  # type: ignore[arg-type]
+            return await cursor.fetchall() if cursor.description else []
+
+    async def _row(self, name: str, params: Mapping[str, Any]) -> Row | None:
+        rows = await self._rows(name, params)
+        return rows[0] if rows else None
+
+    # Products
+
+    async def upsert_product(self, sku: str, name: str, price: Money, weight_grams: int) -> tuple[Product, bool]:
+        row = await self._row(
+            "upsert_product",
+            {"sku": sku, "name": name, "price_minor": price.amount_minor,
+             "currency_code": price.currency_code, "weight_grams": weight_grams},
+        )
+        assert row is not None
+        return _product(row), bool(row["created"])
+
+    async def products(self, skus: Sequence[str]) -> dict[str, Product]:
+        rows = await self._rows("products_by_sku", {"skus": list(skus)})
+        return {row["sku"]: _product(row) for row in rows}
+
+    async def list_products(self, after_sku: str, in_stock_only: bool, limit: int) -> list[Product]:
+        rows = await self._rows("list_products", {"after_sku": after_sku, "in_stock_only": in_stock_only, "limit": limit})
+        return [_product(row) for row in rows]
+
+    async def lock_products(self, skus: Sequence[str]) -> set[str]:
+        """Locks the rows in SKU order; returns the SKUs that exist."""
+        return {row["sku"] for row in await self._rows("lock_products", {"skus": sorted(skus)})}
+
+    async def take_units(self, sku: str, quantity: int) -> bool:
+        return await self._row("take_units", {"sku": sku, "quantity": quantity}) is not None
+
+    async def give_back_units(self, sku: str, quantity: int) -> None:
+        await self._rows("give_back_units", {"sku": sku, "quantity": quantity})
+
+    async def sell_units(self, sku: str, quantity: int) -> None:
+        await self._rows("sell_units", {"sku": sku, "quantity": quantity})
+
+    async def change_stock(self, sku: str, delta: int) -> Product | None:
+        row = await self._row("change_stock", {"sku": sku, "delta": delta})
+        return _product(row) if row else None
+
+    # Audit trail
+
+    async def record_movement(
+        self, *, sku: str, delta: int, kind: str, reason: str, note: str, request_key: str
+    ) -> tuple[int, datetime]:
+        row = await self._row(
+            "record_movement",
+            {"sku": sku, "delta": delta, "kind": kind, "reason": reason, "note": note, "request_key": request_key},
+        )
+        assert row is not None
+        return row["movement_id"], row["created_at"]
+
+    async def movements_for_request(self, kind: str, request_key: str) -> list[Row]:
+        return await self._rows("movements_for_request", {"kind": kind, "request_key": request_key})
+
+    # Reservations
+
+    async def insert_reservation(self, checkout_id: str, ttl_seconds: float) -> bool:
+        row = await self._row("insert_reservation", {"checkout_id": checkout_id, "ttl_seconds": ttl_seconds})
+        return row is not None
+
+    async def insert_released_marker(self, checkout_id: str, reason: str) -> Reservation | None:
+        row = await self._row("insert_released_marker", {"checkout_id": checkout_id, "reason": reason})
+        return _reservation(row, ()) if row else None
+
+    async def insert_reservation_lines(self, checkout_id: str, lines: Sequence[Line]) -> None:
+        async with self._connection.cursor() as cursor:
+            await cursor.executemany(
+                queries()["insert_reservation_line"],  # type: ignore[arg-type]
+                [{"checkout_id": checkout_id, "sku": line.sku, "quantity": line.quantity} for line in lines],
+            )
+
+    async def _with_lines(self, row: Row | None) -> Reservation | None:
+        if row is None:
+            return None
+        lines = await self._rows("reservation_lines", {"checkout_id": row["checkout_id"]})
+        return _reservation(row, [Line(line["sku"], line["quantity"]) for line in lines])
+
+    async def reservation(self, checkout_id: str, *, lock: bool) -> Reservation | None:
+        name = "lock_reservation" if lock else "reservation"
+        return await self._with_lines(await self._row(name, {"checkout_id": checkout_id}))
+
+    async def lock_reservation_by_order(self, order_id: str) -> Reservation | None:
+        return await self._with_lines(await self._row("lock_reservation_by_order", {"order_id": order_id}))
+
+    async def mark_confirmed(self, checkout_id: str, order_id: str) -> Reservation:
+        try:
+            row = await self._row("mark_reservation_confirmed", {"checkout_id": checkout_id, "order_id": order_id})
+        except pg_errors.UniqueViolation:
+            raise order_already_confirmed(order_id) from None
+        reservation = await self._with_lines(row)
+        assert reservation is not None
+        return reservation
+
+    async def mark_ended(self, checkout_id: str, status: ReservationStatus, reason: str) -> Reservation:
+        reservation = await self._with_lines(
+            await self._row("mark_reservation_ended", {"checkout_id": checkout_id, "status": status.value, "reason": reason})
+        )
+        assert reservation is not None
+        return reservation
+
+    async def extend(self, checkout_id: str, ttl_seconds: float) -> Reservation:
+        reservation = await self._with_lines(
+            await self._row("extend_reservation", {"checkout_id": checkout_id, "ttl_seconds": ttl_seconds})
+        )
+        assert reservation is not None
+        return reservation
+
+    async def claim_expired(self, batch: int) -> list[str]:
+        return [row["checkout_id"] for row in await self._rows("claim_expired_reservations", {"batch": batch})]
+
+    async def invariant_violations(self) -> list[Row]:
+        return await self._rows("invariant_violations", {})
+
+
+class InventoryStore:
+    """Hands out units of work over the service's connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def run(self, work: Callable[[InventoryTransaction], Awaitable[T]], *, duplicates_race: bool = False) -> T:
+        """Runs `work` in one transaction, again from the start if a concurrent transaction got in the
+        way (deadlock, serialization failure, or with `duplicates_race` a unique violation: a concurrent
+        duplicate of the same idempotent request committed first, so the next attempt sees it)."""
+
+        async def attempt() -> T:
+            async with self.transaction() as tx:
+                return await work(tx)
+
+        return await retry_conflicts(attempt, also=(pg_errors.UniqueViolation,) if duplicates_race else ())
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[InventoryTransaction]:
+        async with self._pool.connection() as connection:
+            async with connection.transaction():
+                yield InventoryTransaction(connection)
