@@ -51,6 +51,10 @@ SERVER_OPTIONS = (
 
 _PROBE_INTERVAL_SECONDS = 5.0
 
+#: Health service name that reports whether the process is alive (SERVING from start to stop) whatever
+#: its dependencies do; Kubernetes liveness probes ask for it, readiness probes ask for "" (overall).
+LIVENESS = "liveness"
+
 
 class HasCommonSettings(Protocol):
     @property
@@ -174,6 +178,7 @@ class RunningService:
             return
         self._stopping = True
         await self._set_health(False)
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.settings.common.shutdown_grace_seconds)
         for task in self._tasks:
             task.cancel()
@@ -236,6 +241,7 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
         raise SettingsError("GRPC_LISTEN_ADDRESS", f"cannot listen on {common.listen_address}: {error}") from None
     running = RunningService(spec, settings, server, port, health_servicer, assembly, infrastructure)
     await running._set_health(False)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     await infrastructure.database.open(wait=False)
     running.start_readiness()

