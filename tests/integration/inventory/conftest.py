@@ -1,0 +1,62 @@
+"""Fixtures for inventory tests: a running inventory service, a stub, and invariant checks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from inventory_svc.__main__ import SPEC
+from inventory_svc.repository import InventoryStore
+from service_runtime.host import RunningService
+from shop.inventory.v1 import inventory_service_pb2 as pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from shop.type.v1 import money_pb2
+
+
+@pytest.fixture
+async def inventory_service(start_service) -> RunningService:  # type: ignore[no-untyped-def]
+    return await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="0.1")
+
+
+@pytest.fixture
+async def inventory(inventory_service: RunningService) -> AsyncIterator[pb_grpc.InventoryServiceStub]:
+    async with grpc.aio.insecure_channel(inventory_service.address) as channel:
+        yield pb_grpc.InventoryServiceStub(channel)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[InventoryStore]:
+    """Direct access to the test's inventory database through the service's own repository."""
+    pool = AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
+    await pool.open(wait=True)
+    try:
+        yield InventoryStore(pool)
+    finally:
+        await pool.close()
+
+
+async def invariant_violations(store: InventoryStore) -> list[dict]:
+    async with store.transaction() as tx:
+        return [dict(row) for row in await tx.invariant_violations()]
+
+
+async def create_product(
+    inventory: pb_grpc.InventoryServiceStub, sku: str, stock: int, price_minor: int = 1000, weight_grams: int = 100
+) -> pb.Product:
+    await inventory.UpsertProduct(
+        pb.UpsertProductRequest(
+            sku=sku, name=f"Product {sku}", price=money_pb2.Money(currency_code="USD", amount_minor=price_minor),
+            weight_grams=weight_grams,
+        )
+    )
+    if stock:
+        response = await inventory.AdjustStock(
+            pb.AdjustStockRequest(
+                sku=sku, delta=stock, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key=f"initial-{sku}"
+            )
+        )
+        return response.product
+    return (await inventory.GetProduct(pb.GetProductRequest(sku=sku))).product

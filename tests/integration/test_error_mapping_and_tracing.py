@@ -1,0 +1,103 @@
+"""The runtime's cross-cutting parts across two real hops: a relay server calls inventory.
+
+- A downstream error that escapes a handler reaches the original caller with its code and rich details.
+- An unexpected exception answers INTERNAL, never UNKNOWN.
+- The caller's deadline bounds the downstream call.
+- One trace spans both hops and the database call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from inventory_svc.__main__ import SPEC
+from service_runtime.channels import Channels, outbound_timeout
+from service_runtime.status import ErrorMappingInterceptor
+from shop.inventory.v1 import inventory_service_pb2 as pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from tests.rpc_errors import expect_failure
+
+
+@pytest.fixture
+async def relay(start_service):  # type: ignore[no-untyped-def]
+    """A server with the runtime's error interceptor whose handlers call the inventory service."""
+    inventory = await start_service(SPEC)
+    channels = Channels()
+    stub = pb_grpc.InventoryServiceStub(channels.get(inventory.address))
+
+    async def get(request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.GetProductResponse:
+        return await stub.GetProduct(request, timeout=outbound_timeout(context, cap=2.0))
+
+    async def crash(request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.GetProductResponse:
+        raise RuntimeError("a bug")
+
+    async def slow(request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.GetProductResponse:
+        await asyncio.sleep(0.3)
+        return await stub.GetProduct(request, timeout=outbound_timeout(context, cap=2.0))
+
+    def handler(function):  # type: ignore[no-untyped-def]
+        return grpc.unary_unary_rpc_method_handler(
+            function, request_deserializer=pb.GetProductRequest.FromString,
+            response_serializer=pb.GetProductResponse.SerializeToString,
+        )
+
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain="relay.test")])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("test.Relay", {"Get": handler(get), "Crash": handler(crash), "Slow": handler(slow)})]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+    def method(name: str):  # type: ignore[no-untyped-def]
+        return channel.unary_unary(
+            f"/test.Relay/{name}", request_serializer=pb.GetProductRequest.SerializeToString,
+            response_deserializer=pb.GetProductResponse.FromString,
+        )
+
+    yield method
+    await channel.close()
+    await server.stop(0)
+    await channels.close()
+
+
+async def test_downstream_error_reaches_the_caller_with_its_code_and_details(relay):
+    failure = await expect_failure(relay("Get")(pb.GetProductRequest(sku="missing"), timeout=5))
+
+    assert failure.code == grpc.StatusCode.NOT_FOUND
+    assert (failure.reason, failure.domain) == ("PRODUCT_NOT_FOUND", "inventory.shop")
+
+
+async def test_unexpected_exception_answers_internal_not_unknown(relay):
+    failure = await expect_failure(relay("Crash")(pb.GetProductRequest(sku="x"), timeout=5))
+
+    assert failure.code == grpc.StatusCode.INTERNAL
+    assert "a bug" not in failure.message  # internals stay in the log
+
+
+async def test_the_callers_deadline_bounds_the_downstream_call(relay):
+    failure = await expect_failure(relay("Slow")(pb.GetProductRequest(sku="x"), timeout=0.2))
+
+    assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_one_trace_covers_both_hops_and_the_database(relay):
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+
+    await expect_failure(relay("Get")(pb.GetProductRequest(sku="traced"), timeout=5))
+
+    spans = exporter.get_finished_spans()
+    relay_span = next(s for s in spans if s.name == "/test.Relay/Get" and s.kind == trace.SpanKind.SERVER)
+    inventory_span = next(s for s in spans if s.name.endswith("InventoryService/GetProduct") and s.kind == trace.SpanKind.SERVER)
+    trace_id = relay_span.context.trace_id
+    assert inventory_span.context.trace_id == trace_id
+    in_trace = [s for s in spans if s.context.trace_id == trace_id]
+    assert any(s.attributes and s.attributes.get("db.system") == "postgresql" for s in in_trace), [s.name for s in in_trace]
