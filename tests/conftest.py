@@ -75,7 +75,7 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
     name = f"shop_test_{uuid.uuid4().hex[:12]}"
     await _admin(
         server_url,
-        sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
             sql.Identifier(name), sql.Identifier(template_database)
         ),
     )
