@@ -180,21 +180,22 @@ class InventoryHandlers:
         ttl = command.ttl_seconds if command.ttl_seconds is not None else self._default_ttl_seconds
         lines = domain.normalised(command.lines)
 
-        async def work(tx: InventoryTransaction) -> Reserved:
-            if not await tx.insert_reservation(command.checkout_id, ttl):
-                existing = await tx.reservation(command.checkout_id, lock=False)
-                assert existing is not None
+        async def attempt() -> Reserved:
+            async with self._store.autocommit() as statement:
+                made = await statement.reserve_all_or_nothing(command.checkout_id, lines, ttl)
+            if made is not None:
+                return Reserved(made, replayed=False)
+            return await self._store.run(explain)
+
+        async def explain(tx: InventoryTransaction) -> Reserved:
+            """The reservation was not made: replay an existing one, or say why not."""
+            existing = await tx.reservation(command.checkout_id, lock=False)
+            if existing is not None:
                 domain.check_replay(existing, command.lines)
                 return Reserved(existing, replayed=True)
-            for index, line in enumerate(lines):
-                if not await tx.take_units(line.sku, line.quantity):
-                    await _refuse_reserve(tx, command.lines, lines[index:])
-            await tx.insert_reservation_lines(command.checkout_id, lines)
-            reservation = await tx.reservation(command.checkout_id, lock=False)
-            assert reservation is not None
-            return Reserved(reservation, replayed=False)
+            await _refuse_reserve(tx, command.lines, lines)
 
-        result = await _retry_race(lambda: self._store.run(work))
+        result = await _retry_race(lambda: self._store.run_conflicts(attempt))
         if not result.replayed:
             await self._cache.invalidate(line.sku for line in lines)
         return result
@@ -211,14 +212,17 @@ class InventoryHandlers:
                 return reservation
             if decision is Transition.EXPIRE_FIRST:
                 return _Expired.of(await _end(tx, reservation, ReservationStatus.EXPIRED, "expired"))
-            await tx.lock_products([line.sku for line in reservation.lines])
+            confirmed = await tx.mark_confirmed(command.checkout_id, command.order_id)
             for line in reservation.lines:
-                await tx.sell_units(line.sku, line.quantity)
                 await tx.record_movement(
                     sku=line.sku, delta=-line.quantity, kind="sale", reason="order_confirmed",
                     note=f"order {command.order_id}", request_key=command.checkout_id,
                 )
-            return await tx.mark_confirmed(command.checkout_id, command.order_id)
+            # Product rows last: hot rows stay locked for the shortest part of the transaction.
+            await tx.lock_products([line.sku for line in reservation.lines])
+            for line in reservation.lines:
+                await tx.sell_units(line.sku, line.quantity)
+            return confirmed
 
         result = await self._store.run(work)
         return await self._settle(result)
@@ -329,25 +333,27 @@ class InventoryHandlers:
 
 
 async def _end(tx: InventoryTransaction, reservation: Reservation, status: ReservationStatus, reason: str) -> Reservation:
-    """Gives an active reservation's units back and ends it as RELEASED or EXPIRED."""
+    """Gives an active reservation's units back and ends it as RELEASED or EXPIRED (product rows last,
+    so hot rows stay locked for the shortest part of the transaction)."""
+    ended = await tx.mark_ended(reservation.checkout_id, status, reason)
     await tx.lock_products([line.sku for line in reservation.lines])
     for line in reservation.lines:
         await tx.give_back_units(line.sku, line.quantity)
-    return await tx.mark_ended(reservation.checkout_id, status, reason)
+    return ended
 
 
-async def _refuse_reserve(tx: InventoryTransaction, requested: Sequence[Line], untaken: Sequence[Line]) -> NoReturn:
-    """Raises why a reserve could not take `untaken[0]` (the transaction then rolls back): INVALID_ARGUMENT
-    for unknown SKUs, else INSUFFICIENT_STOCK naming every line from there on that is short."""
+async def _refuse_reserve(tx: InventoryTransaction, requested: Sequence[Line], lines: Sequence[Line]) -> NoReturn:
+    """Raises why a reserve did not fit: INVALID_ARGUMENT for unknown SKUs, else INSUFFICIENT_STOCK
+    naming every short line."""
     products = await tx.products([line.sku for line in requested])
     domain.unknown_skus(requested, set(products))
     shortages = [
         Availability(line.sku, line.quantity, max(products[line.sku].available, 0))
-        for line in untaken
+        for line in lines
         if products[line.sku].available < line.quantity
     ]
-    if not shortages or shortages[0].sku != untaken[0].sku:
-        raise _RaceLost()  # units came back between the UPDATE and this read: try the reserve again
+    if not shortages:
+        raise _RaceLost()  # units came back between the reserve and this read: try the reserve again
     raise domain.InsufficientStock(shortages)
 
 

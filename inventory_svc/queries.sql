@@ -29,14 +29,45 @@ SELECT * FROM inventory.products
 
 -- name: lock_products
 -- Locks product rows in SKU order, so that transactions touching several SKUs cannot deadlock.
-SELECT sku FROM inventory.products WHERE sku = ANY(%(skus)s) ORDER BY sku FOR UPDATE
+-- NO KEY UPDATE: stock changes never touch the key, so foreign-key checks of concurrent inserts
+-- (KEY SHARE) are not blocked and cannot form a cycle with this lock.
+SELECT sku FROM inventory.products WHERE sku = ANY(%(skus)s) ORDER BY sku FOR NO KEY UPDATE
 
--- name: take_units
--- Reserves units of one SKU if enough are available; no row back means "not enough" (or no such SKU).
-UPDATE inventory.products
-   SET reserved = reserved + %(quantity)s, updated_at = now()
- WHERE sku = %(sku)s AND stock_on_hand - reserved >= %(quantity)s
-RETURNING sku
+-- name: reserve_all_or_nothing
+-- Reserves every line of a new checkout in one statement, run as its own transaction, so the hot
+-- product rows stay locked only while PostgreSQL runs it, never across a client round trip.
+-- Product rows are locked in SKU order first (no deadlocks between multi-line reservations); then
+-- each line is taken by a conditional UPDATE (`stock_on_hand - reserved >= quantity`, re-checked by
+-- PostgreSQL on the row's latest version). Unless every line was taken and the reservation row is
+-- new, inventory.refuse_reservation raises SQLSTATE IV001 and the whole statement rolls back.
+WITH wanted AS (
+    SELECT w.sku, w.quantity FROM unnest(%(skus)s::text[], %(quantities)s::int[]) AS w (sku, quantity)
+), locked AS (
+    SELECT p.sku FROM inventory.products p
+     WHERE p.sku = ANY(%(skus)s::text[])
+     ORDER BY p.sku
+       FOR NO KEY UPDATE
+), reservation AS (
+    INSERT INTO inventory.reservations (checkout_id, status, expires_at)
+    SELECT %(checkout_id)s, 'active', now() + make_interval(secs => %(ttl_seconds)s)
+      FROM (SELECT count(*) FROM locked) AS all_locked
+    ON CONFLICT (checkout_id) DO NOTHING
+    RETURNING checkout_id, expires_at, created_at
+), lines AS (
+    INSERT INTO inventory.reservation_lines (checkout_id, sku, quantity)
+    SELECT r.checkout_id, w.sku, w.quantity FROM reservation r CROSS JOIN wanted w
+), taken AS (
+    UPDATE inventory.products p
+       SET reserved = p.reserved + w.quantity, updated_at = now()
+      FROM wanted w, reservation r
+     WHERE p.sku = w.sku AND p.stock_on_hand - p.reserved >= w.quantity
+    RETURNING p.sku
+)
+SELECT r.expires_at, r.created_at
+  FROM (SELECT count(*) AS lines_taken FROM taken) AS t
+  LEFT JOIN reservation r ON true
+ WHERE (t.lines_taken = cardinality(%(skus)s::text[]) AND r.checkout_id IS NOT NULL)
+    OR inventory.refuse_reservation(%(checkout_id)s)
 
 -- name: give_back_units
 -- Returns reserved units of one SKU to availability (release or expiry).
@@ -71,24 +102,12 @@ SELECT * FROM inventory.stock_movements
  WHERE kind = %(kind)s AND request_key = %(request_key)s
  ORDER BY sku
 
--- name: insert_reservation
--- Starts an active reservation; no row back means the checkout already has one.
-INSERT INTO inventory.reservations (checkout_id, status, expires_at)
-VALUES (%(checkout_id)s, 'active', now() + make_interval(secs => %(ttl_seconds)s))
-ON CONFLICT (checkout_id) DO NOTHING
-RETURNING *
-
 -- name: insert_released_marker
 -- Records a release that arrived before any reservation, so a late ReserveInventory is refused.
 INSERT INTO inventory.reservations (checkout_id, status, expires_at, released_at, release_reason)
 VALUES (%(checkout_id)s, 'released', now(), now(), %(reason)s)
 ON CONFLICT (checkout_id) DO NOTHING
 RETURNING *
-
--- name: insert_reservation_line
--- One reserved line.
-INSERT INTO inventory.reservation_lines (checkout_id, sku, quantity)
-VALUES (%(checkout_id)s, %(sku)s, %(quantity)s)
 
 -- name: reservation
 -- A reservation with whether its expiry has passed (by the database clock).

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
@@ -24,6 +25,9 @@ from service_runtime.database import load_queries, retry_conflicts
 
 Row = Mapping[str, Any]
 T = TypeVar("T")
+
+#: SQLSTATE raised by inventory.refuse_reservation (migration 0001) when a reserve statement rolls back.
+RESERVATION_REFUSED = "IV001"
 
 
 @cache
@@ -126,20 +130,27 @@ class InventoryTransaction:
 
     # Reservations
 
-    async def insert_reservation(self, checkout_id: str, ttl_seconds: float) -> bool:
-        row = await self._row("insert_reservation", {"checkout_id": checkout_id, "ttl_seconds": ttl_seconds})
-        return row is not None
+    async def reserve_all_or_nothing(self, checkout_id: str, lines: Sequence[Line], ttl_seconds: float) -> Reservation | None:
+        """Makes the reservation if the checkout has none and every line fits; None otherwise."""
+        try:
+            row = await self._row(
+                "reserve_all_or_nothing",
+                {"checkout_id": checkout_id, "skus": [line.sku for line in lines],
+                 "quantities": [line.quantity for line in lines], "ttl_seconds": ttl_seconds},
+            )
+        except psycopg.Error as error:
+            if error.sqlstate == RESERVATION_REFUSED:
+                return None
+            raise
+        assert row is not None
+        return Reservation(
+            checkout_id=checkout_id, status=ReservationStatus.ACTIVE, lines=tuple(lines), expires_at=row["expires_at"],
+            created_at=row["created_at"], confirmed_at=None, released_at=None, order_id=None, release_reason="",
+        )
 
     async def insert_released_marker(self, checkout_id: str, reason: str) -> Reservation | None:
         row = await self._row("insert_released_marker", {"checkout_id": checkout_id, "reason": reason})
         return _reservation(row, ()) if row else None
-
-    async def insert_reservation_lines(self, checkout_id: str, lines: Sequence[Line]) -> None:
-        async with self._connection.cursor() as cursor:
-            await cursor.executemany(
-                queries()["insert_reservation_line"],  # type: ignore[arg-type]
-                [{"checkout_id": checkout_id, "sku": line.sku, "quantity": line.quantity} for line in lines],
-            )
 
     async def _with_lines(self, row: Row | None) -> Reservation | None:
         if row is None:
@@ -199,7 +210,19 @@ class InventoryStore:
             async with self.transaction() as tx:
                 return await work(tx)
 
+        return await self.run_conflicts(attempt, duplicates_race=duplicates_race)
+
+    @staticmethod
+    async def run_conflicts(attempt: Callable[[], Awaitable[T]], *, duplicates_race: bool = False) -> T:
+        """Runs `attempt` (which opens its own transactions) again when a concurrent one got in the way."""
         return await retry_conflicts(attempt, also=(pg_errors.UniqueViolation,) if duplicates_race else ())
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[InventoryTransaction]:
+        """Statements each in a transaction of their own: for single statements that lock hot rows,
+        which then stay locked only while PostgreSQL runs the statement, not across a round trip."""
+        async with self._pool.connection() as connection:
+            yield InventoryTransaction(connection)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[InventoryTransaction]:

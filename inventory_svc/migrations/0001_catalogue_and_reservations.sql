@@ -64,3 +64,12 @@ CREATE UNIQUE INDEX stock_movements_one_per_sale_line ON inventory.stock_movemen
     WHERE kind = 'sale';
 CREATE UNIQUE INDEX stock_movements_one_per_return_line ON inventory.stock_movements (request_key, sku)
     WHERE kind = 'return';
+
+-- Raised by the reserve statement (queries.sql: reserve_all_or_nothing) to roll itself back when a
+-- line does not fit or the checkout already has a reservation; the service then explains why.
+CREATE FUNCTION inventory.refuse_reservation(checkout_id text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'reservation for checkout % not made', checkout_id USING ERRCODE = 'IV001';
+END
+$$;
