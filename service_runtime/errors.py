@@ -52,10 +52,12 @@ class ServiceError(Exception):
 class InvalidArgument(ServiceError):
     """The request is malformed; retrying it unchanged cannot succeed."""
 
-    def __init__(self, violations: Sequence[FieldViolation], message: str | None = None) -> None:
+    def __init__(
+        self, violations: Sequence[FieldViolation], message: str | None = None, *, reason: str = "INVALID_ARGUMENT"
+    ) -> None:
         self.violations = tuple(violations)
         summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:5])
-        super().__init__(message or f"invalid request: {summary}", reason="INVALID_ARGUMENT")
+        super().__init__(message or f"invalid request: {summary}", reason=reason)
 
 
 class NotFound(ServiceError):

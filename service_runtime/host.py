@@ -272,7 +272,7 @@ def run_service(spec: ServiceSpec[S], argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else "serve"
     if command not in ("serve", "migrate") or len(args) > 1:
-        print(f"usage: python -m {spec.name}_svc [serve|migrate]", file=sys.stderr)
+        print(f"usage: python -m {spec.migrations.parent.name} [serve|migrate]", file=sys.stderr)
         return 2
     try:
         from os import environ

@@ -122,6 +122,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 await _abort_with_downstream(context, error, method)
             except (grpc.aio.AbortError, grpc.aio.UsageError):
                 raise
+            except NotImplementedError:  # the generated base class: declared in the contract, not built yet
+                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
             except Exception as error:
                 translated = database.as_service_error(error)
                 if translated is None:

@@ -28,7 +28,7 @@ from service_runtime.host import RunningService, ServiceSpec, start_service as h
 from service_runtime.migrations import apply_migrations
 
 #: Every service package of the mesh; each exposes its ServiceSpec as `<package>.__main__.SPEC`.
-SERVICE_PACKAGES = ("inventory_svc",)
+SERVICE_PACKAGES = ("inventory_svc", "cart_svc", "payment_svc", "order_svc", "shipping_svc", "notification_svc", "gateway")
 
 
 def service_specs() -> list[ServiceSpec[Any]]:

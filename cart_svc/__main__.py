@@ -1,0 +1,38 @@
+"""Composition root: settings → servicer → server.
+
+`python -m cart_svc` serves; `python -m cart_svc migrate` applies migrations and exits. The cart's
+store, inventory client and abandonment sweeper are wired here by the issue that builds its use cases.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+
+from cart_svc.servicer import SERVICE_NAME, CartServicer
+from cart_svc.settings import CartSettings
+from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from shop.cart.v1 import cart_service_pb2_grpc
+
+
+def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly:
+    servicer = CartServicer()
+
+    def register(server: grpc.aio.Server) -> None:
+        cart_service_pb2_grpc.add_CartServiceServicer_to_server(servicer, server)
+
+    return Assembly(register=register, service_names=[SERVICE_NAME])
+
+
+SPEC = ServiceSpec(
+    name="cart",
+    schema="cart",
+    migrations=Path(__file__).with_name("migrations"),
+    load_settings=CartSettings.from_environ,
+    assemble=assemble,
+)
+
+if __name__ == "__main__":
+    sys.exit(run_service(SPEC))

@@ -1,0 +1,38 @@
+"""Composition root: settings → servicer → server.
+
+`python -m gateway` serves; `python -m gateway migrate` applies migrations and exits. The downstream
+clients, the checkout saga and its recovery worker are wired here by the issue that builds them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+
+from gateway.servicer import SERVICE_NAME, CheckoutServicer
+from gateway.settings import GatewaySettings
+from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from shop.gateway.v1 import gateway_service_pb2_grpc
+
+
+def assemble(settings: GatewaySettings, infrastructure: Infrastructure) -> Assembly:
+    servicer = CheckoutServicer()
+
+    def register(server: grpc.aio.Server) -> None:
+        gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server(servicer, server)
+
+    return Assembly(register=register, service_names=[SERVICE_NAME])
+
+
+SPEC = ServiceSpec(
+    name="gateway",
+    schema="checkout",
+    migrations=Path(__file__).with_name("migrations"),
+    load_settings=GatewaySettings.from_environ,
+    assemble=assemble,
+)
+
+if __name__ == "__main__":
+    sys.exit(run_service(SPEC))

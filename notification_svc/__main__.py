@@ -1,0 +1,38 @@
+"""Composition root: settings → servicer → server.
+
+`python -m notification_svc` serves; `python -m notification_svc migrate` applies migrations and exits.
+The event consumer, senders and notifications repository are wired here by the issue that builds them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+
+from notification_svc.servicer import SERVICE_NAME, NotificationServicer
+from notification_svc.settings import NotificationSettings
+from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from shop.notification.v1 import notification_service_pb2_grpc
+
+
+def assemble(settings: NotificationSettings, infrastructure: Infrastructure) -> Assembly:
+    servicer = NotificationServicer()
+
+    def register(server: grpc.aio.Server) -> None:
+        notification_service_pb2_grpc.add_NotificationServiceServicer_to_server(servicer, server)
+
+    return Assembly(register=register, service_names=[SERVICE_NAME])
+
+
+SPEC = ServiceSpec(
+    name="notification",
+    schema="notification",
+    migrations=Path(__file__).with_name("migrations"),
+    load_settings=NotificationSettings.from_environ,
+    assemble=assemble,
+)
+
+if __name__ == "__main__":
+    sys.exit(run_service(SPEC))

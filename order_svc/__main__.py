@@ -1,0 +1,38 @@
+"""Composition root: settings → servicer → server.
+
+`python -m order_svc` serves; `python -m order_svc migrate` applies migrations and exits. The orders
+repository, the outbox relay and the cancellation worker are wired here by the issue that builds them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+
+from order_svc.servicer import SERVICE_NAME, OrderServicer
+from order_svc.settings import OrderSettings
+from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from shop.order.v1 import order_service_pb2_grpc
+
+
+def assemble(settings: OrderSettings, infrastructure: Infrastructure) -> Assembly:
+    servicer = OrderServicer()
+
+    def register(server: grpc.aio.Server) -> None:
+        order_service_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
+
+    return Assembly(register=register, service_names=[SERVICE_NAME])
+
+
+SPEC = ServiceSpec(
+    name="order",
+    schema="orders",
+    migrations=Path(__file__).with_name("migrations"),
+    load_settings=OrderSettings.from_environ,
+    assemble=assemble,
+)
+
+if __name__ == "__main__":
+    sys.exit(run_service(SPEC))

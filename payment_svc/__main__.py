@@ -1,0 +1,38 @@
+"""Composition root: settings → servicer → server.
+
+`python -m payment_svc` serves; `python -m payment_svc migrate` applies migrations and exits. The
+payments repository, PSP client, status cache and reconciler are wired here by the issue that builds them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+
+from payment_svc.servicer import SERVICE_NAME, PaymentServicer
+from payment_svc.settings import PaymentSettings
+from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from shop.payment.v1 import payment_service_pb2_grpc
+
+
+def assemble(settings: PaymentSettings, infrastructure: Infrastructure) -> Assembly:
+    servicer = PaymentServicer()
+
+    def register(server: grpc.aio.Server) -> None:
+        payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server)
+
+    return Assembly(register=register, service_names=[SERVICE_NAME])
+
+
+SPEC = ServiceSpec(
+    name="payment",
+    schema="payment",
+    migrations=Path(__file__).with_name("migrations"),
+    load_settings=PaymentSettings.from_environ,
+    assemble=assemble,
+)
+
+if __name__ == "__main__":
+    sys.exit(run_service(SPEC))

@@ -1,0 +1,38 @@
+"""Composition root: settings → servicer → server.
+
+`python -m shipping_svc` serves; `python -m shipping_svc migrate` applies migrations and exits. The
+rate table, inventory client and shipments repository are wired here by the issue that builds them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+
+from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from shipping_svc.servicer import SERVICE_NAME, ShippingServicer
+from shipping_svc.settings import ShippingSettings
+from shop.shipping.v1 import shipping_service_pb2_grpc
+
+
+def assemble(settings: ShippingSettings, infrastructure: Infrastructure) -> Assembly:
+    servicer = ShippingServicer()
+
+    def register(server: grpc.aio.Server) -> None:
+        shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server(servicer, server)
+
+    return Assembly(register=register, service_names=[SERVICE_NAME])
+
+
+SPEC = ServiceSpec(
+    name="shipping",
+    schema="shipping",
+    migrations=Path(__file__).with_name("migrations"),
+    load_settings=ShippingSettings.from_environ,
+    assemble=assemble,
+)
+
+if __name__ == "__main__":
+    sys.exit(run_service(SPEC))
