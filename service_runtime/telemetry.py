@@ -1,7 +1,8 @@
 """OpenTelemetry tracing: one provider per process, gRPC server/client, psycopg and redis instrumented.
 
 Spans are exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise they are still created
-(so trace ids flow through metadata and logs) but not exported. Call `configure_tracing` before creating
+(so trace ids flow through metadata and logs) but not exported. OTEL_SDK_DISABLED=true turns tracing
+off altogether (no instrumentation). Call `configure_tracing` before creating
 servers or channels: the gRPC instrumentation wraps their constructors.
 """
 
@@ -23,6 +24,9 @@ _state: dict[str, TracerProvider] = {}
 def configure_tracing(service_name: str) -> TracerProvider:
     """Installs the tracer provider and instrumentation once per process; later calls return it."""
     if "provider" in _state:
+        return _state["provider"]
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":  # the standard OTel switch
+        _state["provider"] = TracerProvider()
         return _state["provider"]
     provider = TracerProvider(
         resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
