@@ -4,7 +4,7 @@
 #   make reset        drop the mesh's database and Redis keys; the next `make up` migrates and seeds afresh
 #   make proto        regenerate generated/ from protos/
 #   make proto-check  fail when generated/ is not what protos/ generate
-#   make lint         buf lint
+#   make lint         buf lint, ruff check and ruff format --check
 #   make bench        benchmarks (python -m bench), once there are any
 
 SHELL := /bin/bash
@@ -70,6 +70,7 @@ proto-check: install
 lint: install
 	@$(PYTHON) -m devstack.protogen buf-deps
 	@$(VENV)/bin/buf lint && echo "buf lint: clean"
+	@$(VENV)/bin/ruff check --quiet . && $(VENV)/bin/ruff format --check --quiet . && echo "ruff: clean"
 
 bench: install
 	@if [ -f bench/__main__.py ]; then \

@@ -111,8 +111,12 @@ async def run(clients: int, seconds: float, port: int) -> tuple[Result, Result]:
         await apply_migrations(database_url, schema=SPEC.schema, directory=SPEC.migrations)
         address = f"127.0.0.1:{port}"
         environment = {
-            **os.environ, "DATABASE_URL": database_url, "GRPC_LISTEN_ADDRESS": address,
-            "REDIS_KEY_PREFIX": f"bench:{name}:", "DB_POOL_MAX_SIZE": str(max(4, clients)), "LOG_LEVEL": "WARNING",
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "GRPC_LISTEN_ADDRESS": address,
+            "REDIS_KEY_PREFIX": f"bench:{name}:",
+            "DB_POOL_MAX_SIZE": str(max(4, clients)),
+            "LOG_LEVEL": "WARNING",
         }
         service = subprocess.Popen([sys.executable, "-m", "inventory_svc"], env=environment)
         await _wait_serving(address, timeout=30)
@@ -120,15 +124,28 @@ async def run(clients: int, seconds: float, port: int) -> tuple[Result, Result]:
 
         async with grpc.aio.insecure_channel(address) as channel:
             stub = pb_grpc.InventoryServiceStub(channel)
-            await stub.UpsertProduct(pb.UpsertProductRequest(
-                sku=HOT_SKU, name="Hot", price=money_pb2.Money(currency_code="USD", amount_minor=100), weight_grams=1))
-            await stub.AdjustStock(pb.AdjustStockRequest(
-                sku=HOT_SKU, delta=1_000_000, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="bench-stock"))
+            await stub.UpsertProduct(
+                pb.UpsertProductRequest(
+                    sku=HOT_SKU,
+                    name="Hot",
+                    price=money_pb2.Money(currency_code="USD", amount_minor=100),
+                    weight_grams=1,
+                )
+            )
+            await stub.AdjustStock(
+                pb.AdjustStockRequest(
+                    sku=HOT_SKU,
+                    delta=1_000_000,
+                    reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED,
+                    idempotency_key="bench-stock",
+                )
+            )
             line = [line_item_pb2.LineItem(sku=HOT_SKU, quantity=1)]
 
             async def reserve(client: int, sequence: int) -> None:
                 await stub.ReserveInventory(
-                    pb.ReserveInventoryRequest(checkout_id=f"b{client}-{sequence}", items=line), timeout=10)
+                    pb.ReserveInventoryRequest(checkout_id=f"b{client}-{sequence}", items=line), timeout=10
+                )
 
             print("phase 1/2: ReserveInventory over gRPC")
             via_grpc = await _drive("grpc", clients, seconds, reserve)
@@ -159,8 +176,11 @@ async def run(clients: int, seconds: float, port: int) -> tuple[Result, Result]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench reserve-hot-sku", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench reserve-hot-sku",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients in each phase (default 32)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
     parser.add_argument("--port", type=int, default=50152, help="port for the benchmarked service (default 50152)")
@@ -171,8 +191,12 @@ def main(argv: list[str]) -> int:
     print()
     print(f"{'path':<34} {'ops':>8} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     for result, label in ((via_grpc, "ReserveInventory (gRPC)"), (via_sql, "conditional UPDATE (psycopg)")):
-        print(f"{label:<34} {len(result.latencies):>8} {result.rate:>9.0f} "
-              f"{result.percentile(0.5):>8.2f} {result.percentile(0.99):>8.2f}")
-    print(f"\nratio gRPC / SQL throughput: {via_grpc.rate / via_sql.rate:.2f}"
-          f"   (median latency ratio {statistics.median(via_grpc.latencies) / statistics.median(via_sql.latencies):.2f})")
+        print(
+            f"{label:<34} {len(result.latencies):>8} {result.rate:>9.0f} "
+            f"{result.percentile(0.5):>8.2f} {result.percentile(0.99):>8.2f}"
+        )
+    print(
+        f"\nratio gRPC / SQL throughput: {via_grpc.rate / via_sql.rate:.2f}"
+        f"   (median latency ratio {statistics.median(via_grpc.latencies) / statistics.median(via_sql.latencies):.2f})"
+    )
     return 0

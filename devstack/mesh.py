@@ -21,9 +21,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack import console
+from devstack.endpoints import LOOPBACK, Server, database_of
 from devstack.errors import DevstackError
 from devstack.processes import ManagedProcess, ProcessGroup, wait_for_exit
-from devstack.endpoints import LOOPBACK, Server, database_of
 from devstack.settings import ROOT, DevstackSettings
 
 
@@ -115,9 +115,7 @@ def service_environment(
     return env
 
 
-async def migrate_all(
-    group: ProcessGroup, settings: DevstackSettings, postgres: Server, redis: Server
-) -> None:
+async def migrate_all(group: ProcessGroup, settings: DevstackSettings, postgres: Server, redis: Server) -> None:
     """Runs `python -m <package> migrate` for every service at once; fails on the first that fails."""
     runs = [
         (
@@ -138,14 +136,16 @@ async def migrate_all(
             run.kill_group()
             raise DevstackError(
                 f"{service.package}: migrate did not finish within {MIGRATION_TIMEOUT_SECONDS:.0f} s",
-                log_title=str(run.log_path), log_tail=run.log_tail(),
+                log_title=str(run.log_path),
+                log_tail=run.log_tail(),
             )
         if code != 0:
             raise DevstackError(
                 f"{service.package}: migrate failed (exit code {code}). If database {database_of(postgres.url)!r} "
                 f"on {postgres.address} holds migrations that have since been rewritten, start afresh with "
                 "`make reset` (then `make up`)",
-                log_title=str(run.log_path), log_tail=run.log_tail(),
+                log_title=str(run.log_path),
+                log_tail=run.log_tail(),
             )
         console.detail(run.log_tail(1).strip())
 
@@ -177,14 +177,15 @@ async def health_of(stub: health_pb2_grpc.HealthStub) -> str:
     try:
         response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_CHECK_TIMEOUT_SECONDS)
     except grpc.aio.AioRpcError as error:
-        return "starting" if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+        return (
+            "starting"
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
             else error.code().name
+        )
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-async def wait_until_serving(
-    settings: DevstackSettings, processes: Mapping[str, ManagedProcess]
-) -> dict[str, str]:
+async def wait_until_serving(settings: DevstackSettings, processes: Mapping[str, ManagedProcess]) -> dict[str, str]:
     """Polls every service's health until all are SERVING; prints progress; returns the last states."""
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -213,7 +214,8 @@ async def wait_until_serving(
                     f"not SERVING after {settings.start_timeout_seconds:.0f} s: "
                     + ", ".join(f"{p} ({states[p]})" for p in waiting)
                     + f"; logs in {settings.logs_dir}",
-                    log_title=str(first.log_path), log_tail=first.log_tail(),
+                    log_title=str(first.log_path),
+                    log_tail=first.log_tail(),
                 )
             if now >= next_progress:
                 next_progress = now + PROGRESS_EVERY_SECONDS
@@ -232,7 +234,8 @@ def raise_if_any_exited(processes: Mapping[str, ManagedProcess], *, during: str)
         if not process.is_running():
             raise DevstackError(
                 f"{package} exited during {during} (exit code {process.exit_code})",
-                log_title=f"last lines of {process.log_path}", log_tail=process.log_tail(),
+                log_title=f"last lines of {process.log_path}",
+                log_tail=process.log_tail(),
             )
 
 

@@ -106,9 +106,7 @@ class ProcessGroup:
         return process
 
     def _record(self) -> None:
-        leftovers.record(
-            self.registry, [(p.name, p.pid, int(p.stop_signal)) for p in self.processes if p.is_running()]
-        )
+        leftovers.record(self.registry, [(p.name, p.pid, int(p.stop_signal)) for p in self.processes if p.is_running()])
 
     async def stop_all(self, *, budget_seconds: float) -> int:
         """Stops the services first, then the servers, all within the budget; returns how many were running."""

@@ -68,8 +68,14 @@ def generate() -> int:
         return code
     DESCRIPTOR_SET.parent.mkdir(parents=True, exist_ok=True)
     code = protoc.main(
-        ["grpc_tools.protoc", *includes, "--include_imports", "--include_source_info",
-         f"--descriptor_set_out={DESCRIPTOR_SET}", *files]
+        [
+            "grpc_tools.protoc",
+            *includes,
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={DESCRIPTOR_SET}",
+            *files,
+        ]
     )
     if code != 0:
         return code

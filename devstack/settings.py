@@ -43,10 +43,10 @@ class DevstackSettings:
         embedded_flag = (text("DEVSTACK_EMBEDDED") or "0").lower()
         if embedded_flag not in ("0", "1", "true", "false", "yes", "no"):
             raise DevstackError(f"DEVSTACK_EMBEDDED={embedded_flag!r}: use 1 (private servers) or 0 (detect)")
-        port_base = _integer(text("DEVSTACK_PORT_BASE"), "DEVSTACK_PORT_BASE", DEFAULT_PORT_BASE,
-                             minimum=1024, maximum=65535)
-        start_timeout = _integer(text("DEVSTACK_START_TIMEOUT"), "DEVSTACK_START_TIMEOUT", 60,
-                                 minimum=5, maximum=3600)
+        port_base = _integer(
+            text("DEVSTACK_PORT_BASE"), "DEVSTACK_PORT_BASE", DEFAULT_PORT_BASE, minimum=1024, maximum=65535
+        )
+        start_timeout = _integer(text("DEVSTACK_START_TIMEOUT"), "DEVSTACK_START_TIMEOUT", 60, minimum=5, maximum=3600)
         state_dir = Path(text("DEVSTACK_STATE_DIR") or ROOT / ".devstack").resolve()
         postgres_bin = text("DEVSTACK_POSTGRES_BIN")
         return cls(

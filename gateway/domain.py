@@ -157,8 +157,10 @@ def compensation_plan(started: Iterable[SagaStep], *, release_reservation: bool)
     if is_past_pivot(started):
         raise ValueError("the saga is past its pivot (create order); it can only go forward")
     plan = [
-        step for step in reversed(SAGA)
-        if step.step in started and step.compensation is not None
+        step
+        for step in reversed(SAGA)
+        if step.step in started
+        and step.compensation is not None
         and (release_reservation or step.step is not SagaStep.RESERVE_INVENTORY)
     ]
     return tuple(plan)

@@ -26,7 +26,9 @@ def assemble(settings: InventorySettings, infrastructure: Infrastructure) -> Ass
         infrastructure.redis, infrastructure.keys.child("inventory"), ttl_seconds=settings.product_cache_ttl_seconds
     )
     handlers = InventoryHandlers(
-        store, cache, shop_currency=settings.shop_currency,
+        store,
+        cache,
+        shop_currency=settings.shop_currency,
         default_ttl_seconds=settings.default_reservation_ttl_seconds,
     )
     servicer = InventoryServicer(handlers)

@@ -174,7 +174,9 @@ def check_text(violations: Violations, value: str, field: str, *, maximum: int, 
         violations.add(field, f"must be at most {maximum} characters")
 
 
-def check_lines(violations: Violations, lines: Sequence[Line], field: str, *, max_quantity: int = MAX_LINE_QUANTITY) -> None:
+def check_lines(
+    violations: Violations, lines: Sequence[Line], field: str, *, max_quantity: int = MAX_LINE_QUANTITY
+) -> None:
     if not lines:
         violations.add(field, "must have at least one line")
         return
@@ -363,7 +365,9 @@ class Transition(enum.Enum):
 
 def not_found(checkout_id: str) -> NotFound:
     return NotFound(
-        f"checkout {checkout_id} has no reservation", reason="RESERVATION_NOT_FOUND", metadata={"checkout_id": checkout_id}
+        f"checkout {checkout_id} has no reservation",
+        reason="RESERVATION_NOT_FOUND",
+        metadata={"checkout_id": checkout_id},
     )
 
 
@@ -424,7 +428,12 @@ def expired_error(checkout_id: str) -> FailedPrecondition:
 
 
 def check_adjustment_replay(command: AdjustStock, sku: str, delta: int, reason: str, note: str) -> None:
-    if (command.sku, command.delta, command.reason.value if command.reason else "", command.note) != (sku, delta, reason, note):
+    if (command.sku, command.delta, command.reason.value if command.reason else "", command.note) != (
+        sku,
+        delta,
+        reason,
+        note,
+    ):
         raise AlreadyExists(
             "idempotency_key was already used for a different stock adjustment",
             reason="IDEMPOTENCY_KEY_REUSED",
@@ -436,7 +445,8 @@ def adjustment_refused(product: Product, delta: int) -> FailedPrecondition:
     after = product.stock_on_hand + delta
     if after > 1_000_000_000:
         return FailedPrecondition(
-            f"stock of {product.sku} would exceed 1000000000 units", reason="STOCK_LIMIT_EXCEEDED",
+            f"stock of {product.sku} would exceed 1000000000 units",
+            reason="STOCK_LIMIT_EXCEEDED",
             metadata={"sku": product.sku, "stock_on_hand": str(product.stock_on_hand)},
         )
     return FailedPrecondition(
@@ -456,12 +466,16 @@ def check_return(command: ReturnStock, sold: Sequence[Line]) -> None:
     excess = [line for line in command.lines if line.quantity > bought.get(line.sku, 0)]
     if excess:
         raise FailedPrecondition(
-            "the return exceeds what order " + command.order_id + " bought: "
+            "the return exceeds what order "
+            + command.order_id
+            + " bought: "
             + ", ".join(f"{line.sku} (returning {line.quantity}, sold {bought.get(line.sku, 0)})" for line in excess),
             reason="RETURN_EXCEEDS_SOLD",
             metadata={"order_id": command.order_id, "skus": ",".join(line.sku for line in excess)},
             violations=[
-                PreconditionViolation("RETURN", f"sku:{line.sku}", f"returning {line.quantity}, sold {bought.get(line.sku, 0)}")
+                PreconditionViolation(
+                    "RETURN", f"sku:{line.sku}", f"returning {line.quantity}, sold {bought.get(line.sku, 0)}"
+                )
                 for line in excess
             ],
         )
@@ -478,7 +492,9 @@ def check_return_replay(command: ReturnStock, recorded: Sequence[Line]) -> None:
 
 def order_not_confirmed(order_id: str) -> FailedPrecondition:
     return FailedPrecondition(
-        f"no reservation was confirmed for order {order_id}", reason="ORDER_NOT_CONFIRMED", metadata={"order_id": order_id}
+        f"no reservation was confirmed for order {order_id}",
+        reason="ORDER_NOT_CONFIRMED",
+        metadata={"order_id": order_id},
     )
 
 

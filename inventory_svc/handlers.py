@@ -156,8 +156,12 @@ class InventoryHandlers:
                     raise domain.product_not_found(command.sku)
                 raise domain.adjustment_refused(existing, command.delta)
             movement_id, _ = await tx.record_movement(
-                sku=command.sku, delta=command.delta, kind="adjustment", reason=command.reason.value,  # type: ignore[union-attr]
-                note=command.note, request_key=command.idempotency_key,
+                sku=command.sku,
+                delta=command.delta,
+                kind="adjustment",
+                reason=command.reason.value,  # type: ignore[union-attr]
+                note=command.note,
+                request_key=command.idempotency_key,
             )
             return Adjusted(product, movement_id, replayed=False)
 
@@ -215,8 +219,12 @@ class InventoryHandlers:
             confirmed = await tx.mark_confirmed(command.checkout_id, command.order_id)
             for line in reservation.lines:
                 await tx.record_movement(
-                    sku=line.sku, delta=-line.quantity, kind="sale", reason="order_confirmed",
-                    note=f"order {command.order_id}", request_key=command.checkout_id,
+                    sku=line.sku,
+                    delta=-line.quantity,
+                    kind="sale",
+                    reason="order_confirmed",
+                    note=f"order {command.order_id}",
+                    request_key=command.checkout_id,
                 )
             # Product rows last: hot rows stay locked for the shortest part of the transaction.
             await tx.lock_products([line.sku for line in reservation.lines])
@@ -239,7 +247,9 @@ class InventoryHandlers:
                 return Released(marker, 0)
             if domain.decide_release(reservation) is Transition.ALREADY_DONE:
                 return Released(reservation, 0)
-            return Released(await _end(tx, reservation, ReservationStatus.RELEASED, command.reason), len(reservation.lines))
+            return Released(
+                await _end(tx, reservation, ReservationStatus.RELEASED, command.reason), len(reservation.lines)
+            )
 
         result = await _retry_race(lambda: self._store.run(work))
         if result.released_line_count:
@@ -314,8 +324,12 @@ class InventoryHandlers:
             for line in lines:
                 await tx.change_stock(line.sku, line.quantity)
                 _, returned_at = await tx.record_movement(
-                    sku=line.sku, delta=line.quantity, kind="return", reason=command.reason,
-                    note=f"order {command.order_id}", request_key=command.order_id,
+                    sku=line.sku,
+                    delta=line.quantity,
+                    kind="return",
+                    reason=command.reason,
+                    note=f"order {command.order_id}",
+                    request_key=command.order_id,
                 )
             assert returned_at is not None
             return Returned(command.order_id, lines, False, returned_at)
@@ -332,7 +346,9 @@ class InventoryHandlers:
             return [dict(row) for row in await tx.invariant_violations()]
 
 
-async def _end(tx: InventoryTransaction, reservation: Reservation, status: ReservationStatus, reason: str) -> Reservation:
+async def _end(
+    tx: InventoryTransaction, reservation: Reservation, status: ReservationStatus, reason: str
+) -> Reservation:
     """Gives an active reservation's units back and ends it as RELEASED or EXPIRED (product rows last,
     so hot rows stay locked for the shortest part of the transaction)."""
     ended = await tx.mark_ended(reservation.checkout_id, status, reason)

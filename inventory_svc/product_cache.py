@@ -68,7 +68,7 @@ class ProductCache:
             log.warning("product cache read failed: %s", error)
             return {}
         found = {}
-        for sku, raw in zip(skus, values):
+        for sku, raw in zip(skus, values, strict=True):
             if raw is not None:
                 found[sku] = _decode(raw)
         return found

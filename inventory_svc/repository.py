@@ -82,8 +82,13 @@ class InventoryTransaction:
     async def upsert_product(self, sku: str, name: str, price: Money, weight_grams: int) -> tuple[Product, bool]:
         row = await self._row(
             "upsert_product",
-            {"sku": sku, "name": name, "price_minor": price.amount_minor,
-             "currency_code": price.currency_code, "weight_grams": weight_grams},
+            {
+                "sku": sku,
+                "name": name,
+                "price_minor": price.amount_minor,
+                "currency_code": price.currency_code,
+                "weight_grams": weight_grams,
+            },
         )
         assert row is not None
         return _product(row), bool(row["created"])
@@ -93,7 +98,9 @@ class InventoryTransaction:
         return {row["sku"]: _product(row) for row in rows}
 
     async def list_products(self, after_sku: str, in_stock_only: bool, limit: int) -> list[Product]:
-        rows = await self._rows("list_products", {"after_sku": after_sku, "in_stock_only": in_stock_only, "limit": limit})
+        rows = await self._rows(
+            "list_products", {"after_sku": after_sku, "in_stock_only": in_stock_only, "limit": limit}
+        )
         return [_product(row) for row in rows]
 
     async def lock_products(self, skus: Sequence[str]) -> set[str]:
@@ -130,13 +137,19 @@ class InventoryTransaction:
 
     # Reservations
 
-    async def reserve_all_or_nothing(self, checkout_id: str, lines: Sequence[Line], ttl_seconds: float) -> Reservation | None:
+    async def reserve_all_or_nothing(
+        self, checkout_id: str, lines: Sequence[Line], ttl_seconds: float
+    ) -> Reservation | None:
         """Makes the reservation if the checkout has none and every line fits; None otherwise."""
         try:
             row = await self._row(
                 "reserve_all_or_nothing",
-                {"checkout_id": checkout_id, "skus": [line.sku for line in lines],
-                 "quantities": [line.quantity for line in lines], "ttl_seconds": ttl_seconds},
+                {
+                    "checkout_id": checkout_id,
+                    "skus": [line.sku for line in lines],
+                    "quantities": [line.quantity for line in lines],
+                    "ttl_seconds": ttl_seconds,
+                },
             )
         except psycopg.Error as error:
             if error.sqlstate == RESERVATION_REFUSED:
@@ -144,8 +157,15 @@ class InventoryTransaction:
             raise
         assert row is not None
         return Reservation(
-            checkout_id=checkout_id, status=ReservationStatus.ACTIVE, lines=tuple(lines), expires_at=row["expires_at"],
-            created_at=row["created_at"], confirmed_at=None, released_at=None, order_id=None, release_reason="",
+            checkout_id=checkout_id,
+            status=ReservationStatus.ACTIVE,
+            lines=tuple(lines),
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
+            confirmed_at=None,
+            released_at=None,
+            order_id=None,
+            release_reason="",
         )
 
     async def insert_released_marker(self, checkout_id: str, reason: str) -> Reservation | None:
@@ -176,7 +196,9 @@ class InventoryTransaction:
 
     async def mark_ended(self, checkout_id: str, status: ReservationStatus, reason: str) -> Reservation:
         reservation = await self._with_lines(
-            await self._row("mark_reservation_ended", {"checkout_id": checkout_id, "status": status.value, "reason": reason})
+            await self._row(
+                "mark_reservation_ended", {"checkout_id": checkout_id, "status": status.value, "reason": reason}
+            )
         )
         assert reservation is not None
         return reservation
@@ -226,6 +248,5 @@ class InventoryStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[InventoryTransaction]:
-        async with self._pool.connection() as connection:
-            async with connection.transaction():
-                yield InventoryTransaction(connection)
+        async with self._pool.connection() as connection, connection.transaction():
+            yield InventoryTransaction(connection)

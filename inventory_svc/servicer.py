@@ -40,7 +40,9 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     def __init__(self, handlers: InventoryHandlers) -> None:
         self._handlers = handlers
 
-    async def UpsertProduct(self, request: pb.UpsertProductRequest, context: grpc.aio.ServicerContext) -> pb.UpsertProductResponse:
+    async def UpsertProduct(
+        self, request: pb.UpsertProductRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertProductResponse:
         product, created = await self._handlers.upsert_product(
             domain.UpsertProduct(
                 sku=request.sku,
@@ -51,7 +53,9 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         )
         return pb.UpsertProductResponse(product=_product_out(product), created=created)
 
-    async def GetProduct(self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.GetProductResponse:
+    async def GetProduct(
+        self, request: pb.GetProductRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProductResponse:
         return pb.GetProductResponse(product=_product_out(await self._handlers.get_product(request.sku)))
 
     async def BatchGetProducts(
@@ -64,13 +68,17 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             missing_skus=[sku for sku in request.skus if sku not in found],
         )
 
-    async def ListProducts(self, request: pb.ListProductsRequest, context: grpc.aio.ServicerContext) -> pb.ListProductsResponse:
+    async def ListProducts(
+        self, request: pb.ListProductsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProductsResponse:
         page = await self._handlers.list_products(request.page_size, request.page_token, request.in_stock_only)
         return pb.ListProductsResponse(
             products=[_product_out(product) for product in page.products], next_page_token=page.next_page_token
         )
 
-    async def AdjustStock(self, request: pb.AdjustStockRequest, context: grpc.aio.ServicerContext) -> pb.AdjustStockResponse:
+    async def AdjustStock(
+        self, request: pb.AdjustStockRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdjustStockResponse:
         adjusted = await self._handlers.adjust_stock(
             domain.AdjustStock(
                 sku=request.sku,
@@ -104,7 +112,9 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             reserved = await self._handlers.reserve(command)
         except domain.InsufficientStock as error:
             raise with_details(error, pb.InsufficientStock(items=_availability_out(error.shortages))) from None
-        return pb.ReserveInventoryResponse(reservation=_reservation_out(reserved.reservation), replayed=reserved.replayed)
+        return pb.ReserveInventoryResponse(
+            reservation=_reservation_out(reserved.reservation), replayed=reserved.replayed
+        )
 
     async def ConfirmReservation(
         self, request: pb.ConfirmReservationRequest, context: grpc.aio.ServicerContext
@@ -142,7 +152,9 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
             reservation=_reservation_out(await self._handlers.get_reservation(request.checkout_id))
         )
 
-    async def ReturnStock(self, request: pb.ReturnStockRequest, context: grpc.aio.ServicerContext) -> pb.ReturnStockResponse:
+    async def ReturnStock(
+        self, request: pb.ReturnStockRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReturnStockResponse:
         returned = await self._handlers.return_stock(
             domain.ReturnStock(order_id=request.order_id, lines=_lines_in(request.items), reason=request.reason)
         )
@@ -193,7 +205,9 @@ def _lines_out(lines: Iterable[Line]) -> list[line_item_pb2.LineItem]:
 
 def _availability_out(items: Iterable[Availability]) -> list[pb.ItemAvailability]:
     return [
-        pb.ItemAvailability(sku=item.sku, requested=item.requested, available=item.available, sufficient=item.sufficient)
+        pb.ItemAvailability(
+            sku=item.sku, requested=item.requested, available=item.available, sufficient=item.sufficient
+        )
         for item in items
     ]
 

@@ -76,9 +76,7 @@ def check_transition(current: OrderStatus, target: OrderStatus) -> Transition:
     if current in _REACHED[target]:
         return Transition.ALREADY_DONE
     reason, problem = _REFUSALS.get((current, target), ("ORDER_CANCELLED", "was cancelled"))
-    raise FailedPrecondition(
-        f"the order {problem}", reason=reason, metadata={"status": current.contract_name}
-    )
+    raise FailedPrecondition(f"the order {problem}", reason=reason, metadata={"status": current.contract_name})
 
 
 def check_tracking_number(current: OrderStatus, recorded: str, requested: str) -> None:
@@ -118,7 +116,12 @@ def check_amounts(
     """
     v = Violations()
     currency = subtotal.currency_code
-    amounts: list[tuple[str, Money]] = [("subtotal", subtotal), ("shipping_cost", shipping_cost), ("tax", tax), ("total", total)]
+    amounts: list[tuple[str, Money]] = [
+        ("subtotal", subtotal),
+        ("shipping_cost", shipping_cost),
+        ("tax", tax),
+        ("total", total),
+    ]
     for index, line in enumerate(lines):
         amounts += [(f"lines[{index}].unit_price", line.unit_price), (f"lines[{index}].line_total", line.line_total)]
     for field, money in amounts:

@@ -1,1 +1,2 @@
-"""Payment service: authorizes, captures, voids and refunds through a payment service provider, exactly once, with tokens only."""
+"""Payment service: authorizes, captures, voids and refunds through a payment service provider, exactly
+once, with tokens only."""

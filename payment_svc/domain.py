@@ -144,7 +144,11 @@ def check_refund(
     """RefundPayment: the amount to refund in minor units; `requested` None means everything refundable."""
     if requested is not None:
         v = Violations()
-        v.check(requested.currency_code == currency_code, "amount.currency_code", f"must be {currency_code}, the payment's currency")
+        v.check(
+            requested.currency_code == currency_code,
+            "amount.currency_code",
+            f"must be {currency_code}, the payment's currency",
+        )
         v.check(requested.amount_minor >= 1, "amount.amount_minor", "must be at least 1")
         v.raise_if_any()
     if status not in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):

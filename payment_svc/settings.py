@@ -15,7 +15,8 @@ class PaymentSettings:
     common: CommonSettings
     #: PSP_BASE_URL: the payment service provider's HTTP/JSON API (in development, the sandbox card network).
     psp_base_url: str
-    #: PSP_TIMEOUT_SECONDS: longest wait for one PSP answer; past it the outcome is unknown and the reconciler settles it.
+    #: PSP_TIMEOUT_SECONDS: longest wait for one PSP answer; past it the outcome is unknown and the
+    #: reconciler settles it.
     psp_timeout_seconds: float
 
     @classmethod

@@ -108,12 +108,13 @@ def as_service_error(error: BaseException) -> errors.ServiceError | None:
     unreachable database is UNAVAILABLE with a RetryInfo hint. Nothing is committed in either case.
     """
     if isinstance(error, RETRYABLE):
-        return errors.Aborted("the request conflicted with concurrent requests; retry it", reason="CONFLICT",
-                              retry_after_seconds=0.05)
+        return errors.Aborted(
+            "the request conflicted with concurrent requests; retry it", reason="CONFLICT", retry_after_seconds=0.05
+        )
     if isinstance(error, pg_errors.QueryCanceled):
-        return errors.Unavailable("the database did not answer in time", reason="DATABASE_TIMEOUT",
-                                  retry_after_seconds=1.0)
+        return errors.Unavailable(
+            "the database did not answer in time", reason="DATABASE_TIMEOUT", retry_after_seconds=1.0
+        )
     if is_connection_error(error):
-        return errors.Unavailable("the database is unreachable", reason="DATABASE_UNAVAILABLE",
-                                  retry_after_seconds=1.0)
+        return errors.Unavailable("the database is unreachable", reason="DATABASE_UNAVAILABLE", retry_after_seconds=1.0)
     return None

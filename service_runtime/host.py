@@ -225,9 +225,7 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
         channels=Channels(),
     )
     assembly = spec.assemble(settings, infrastructure)
-    server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(domain=f"{spec.name}.shop")], options=SERVER_OPTIONS
-    )
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain=f"{spec.name}.shop")], options=SERVER_OPTIONS)
     assembly.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -79,7 +79,8 @@ async def apply_migrations(database_url: str, *, schema: str, directory: Path) -
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         raise MigrationError(
-                            f"{schema} migration {migration.version:04d}_{migration.name} was edited after it was applied"
+                            f"{schema} migration {migration.version:04d}_{migration.name} "
+                            "was edited after it was applied"
                         )
                     continue
                 async with connection.transaction():
@@ -90,9 +91,9 @@ async def apply_migrations(database_url: str, *, schema: str, directory: Path) -
                             f"{schema} migration {migration.version:04d}_{migration.name} failed: {error}"
                         ) from error
                     await connection.execute(
-                        sql.SQL("INSERT INTO {}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)").format(
-                            sql.Identifier(schema)
-                        ),
+                        sql.SQL(
+                            "INSERT INTO {}.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)"
+                        ).format(sql.Identifier(schema)),
                         (migration.version, migration.name, migration.checksum),
                     )
                 applied_now.append(migration.version)
@@ -105,9 +106,7 @@ async def apply_migrations(database_url: str, *, schema: str, directory: Path) -
 async def is_up_to_date(database_url: str, *, schema: str, directory: Path) -> bool:
     migrations = discover(directory)
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
-        cursor = await connection.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.schema_migrations",)
-        )
+        cursor = await connection.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.schema_migrations",))
         row = await cursor.fetchone()
         if not row or not row[0]:
             return False

@@ -56,9 +56,7 @@ def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
     code = code_of(error)
     details: list[any_pb2.Any] = []
     if error.reason:
-        details.append(
-            _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata))
-        )
+        details.append(_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)))
     if isinstance(error, errors.InvalidArgument):
         details.append(
             _pack(

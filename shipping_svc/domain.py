@@ -22,25 +22,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 #: ISO 3166-1 alpha-2: the 249 officially assigned codes.
-COUNTRY_CODES = frozenset(
-    """
-    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV
-    BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES
-    ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE
-    IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY
-    MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU
-    NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM
-    SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE
-    VG VI VN VU WF WS YE YT ZA ZM ZW
-    """.split()
-)
+# fmt: off
+COUNTRY_CODES = frozenset([
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+])
+# fmt: on
 
 #: Countries whose postal system needs a state, province or territory.
 REGION_REQUIRED = frozenset({"US", "CA", "AU"})
 
 #: Longest value of each field, in characters (shop.type.v1.Address).
 MAX_LENGTHS: Mapping[str, int] = {
-    "recipient_name": 200, "line1": 200, "line2": 200, "city": 100, "region": 100, "postal_code": 20,
+    "recipient_name": 200,
+    "line1": 200,
+    "line2": 200,
+    "city": 100,
+    "region": 100,
+    "postal_code": 20,
 }
 
 _E164 = re.compile(r"^\+[1-9]\d{1,14}$")
@@ -65,21 +78,26 @@ class PostalFormat:
 
 _CA_LETTER = "[ABCEGHJ-NPRSTV-Z]"
 POSTAL_FORMATS: Mapping[str, PostalFormat] = {
-    "US": PostalFormat(re.compile(r"^(?P<a>\d{5})(?:[ -]?(?P<b>\d{4}))?$"), "-",
-                       "US ZIP codes look like 12345 or 12345-6789"),
-    "CA": PostalFormat(re.compile(rf"^(?P<a>[ABCEGHJ-NPRSTVXY]\d{_CA_LETTER}) ?(?P<b>\d{_CA_LETTER}\d)$"), " ",
-                       "Canadian postal codes look like K1A 0B1"),
+    "US": PostalFormat(
+        re.compile(r"^(?P<a>\d{5})(?:[ -]?(?P<b>\d{4}))?$"), "-", "US ZIP codes look like 12345 or 12345-6789"
+    ),
+    "CA": PostalFormat(
+        re.compile(rf"^(?P<a>[ABCEGHJ-NPRSTVXY]\d{_CA_LETTER}) ?(?P<b>\d{_CA_LETTER}\d)$"),
+        " ",
+        "Canadian postal codes look like K1A 0B1",
+    ),
     "GB": PostalFormat(
-        re.compile(r"^(?P<a>GIR(?= ?0AA)|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?) ?(?P<b>\d[ABD-HJLNP-UW-Z]{2})$"), " ",
+        re.compile(r"^(?P<a>GIR(?= ?0AA)|[A-PR-UWYZ][A-HK-Y]?\d[A-Z\d]?) ?(?P<b>\d[ABD-HJLNP-UW-Z]{2})$"),
+        " ",
         "UK postcodes look like SW1A 1AA",
     ),
     "DE": PostalFormat(re.compile(r"^(?P<a>\d{5})(?P<b>)$"), "", "German postal codes have 5 digits, like 10115"),
     "FR": PostalFormat(re.compile(r"^(?P<a>\d{5})(?P<b>)$"), "", "French postal codes have 5 digits, like 75001"),
-    "JP": PostalFormat(re.compile(r"^(?P<a>\d{3})[ -]?(?P<b>\d{4})$"), "-",
-                       "Japanese postal codes look like 100-0001"),
+    "JP": PostalFormat(re.compile(r"^(?P<a>\d{3})[ -]?(?P<b>\d{4})$"), "-", "Japanese postal codes look like 100-0001"),
     "AU": PostalFormat(re.compile(r"^(?P<a>\d{4})(?P<b>)$"), "", "Australian postcodes have 4 digits, like 2000"),
-    "NL": PostalFormat(re.compile(r"^(?P<a>[1-9]\d{3}) ?(?P<b>(?!SA|SD|SS)[A-Z]{2})$"), " ",
-                       "Dutch postcodes look like 1234 AB"),
+    "NL": PostalFormat(
+        re.compile(r"^(?P<a>[1-9]\d{3}) ?(?P<b>(?!SA|SD|SS)[A-Z]{2})$"), " ", "Dutch postcodes look like 1234 AB"
+    ),
 }
 
 
@@ -166,7 +184,11 @@ def validate_address(address: Address, prefix: str = "address") -> tuple[Address
         value = getattr(normalized, name)
         if not value:
             if name in required:
-                add(name, AddressViolationType.REQUIRED, "is required" + (f" for {country}" if name in ("region", "postal_code") else ""))
+                add(
+                    name,
+                    AddressViolationType.REQUIRED,
+                    "is required" + (f" for {country}" if name in ("region", "postal_code") else ""),
+                )
             continue
         limit = MAX_LENGTHS.get(name)
         too_long = limit is not None and len(value) > limit

@@ -24,11 +24,20 @@ import pytest
 import redis.asyncio as redis
 from psycopg import sql
 
-from service_runtime.host import RunningService, ServiceSpec, start_service as host_start_service
+from service_runtime.host import RunningService, ServiceSpec
+from service_runtime.host import start_service as host_start_service
 from service_runtime.migrations import apply_migrations
 
 #: Every service package of the mesh; each exposes its ServiceSpec as `<package>.__main__.SPEC`.
-SERVICE_PACKAGES = ("inventory_svc", "cart_svc", "payment_svc", "order_svc", "shipping_svc", "notification_svc", "gateway")
+SERVICE_PACKAGES = (
+    "inventory_svc",
+    "cart_svc",
+    "payment_svc",
+    "order_svc",
+    "shipping_svc",
+    "notification_svc",
+    "gateway",
+)
 
 
 def service_specs() -> list[ServiceSpec[Any]]:
@@ -75,9 +84,7 @@ async def database_url(server_url: str, template_database: str) -> AsyncIterator
     name = f"shop_test_{uuid.uuid4().hex[:12]}"
     await _admin(
         server_url,
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)
-        ),
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_database)),
     )
     yield _with_database(server_url, name)
     await _admin(server_url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -30,8 +30,8 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack import seed
-from devstack.mesh import SERVICES
 from devstack.embedded import find_postgres_binaries
+from devstack.mesh import SERVICES
 from devstack.servers import LOCAL_POSTGRES_PORT, LOCAL_REDIS_PORT
 from shop.inventory.v1 import inventory_service_pb2, inventory_service_pb2_grpc
 
@@ -41,9 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_SECONDS = 120
 STOP_LIMIT_SECONDS = 10
 #: A row of the table devstack prints: service, address, health, pid.
-TABLE_ROW = re.compile(
-    r"^\s+(?P<name>[a-z_]+)\s+127\.0\.0\.1:(?P<port>\d+)\s+(?P<health>\S+)\s+(?P<pid>\d+|-)\s*$"
-)
+TABLE_ROW = re.compile(r"^\s+(?P<name>[a-z_]+)\s+127\.0\.0\.1:(?P<port>\d+)\s+(?P<health>\S+)\s+(?P<pid>\d+|-)\s*$")
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,11 @@ class Devstack:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devstack", "up"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()

@@ -43,13 +43,18 @@ async def relay(start_service):  # type: ignore[no-untyped-def]
 
     def handler(function):  # type: ignore[no-untyped-def]
         return grpc.unary_unary_rpc_method_handler(
-            function, request_deserializer=pb.GetProductRequest.FromString,
+            function,
+            request_deserializer=pb.GetProductRequest.FromString,
             response_serializer=pb.GetProductResponse.SerializeToString,
         )
 
     server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain="relay.test")])
     server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("test.Relay", {"Get": handler(get), "Crash": handler(crash), "Slow": handler(slow)})]
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Relay", {"Get": handler(get), "Crash": handler(crash), "Slow": handler(slow)}
+            )
+        ]
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -57,7 +62,8 @@ async def relay(start_service):  # type: ignore[no-untyped-def]
 
     def method(name: str):  # type: ignore[no-untyped-def]
         return channel.unary_unary(
-            f"/test.Relay/{name}", request_serializer=pb.GetProductRequest.SerializeToString,
+            f"/test.Relay/{name}",
+            request_serializer=pb.GetProductRequest.SerializeToString,
             response_deserializer=pb.GetProductResponse.FromString,
         )
 
@@ -96,8 +102,12 @@ async def test_one_trace_covers_both_hops_and_the_database(relay):
 
     spans = exporter.get_finished_spans()
     relay_span = next(s for s in spans if s.name == "/test.Relay/Get" and s.kind == trace.SpanKind.SERVER)
-    inventory_span = next(s for s in spans if s.name.endswith("InventoryService/GetProduct") and s.kind == trace.SpanKind.SERVER)
+    inventory_span = next(
+        s for s in spans if s.name.endswith("InventoryService/GetProduct") and s.kind == trace.SpanKind.SERVER
+    )
     trace_id = relay_span.context.trace_id
     assert inventory_span.context.trace_id == trace_id
     in_trace = [s for s in spans if s.context.trace_id == trace_id]
-    assert any(s.attributes and s.attributes.get("db.system") == "postgresql" for s in in_trace), [s.name for s in in_trace]
+    assert any(s.attributes and s.attributes.get("db.system") == "postgresql" for s in in_trace), [
+        s.name for s in in_trace
+    ]

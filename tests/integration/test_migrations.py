@@ -14,10 +14,14 @@ from service_runtime.migrations import MigrationError, apply_migrations, discove
 
 async def tables_and_versions(database_url: str) -> tuple[list[str], list[int]]:
     async with await psycopg.AsyncConnection.connect(database_url) as connection:
-        tables = await (await connection.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'inventory' ORDER BY 1"
-        )).fetchall()
-        versions = await (await connection.execute("SELECT version FROM inventory.schema_migrations ORDER BY 1")).fetchall()
+        tables = await (
+            await connection.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'inventory' ORDER BY 1"
+            )
+        ).fetchall()
+        versions = await (
+            await connection.execute("SELECT version FROM inventory.schema_migrations ORDER BY 1")
+        ).fetchall()
     return [t[0] for t in tables], [v[0] for v in versions]
 
 
@@ -48,8 +52,13 @@ async def test_two_migrate_processes_started_together_leave_one_correct_schema(e
     environment = {**os.environ, "DATABASE_URL": empty_database_url}
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "inventory_svc", "migrate", env=environment,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "inventory_svc",
+            "migrate",
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(2)
     ]

@@ -31,7 +31,9 @@ async def call_with_empty_request(channel: grpc.aio.Channel, service: str, metho
     request_class = message_factory.GetMessageClass(descriptor.input_type)
     response_class = message_factory.GetMessageClass(descriptor.output_type)
     call = channel.unary_unary(
-        f"/{service}/{method}", request_serializer=request_class.SerializeToString, response_deserializer=response_class.FromString
+        f"/{service}/{method}",
+        request_serializer=request_class.SerializeToString,
+        response_deserializer=response_class.FromString,
     )
     try:
         await call(request_class(), timeout=5)
@@ -60,7 +62,9 @@ async def test_service_reports_serving_lists_itself_and_never_answers_unknown(st
             codes[method.name] = await call_with_empty_request(channel, declared[0], method.name)
     # An empty request is bad input for most RPCs (ListProducts' first page is fine): it must get a
     # clear status, never a crash.
-    assert not {name: code for name, code in codes.items() if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)}, codes
+    assert not {
+        name: code for name, code in codes.items() if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
+    }, codes
     if package != "inventory_svc":  # declared, not yet built: the gRPC default, never a fake success
         assert grpc.StatusCode.UNIMPLEMENTED in codes.values(), codes
 

@@ -32,7 +32,9 @@ def test_service_exits_with_one_line_naming_the_bad_variable(variable, value):
 
 
 def test_unknown_command_prints_usage():
-    result = subprocess.run([sys.executable, "-m", "inventory_svc", "dance"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "inventory_svc", "dance"], capture_output=True, text=True, timeout=30
+    )
 
     assert result.returncode == 2
     assert "usage" in result.stderr

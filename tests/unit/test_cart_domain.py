@@ -104,9 +104,7 @@ def test_setting_the_quantity_of_a_sku_not_in_the_cart_is_line_not_found():
 
 
 def test_merging_adds_new_skus_and_combines_shared_ones():
-    merge = domain.merge_lines(
-        [Line("A", 2)], "USD", [Line("A", 3), Line("B", 1)], {"A": "USD", "B": "USD"}
-    )
+    merge = domain.merge_lines([Line("A", 2)], "USD", [Line("A", 3), Line("B", 1)], {"A": "USD", "B": "USD"})
     assert merge.lines == (Line("A", 5), Line("B", 1))
     assert [(m.sku, m.resulting_quantity, m.outcome) for m in merge.merged_lines] == [
         ("A", 5, MergeOutcome.COMBINED),
@@ -174,9 +172,7 @@ def test_a_merge_never_breaks_the_cart_limits_and_accounts_for_every_source_line
 
 
 def test_totals_multiply_unit_price_by_quantity_in_minor_units():
-    totals = domain.cart_totals(
-        [PricedLine("A", 3, usd(1999), usd(1999)), PricedLine("B", 2, usd(5), usd(5))]
-    )
+    totals = domain.cart_totals([PricedLine("A", 3, usd(1999), usd(1999)), PricedLine("B", 2, usd(5), usd(5))])
     assert totals.subtotal == usd(3 * 1999 + 2 * 5)
     assert totals.item_count == 5
     assert not totals.has_price_changes

@@ -16,9 +16,13 @@ from google.protobuf.message import Message
 import shop
 
 SERVICES = {
-    "shop.cart.v1.CartService", "shop.inventory.v1.InventoryService", "shop.payment.v1.PaymentService",
-    "shop.order.v1.OrderService", "shop.shipping.v1.ShippingService",
-    "shop.notification.v1.NotificationService", "shop.gateway.v1.CheckoutService",
+    "shop.cart.v1.CartService",
+    "shop.inventory.v1.InventoryService",
+    "shop.payment.v1.PaymentService",
+    "shop.order.v1.OrderService",
+    "shop.shipping.v1.ShippingService",
+    "shop.notification.v1.NotificationService",
+    "shop.gateway.v1.CheckoutService",
 }
 
 
@@ -34,10 +38,14 @@ def all_messages() -> list[type[Message]]:
     def walk(container: object) -> None:
         for name in dir(container):
             value = getattr(container, name)
-            if isinstance(value, type) and issubclass(value, Message) and value.DESCRIPTOR.full_name.startswith("shop."):
-                if value not in found:
-                    found.append(value)
-                    walk(value)
+            if (
+                isinstance(value, type)
+                and issubclass(value, Message)
+                and value.DESCRIPTOR.full_name.startswith("shop.")
+                and value not in found
+            ):
+                found.append(value)
+                walk(value)
 
     for module in generated_modules():
         walk(module)
@@ -139,5 +147,5 @@ def test_descriptor_set_for_transcoding_holds_every_service():
     descriptors = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
 
     declared = {f"{file.package}.{service.name}" for file in descriptors.file for service in file.service}
-    assert SERVICES <= declared
+    assert declared >= SERVICES
     assert any(file.name == "google/api/annotations.proto" for file in descriptors.file)

@@ -32,13 +32,20 @@ def refusal(current: CheckoutStatus, target: CheckoutStatus, **kwargs: str) -> F
 def test_the_lifecycle_has_exactly_these_moves():
     edges = {(current, target) for current, targets in domain.TRANSITIONS.items() for target in targets}
     assert edges == {
-        (C.QUOTED, C.PLACING), (C.QUOTED, C.CANCELLED), (C.QUOTED, C.EXPIRED),
-        (C.PLACING, C.QUOTED), (C.PLACING, C.COMPLETED), (C.PLACING, C.FAILED), (C.PLACING, C.EXPIRED),
+        (C.QUOTED, C.PLACING),
+        (C.QUOTED, C.CANCELLED),
+        (C.QUOTED, C.EXPIRED),
+        (C.PLACING, C.QUOTED),
+        (C.PLACING, C.COMPLETED),
+        (C.PLACING, C.FAILED),
+        (C.PLACING, C.EXPIRED),
     }
 
 
 def test_every_status_matches_the_contract_enum():
-    names = {value.name for value in gateway_service_pb2.CheckoutStatus.DESCRIPTOR.values} - {"CHECKOUT_STATUS_UNSPECIFIED"}
+    names = {value.name for value in gateway_service_pb2.CheckoutStatus.DESCRIPTOR.values} - {
+        "CHECKOUT_STATUS_UNSPECIFIED"
+    }
     assert {status.contract_name for status in CheckoutStatus} == names
 
 
@@ -80,7 +87,8 @@ def test_cancelling_a_cancelled_or_expired_checkout_returns_it_unchanged(current
 
 
 @pytest.mark.parametrize(
-    ("current", "reason"), [(C.PLACING, "CHECKOUT_PLACING"), (C.COMPLETED, "CHECKOUT_ALREADY_COMPLETED"), (C.FAILED, "CHECKOUT_FAILED")]
+    ("current", "reason"),
+    [(C.PLACING, "CHECKOUT_PLACING"), (C.COMPLETED, "CHECKOUT_ALREADY_COMPLETED"), (C.FAILED, "CHECKOUT_FAILED")],
 )
 def test_a_checkout_being_placed_completed_or_failed_cannot_be_cancelled(current, reason):
     assert refusal(current, C.CANCELLED).reason == reason

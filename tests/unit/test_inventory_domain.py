@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -10,15 +10,22 @@ from inventory_svc import domain
 from inventory_svc.domain import Line, Reservation, ReservationStatus, Transition
 from service_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+ONE_LINE = (Line("A", 1),)
 
 
-def reservation(status: ReservationStatus, *, lines=(Line("A", 1),), order_id=None, past_expiry=False) -> Reservation:
+def reservation(status: ReservationStatus, *, lines=ONE_LINE, order_id=None, past_expiry=False) -> Reservation:
     return Reservation(
-        checkout_id="c1", status=status, lines=tuple(lines), expires_at=NOW, created_at=NOW,
+        checkout_id="c1",
+        status=status,
+        lines=tuple(lines),
+        expires_at=NOW,
+        created_at=NOW,
         confirmed_at=NOW if status is ReservationStatus.CONFIRMED else None,
         released_at=NOW if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED) else None,
-        order_id=order_id, release_reason="", past_expiry=past_expiry,
+        order_id=order_id,
+        release_reason="",
+        past_expiry=past_expiry,
     )
 
 
@@ -100,8 +107,11 @@ def test_insufficient_stock_lists_short_skus_in_sku_order():
 
 
 def test_upsert_accepts_only_the_shop_currency_and_bounded_values():
-    fields = violations_of(lambda: domain.validate_upsert(
-        domain.UpsertProduct(sku="A", name="", price=domain.Money("EUR", -5), weight_grams=-1), shop_currency="USD"))
+    fields = violations_of(
+        lambda: domain.validate_upsert(
+            domain.UpsertProduct(sku="A", name="", price=domain.Money("EUR", -5), weight_grams=-1), shop_currency="USD"
+        )
+    )
 
     assert set(fields) == {"name", "price.currency_code", "price.amount_minor", "weight_grams"}
 

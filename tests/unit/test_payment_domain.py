@@ -20,15 +20,19 @@ def test_the_state_machine_has_exactly_the_contracts_edges():
     edges = {(current, target) for current, targets in domain.TRANSITIONS.items() for target in targets}
     assert edges == {
         (S.PENDING, S.PROCESSING),
-        (S.PROCESSING, S.AUTHORIZED), (S.PROCESSING, S.FAILED),
-        (S.AUTHORIZED, S.CAPTURED), (S.AUTHORIZED, S.VOIDED),
-        (S.CAPTURED, S.PARTIALLY_REFUNDED), (S.CAPTURED, S.REFUNDED),
-        (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED), (S.PARTIALLY_REFUNDED, S.REFUNDED),
+        (S.PROCESSING, S.AUTHORIZED),
+        (S.PROCESSING, S.FAILED),
+        (S.AUTHORIZED, S.CAPTURED),
+        (S.AUTHORIZED, S.VOIDED),
+        (S.CAPTURED, S.PARTIALLY_REFUNDED),
+        (S.CAPTURED, S.REFUNDED),
+        (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED),
+        (S.PARTIALLY_REFUNDED, S.REFUNDED),
     }
 
 
 def test_voided_refunded_and_failed_payments_are_terminal():
-    assert domain.TERMINAL == {S.VOIDED, S.REFUNDED, S.FAILED}
+    assert {S.VOIDED, S.REFUNDED, S.FAILED} == domain.TERMINAL
 
 
 def test_every_move_outside_the_state_machine_is_refused_with_a_stable_reason():
@@ -126,7 +130,9 @@ def test_a_partial_refund_within_what_is_refundable_is_accepted():
 
 
 def test_a_refund_without_an_amount_refunds_everything_still_refundable():
-    assert domain.check_refund("p1", S.PARTIALLY_REFUNDED, currency_code="USD", refundable=3_001, requested=None) == 3_001
+    assert (
+        domain.check_refund("p1", S.PARTIALLY_REFUNDED, currency_code="USD", refundable=3_001, requested=None) == 3_001
+    )
 
 
 def test_a_refund_of_more_than_is_refundable_is_refused_and_says_how_much_is_left():
@@ -157,7 +163,8 @@ def test_a_refund_in_another_currency_or_of_less_than_one_minor_unit_is_invalid(
 
 
 @pytest.mark.parametrize(
-    ("refunded", "status"), [(0, S.CAPTURED), (1, S.PARTIALLY_REFUNDED), (9_999, S.PARTIALLY_REFUNDED), (10_000, S.REFUNDED)]
+    ("refunded", "status"),
+    [(0, S.CAPTURED), (1, S.PARTIALLY_REFUNDED), (9_999, S.PARTIALLY_REFUNDED), (10_000, S.REFUNDED)],
 )
 def test_the_status_after_refunds_follows_the_refunded_total(refunded, status):
     assert domain.status_after_refunds(captured_minor=10_000, refunded_minor=refunded) is status
@@ -172,7 +179,15 @@ def test_a_refunded_total_above_the_capture_is_impossible():
 
 
 @pytest.mark.parametrize(
-    "token", ["4242424242424242", "4242 4242 4242 4242", "4242-4242-4242-4242", "378282246310005", " 6011111111111117 ", "4" * 19]
+    "token",
+    [
+        "4242424242424242",
+        "4242 4242 4242 4242",
+        "4242-4242-4242-4242",
+        "378282246310005",
+        " 6011111111111117 ",
+        "4" * 19,
+    ],
 )
 def test_a_token_that_looks_like_a_card_number_is_recognised(token):
     assert domain.looks_like_card_number(token)

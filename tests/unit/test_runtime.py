@@ -70,7 +70,9 @@ def test_migration_files_must_be_numbered_without_gaps(tmp_path: Path):
 
 
 def test_invalid_argument_carries_field_violations_and_a_reason():
-    status = to_status(errors.InvalidArgument([errors.FieldViolation("items[0].quantity", "must be positive")]), domain="x.shop")
+    status = to_status(
+        errors.InvalidArgument([errors.FieldViolation("items[0].quantity", "must be positive")]), domain="x.shop"
+    )
 
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     bad_request = error_details_pb2.BadRequest()

@@ -63,12 +63,20 @@ def test_postal_codes_are_written_in_their_country_s_canonical_form(country, ent
 @pytest.mark.parametrize(
     ("country", "code"),
     [
-        ("US", "1234"), ("US", "123456"), ("US", "ABCDE"),
-        ("CA", "D1A 0B1"), ("CA", "K1A 0B"),
-        ("GB", "SW1A 1A"), ("GB", "QW1A 1AA"), ("GB", "GIR 1AA"),
-        ("DE", "1011"), ("FR", "750011"),
-        ("JP", "100-001"), ("AU", "20000"),
-        ("NL", "0123 AB"), ("NL", "1234 SS"),
+        ("US", "1234"),
+        ("US", "123456"),
+        ("US", "ABCDE"),
+        ("CA", "D1A 0B1"),
+        ("CA", "K1A 0B"),
+        ("GB", "SW1A 1A"),
+        ("GB", "QW1A 1AA"),
+        ("GB", "GIR 1AA"),
+        ("DE", "1011"),
+        ("FR", "750011"),
+        ("JP", "100-001"),
+        ("AU", "20000"),
+        ("NL", "0123 AB"),
+        ("NL", "1234 SS"),
     ],
 )
 def test_postal_codes_that_break_their_country_s_format_are_reported(country, code):
@@ -83,7 +91,9 @@ def test_a_postal_code_format_violation_describes_the_expected_format():
 
 def test_other_countries_get_the_permissive_fallback():
     assert problems(dataclasses.replace(GOOD["IE"], postal_code="D02 X285")) == {}
-    assert problems(dataclasses.replace(GOOD["IE"], postal_code="D02#X285")) == {"address.postal_code": V.POSTAL_CODE_FORMAT}
+    assert problems(dataclasses.replace(GOOD["IE"], postal_code="D02#X285")) == {
+        "address.postal_code": V.POSTAL_CODE_FORMAT
+    }
 
 
 def test_a_postal_code_is_required_only_where_the_country_has_a_format():
@@ -110,7 +120,9 @@ def test_fields_longer_than_their_limit_are_reported_too_long():
 
 
 def test_control_characters_are_reported_as_invalid_characters():
-    assert problems(dataclasses.replace(GOOD["DE"], line1="Unter den\x00Linden 1")) == {"address.line1": V.INVALID_CHARACTERS}
+    assert problems(dataclasses.replace(GOOD["DE"], line1="Unter den\x00Linden 1")) == {
+        "address.line1": V.INVALID_CHARACTERS
+    }
 
 
 def test_an_unassigned_country_code_is_unknown():

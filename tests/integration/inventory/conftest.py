@@ -48,7 +48,9 @@ async def create_product(
 ) -> pb.Product:
     await inventory.UpsertProduct(
         pb.UpsertProductRequest(
-            sku=sku, name=f"Product {sku}", price=money_pb2.Money(currency_code="USD", amount_minor=price_minor),
+            sku=sku,
+            name=f"Product {sku}",
+            price=money_pb2.Money(currency_code="USD", amount_minor=price_minor),
             weight_grams=weight_grams,
         )
     )

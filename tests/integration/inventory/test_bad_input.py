@@ -19,9 +19,15 @@ def line(sku: str = "A-1", quantity: int = 1) -> line_item_pb2.LineItem:
 RESERVE_CASES = {
     "zero quantity": (pb.ReserveInventoryRequest(checkout_id="k", items=[line(quantity=0)]), "items[0].quantity"),
     "negative quantity": (pb.ReserveInventoryRequest(checkout_id="k", items=[line(quantity=-3)]), "items[0].quantity"),
-    "huge quantity": (pb.ReserveInventoryRequest(checkout_id="k", items=[line(quantity=2**31 - 1)]), "items[0].quantity"),
+    "huge quantity": (
+        pb.ReserveInventoryRequest(checkout_id="k", items=[line(quantity=2**31 - 1)]),
+        "items[0].quantity",
+    ),
     "no lines": (pb.ReserveInventoryRequest(checkout_id="k", items=[]), "items"),
-    "too many lines": (pb.ReserveInventoryRequest(checkout_id="k", items=[line(f"S-{i}") for i in range(101)]), "items"),
+    "too many lines": (
+        pb.ReserveInventoryRequest(checkout_id="k", items=[line(f"S-{i}") for i in range(101)]),
+        "items",
+    ),
     "duplicate lines": (pb.ReserveInventoryRequest(checkout_id="k", items=[line(), line()]), "items[1].sku"),
     "unknown sku": (pb.ReserveInventoryRequest(checkout_id="k", items=[line(), line("GHOST")]), "items[1].sku"),
     "missing checkout id": (pb.ReserveInventoryRequest(items=[line()]), "checkout_id"),
@@ -57,22 +63,46 @@ def usd(amount: int, currency: str = "USD") -> money_pb2.Money:
 
 OTHER_CASES = {
     "upsert without price": ("UpsertProduct", pb.UpsertProductRequest(sku="N-1", name="x", weight_grams=1), "price"),
-    "upsert negative price": ("UpsertProduct", pb.UpsertProductRequest(sku="N-1", name="x", price=usd(-1)), "price.amount_minor"),
-    "upsert other currency": ("UpsertProduct", pb.UpsertProductRequest(sku="N-1", name="x", price=usd(1, "EUR")), "price.currency_code"),
+    "upsert negative price": (
+        "UpsertProduct",
+        pb.UpsertProductRequest(sku="N-1", name="x", price=usd(-1)),
+        "price.amount_minor",
+    ),
+    "upsert other currency": (
+        "UpsertProduct",
+        pb.UpsertProductRequest(sku="N-1", name="x", price=usd(1, "EUR")),
+        "price.currency_code",
+    ),
     "upsert blank name": ("UpsertProduct", pb.UpsertProductRequest(sku="N-1", name=" ", price=usd(1)), "name"),
     "upsert long name": ("UpsertProduct", pb.UpsertProductRequest(sku="N-1", name="n" * 201, price=usd(1)), "name"),
-    "upsert heavy": ("UpsertProduct", pb.UpsertProductRequest(sku="N-1", name="x", price=usd(1), weight_grams=10**7), "weight_grams"),
+    "upsert heavy": (
+        "UpsertProduct",
+        pb.UpsertProductRequest(sku="N-1", name="x", price=usd(1), weight_grams=10**7),
+        "weight_grams",
+    ),
     "upsert bad sku": ("UpsertProduct", pb.UpsertProductRequest(sku="N 1", name="x", price=usd(1)), "sku"),
     "adjust zero": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=0, reason=1, idempotency_key="i"), "delta"),
-    "adjust huge": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=2**31 - 1, reason=1, idempotency_key="i"), "delta"),
+    "adjust huge": (
+        "AdjustStock",
+        pb.AdjustStockRequest(sku="A-1", delta=2**31 - 1, reason=1, idempotency_key="i"),
+        "delta",
+    ),
     "adjust no reason": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=1, idempotency_key="i"), "reason"),
     "adjust no key": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=1, reason=1), "idempotency_key"),
-    "adjust long note": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=1, reason=1, note="n" * 501, idempotency_key="i"), "note"),
+    "adjust long note": (
+        "AdjustStock",
+        pb.AdjustStockRequest(sku="A-1", delta=1, reason=1, note="n" * 501, idempotency_key="i"),
+        "note",
+    ),
     "confirm without order": ("ConfirmReservation", pb.ConfirmReservationRequest(checkout_id="k"), "order_id"),
     "release without reason": ("ReleaseReservation", pb.ReleaseReservationRequest(checkout_id="k"), "reason"),
     "extend without ttl": ("ExtendReservation", pb.ExtendReservationRequest(checkout_id="k"), "ttl"),
     "return without lines": ("ReturnStock", pb.ReturnStockRequest(order_id="o", reason="r"), "items"),
-    "check availability unknown sku": ("CheckAvailability", pb.CheckAvailabilityRequest(items=[line("GHOST")]), "items[0].sku"),
+    "check availability unknown sku": (
+        "CheckAvailability",
+        pb.CheckAvailabilityRequest(items=[line("GHOST")]),
+        "items[0].sku",
+    ),
     "batch get with duplicates": ("BatchGetProducts", pb.BatchGetProductsRequest(skus=["A-1", "A-1"]), "skus[1]"),
     "list with huge page": ("ListProducts", pb.ListProductsRequest(page_size=10_000), "page_size"),
     "list with forged token": ("ListProducts", pb.ListProductsRequest(page_token="not-a-token"), "page_token"),
@@ -90,7 +120,9 @@ async def test_bad_input_to_any_rpc_is_invalid_argument_and_writes_nothing(inven
     assert field in failure.field_violations, failure.field_violations
     product = (await inventory.GetProduct(pb.GetProductRequest(sku="A-1"))).product
     assert (product.stock_on_hand, product.reserved) == (10, 0)
-    assert (await expect_failure(inventory.GetProduct(pb.GetProductRequest(sku="N-1")))).code == grpc.StatusCode.NOT_FOUND
+    assert (
+        await expect_failure(inventory.GetProduct(pb.GetProductRequest(sku="N-1")))
+    ).code == grpc.StatusCode.NOT_FOUND
     assert await invariant_violations(store) == []
 
 
@@ -99,7 +131,9 @@ async def test_adjustment_below_reserved_is_refused_with_the_figures(inventory, 
     await inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k", items=[line(quantity=8)]))
 
     failure = await expect_failure(
-        inventory.AdjustStock(pb.AdjustStockRequest(sku="A-1", delta=-3, reason=pb.STOCK_ADJUSTMENT_REASON_DAMAGED, idempotency_key="d"))
+        inventory.AdjustStock(
+            pb.AdjustStockRequest(sku="A-1", delta=-3, reason=pb.STOCK_ADJUSTMENT_REASON_DAMAGED, idempotency_key="d")
+        )
     )
 
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STOCK_BELOW_RESERVED")
@@ -109,17 +143,23 @@ async def test_adjustment_below_reserved_is_refused_with_the_figures(inventory, 
 
 async def test_adjustment_of_an_unknown_sku_is_not_found(inventory):
     failure = await expect_failure(
-        inventory.AdjustStock(pb.AdjustStockRequest(sku="GHOST", delta=3, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="g"))
+        inventory.AdjustStock(
+            pb.AdjustStockRequest(sku="GHOST", delta=3, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="g")
+        )
     )
     assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "PRODUCT_NOT_FOUND")
 
 
 async def test_adjustment_key_reused_for_another_change_is_refused(inventory):
     await create_product(inventory, "A-1", stock=0)
-    await inventory.AdjustStock(pb.AdjustStockRequest(sku="A-1", delta=3, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="k"))
+    await inventory.AdjustStock(
+        pb.AdjustStockRequest(sku="A-1", delta=3, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="k")
+    )
 
     failure = await expect_failure(
-        inventory.AdjustStock(pb.AdjustStockRequest(sku="A-1", delta=4, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="k"))
+        inventory.AdjustStock(
+            pb.AdjustStockRequest(sku="A-1", delta=4, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="k")
+        )
     )
 
     assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED")

@@ -18,13 +18,19 @@ async def test_upsert_creates_then_updates_and_is_idempotent(inventory):
 
     created = await inventory.UpsertProduct(request)
     replayed = await inventory.UpsertProduct(request)
-    renamed = await inventory.UpsertProduct(pb.UpsertProductRequest(
-        sku="MUG-1", name="Big mug", price=money_pb2.Money(currency_code="USD", amount_minor=1499), weight_grams=400
-    ))
+    renamed = await inventory.UpsertProduct(
+        pb.UpsertProductRequest(
+            sku="MUG-1", name="Big mug", price=money_pb2.Money(currency_code="USD", amount_minor=1499), weight_grams=400
+        )
+    )
 
     assert created.created and not replayed.created and not renamed.created
     assert replayed.product == created.product  # same values: not even update_time moves
-    assert (renamed.product.name, renamed.product.price.amount_minor, renamed.product.weight_grams) == ("Big mug", 1499, 400)
+    assert (renamed.product.name, renamed.product.price.amount_minor, renamed.product.weight_grams) == (
+        "Big mug",
+        1499,
+        400,
+    )
 
 
 async def test_get_product_is_served_from_the_cache_and_refreshed_after_a_change(inventory, redis_url, redis_prefix):
@@ -34,7 +40,9 @@ async def test_get_product_is_served_from_the_cache_and_refreshed_after_a_change
         first = (await inventory.GetProduct(pb.GetProductRequest(sku="A-1"))).product
         cached_keys = [key async for key in client.scan_iter(match=f"{redis_prefix}inventory:product:*")]
         await inventory.AdjustStock(
-            pb.AdjustStockRequest(sku="A-1", delta=3, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="more")
+            pb.AdjustStockRequest(
+                sku="A-1", delta=3, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="more"
+            )
         )
         keys_after_change = [key async for key in client.scan_iter(match=f"{redis_prefix}inventory:product:*")]
         second = (await inventory.GetProduct(pb.GetProductRequest(sku="A-1"))).product
@@ -59,7 +67,11 @@ async def test_batch_get_keeps_request_order_and_lists_missing_skus(inventory):
 
 async def test_get_of_an_unknown_product_is_not_found(inventory):
     failure = await expect_failure(inventory.GetProduct(pb.GetProductRequest(sku="GHOST")))
-    assert (failure.code, failure.reason, failure.metadata) == (grpc.StatusCode.NOT_FOUND, "PRODUCT_NOT_FOUND", {"sku": "GHOST"})
+    assert (failure.code, failure.reason, failure.metadata) == (
+        grpc.StatusCode.NOT_FOUND,
+        "PRODUCT_NOT_FOUND",
+        {"sku": "GHOST"},
+    )
 
 
 async def test_list_products_pages_through_everything_in_sku_order_and_filters_in_stock(inventory):
@@ -74,8 +86,15 @@ async def test_list_products_pages_through_everything_in_sku_order_and_filters_i
         if not token:
             break
     in_stock = await inventory.ListProducts(pb.ListProductsRequest(in_stock_only=True))
-    wrong_filter = await expect_failure(inventory.ListProducts(pb.ListProductsRequest(page_size=3, page_token=(
-        await inventory.ListProducts(pb.ListProductsRequest(page_size=3))).next_page_token, in_stock_only=True)))
+    wrong_filter = await expect_failure(
+        inventory.ListProducts(
+            pb.ListProductsRequest(
+                page_size=3,
+                page_token=(await inventory.ListProducts(pb.ListProductsRequest(page_size=3))).next_page_token,
+                in_stock_only=True,
+            )
+        )
+    )
 
     assert pages == [["P-0", "P-1", "P-2"], ["P-3", "P-4", "P-5"], ["P-6"]]
     assert [p.sku for p in in_stock.products] == ["P-1", "P-3", "P-5"]
@@ -86,12 +105,18 @@ async def test_check_availability_reports_each_line_without_reserving(inventory)
     await create_product(inventory, "A-1", stock=5)
     await create_product(inventory, "B-1", stock=1)
 
-    response = await inventory.CheckAvailability(pb.CheckAvailabilityRequest(items=[
-        line_item_pb2.LineItem(sku="A-1", quantity=5), line_item_pb2.LineItem(sku="B-1", quantity=2),
-    ]))
+    response = await inventory.CheckAvailability(
+        pb.CheckAvailabilityRequest(
+            items=[
+                line_item_pb2.LineItem(sku="A-1", quantity=5),
+                line_item_pb2.LineItem(sku="B-1", quantity=2),
+            ]
+        )
+    )
 
     assert [(i.sku, i.requested, i.available, i.sufficient) for i in response.items] == [
-        ("A-1", 5, 5, True), ("B-1", 2, 1, False)
+        ("A-1", 5, 5, True),
+        ("B-1", 2, 1, False),
     ]
     assert not response.all_available
     assert (await inventory.GetProduct(pb.GetProductRequest(sku="A-1"))).product.reserved == 0

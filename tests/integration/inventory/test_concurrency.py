@@ -19,7 +19,9 @@ async def test_200_concurrent_reservations_of_50_units_reserve_exactly_50(invent
     async def reserve(index: int) -> grpc.StatusCode:
         try:
             await inventory.ReserveInventory(
-                pb.ReserveInventoryRequest(checkout_id=f"c-{index}", items=[line_item_pb2.LineItem(sku="HOT-1", quantity=1)])
+                pb.ReserveInventoryRequest(
+                    checkout_id=f"c-{index}", items=[line_item_pb2.LineItem(sku="HOT-1", quantity=1)]
+                )
             )
             return grpc.StatusCode.OK
         except grpc.aio.AioRpcError as error:
@@ -61,7 +63,9 @@ async def test_multi_line_reservations_in_opposing_orders_all_finish_without_dea
     async def restock(index: int) -> str:
         sku = skus[index % len(skus)]
         await inventory.AdjustStock(
-            pb.AdjustStockRequest(sku=sku, delta=2, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key=f"r-{index}")
+            pb.AdjustStockRequest(
+                sku=sku, delta=2, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key=f"r-{index}"
+            )
         )
         return "restocked"
 
@@ -75,7 +79,9 @@ async def test_multi_line_reservations_in_opposing_orders_all_finish_without_dea
 
 async def test_concurrent_duplicates_of_one_adjustment_apply_it_once(inventory, store):
     await create_product(inventory, "DUP-1", stock=0)
-    request = pb.AdjustStockRequest(sku="DUP-1", delta=7, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="same")
+    request = pb.AdjustStockRequest(
+        sku="DUP-1", delta=7, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="same"
+    )
 
     responses = await asyncio.gather(*(inventory.AdjustStock(request) for _ in range(20)))
 
@@ -104,7 +110,9 @@ async def test_release_racing_its_reservation_never_leaves_stock_held(inventory,
     async def race(index: int) -> None:
         checkout_id = f"race-{index}"
         reserve = inventory.ReserveInventory(
-            pb.ReserveInventoryRequest(checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku="RACE-1", quantity=1)])
+            pb.ReserveInventoryRequest(
+                checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku="RACE-1", quantity=1)]
+            )
         )
         release = inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id=checkout_id, reason="timeout"))
         results = await asyncio.gather(reserve, release, return_exceptions=True)

@@ -36,7 +36,9 @@ async def test_reserve_takes_every_line_or_none_and_names_each_short_sku(invento
     shortage = failure.detail(pb.InsufficientStock)
     assert [(i.sku, i.requested, i.available) for i in shortage.items] == [("B-1", 3, 1), ("C-1", 2, 0)]
     assert (await product(inventory, "A-1")).reserved == 0  # the line that fitted was rolled back too
-    assert (await expect_failure(inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1")))).code == grpc.StatusCode.NOT_FOUND
+    assert (
+        await expect_failure(inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1")))
+    ).code == grpc.StatusCode.NOT_FOUND
     assert await invariant_violations(store) == []
 
 
@@ -76,13 +78,17 @@ async def test_confirm_sells_the_units_once_and_is_idempotent(inventory, store):
     assert again.reservation == first.reservation
     sold = await product(inventory, "A-1")
     assert (sold.stock_on_hand, sold.reserved) == (3, 0)
-    other = await expect_failure(inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o2")))
+    other = await expect_failure(
+        inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o2"))
+    )
     assert (other.code, other.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_CONFIRMED_FOR_OTHER_ORDER")
     assert await invariant_violations(store) == []
 
 
 async def test_confirm_of_an_unknown_checkout_is_not_found(inventory):
-    failure = await expect_failure(inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="nope", order_id="o1")))
+    failure = await expect_failure(
+        inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="nope", order_id="o1"))
+    )
     assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "RESERVATION_NOT_FOUND")
 
 
@@ -90,14 +96,20 @@ async def test_release_gives_units_back_once_and_then_succeeds_with_nothing_to_r
     await create_product(inventory, "A-1", stock=5)
     await inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=2)))
 
-    first = await inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id="k1", reason="payment_declined"))
-    again = await inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id="k1", reason="payment_declined"))
+    first = await inventory.ReleaseReservation(
+        pb.ReleaseReservationRequest(checkout_id="k1", reason="payment_declined")
+    )
+    again = await inventory.ReleaseReservation(
+        pb.ReleaseReservationRequest(checkout_id="k1", reason="payment_declined")
+    )
 
     assert first.released_line_count == 1 and again.released_line_count == 0
     assert again.reservation.status == pb.RESERVATION_STATUS_RELEASED
     assert again.reservation.release_reason == "payment_declined"
     assert (await product(inventory, "A-1")).reserved == 0
-    late_confirm = await expect_failure(inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1")))
+    late_confirm = await expect_failure(
+        inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
+    )
     assert (late_confirm.code, late_confirm.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_RELEASED")
     assert await invariant_violations(store) == []
 
@@ -106,7 +118,9 @@ async def test_release_before_the_reserve_arrives_makes_the_late_reserve_fail(in
     await create_product(inventory, "A-1", stock=5)
 
     released = await inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id="k1", reason="saga_timeout"))
-    late = await expect_failure(inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=2))))
+    late = await expect_failure(
+        inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=2)))
+    )
 
     assert released.released_line_count == 0
     assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_RELEASED")
@@ -118,7 +132,9 @@ async def test_release_of_a_confirmed_reservation_is_refused(inventory):
     await inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=2)))
     await inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
 
-    failure = await expect_failure(inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id="k1", reason="x")))
+    failure = await expect_failure(
+        inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id="k1", reason="x"))
+    )
 
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_CONFIRMED")
 
@@ -129,8 +145,12 @@ async def test_extend_moves_expiry_forward_and_never_back(inventory):
         pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=1), ttl=duration_pb2.Duration(seconds=60))
     )
 
-    longer = await inventory.ExtendReservation(pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=600)))
-    shorter = await inventory.ExtendReservation(pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=5)))
+    longer = await inventory.ExtendReservation(
+        pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=600))
+    )
+    shorter = await inventory.ExtendReservation(
+        pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=5))
+    )
 
     assert longer.reservation.expire_time.ToSeconds() >= reserved.reservation.expire_time.ToSeconds() + 500
     assert shorter.reservation.expire_time == longer.reservation.expire_time
@@ -152,7 +172,9 @@ async def test_sweeper_expires_a_reservation_after_its_ttl_and_a_late_confirm_is
     assert reservation.status == pb.RESERVATION_STATUS_EXPIRED
     assert reservation.release_reason == "expired"
     assert (await product(inventory, "A-1")).available == 5
-    late = await expect_failure(inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1")))
+    late = await expect_failure(
+        inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
+    )
     assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_EXPIRED")
     assert await invariant_violations(store) == []
 
@@ -171,14 +193,18 @@ async def test_confirm_after_expiry_is_refused_even_before_the_sweeper_runs(star
         )
         await asyncio.sleep(1.2)
 
-        late = await expect_failure(inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1")))
+        late = await expect_failure(
+            inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
+        )
 
         assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_EXPIRED")
         reservation = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
         assert reservation.status == pb.RESERVATION_STATUS_EXPIRED
         assert (await product(inventory, "A-1")).available == 5
         extend = await expect_failure(
-            inventory.ExtendReservation(pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=60)))
+            inventory.ExtendReservation(
+                pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=60))
+            )
         )
         assert extend.reason == "RESERVATION_EXPIRED"
     assert await invariant_violations(store) == []
@@ -197,14 +223,20 @@ async def test_return_stock_puts_sold_units_back_once(inventory, store):
     assert not first.replayed and again.replayed
     assert list(again.items) == list(first.items)
     assert (await product(inventory, "A-1")).stock_on_hand == 5
-    different = await expect_failure(inventory.ReturnStock(pb.ReturnStockRequest(order_id="o1", items=items(B_1=1), reason="x")))
+    different = await expect_failure(
+        inventory.ReturnStock(pb.ReturnStockRequest(order_id="o1", items=items(B_1=1), reason="x"))
+    )
     assert (different.code, different.reason) == (grpc.StatusCode.ALREADY_EXISTS, "ORDER_ALREADY_RETURNED")
     assert await invariant_violations(store) == []
 
 
 @pytest.mark.parametrize(
     ("order_id", "lines", "reason"),
-    [("never-sold", {"A_1": 1}, "ORDER_NOT_CONFIRMED"), ("o1", {"A_1": 3}, "RETURN_EXCEEDS_SOLD"), ("o1", {"B_1": 1}, "RETURN_EXCEEDS_SOLD")],
+    [
+        ("never-sold", {"A_1": 1}, "ORDER_NOT_CONFIRMED"),
+        ("o1", {"A_1": 3}, "RETURN_EXCEEDS_SOLD"),
+        ("o1", {"B_1": 1}, "RETURN_EXCEEDS_SOLD"),
+    ],
 )
 async def test_return_stock_is_refused_beyond_what_the_order_bought(inventory, store, order_id, lines, reason):
     await create_product(inventory, "A-1", stock=5)
@@ -212,7 +244,9 @@ async def test_return_stock_is_refused_beyond_what_the_order_bought(inventory, s
     await inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=2)))
     await inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
 
-    failure = await expect_failure(inventory.ReturnStock(pb.ReturnStockRequest(order_id=order_id, items=items(**lines), reason="x")))
+    failure = await expect_failure(
+        inventory.ReturnStock(pb.ReturnStockRequest(order_id=order_id, items=items(**lines), reason="x"))
+    )
 
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, reason)
     assert (await product(inventory, "A-1")).stock_on_hand == 3

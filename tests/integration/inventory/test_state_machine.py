@@ -62,8 +62,16 @@ def build_machine(
             self.returned: set[str] = set()
             self.counter = 0
             for sku in self.skus:
-                call(lambda: inventory.UpsertProduct(pb.UpsertProductRequest(
-                    sku=sku, name=sku, price=money_pb2.Money(currency_code="USD", amount_minor=100), weight_grams=1)))
+                call(
+                    lambda sku=sku: inventory.UpsertProduct(
+                        pb.UpsertProductRequest(
+                            sku=sku,
+                            name=sku,
+                            price=money_pb2.Money(currency_code="USD", amount_minor=100),
+                            weight_grams=1,
+                        )
+                    )
+                )
 
         def _next_id(self, kind: str) -> str:
             self.counter += 1
@@ -75,8 +83,16 @@ def build_machine(
         @rule(sku_index=st.integers(0, 2), delta=st.integers(-6, 12).filter(bool))
         def adjust(self, sku_index: int, delta: int) -> None:
             sku = self.skus[sku_index]
-            result, _ = outcome(lambda: inventory.AdjustStock(pb.AdjustStockRequest(
-                sku=sku, delta=delta, reason=pb.STOCK_ADJUSTMENT_REASON_RECOUNT, idempotency_key=self._next_id("adj"))))
+            result, _ = outcome(
+                lambda: inventory.AdjustStock(
+                    pb.AdjustStockRequest(
+                        sku=sku,
+                        delta=delta,
+                        reason=pb.STOCK_ADJUSTMENT_REASON_RECOUNT,
+                        idempotency_key=self._next_id("adj"),
+                    )
+                )
+            )
             if self.stock[sku] + delta >= self.reserved[sku]:
                 assert result == "OK", result
                 self.stock[sku] += delta
@@ -85,11 +101,16 @@ def build_machine(
 
         @rule(quantities=st.lists(st.integers(0, 4), min_size=3, max_size=3).filter(any), reverse=st.booleans())
         def reserve(self, quantities: list[int], reverse: bool) -> None:
-            lines = {sku: q for sku, q in zip(self.skus, quantities) if q}
+            lines = {sku: q for sku, q in zip(self.skus, quantities, strict=True) if q}
             order = sorted(lines, reverse=reverse)
             checkout_id = self._next_id("co")
-            result, response = outcome(lambda: inventory.ReserveInventory(pb.ReserveInventoryRequest(
-                checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku=s, quantity=lines[s]) for s in order])))
+            result, response = outcome(
+                lambda: inventory.ReserveInventory(
+                    pb.ReserveInventoryRequest(
+                        checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku=s, quantity=lines[s]) for s in order]
+                    )
+                )
+            )
             fits = all(self.stock[s] - self.reserved[s] >= q for s, q in lines.items())
             if fits:
                 assert result == "OK", result
@@ -111,8 +132,13 @@ def build_machine(
         @rule(data=st.data())
         def reserve_after_an_early_release(self, data: st.DataObject) -> None:
             checkout_id = data.draw(st.sampled_from(self._released_early()))
-            result, _ = outcome(lambda: inventory.ReserveInventory(pb.ReserveInventoryRequest(
-                checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku=self.skus[0], quantity=1)])))
+            result, _ = outcome(
+                lambda: inventory.ReserveInventory(
+                    pb.ReserveInventoryRequest(
+                        checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku=self.skus[0], quantity=1)]
+                    )
+                )
+            )
             assert result == "RESERVATION_RELEASED", result
 
         @precondition(lambda self: self._with_lines())
@@ -120,8 +146,14 @@ def build_machine(
         def replay_reserve(self, data: st.DataObject) -> None:
             checkout_id = data.draw(st.sampled_from(self._with_lines()))
             status, lines = self.reservations[checkout_id]
-            result, response = outcome(lambda: inventory.ReserveInventory(pb.ReserveInventoryRequest(
-                checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku=s, quantity=q) for s, q in lines.items()])))
+            result, response = outcome(
+                lambda: inventory.ReserveInventory(
+                    pb.ReserveInventoryRequest(
+                        checkout_id=checkout_id,
+                        items=[line_item_pb2.LineItem(sku=s, quantity=q) for s, q in lines.items()],
+                    )
+                )
+            )
             assert result == "OK", result
             assert response.replayed and pb.ReservationStatus.Name(response.reservation.status).endswith(status.upper())
 
@@ -130,7 +162,11 @@ def build_machine(
         def confirm(self, data: st.DataObject) -> None:
             checkout_id = data.draw(st.sampled_from(self._active()))
             order_id = self._next_id("order")
-            result, _ = outcome(lambda: inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id=checkout_id, order_id=order_id)))
+            result, _ = outcome(
+                lambda: inventory.ConfirmReservation(
+                    pb.ConfirmReservationRequest(checkout_id=checkout_id, order_id=order_id)
+                )
+            )
             assert result == "OK", result
             _, lines = self.reservations[checkout_id]
             self.reservations[checkout_id] = ("confirmed", lines)
@@ -145,7 +181,11 @@ def build_machine(
                 checkout_id = self._next_id("never")
             else:
                 checkout_id = data.draw(st.sampled_from(sorted(self.reservations)))
-            result, response = outcome(lambda: inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id=checkout_id, reason="test")))
+            result, response = outcome(
+                lambda: inventory.ReleaseReservation(
+                    pb.ReleaseReservationRequest(checkout_id=checkout_id, reason="test")
+                )
+            )
             status, lines = self.reservations.get(checkout_id, ("missing", {}))
             if status == "confirmed":
                 assert result == "RESERVATION_CONFIRMED", result
@@ -165,7 +205,9 @@ def build_machine(
             checkout_id = data.draw(st.sampled_from(self._active()))
             call(lambda: _backdate(database_url, checkout_id))
             for _ in range(100):
-                reservation = call(lambda: inventory.GetReservation(pb.GetReservationRequest(checkout_id=checkout_id))).reservation
+                reservation = call(
+                    lambda: inventory.GetReservation(pb.GetReservationRequest(checkout_id=checkout_id))
+                ).reservation
                 if reservation.status == pb.RESERVATION_STATUS_EXPIRED:
                     break
                 call(lambda: asyncio.sleep(0.02))
@@ -181,8 +223,15 @@ def build_machine(
             order_id = data.draw(st.sampled_from(sorted(set(self.orders) - self.returned)))
             _, lines = self.reservations[self.orders[order_id]]
             back = {sku: data.draw(st.integers(1, quantity)) for sku, quantity in lines.items()}
-            result, _ = outcome(lambda: inventory.ReturnStock(pb.ReturnStockRequest(
-                order_id=order_id, reason="returned", items=[line_item_pb2.LineItem(sku=s, quantity=q) for s, q in back.items()])))
+            result, _ = outcome(
+                lambda: inventory.ReturnStock(
+                    pb.ReturnStockRequest(
+                        order_id=order_id,
+                        reason="returned",
+                        items=[line_item_pb2.LineItem(sku=s, quantity=q) for s, q in back.items()],
+                    )
+                )
+            )
             assert result == "OK", result
             self.returned.add(order_id)
             for sku, quantity in back.items():
@@ -216,7 +265,9 @@ async def _backdate(database_url: str, checkout_id: str) -> None:
 async def test_random_operation_sequences_keep_every_invariant(inventory, store, database_url):
     machine = build_machine(asyncio.get_running_loop(), inventory, store, database_url)
     profile = settings(
-        max_examples=20, stateful_step_count=25, deadline=None,
+        max_examples=20,
+        stateful_step_count=25,
+        deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
 
