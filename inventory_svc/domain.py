@@ -11,21 +11,32 @@ reservation may take. A reservation belongs to one checkout and moves once out o
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from service_runtime.errors import AlreadyExists, FailedPrecondition, NotFound, PreconditionViolation, Violations
+from service_runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    Violations,
+)
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
 
 MAX_LINES = 100
 MAX_LINE_QUANTITY = 10_000
 MAX_ADJUSTMENT = 1_000_000
 MAX_PRICE_MINOR = 100_000_000_000
+MAX_STOCK = 1_000_000_000  # also a CHECK on inventory.products
 MAX_WEIGHT_GRAMS = 1_000_000
 MIN_TTL_SECONDS = 1.0
 MAX_TTL_SECONDS = 24 * 3600.0
@@ -126,7 +137,7 @@ class AdjustStock:
 
 
 @dataclass(frozen=True)
-class ReserveStock:
+class ReserveInventory:
     checkout_id: str
     lines: tuple[Line, ...]
     ttl_seconds: float | None
@@ -163,7 +174,7 @@ class ReturnStock:
 def check_id(violations: Violations, value: str, field: str) -> None:
     if not value:
         violations.add(field, "is required")
-    elif not ID_PATTERN.match(value):
+    elif not ID_PATTERN.fullmatch(value):
         violations.add(field, "must be 1..64 characters of [A-Za-z0-9._-]")
 
 
@@ -172,6 +183,8 @@ def check_text(violations: Violations, value: str, field: str, *, maximum: int, 
         violations.add(field, "is required")
     elif len(value) > maximum:
         violations.add(field, f"must be at most {maximum} characters")
+    elif "\x00" in value:
+        violations.add(field, "must not contain NUL characters")
 
 
 def check_lines(
@@ -202,7 +215,8 @@ def check_ttl(violations: Violations, ttl_seconds: float | None, field: str, *, 
         violations.add(field, f"must be between {MIN_TTL_SECONDS:g} s and {MAX_TTL_SECONDS:g} s")
 
 
-def validate_upsert(command: UpsertProduct, *, shop_currency: str) -> None:
+def validate_upsert(command: UpsertProduct, *, shop_currency: str) -> Money:
+    """Raises INVALID_ARGUMENT for a bad product; returns its price."""
     v = Violations()
     check_id(v, command.sku, "sku")
     check_text(v, command.name, "name", maximum=200, required=True)
@@ -216,6 +230,8 @@ def validate_upsert(command: UpsertProduct, *, shop_currency: str) -> None:
     if not 0 <= command.weight_grams <= MAX_WEIGHT_GRAMS:
         v.add("weight_grams", f"must be between 0 and {MAX_WEIGHT_GRAMS}")
     v.raise_if_any()
+    assert command.price is not None  # checked above
+    return command.price
 
 
 def validate_skus(skus: Sequence[str], field: str) -> None:
@@ -234,22 +250,34 @@ def validate_skus(skus: Sequence[str], field: str) -> None:
     v.raise_if_any()
 
 
-def validate_adjustment(command: AdjustStock) -> None:
+#: The sign each adjustment reason allows (None: either).
+_REASON_SIGNS = {
+    AdjustmentReason.RECEIVED: 1,
+    AdjustmentReason.DAMAGED: -1,
+    AdjustmentReason.LOST: -1,
+    AdjustmentReason.RECOUNT: None,
+    AdjustmentReason.OTHER: None,
+}
+
+
+def validate_adjustment(command: AdjustStock) -> AdjustmentReason:
+    """Raises INVALID_ARGUMENT for a bad adjustment; returns its reason."""
     v = Violations()
     check_id(v, command.sku, "sku")
     if command.delta == 0 or abs(command.delta) > MAX_ADJUSTMENT:
         v.add("delta", f"must be non-zero and between -{MAX_ADJUSTMENT} and {MAX_ADJUSTMENT}")
     if command.reason is None:
         v.add("reason", "is required")
+    elif (sign := _REASON_SIGNS[command.reason]) is not None and command.delta * sign < 0:
+        v.add("reason", f"{command.reason.value} needs a {'positive' if sign > 0 else 'negative'} delta")
     check_text(v, command.note, "note", maximum=500, required=False)
-    if not command.idempotency_key:
-        v.add("idempotency_key", "is required")
-    elif len(command.idempotency_key) > 128:
-        v.add("idempotency_key", "must be at most 128 characters")
+    check_text(v, command.idempotency_key, "idempotency_key", maximum=128, required=True)
     v.raise_if_any()
+    assert command.reason is not None  # checked above
+    return command.reason
 
 
-def validate_reserve(command: ReserveStock) -> None:
+def validate_reserve(command: ReserveInventory) -> None:
     v = Violations()
     check_id(v, command.checkout_id, "checkout_id")
     check_lines(v, command.lines, "items")
@@ -271,11 +299,14 @@ def validate_release(command: ReleaseReservation) -> None:
     v.raise_if_any()
 
 
-def validate_extend(command: ExtendReservation) -> None:
+def validate_extend(command: ExtendReservation) -> float:
+    """Raises INVALID_ARGUMENT for a bad extension; returns its TTL in seconds."""
     v = Violations()
     check_id(v, command.checkout_id, "checkout_id")
     check_ttl(v, command.ttl_seconds, "ttl", required=True)
     v.raise_if_any()
+    assert command.ttl_seconds is not None  # checked above
+    return command.ttl_seconds
 
 
 def validate_checkout_id(checkout_id: str) -> None:
@@ -294,7 +325,7 @@ def validate_return(command: ReturnStock) -> None:
 
 def validate_availability_check(lines: Sequence[Line]) -> None:
     v = Violations()
-    check_lines(v, lines, "items", max_quantity=MAX_ADJUSTMENT * 1000)
+    check_lines(v, lines, "items")
     v.raise_if_any()
 
 
@@ -307,7 +338,7 @@ def unknown_skus(lines: Sequence[Line], known: set[str], field: str = "items") -
     v.raise_if_any()
 
 
-def page_size(requested: int) -> int:
+def checked_page_size(requested: int) -> int:
     v = Violations()
     v.check(0 <= requested <= MAX_PAGE_SIZE, "page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
     v.raise_if_any()
@@ -323,14 +354,17 @@ def normalised(lines: Sequence[Line]) -> tuple[Line, ...]:
 
 
 def check_replay(existing: Reservation, requested: Sequence[Line]) -> None:
-    """A reserve for a checkout that already has a reservation is a replay only if the lines match."""
+    """A reserve for a checkout that already has a reservation is a replay only if the lines match.
+
+    A released or expired reservation replays as it is now (the caller sees its status); a release
+    recorded before any reserve refuses the reserve instead."""
     if existing.is_release_marker:
         raise FailedPrecondition(
             f"checkout {existing.checkout_id} was released before this reservation arrived",
             reason="RESERVATION_RELEASED",
             metadata={"checkout_id": existing.checkout_id},
         )
-    if existing.lines != normalised(requested):
+    if normalised(existing.lines) != normalised(requested):
         raise AlreadyExists(
             f"checkout {existing.checkout_id} already holds a reservation with different lines",
             reason="CHECKOUT_ALREADY_RESERVED",
@@ -353,6 +387,15 @@ class InsufficientStock(FailedPrecondition):
                 for a in self.shortages
             ],
         )
+
+
+def shortages(lines: Sequence[Line], available: Mapping[str, int]) -> list[Availability]:
+    """The lines that `available` units per SKU cannot cover."""
+    return [
+        Availability(line.sku, line.quantity, max(available[line.sku], 0))
+        for line in lines
+        if available[line.sku] < line.quantity
+    ]
 
 
 class Transition(enum.Enum):
@@ -395,6 +438,7 @@ def decide_confirm(reservation: Reservation, order_id: str) -> Transition:
 
 
 def decide_release(reservation: Reservation) -> Transition:
+    """RELEASED/EXPIRED: nothing to do. ACTIVE past its expiry: it expired (EXPIRE_FIRST), whoever asks."""
     if reservation.status is ReservationStatus.CONFIRMED:
         raise FailedPrecondition(
             f"the reservation of checkout {reservation.checkout_id} was sold to order {reservation.order_id}; "
@@ -404,7 +448,7 @@ def decide_release(reservation: Reservation) -> Transition:
         )
     if reservation.status is not ReservationStatus.ACTIVE:
         return Transition.ALREADY_DONE
-    return Transition.PROCEED
+    return Transition.EXPIRE_FIRST if reservation.past_expiry else Transition.PROCEED
 
 
 def decide_extend(reservation: Reservation) -> Transition:
@@ -441,14 +485,18 @@ def check_adjustment_replay(command: AdjustStock, sku: str, delta: int, reason: 
         )
 
 
+def stock_limit_exceeded(sku: str, stock_on_hand: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"stock of {sku} would exceed {MAX_STOCK} units",
+        reason="STOCK_LIMIT_EXCEEDED",
+        metadata={"sku": sku, "stock_on_hand": str(stock_on_hand)},
+    )
+
+
 def adjustment_refused(product: Product, delta: int) -> FailedPrecondition:
     after = product.stock_on_hand + delta
-    if after > 1_000_000_000:
-        return FailedPrecondition(
-            f"stock of {product.sku} would exceed 1000000000 units",
-            reason="STOCK_LIMIT_EXCEEDED",
-            metadata={"sku": product.sku, "stock_on_hand": str(product.stock_on_hand)},
-        )
+    if after > MAX_STOCK:
+        return stock_limit_exceeded(product.sku, product.stock_on_hand)
     return FailedPrecondition(
         f"stock of {product.sku} would drop to {after}, below the {product.reserved} units reserved",
         reason="STOCK_BELOW_RESERVED",
@@ -504,3 +552,24 @@ def order_already_confirmed(order_id: str) -> AlreadyExists:
         reason="ORDER_ID_IN_USE",
         metadata={"order_id": order_id},
     )
+
+
+def encode_page_token(last_sku: str, in_stock_only: bool) -> str:
+    """An opaque ListProducts token: where the page ended, and for which filter."""
+    return base64.urlsafe_b64encode(f"v1|{int(in_stock_only)}|{last_sku}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str, in_stock_only: bool) -> str:
+    """The SKU after which the next page starts ("" for the first page)."""
+    if not token:
+        return ""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        version, flag, last_sku = raw.split("|", 2)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument([FieldViolation("page_token", "is not a token this service issued")]) from None
+    if version != "v1" or not ID_PATTERN.fullmatch(last_sku):
+        raise InvalidArgument([FieldViolation("page_token", "is not a token this service issued")])
+    if flag != str(int(in_stock_only)):
+        raise InvalidArgument([FieldViolation("page_token", "was issued for a different query")])
+    return last_sku

@@ -33,6 +33,13 @@ SELECT * FROM inventory.products
 -- (KEY SHARE) are not blocked and cannot form a cycle with this lock.
 SELECT sku FROM inventory.products WHERE sku = ANY(%(skus)s) ORDER BY sku FOR NO KEY UPDATE
 
+-- name: lock_products_of_reservations
+-- Locks, in SKU order, the product rows that these reservations' lines hold units of.
+SELECT p.sku FROM inventory.products p
+ WHERE p.sku IN (SELECT sku FROM inventory.reservation_lines WHERE checkout_id = ANY(%(checkout_ids)s))
+ ORDER BY p.sku
+   FOR NO KEY UPDATE
+
 -- name: reserve_all_or_nothing
 -- Reserves every line of a new checkout in one statement, run as its own transaction, so the hot
 -- product rows stay locked only while PostgreSQL runs it, never across a client round trip.
@@ -74,6 +81,24 @@ SELECT r.expires_at, r.created_at
 UPDATE inventory.products
    SET reserved = reserved - %(quantity)s, updated_at = now()
  WHERE sku = %(sku)s
+
+-- name: give_back_reserved_lines
+-- Returns the reserved units of several ended reservations at once (the sweeper's batch).
+UPDATE inventory.products p
+   SET reserved = p.reserved - l.quantity, updated_at = now()
+  FROM (SELECT sku, sum(quantity)::int AS quantity
+          FROM inventory.reservation_lines
+         WHERE checkout_id = ANY(%(checkout_ids)s)
+         GROUP BY sku) AS l
+ WHERE p.sku = l.sku
+RETURNING p.sku
+
+-- name: restock_units
+-- Puts returned units back on hand unless that would pass the stock cap; no row back means refused.
+UPDATE inventory.products
+   SET stock_on_hand = stock_on_hand + %(quantity)s, updated_at = now()
+ WHERE sku = %(sku)s AND stock_on_hand + %(quantity)s <= 1000000000
+RETURNING sku
 
 -- name: sell_units
 -- Turns reserved units into a sale: both stock on hand and reserved decrease.
@@ -133,6 +158,7 @@ SELECT sku, quantity FROM inventory.reservation_lines
  ORDER BY sku
 
 -- name: mark_reservation_confirmed
+-- Records that an active reservation was sold to an order.
 UPDATE inventory.reservations
    SET status = 'confirmed', order_id = %(order_id)s, confirmed_at = now()
  WHERE checkout_id = %(checkout_id)s
@@ -152,13 +178,21 @@ UPDATE inventory.reservations
  WHERE checkout_id = %(checkout_id)s AND status = 'active'
 RETURNING *, false AS past_expiry
 
--- name: claim_expired_reservations
--- Up to `batch` active reservations past their expiry that no other transaction holds.
-SELECT checkout_id FROM inventory.reservations
- WHERE status = 'active' AND expires_at <= now()
- ORDER BY expires_at
- LIMIT %(batch)s
-   FOR UPDATE SKIP LOCKED
+-- name: expire_due_reservations
+-- Ends up to `batch` active reservations past their expiry that no other transaction holds, as
+-- 'expired', and returns their checkout ids; their lines still need give_back_reserved_lines.
+WITH due AS (
+    SELECT checkout_id FROM inventory.reservations
+     WHERE status = 'active' AND expires_at <= now()
+     ORDER BY expires_at
+     LIMIT %(batch)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE inventory.reservations r
+   SET status = 'expired', released_at = now(), release_reason = 'expired'
+  FROM due
+ WHERE r.checkout_id = due.checkout_id
+RETURNING r.checkout_id
 
 -- name: invariant_violations
 -- Products whose counters disagree with reservations or the audit trail (empty when all is well).

@@ -1,8 +1,9 @@
 """The only module of the inventory service that runs SQL. Statements live in `queries.sql`.
 
-`InventoryStore.transaction()` is the unit of work: it borrows a connection, opens a transaction and
-yields an `InventoryTransaction` whose methods each run one named statement. The transaction commits
-when the block ends normally and rolls back when it raises.
+`InventoryStore.run(work)` is the unit of work: it borrows a connection, opens a transaction, passes
+an `InventoryTransaction` (one method per named statement) to `work`, and commits when `work` returns
+or rolls back when it raises; deadlocks and serialization failures start it again, a bounded number
+of times. `InventoryStore.reserve` is the one operation that runs as a single autocommit statement.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from inventory_svc.domain import Line, Money, Product, Reservation, ReservationStatus, order_already_confirmed
+from inventory_svc.domain import Line, Money, Product, Reservation, ReservationStatus, normalised
 from service_runtime.database import load_queries, retry_conflicts
 
 Row = Mapping[str, Any]
@@ -50,20 +51,20 @@ def _product(row: Row) -> Product:
 def _reservation(row: Row, lines: Sequence[Line]) -> Reservation:
     return Reservation(
         checkout_id=row["checkout_id"],
-        status=ReservationStatus(row["status"]),
-        lines=tuple(lines),
+        status=ReservationStatus(row.get("status", ReservationStatus.ACTIVE.value)),
+        lines=normalised(lines),  # SKU order as Python sorts it, whatever the database's collation
         expires_at=row["expires_at"],
         created_at=row["created_at"],
-        confirmed_at=row["confirmed_at"],
-        released_at=row["released_at"],
-        order_id=row["order_id"],
-        release_reason=row["release_reason"],
+        confirmed_at=row.get("confirmed_at"),
+        released_at=row.get("released_at"),
+        order_id=row.get("order_id"),
+        release_reason=row.get("release_reason", ""),
         past_expiry=bool(row.get("past_expiry", False)),
     )
 
 
 class InventoryTransaction:
-    """Statements run inside one open transaction."""
+    """Statements run on one connection, inside the transaction the store opened."""
 
     def __init__(self, connection: AsyncConnection[Any]) -> None:
         self._connection = connection
@@ -90,7 +91,7 @@ class InventoryTransaction:
                 "weight_grams": weight_grams,
             },
         )
-        assert row is not None
+        assert row is not None  # INSERT … ON CONFLICT DO UPDATE always returns the row
         return _product(row), bool(row["created"])
 
     async def products(self, skus: Sequence[str]) -> dict[str, Product]:
@@ -107,16 +108,27 @@ class InventoryTransaction:
         """Locks the rows in SKU order; returns the SKUs that exist."""
         return {row["sku"] for row in await self._rows("lock_products", {"skus": sorted(skus)})}
 
-    async def take_units(self, sku: str, quantity: int) -> bool:
-        return await self._row("take_units", {"sku": sku, "quantity": quantity}) is not None
+    async def lock_products_of_reservations(self, checkout_ids: Sequence[str]) -> None:
+        await self._rows("lock_products_of_reservations", {"checkout_ids": list(checkout_ids)})
 
     async def give_back_units(self, sku: str, quantity: int) -> None:
         await self._rows("give_back_units", {"sku": sku, "quantity": quantity})
 
+    async def give_back_reserved_lines(self, checkout_ids: Sequence[str]) -> list[str]:
+        """Returns the reserved units of these reservations; the SKUs that changed."""
+        return [
+            row["sku"] for row in await self._rows("give_back_reserved_lines", {"checkout_ids": list(checkout_ids)})
+        ]
+
     async def sell_units(self, sku: str, quantity: int) -> None:
         await self._rows("sell_units", {"sku": sku, "quantity": quantity})
 
+    async def restock_units(self, sku: str, quantity: int) -> bool:
+        """False when the stock cap refused it."""
+        return await self._row("restock_units", {"sku": sku, "quantity": quantity}) is not None
+
     async def change_stock(self, sku: str, delta: int) -> Product | None:
+        """None when the SKU is unknown or the change would go below reserved or past the cap."""
         row = await self._row("change_stock", {"sku": sku, "delta": delta})
         return _product(row) if row else None
 
@@ -129,7 +141,7 @@ class InventoryTransaction:
             "record_movement",
             {"sku": sku, "delta": delta, "kind": kind, "reason": reason, "note": note, "request_key": request_key},
         )
-        assert row is not None
+        assert row is not None  # INSERT … RETURNING
         return row["movement_id"], row["created_at"]
 
     async def movements_for_request(self, kind: str, request_key: str) -> list[Row]:
@@ -137,10 +149,9 @@ class InventoryTransaction:
 
     # Reservations
 
-    async def reserve_all_or_nothing(
+    async def _reserve_all_or_nothing(
         self, checkout_id: str, lines: Sequence[Line], ttl_seconds: float
     ) -> Reservation | None:
-        """Makes the reservation if the checkout has none and every line fits; None otherwise."""
         try:
             row = await self._row(
                 "reserve_all_or_nothing",
@@ -155,18 +166,7 @@ class InventoryTransaction:
             if error.sqlstate == RESERVATION_REFUSED:
                 return None
             raise
-        assert row is not None
-        return Reservation(
-            checkout_id=checkout_id,
-            status=ReservationStatus.ACTIVE,
-            lines=tuple(lines),
-            expires_at=row["expires_at"],
-            created_at=row["created_at"],
-            confirmed_at=None,
-            released_at=None,
-            order_id=None,
-            release_reason="",
-        )
+        return _reservation({**row, "checkout_id": checkout_id}, lines) if row else None
 
     async def insert_released_marker(self, checkout_id: str, reason: str) -> Reservation | None:
         row = await self._row("insert_released_marker", {"checkout_id": checkout_id, "reason": reason})
@@ -185,33 +185,34 @@ class InventoryTransaction:
     async def lock_reservation_by_order(self, order_id: str) -> Reservation | None:
         return await self._with_lines(await self._row("lock_reservation_by_order", {"order_id": order_id}))
 
-    async def mark_confirmed(self, checkout_id: str, order_id: str) -> Reservation:
+    async def mark_confirmed(self, reservation: Reservation, order_id: str) -> Reservation | None:
+        """None when `order_id` already confirmed another checkout (the transaction must then end)."""
         try:
-            row = await self._row("mark_reservation_confirmed", {"checkout_id": checkout_id, "order_id": order_id})
-        except pg_errors.UniqueViolation:
-            raise order_already_confirmed(order_id) from None
-        reservation = await self._with_lines(row)
-        assert reservation is not None
-        return reservation
-
-    async def mark_ended(self, checkout_id: str, status: ReservationStatus, reason: str) -> Reservation:
-        reservation = await self._with_lines(
-            await self._row(
-                "mark_reservation_ended", {"checkout_id": checkout_id, "status": status.value, "reason": reason}
+            row = await self._row(
+                "mark_reservation_confirmed", {"checkout_id": reservation.checkout_id, "order_id": order_id}
             )
-        )
-        assert reservation is not None
-        return reservation
+        except pg_errors.UniqueViolation:
+            return None
+        return _reservation(row, reservation.lines) if row else None
 
-    async def extend(self, checkout_id: str, ttl_seconds: float) -> Reservation:
-        reservation = await self._with_lines(
-            await self._row("extend_reservation", {"checkout_id": checkout_id, "ttl_seconds": ttl_seconds})
+    async def mark_ended(self, reservation: Reservation, status: ReservationStatus, reason: str) -> Reservation:
+        row = await self._row(
+            "mark_reservation_ended",
+            {"checkout_id": reservation.checkout_id, "status": status.value, "reason": reason},
         )
-        assert reservation is not None
-        return reservation
+        assert row is not None, "mark_ended needs a locked ACTIVE reservation"
+        return _reservation(row, reservation.lines)
 
-    async def claim_expired(self, batch: int) -> list[str]:
-        return [row["checkout_id"] for row in await self._rows("claim_expired_reservations", {"batch": batch})]
+    async def extend(self, reservation: Reservation, ttl_seconds: float) -> Reservation:
+        row = await self._row(
+            "extend_reservation", {"checkout_id": reservation.checkout_id, "ttl_seconds": ttl_seconds}
+        )
+        assert row is not None, "extend needs a locked ACTIVE reservation"
+        return _reservation(row, reservation.lines)
+
+    async def expire_due(self, batch: int) -> list[str]:
+        """Ends up to `batch` due reservations as EXPIRED; their checkout ids (units not yet given back)."""
+        return [row["checkout_id"] for row in await self._rows("expire_due_reservations", {"batch": batch})]
 
     async def invariant_violations(self) -> list[Row]:
         return await self._rows("invariant_violations", {})
@@ -232,19 +233,18 @@ class InventoryStore:
             async with self.transaction() as tx:
                 return await work(tx)
 
-        return await self.run_conflicts(attempt, duplicates_race=duplicates_race)
-
-    @staticmethod
-    async def run_conflicts(attempt: Callable[[], Awaitable[T]], *, duplicates_race: bool = False) -> T:
-        """Runs `attempt` (which opens its own transactions) again when a concurrent one got in the way."""
         return await retry_conflicts(attempt, also=(pg_errors.UniqueViolation,) if duplicates_race else ())
 
-    @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[InventoryTransaction]:
-        """Statements each in a transaction of their own: for single statements that lock hot rows,
-        which then stay locked only while PostgreSQL runs the statement, not across a round trip."""
-        async with self._pool.connection() as connection:
-            yield InventoryTransaction(connection)
+    async def reserve(self, checkout_id: str, lines: Sequence[Line], ttl_seconds: float) -> Reservation | None:
+        """Makes the reservation in one autocommit statement if the checkout has none and every line fits
+        (None otherwise). The hot product rows stay locked only while PostgreSQL runs the statement,
+        never across a round trip to this process."""
+
+        async def attempt() -> Reservation | None:
+            async with self._pool.connection() as connection:
+                return await InventoryTransaction(connection)._reserve_all_or_nothing(checkout_id, lines, ttl_seconds)
+
+        return await retry_conflicts(attempt)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[InventoryTransaction]:

@@ -103,7 +103,7 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
     async def ReserveInventory(
         self, request: pb.ReserveInventoryRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReserveInventoryResponse:
-        command = domain.ReserveStock(
+        command = domain.ReserveInventory(
             checkout_id=request.checkout_id,
             lines=_lines_in(request.items),
             ttl_seconds=_seconds_in(request.ttl) if request.HasField("ttl") else None,

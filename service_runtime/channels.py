@@ -42,16 +42,33 @@ CHANNEL_OPTIONS = (
 )
 
 
-class Channels:
-    """Opens one channel per target and closes them all at shutdown (never one per call)."""
+class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
+    """Gives a call made without a timeout the channel's cap, so no outbound call can wait forever."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        if client_call_details.timeout is None:
+            client_call_details = client_call_details._replace(timeout=self._seconds)
+        return await continuation(client_call_details, request)
+
+
+class Channels:
+    """Opens one channel per target and closes them all at shutdown (never one per call).
+
+    Calls should pass `timeout=outbound_timeout(context, cap=...)`; one that passes none still gets
+    `default_timeout_seconds`.
+    """
+
+    def __init__(self, *, default_timeout_seconds: float = 5.0) -> None:
         self._open: dict[str, grpc.aio.Channel] = {}
+        self._default_deadline = DefaultDeadline(default_timeout_seconds)
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._open.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[self._default_deadline])
             self._open[target] = channel
         return channel
 

@@ -92,8 +92,10 @@ async def retry_conflicts(
     raise AssertionError("unreachable")
 
 
-async def ping(pool: AsyncConnectionPool) -> None:
-    async with pool.connection() as connection:
+async def ping(pool: AsyncConnectionPool, *, timeout: float = 2.0) -> None:
+    """One round trip through the pool. A pool so busy that no connection frees up within `timeout`
+    counts as a failure too: a replica in that state should not get more traffic."""
+    async with pool.connection(timeout=timeout) as connection:
         await connection.execute("SELECT 1")
 
 
@@ -107,6 +109,12 @@ def as_service_error(error: BaseException) -> errors.ServiceError | None:
     Conflicts that survived `retry_conflicts` are ABORTED (retry the request); a statement timeout or an
     unreachable database is UNAVAILABLE with a RetryInfo hint. Nothing is committed in either case.
     """
+    if isinstance(error, PoolTimeout):
+        return errors.Unavailable(
+            "the service has no free database connection; retry shortly",
+            reason="DATABASE_BUSY",
+            retry_after_seconds=0.5,
+        )
     if isinstance(error, RETRYABLE):
         return errors.Aborted(
             "the request conflicted with concurrent requests; retry it", reason="CONFLICT", retry_after_seconds=0.05

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -48,8 +49,6 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
 )
-
-_PROBE_INTERVAL_SECONDS = 5.0
 
 #: Health service name that reports whether the process is alive (SERVING from start to stop) whatever
 #: its dependencies do; Kubernetes liveness probes ask for it, readiness probes ask for "" (overall).
@@ -85,11 +84,24 @@ class Assembly:
 
 @dataclass(frozen=True)
 class ServiceSpec(Generic[S]):
+    #: Short name: ErrorInfo domain "<name>.shop", log prefix.
     name: str
+    #: The PostgreSQL schema the service owns.
     schema: str
+    #: Folder of its numbered SQL migrations, inside the service's package.
     migrations: Path
     load_settings: Callable[[Mapping[str, str]], S]
     assemble: Callable[[S, Infrastructure], Assembly]
+
+    @property
+    def package(self) -> str:
+        return self.migrations.parent.name
+
+    @property
+    def process_name(self) -> str:
+        """The name it runs under everywhere else: Kubernetes, traces' service.name, PostgreSQL's
+        application_name (inventory_svc → inventory-svc)."""
+        return self.package.replace("_", "-")
 
 
 class RunningService:
@@ -158,7 +170,7 @@ class RunningService:
             except Exception as error:
                 log.warning("%s: waiting for PostgreSQL: %s", self.spec.name, _one_line(error))
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _PROBE_INTERVAL_SECONDS)
+            delay = min(delay * 2, common.health_probe_interval_seconds)
         await self._set_health(True)
         for worker in self._assembly.background:
             self._tasks.append(asyncio.create_task(_supervised(worker, self.spec.name)))
@@ -166,7 +178,7 @@ class RunningService:
         log.info("%s: SERVING on %s", self.spec.name, self.address)
         serving = True
         while True:
-            await asyncio.sleep(_PROBE_INTERVAL_SECONDS)
+            await asyncio.sleep(common.health_probe_interval_seconds)
             healthy = await self._dependencies_ok()
             if healthy != serving:
                 await self._set_health(healthy)
@@ -211,14 +223,14 @@ def _one_line(error: BaseException) -> str:
 async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
     """Builds and starts a service; returns before it is ready (see `RunningService.wait_ready`)."""
     common = settings.common
-    telemetry.configure_tracing(f"{spec.name}-svc" if spec.name != "gateway" else "gateway")
+    telemetry.configure_tracing(spec.process_name)
     infrastructure = Infrastructure(
         database=database.create_pool(
             common.database_url,
             min_size=common.db_pool_min_size,
             max_size=common.db_pool_max_size,
             statement_timeout_ms=common.db_statement_timeout_ms,
-            application_name=f"{spec.name}-svc",
+            application_name=spec.process_name,
         ),
         redis=create_redis(common.redis_url),
         keys=KeySpace(common.redis_key_prefix),
@@ -270,12 +282,10 @@ def run_service(spec: ServiceSpec[S], argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else "serve"
     if command not in ("serve", "migrate") or len(args) > 1:
-        print(f"usage: python -m {spec.migrations.parent.name} [serve|migrate]", file=sys.stderr)
+        print(f"usage: python -m {spec.package} [serve|migrate]", file=sys.stderr)
         return 2
     try:
-        from os import environ
-
-        settings = spec.load_settings(environ)
+        settings = spec.load_settings(os.environ)
     except SettingsError as error:
         print(f"{spec.name}: invalid setting {error}", file=sys.stderr)
         return 2

@@ -52,7 +52,7 @@ def discover(directory: Path) -> list[Migration]:
 
 
 def lock_key(schema: str) -> int:
-    """A stable 63-bit advisory-lock key per schema."""
+    """A stable advisory-lock key per schema (a 32-bit CRC, well inside PostgreSQL's bigint keys)."""
     return zlib.crc32(f"shop.migrations.{schema}".encode())
 
 
@@ -101,17 +101,3 @@ async def apply_migrations(database_url: str, *, schema: str, directory: Path) -
         finally:
             await connection.execute("SELECT pg_advisory_unlock(%s)", (lock_key(schema),))
     return applied_now
-
-
-async def is_up_to_date(database_url: str, *, schema: str, directory: Path) -> bool:
-    migrations = discover(directory)
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
-        cursor = await connection.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.schema_migrations",))
-        row = await cursor.fetchone()
-        if not row or not row[0]:
-            return False
-        cursor = await connection.execute(
-            sql.SQL("SELECT count(*) FROM {}.schema_migrations").format(sql.Identifier(schema))
-        )
-        count = await cursor.fetchone()
-        return bool(count) and count[0] == len(migrations)

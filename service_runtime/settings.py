@@ -118,6 +118,7 @@ class CommonSettings:
     db_pool_max_size: int
     db_statement_timeout_ms: int
     shutdown_grace_seconds: float
+    health_probe_interval_seconds: float
     log_level: str
 
     @classmethod
@@ -138,5 +139,6 @@ class CommonSettings:
             db_pool_max_size=maximum_pool,
             db_statement_timeout_ms=env.integer("DB_STATEMENT_TIMEOUT_MS", 5000, minimum=100, maximum=600_000),
             shutdown_grace_seconds=env.seconds("GRPC_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300.0),
+            health_probe_interval_seconds=env.seconds("HEALTH_PROBE_INTERVAL_SECONDS", 5.0, minimum=0.1, maximum=300.0),
             log_level=env.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
         )

@@ -41,6 +41,10 @@ async def relay(start_service):  # type: ignore[no-untyped-def]
         await asyncio.sleep(0.3)
         return await stub.GetProduct(request, timeout=outbound_timeout(context, cap=2.0))
 
+    async def hang(request: pb.GetProductRequest, context: grpc.aio.ServicerContext) -> pb.GetProductResponse:
+        await asyncio.sleep(30)
+        return pb.GetProductResponse()
+
     def handler(function):  # type: ignore[no-untyped-def]
         return grpc.unary_unary_rpc_method_handler(
             function,
@@ -52,7 +56,8 @@ async def relay(start_service):  # type: ignore[no-untyped-def]
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(
-                "test.Relay", {"Get": handler(get), "Crash": handler(crash), "Slow": handler(slow)}
+                "test.Relay",
+                {"Get": handler(get), "Crash": handler(crash), "Slow": handler(slow), "Hang": handler(hang)},
             )
         ]
     )
@@ -67,6 +72,7 @@ async def relay(start_service):  # type: ignore[no-untyped-def]
             response_deserializer=pb.GetProductResponse.FromString,
         )
 
+    method.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
     yield method
     await channel.close()
     await server.stop(0)
@@ -111,3 +117,22 @@ async def test_one_trace_covers_both_hops_and_the_database(relay):
     assert any(s.attributes and s.attributes.get("db.system") == "postgresql" for s in in_trace), [
         s.name for s in in_trace
     ]
+
+
+async def test_a_call_without_a_timeout_still_gets_the_channels_default_deadline(relay):
+    channels = Channels(default_timeout_seconds=0.3)  # the way services open channels
+    try:
+        target = relay.address  # type: ignore[attr-defined]
+        hang = channels.get(target).unary_unary(
+            "/test.Relay/Hang",
+            request_serializer=pb.GetProductRequest.SerializeToString,
+            response_deserializer=pb.GetProductResponse.FromString,
+        )
+        started = asyncio.get_running_loop().time()
+        failure = await expect_failure(hang(pb.GetProductRequest(sku="x")))
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        await channels.close()
+
+    assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 2

@@ -3,13 +3,17 @@ no UNKNOWN for bad input, and clean stops."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+from urllib.parse import urlsplit
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from psycopg import sql
 
 from tests.conftest import SERVICE_PACKAGES
 
@@ -106,3 +110,45 @@ async def test_stopped_service_reports_not_serving_then_refuses_calls(start_serv
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def _wait_for_health(health, wanted, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    status = None
+    while loop.time() < deadline:
+        status = (await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)).status
+        if status == wanted:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"health stayed {status}, expected {wanted}")
+
+
+async def test_health_turns_not_serving_while_the_database_refuses_connections_and_back(start_service, database_url):
+    from inventory_svc.__main__ import SPEC
+
+    running = await start_service(SPEC, HEALTH_PROBE_INTERVAL_SECONDS="0.2")
+    name = urlsplit(database_url).path.lstrip("/")
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+
+    async def allow_connections(allowed: bool) -> None:
+        async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as admin:
+            await admin.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(sql.Identifier(name), sql.Literal(allowed))
+            )
+            if not allowed:
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+                )
+
+    async with grpc.aio.insecure_channel(running.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        await _wait_for_health(health, health_pb2.HealthCheckResponse.SERVING)
+        await allow_connections(False)
+        try:
+            await _wait_for_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+            alive = await health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=2)
+            assert alive.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await allow_connections(True)
+        await _wait_for_health(health, health_pb2.HealthCheckResponse.SERVING)

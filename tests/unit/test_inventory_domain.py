@@ -36,7 +36,9 @@ def violations_of(call) -> dict[str, str]:  # type: ignore[no-untyped-def]
 
 
 def test_reserve_validation_names_every_bad_field_at_once():
-    command = domain.ReserveStock(checkout_id="", lines=(Line("A", 0), Line("A", 2), Line("b c", 1)), ttl_seconds=0.5)
+    command = domain.ReserveInventory(
+        checkout_id="", lines=(Line("A", 0), Line("A", 2), Line("b c", 1)), ttl_seconds=0.5
+    )
 
     fields = violations_of(lambda: domain.validate_reserve(command))
 
@@ -117,6 +119,6 @@ def test_upsert_accepts_only_the_shop_currency_and_bounded_values():
 
 
 def test_page_size_zero_means_the_default_and_too_large_is_refused():
-    assert domain.page_size(0) == domain.DEFAULT_PAGE_SIZE
-    assert domain.page_size(7) == 7
-    assert "page_size" in violations_of(lambda: domain.page_size(domain.MAX_PAGE_SIZE + 1))
+    assert domain.checked_page_size(0) == domain.DEFAULT_PAGE_SIZE
+    assert domain.checked_page_size(7) == 7
+    assert "page_size" in violations_of(lambda: domain.checked_page_size(domain.MAX_PAGE_SIZE + 1))

@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from google.rpc import error_details_pb2
+from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout
 
 from service_runtime import errors
 from service_runtime.channels import outbound_timeout
-from service_runtime.database import load_queries
+from service_runtime.database import as_service_error, load_queries
 from service_runtime.migrations import MigrationError, discover
 from service_runtime.settings import CommonSettings, EnvReader, SettingsError
 from service_runtime.status import code_of, to_status
@@ -111,3 +114,26 @@ def test_outbound_timeout_is_capped_and_follows_the_inbound_deadline():
     assert outbound_timeout(_Inbound(0.5), cap=2.0) == pytest.approx(0.48)
     with pytest.raises(errors.DeadlineExceeded):
         outbound_timeout(_Inbound(0.01), cap=2.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (pg_errors.DeadlockDetected("deadlock"), grpc.StatusCode.ABORTED, "CONFLICT"),
+        (pg_errors.SerializationFailure("serialization"), grpc.StatusCode.ABORTED, "CONFLICT"),
+        (pg_errors.QueryCanceled("statement timeout"), grpc.StatusCode.UNAVAILABLE, "DATABASE_TIMEOUT"),
+        (psycopg.OperationalError("connection refused"), grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
+        (PoolTimeout("no connection"), grpc.StatusCode.UNAVAILABLE, "DATABASE_BUSY"),
+    ],
+)
+def test_database_failures_become_retryable_statuses_with_a_retry_hint(error, code, reason):
+    translated = as_service_error(error)
+
+    assert translated is not None
+    assert (code_of(translated), translated.reason) == (code, reason)
+    assert translated.retry_after_seconds and translated.retry_after_seconds > 0
+
+
+def test_other_exceptions_are_not_translated():
+    assert as_service_error(ValueError("a bug")) is None
+    assert as_service_error(pg_errors.UndefinedTable("a bug too")) is None

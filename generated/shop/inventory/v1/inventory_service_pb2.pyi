@@ -32,13 +32,13 @@ class _StockAdjustmentReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     STOCK_ADJUSTMENT_REASON_UNSPECIFIED: _StockAdjustmentReason.ValueType  # 0
     """Not allowed in requests."""
     STOCK_ADJUSTMENT_REASON_RECEIVED: _StockAdjustmentReason.ValueType  # 1
-    """Goods received from a supplier (positive delta)."""
+    """Goods received from a supplier (delta must be positive)."""
     STOCK_ADJUSTMENT_REASON_RECOUNT: _StockAdjustmentReason.ValueType  # 2
     """A physical count corrected the figure (either sign)."""
     STOCK_ADJUSTMENT_REASON_DAMAGED: _StockAdjustmentReason.ValueType  # 3
-    """Units damaged and written off (negative delta)."""
+    """Units damaged and written off (delta must be negative)."""
     STOCK_ADJUSTMENT_REASON_LOST: _StockAdjustmentReason.ValueType  # 4
-    """Units lost or stolen (negative delta)."""
+    """Units lost or stolen (delta must be negative)."""
     STOCK_ADJUSTMENT_REASON_OTHER: _StockAdjustmentReason.ValueType  # 5
     """Anything else; say what in `note`."""
 
@@ -48,13 +48,13 @@ class StockAdjustmentReason(_StockAdjustmentReason, metaclass=_StockAdjustmentRe
 STOCK_ADJUSTMENT_REASON_UNSPECIFIED: StockAdjustmentReason.ValueType  # 0
 """Not allowed in requests."""
 STOCK_ADJUSTMENT_REASON_RECEIVED: StockAdjustmentReason.ValueType  # 1
-"""Goods received from a supplier (positive delta)."""
+"""Goods received from a supplier (delta must be positive)."""
 STOCK_ADJUSTMENT_REASON_RECOUNT: StockAdjustmentReason.ValueType  # 2
 """A physical count corrected the figure (either sign)."""
 STOCK_ADJUSTMENT_REASON_DAMAGED: StockAdjustmentReason.ValueType  # 3
-"""Units damaged and written off (negative delta)."""
+"""Units damaged and written off (delta must be negative)."""
 STOCK_ADJUSTMENT_REASON_LOST: StockAdjustmentReason.ValueType  # 4
-"""Units lost or stolen (negative delta)."""
+"""Units lost or stolen (delta must be negative)."""
 STOCK_ADJUSTMENT_REASON_OTHER: StockAdjustmentReason.ValueType  # 5
 """Anything else; say what in `note`."""
 Global___StockAdjustmentReason: _TypeAlias = StockAdjustmentReason  # noqa: Y015
@@ -385,7 +385,9 @@ class AdjustStockRequest(_message.Message):
     delta: _builtins.int
     """Signed change to stock on hand, -1000000..1000000 and not 0."""
     reason: Global___StockAdjustmentReason.ValueType
-    """Why; must not be UNSPECIFIED."""
+    """Why; must not be UNSPECIFIED, and its sign rule must hold (RECEIVED
+    positive, DAMAGED and LOST negative).
+    """
     note: _builtins.str
     """Free text for the audit trail, 0..500 characters."""
     idempotency_key: _builtins.str

@@ -39,6 +39,11 @@ class InventoryServiceStub:
     one field violation per bad field (field paths like "items[2].quantity");
     FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
     domain "inventory.shop" and a stable `reason` (listed on each RPC).
+
+    Any RPC may also answer, with a RetryInfo saying when to retry:
+    ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
+    too slow, or every connection of this replica is busy; nothing was written.
     """
 
     def __init__(self, channel):
@@ -123,13 +128,19 @@ class InventoryServiceServicer:
     one field violation per bad field (field paths like "items[2].quantity");
     FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
     domain "inventory.shop" and a stable `reason` (listed on each RPC).
+
+    Any RPC may also answer, with a RetryInfo saying when to retry:
+    ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
+    too slow, or every connection of this replica is busy; nothing was written.
     """
 
     def UpsertProduct(self, request, context):
         """Creates a product or replaces its name, price and weight. Naturally
         idempotent on `sku`: the same request twice leaves the same product. Stock
         is never set here; a new product starts with zero stock (use AdjustStock).
-        Admin only.
+        Meant for catalogue administration: the mesh does not authorise callers yet
+        (the gateway's identity work will), so keep it off public routes.
         Errors: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -137,8 +148,9 @@ class InventoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetProduct(self, request, context):
-        """Returns one product with its current stock figures (possibly up to the
-        cache TTL old; a few seconds at most).
+        """Returns one product with its current stock figures, possibly as old as the
+        product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
+        CheckAvailability for figures read from the database.
         Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -169,8 +181,9 @@ class InventoryServiceServicer:
         and the same payload returns the first result and changes nothing.
         Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
         FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-        reserved, or below zero); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key
-        was used for a different adjustment).
+        reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
+        1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
+        for a different adjustment).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,7 +201,8 @@ class InventoryServiceServicer:
     def ReserveInventory(self, request, context):
         """Reserves every line for a checkout, all or nothing, until `ttl` passes.
         Idempotent on `checkout_id`: a replay with the same lines returns the same
-        reservation in its current state, whatever the TTL asked.
+        reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
+        whatever the TTL asked.
         Errors: INVALID_ARGUMENT (including unknown SKUs);
         FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities; or
@@ -206,8 +220,10 @@ class InventoryServiceServicer:
         Idempotent: confirming again for the same order returns the reservation.
         Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
         FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-        RESERVATION_CONFIRMED_FOR_OTHER_ORDER). A reservation whose expiry has
-        passed is expired by this call even if the sweeper has not run yet.
+        RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
+        the order already bought another checkout's reservation). A reservation
+        whose expiry has passed is expired by this call even if the sweeper has
+        not run yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,7 +234,9 @@ class InventoryServiceServicer:
         or after a ReserveInventory whose outcome is unknown: releasing a checkout
         that holds nothing succeeds with zero lines released and records the release,
         so a ReserveInventory for it that arrives later is refused
-        (RESERVATION_RELEASED) instead of holding stock nobody will buy.
+        (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
+        reservation whose expiry has passed ends EXPIRED (zero lines released by
+        this call); one already RELEASED or EXPIRED is returned as it is.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
         stock comes back through ReturnStock).
         """
@@ -251,8 +269,9 @@ class InventoryServiceServicer:
         lines returns the first result.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
         reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-        returns more units of a SKU than the order bought); ALREADY_EXISTS
-        (ORDER_ALREADY_RETURNED: the order's return had different lines).
+        returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
+        ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
+        lines).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -343,6 +362,11 @@ class InventoryService:
     one field violation per bad field (field paths like "items[2].quantity");
     FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
     domain "inventory.shop" and a stable `reason` (listed on each RPC).
+
+    Any RPC may also answer, with a RetryInfo saying when to retry:
+    ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
+    too slow, or every connection of this replica is busy; nothing was written.
     """
 
     @staticmethod

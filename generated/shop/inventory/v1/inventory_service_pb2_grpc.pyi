@@ -40,6 +40,11 @@ class InventoryServiceStub:
     one field violation per bad field (field paths like "items[2].quantity");
     FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
     domain "inventory.shop" and a stable `reason` (listed on each RPC).
+
+    Any RPC may also answer, with a RetryInfo saying when to retry:
+      ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
+      too slow, or every connection of this replica is busy; nothing was written.
     """
 
     @_typing.overload
@@ -50,12 +55,14 @@ class InventoryServiceStub:
     """Creates a product or replaces its name, price and weight. Naturally
     idempotent on `sku`: the same request twice leaves the same product. Stock
     is never set here; a new product starts with zero stock (use AdjustStock).
-    Admin only.
+    Meant for catalogue administration: the mesh does not authorise callers yet
+    (the gateway's identity work will), so keep it off public routes.
     Errors: INVALID_ARGUMENT.
     """
     GetProduct: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.GetProductRequest, _inventory_service_pb2.GetProductResponse]
-    """Returns one product with its current stock figures (possibly up to the
-    cache TTL old; a few seconds at most).
+    """Returns one product with its current stock figures, possibly as old as the
+    product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
+    CheckAvailability for figures read from the database.
     Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
     """
     BatchGetProducts: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchGetProductsRequest, _inventory_service_pb2.BatchGetProductsResponse]
@@ -74,8 +81,9 @@ class InventoryServiceStub:
     and the same payload returns the first result and changes nothing.
     Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
     FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-    reserved, or below zero); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key
-    was used for a different adjustment).
+    reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
+    1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
+    for a different adjustment).
     """
     CheckAvailability: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.CheckAvailabilityRequest, _inventory_service_pb2.CheckAvailabilityResponse]
     """Reports, for each line, how many units are available right now (stock on
@@ -85,7 +93,8 @@ class InventoryServiceStub:
     ReserveInventory: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ReserveInventoryRequest, _inventory_service_pb2.ReserveInventoryResponse]
     """Reserves every line for a checkout, all or nothing, until `ttl` passes.
     Idempotent on `checkout_id`: a replay with the same lines returns the same
-    reservation in its current state, whatever the TTL asked.
+    reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
+    whatever the TTL asked.
     Errors: INVALID_ARGUMENT (including unknown SKUs);
     FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities; or
@@ -99,15 +108,19 @@ class InventoryServiceStub:
     Idempotent: confirming again for the same order returns the reservation.
     Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
     FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-    RESERVATION_CONFIRMED_FOR_OTHER_ORDER). A reservation whose expiry has
-    passed is expired by this call even if the sweeper has not run yet.
+    RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
+    the order already bought another checkout's reservation). A reservation
+    whose expiry has passed is expired by this call even if the sweeper has
+    not run yet.
     """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ReleaseReservationRequest, _inventory_service_pb2.ReleaseReservationResponse]
     """Gives a checkout's reserved units back. Idempotent, and safe to call before
     or after a ReserveInventory whose outcome is unknown: releasing a checkout
     that holds nothing succeeds with zero lines released and records the release,
     so a ReserveInventory for it that arrives later is refused
-    (RESERVATION_RELEASED) instead of holding stock nobody will buy.
+    (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
+    reservation whose expiry has passed ends EXPIRED (zero lines released by
+    this call); one already RELEASED or EXPIRED is returned as it is.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
     stock comes back through ReturnStock).
     """
@@ -128,8 +141,9 @@ class InventoryServiceStub:
     lines returns the first result.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
     reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-    returns more units of a SKU than the order bought); ALREADY_EXISTS
-    (ORDER_ALREADY_RETURNED: the order's return had different lines).
+    returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
+    ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
+    lines).
     """
 
 @_typing.type_check_only
@@ -147,6 +161,11 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     one field violation per bad field (field paths like "items[2].quantity");
     FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
     domain "inventory.shop" and a stable `reason` (listed on each RPC).
+
+    Any RPC may also answer, with a RetryInfo saying when to retry:
+      ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
+      too slow, or every connection of this replica is busy; nothing was written.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -154,12 +173,14 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Creates a product or replaces its name, price and weight. Naturally
     idempotent on `sku`: the same request twice leaves the same product. Stock
     is never set here; a new product starts with zero stock (use AdjustStock).
-    Admin only.
+    Meant for catalogue administration: the mesh does not authorise callers yet
+    (the gateway's identity work will), so keep it off public routes.
     Errors: INVALID_ARGUMENT.
     """
     GetProduct: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.GetProductRequest, _inventory_service_pb2.GetProductResponse]  # type: ignore[assignment]
-    """Returns one product with its current stock figures (possibly up to the
-    cache TTL old; a few seconds at most).
+    """Returns one product with its current stock figures, possibly as old as the
+    product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
+    CheckAvailability for figures read from the database.
     Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
     """
     BatchGetProducts: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchGetProductsRequest, _inventory_service_pb2.BatchGetProductsResponse]  # type: ignore[assignment]
@@ -178,8 +199,9 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     and the same payload returns the first result and changes nothing.
     Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
     FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-    reserved, or below zero); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key
-    was used for a different adjustment).
+    reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
+    1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
+    for a different adjustment).
     """
     CheckAvailability: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.CheckAvailabilityRequest, _inventory_service_pb2.CheckAvailabilityResponse]  # type: ignore[assignment]
     """Reports, for each line, how many units are available right now (stock on
@@ -189,7 +211,8 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     ReserveInventory: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ReserveInventoryRequest, _inventory_service_pb2.ReserveInventoryResponse]  # type: ignore[assignment]
     """Reserves every line for a checkout, all or nothing, until `ttl` passes.
     Idempotent on `checkout_id`: a replay with the same lines returns the same
-    reservation in its current state, whatever the TTL asked.
+    reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
+    whatever the TTL asked.
     Errors: INVALID_ARGUMENT (including unknown SKUs);
     FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities; or
@@ -203,15 +226,19 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     Idempotent: confirming again for the same order returns the reservation.
     Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
     FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-    RESERVATION_CONFIRMED_FOR_OTHER_ORDER). A reservation whose expiry has
-    passed is expired by this call even if the sweeper has not run yet.
+    RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
+    the order already bought another checkout's reservation). A reservation
+    whose expiry has passed is expired by this call even if the sweeper has
+    not run yet.
     """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ReleaseReservationRequest, _inventory_service_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
     """Gives a checkout's reserved units back. Idempotent, and safe to call before
     or after a ReserveInventory whose outcome is unknown: releasing a checkout
     that holds nothing succeeds with zero lines released and records the release,
     so a ReserveInventory for it that arrives later is refused
-    (RESERVATION_RELEASED) instead of holding stock nobody will buy.
+    (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
+    reservation whose expiry has passed ends EXPIRED (zero lines released by
+    this call); one already RELEASED or EXPIRED is returned as it is.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
     stock comes back through ReturnStock).
     """
@@ -232,8 +259,9 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     lines returns the first result.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
     reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-    returns more units of a SKU than the order bought); ALREADY_EXISTS
-    (ORDER_ALREADY_RETURNED: the order's return had different lines).
+    returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
+    ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
+    lines).
     """
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -250,6 +278,11 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     one field violation per bad field (field paths like "items[2].quantity");
     FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
     domain "inventory.shop" and a stable `reason` (listed on each RPC).
+
+    Any RPC may also answer, with a RetryInfo saying when to retry:
+      ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
+      too slow, or every connection of this replica is busy; nothing was written.
     """
 
     @_abc_1.abstractmethod
@@ -261,7 +294,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a product or replaces its name, price and weight. Naturally
         idempotent on `sku`: the same request twice leaves the same product. Stock
         is never set here; a new product starts with zero stock (use AdjustStock).
-        Admin only.
+        Meant for catalogue administration: the mesh does not authorise callers yet
+        (the gateway's identity work will), so keep it off public routes.
         Errors: INVALID_ARGUMENT.
         """
 
@@ -271,8 +305,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_service_pb2.GetProductRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.GetProductResponse, _abc.Awaitable[_inventory_service_pb2.GetProductResponse]]:
-        """Returns one product with its current stock figures (possibly up to the
-        cache TTL old; a few seconds at most).
+        """Returns one product with its current stock figures, possibly as old as the
+        product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
+        CheckAvailability for figures read from the database.
         Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
         """
 
@@ -309,8 +344,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         and the same payload returns the first result and changes nothing.
         Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
         FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-        reserved, or below zero); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key
-        was used for a different adjustment).
+        reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
+        1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
+        for a different adjustment).
         """
 
     @_abc_1.abstractmethod
@@ -332,7 +368,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inventory_service_pb2.ReserveInventoryResponse, _abc.Awaitable[_inventory_service_pb2.ReserveInventoryResponse]]:
         """Reserves every line for a checkout, all or nothing, until `ttl` passes.
         Idempotent on `checkout_id`: a replay with the same lines returns the same
-        reservation in its current state, whatever the TTL asked.
+        reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
+        whatever the TTL asked.
         Errors: INVALID_ARGUMENT (including unknown SKUs);
         FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities; or
@@ -352,8 +389,10 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent: confirming again for the same order returns the reservation.
         Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
         FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-        RESERVATION_CONFIRMED_FOR_OTHER_ORDER). A reservation whose expiry has
-        passed is expired by this call even if the sweeper has not run yet.
+        RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
+        the order already bought another checkout's reservation). A reservation
+        whose expiry has passed is expired by this call even if the sweeper has
+        not run yet.
         """
 
     @_abc_1.abstractmethod
@@ -366,7 +405,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         or after a ReserveInventory whose outcome is unknown: releasing a checkout
         that holds nothing succeeds with zero lines released and records the release,
         so a ReserveInventory for it that arrives later is refused
-        (RESERVATION_RELEASED) instead of holding stock nobody will buy.
+        (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
+        reservation whose expiry has passed ends EXPIRED (zero lines released by
+        this call); one already RELEASED or EXPIRED is returned as it is.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
         stock comes back through ReturnStock).
         """
@@ -405,8 +446,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         lines returns the first result.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
         reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-        returns more units of a SKU than the order bought); ALREADY_EXISTS
-        (ORDER_ALREADY_RETURNED: the order's return had different lines).
+        returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
+        ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
+        lines).
         """
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
