@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -24,6 +25,16 @@ async def inventory_service(start_service) -> RunningService:  # type: ignore[no
 @pytest.fixture
 async def inventory(inventory_service: RunningService) -> AsyncIterator[pb_grpc.InventoryServiceStub]:
     async with grpc.aio.insecure_channel(inventory_service.address) as channel:
+        yield pb_grpc.InventoryServiceStub(channel)
+
+
+@pytest.fixture
+async def inventory_with_idle_sweeper(start_service) -> AsyncIterator[pb_grpc.InventoryServiceStub]:  # type: ignore[no-untyped-def]
+    """An inventory service whose sweeper makes its first pass at start and then sleeps for an hour, so a
+    reservation whose expiry passes during the test stays ACTIVE in the database until a call notices it."""
+    service = await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="3600")
+    await asyncio.sleep(0.2)  # let the first pass finish; the next one is an hour away
+    async with grpc.aio.insecure_channel(service.address) as channel:
         yield pb_grpc.InventoryServiceStub(channel)
 
 

@@ -156,6 +156,106 @@ async def test_extend_moves_expiry_forward_and_never_back(inventory):
     assert shorter.reservation.expire_time == longer.reservation.expire_time
 
 
+async def end_reservation(inventory, how: str) -> None:
+    """Brings checkout k1 to an ended state: sold, released after a reserve, or released before any."""
+    if how != "released before any reserve":
+        await inventory.ReserveInventory(
+            pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=2), ttl=duration_pb2.Duration(seconds=60))
+        )
+    if how == "confirmed":
+        await inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
+    else:
+        await inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id="k1", reason="payment_declined"))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason", "status"),
+    [
+        ("confirmed", "RESERVATION_CONFIRMED", pb.RESERVATION_STATUS_CONFIRMED),
+        ("released", "RESERVATION_RELEASED", pb.RESERVATION_STATUS_RELEASED),
+        ("released before any reserve", "RESERVATION_RELEASED", pb.RESERVATION_STATUS_RELEASED),
+    ],
+    ids=["confirmed", "released", "released before any reserve"],
+)
+async def test_extend_of_an_ended_reservation_is_refused_and_changes_nothing(inventory, store, how, reason, status):
+    await create_product(inventory, "A-1", stock=5)
+    await end_reservation(inventory, how)
+    before = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
+
+    failure = await expect_failure(
+        inventory.ExtendReservation(
+            pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=600))
+        )
+    )
+
+    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, reason)
+    after = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
+    assert after.status == status
+    assert after == before
+    assert (await product(inventory, "A-1")).reserved == 0
+    assert await invariant_violations(store) == []
+
+
+async def test_get_reservation_of_a_checkout_released_before_any_reserve_shows_the_release(inventory):
+    released = await inventory.ReleaseReservation(pb.ReleaseReservationRequest(checkout_id="k1", reason="saga_timeout"))
+
+    reservation = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
+
+    assert reservation.checkout_id == "k1"
+    assert reservation.status == pb.RESERVATION_STATUS_RELEASED
+    assert list(reservation.items) == []
+    assert reservation.release_reason == "saga_timeout"
+    assert reservation.HasField("release_time") and not reservation.HasField("confirm_time")
+    assert reservation.order_id == ""
+    assert reservation == released.reservation
+
+
+async def test_release_after_expiry_before_the_sweeper_runs_ends_the_reservation_as_expired(
+    inventory_with_idle_sweeper, store
+):
+    inventory = inventory_with_idle_sweeper
+    await create_product(inventory, "A-1", stock=5)
+    await inventory.ReserveInventory(
+        pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=4), ttl=duration_pb2.Duration(seconds=1))
+    )
+    await asyncio.sleep(1.2)
+
+    released = await inventory.ReleaseReservation(
+        pb.ReleaseReservationRequest(checkout_id="k1", reason="payment_declined")
+    )
+
+    assert released.released_line_count == 0
+    assert released.reservation.status == pb.RESERVATION_STATUS_EXPIRED
+    assert released.reservation.release_reason == "expired"
+    stored = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
+    assert (stored.status, stored.release_reason) == (pb.RESERVATION_STATUS_EXPIRED, "expired")
+    after = await product(inventory, "A-1")
+    assert (after.stock_on_hand, after.reserved, after.available) == (5, 0, 5)
+    assert await invariant_violations(store) == []
+
+
+async def test_confirm_with_an_order_id_another_checkout_was_sold_to_is_refused(inventory, store):
+    await create_product(inventory, "A-1", stock=5)
+    await inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=1)))
+    await inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k2", items=items(A_1=2)))
+    await inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
+
+    failure = await expect_failure(
+        inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k2", order_id="o1"))
+    )
+
+    assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "ORDER_ID_IN_USE")
+    second = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k2"))).reservation
+    assert (second.status, second.order_id) == (pb.RESERVATION_STATUS_ACTIVE, "")
+    figures = await product(inventory, "A-1")
+    assert (figures.stock_on_hand, figures.reserved) == (4, 2)
+    assert await invariant_violations(store) == []
+    # the refused attempt left nothing behind: the checkout can still be sold to its own order
+    sold = await inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k2", order_id="o2"))
+    assert (sold.reservation.status, sold.reservation.order_id) == (pb.RESERVATION_STATUS_CONFIRMED, "o2")
+    assert await invariant_violations(store) == []
+
+
 async def test_sweeper_expires_a_reservation_after_its_ttl_and_a_late_confirm_is_refused(inventory, store):
     await create_product(inventory, "A-1", stock=5)
     await inventory.ReserveInventory(
