@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import grpc
-
 from cart_svc.servicer import SERVICE_NAME, CartServicer
 from cart_svc.settings import CartSettings
 from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
@@ -20,10 +18,7 @@ from shop.cart.v1 import cart_service_pb2_grpc
 def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly:
     servicer = CartServicer()
 
-    def register(server: grpc.aio.Server) -> None:
-        cart_service_pb2_grpc.add_CartServiceServicer_to_server(servicer, server)
-
-    return Assembly(register=register, service_names=[SERVICE_NAME])
+    return Assembly.of(cart_service_pb2_grpc.add_CartServiceServicer_to_server, servicer, SERVICE_NAME)
 
 
 SPEC = ServiceSpec(

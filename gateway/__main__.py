@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import grpc
-
 from gateway.servicer import SERVICE_NAME, CheckoutServicer
 from gateway.settings import GatewaySettings
 from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
@@ -20,10 +18,7 @@ from shop.gateway.v1 import gateway_service_pb2_grpc
 def assemble(settings: GatewaySettings, infrastructure: Infrastructure) -> Assembly:
     servicer = CheckoutServicer()
 
-    def register(server: grpc.aio.Server) -> None:
-        gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server(servicer, server)
-
-    return Assembly(register=register, service_names=[SERVICE_NAME])
+    return Assembly.of(gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server, servicer, SERVICE_NAME)
 
 
 SPEC = ServiceSpec(

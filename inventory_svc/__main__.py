@@ -8,8 +8,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import grpc
-
 from inventory_svc.handlers import InventoryHandlers
 from inventory_svc.product_cache import ProductCache
 from inventory_svc.repository import InventoryStore
@@ -36,10 +34,12 @@ def assemble(settings: InventorySettings, infrastructure: Infrastructure) -> Ass
         handlers, interval_seconds=settings.sweep_interval_seconds, batch_size=settings.sweep_batch_size
     )
 
-    def register(server: grpc.aio.Server) -> None:
-        inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(servicer, server)
-
-    return Assembly(register=register, service_names=[SERVICE_NAME], background=[sweeper.run])
+    return Assembly.of(
+        inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server,
+        servicer,
+        SERVICE_NAME,
+        background=[sweeper.run],
+    )
 
 
 SPEC = ServiceSpec(

@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import grpc
-
 from notification_svc.servicer import SERVICE_NAME, NotificationServicer
 from notification_svc.settings import NotificationSettings
 from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
@@ -20,10 +18,7 @@ from shop.notification.v1 import notification_service_pb2_grpc
 def assemble(settings: NotificationSettings, infrastructure: Infrastructure) -> Assembly:
     servicer = NotificationServicer()
 
-    def register(server: grpc.aio.Server) -> None:
-        notification_service_pb2_grpc.add_NotificationServiceServicer_to_server(servicer, server)
-
-    return Assembly(register=register, service_names=[SERVICE_NAME])
+    return Assembly.of(notification_service_pb2_grpc.add_NotificationServiceServicer_to_server, servicer, SERVICE_NAME)
 
 
 SPEC = ServiceSpec(

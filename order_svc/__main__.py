@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import grpc
-
 from order_svc.servicer import SERVICE_NAME, OrderServicer
 from order_svc.settings import OrderSettings
 from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
@@ -20,10 +18,7 @@ from shop.order.v1 import order_service_pb2_grpc
 def assemble(settings: OrderSettings, infrastructure: Infrastructure) -> Assembly:
     servicer = OrderServicer()
 
-    def register(server: grpc.aio.Server) -> None:
-        order_service_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
-
-    return Assembly(register=register, service_names=[SERVICE_NAME])
+    return Assembly.of(order_service_pb2_grpc.add_OrderServiceServicer_to_server, servicer, SERVICE_NAME)
 
 
 SPEC = ServiceSpec(

@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import grpc
-
 from payment_svc.servicer import SERVICE_NAME, PaymentServicer
 from payment_svc.settings import PaymentSettings
 from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
@@ -20,10 +18,7 @@ from shop.payment.v1 import payment_service_pb2_grpc
 def assemble(settings: PaymentSettings, infrastructure: Infrastructure) -> Assembly:
     servicer = PaymentServicer()
 
-    def register(server: grpc.aio.Server) -> None:
-        payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server)
-
-    return Assembly(register=register, service_names=[SERVICE_NAME])
+    return Assembly.of(payment_service_pb2_grpc.add_PaymentServiceServicer_to_server, servicer, SERVICE_NAME)
 
 
 SPEC = ServiceSpec(

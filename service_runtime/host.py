@@ -25,7 +25,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -80,6 +80,22 @@ class Assembly:
     register: Callable[[grpc.aio.Server], None]
     service_names: Sequence[str]
     background: Sequence[Callable[[], Awaitable[None]]] = field(default_factory=tuple)
+
+    @classmethod
+    def of(
+        cls,
+        add_to_server: Callable[[Any, grpc.aio.Server], None],
+        servicer: object,
+        service_name: str,
+        *,
+        background: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> Assembly:
+        """One servicer, added with its generated `add_<Service>Servicer_to_server` function."""
+        return cls(
+            register=lambda server: add_to_server(servicer, server),
+            service_names=[service_name],
+            background=tuple(background),
+        )
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import grpc
-
 from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
 from shipping_svc.servicer import SERVICE_NAME, ShippingServicer
 from shipping_svc.settings import ShippingSettings
@@ -20,10 +18,7 @@ from shop.shipping.v1 import shipping_service_pb2_grpc
 def assemble(settings: ShippingSettings, infrastructure: Infrastructure) -> Assembly:
     servicer = ShippingServicer()
 
-    def register(server: grpc.aio.Server) -> None:
-        shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server(servicer, server)
-
-    return Assembly(register=register, service_names=[SERVICE_NAME])
+    return Assembly.of(shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server, servicer, SERVICE_NAME)
 
 
 SPEC = ServiceSpec(
