@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from service_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from service_runtime.money import Money
 
 MAX_LINES = 100
 MAX_LINE_QUANTITY = 99
@@ -28,12 +29,6 @@ class CartStatus(enum.Enum):
     CONVERTED = "converted"
     ABANDONED = "abandoned"
     MERGED = "merged"
-
-
-@dataclass(frozen=True)
-class Money:
-    currency_code: str
-    amount_minor: int
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from service_runtime.errors import (
     PreconditionViolation,
     Violations,
 )
+from service_runtime.money import Money
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
@@ -57,12 +58,6 @@ class AdjustmentReason(enum.Enum):
     DAMAGED = "damaged"
     LOST = "lost"
     OTHER = "other"
-
-
-@dataclass(frozen=True)
-class Money:
-    currency_code: str
-    amount_minor: int
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from datetime import datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from inventory_svc.domain import Money, Product
+from inventory_svc.domain import Product
 from service_runtime.keyspace import KeySpace
+from service_runtime.money import Money
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from inventory_svc.domain import Line, Money, Product, Reservation, ReservationStatus, normalised
+from inventory_svc.domain import Line, Product, Reservation, ReservationStatus, normalised
 from service_runtime.database import load_queries, retry_conflicts
+from service_runtime.money import Money
 
 Row = Mapping[str, Any]
 T = TypeVar("T")

@@ -6,14 +6,16 @@ Errors leave as domain exceptions; the runtime's interceptor turns them into sta
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from inventory_svc import domain
-from inventory_svc.domain import Availability, Line, Money, Product, Reservation, ReservationStatus
+from inventory_svc.domain import Availability, Line, Product, Reservation, ReservationStatus
 from inventory_svc.handlers import InventoryHandlers
 from service_runtime.errors import with_details
+from service_runtime.money import Money
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2, money_pb2
@@ -178,11 +180,11 @@ def _seconds_in(duration: duration_pb2.Duration) -> float:
     return duration.seconds + duration.nanos / 1e9
 
 
-def _timestamp(moment: object) -> timestamp_pb2.Timestamp | None:
+def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     if moment is None:
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)  # type: ignore[arg-type]
+    stamp.FromDatetime(moment)
     return stamp
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from service_runtime.errors import FailedPrecondition, Violations
+from service_runtime.money import Money
 
 
 class OrderStatus(enum.Enum):
@@ -90,12 +91,6 @@ def check_tracking_number(current: OrderStatus, recorded: str, requested: str) -
 
 
 # Amounts
-
-
-@dataclass(frozen=True)
-class Money:
-    currency_code: str
-    amount_minor: int
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from service_runtime.errors import FailedPrecondition, Unavailable, Violations
+from service_runtime.money import Money
 
 #: How long a caller should wait before retrying a call on a payment whose outcome is still unknown.
 OUTCOME_UNKNOWN_RETRY_SECONDS = 1.0
@@ -125,12 +125,6 @@ def decide_void(payment_id: str, status: PaymentStatus) -> Transition:
 
 
 # Refunds
-
-
-@dataclass(frozen=True)
-class Money:
-    currency_code: str
-    amount_minor: int
 
 
 def refundable_minor(*, captured_minor: int, refunded_minor: int, in_flight_minor: int) -> int:
