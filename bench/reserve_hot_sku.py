@@ -28,9 +28,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from psycopg import sql
 
+from devstack.mesh import health_of
 from inventory_svc.__main__ import SPEC
 from service_runtime.migrations import apply_migrations
 from shop.inventory.v1 import inventory_service_pb2 as pb
@@ -90,12 +91,8 @@ async def _wait_serving(address: str, timeout: float) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
-            try:
-                response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
+            if await health_of(health) == "SERVING":
+                return
             await asyncio.sleep(0.2)
     raise RuntimeError(f"inventory service at {address} did not become SERVING in {timeout} s")
 
