@@ -4,7 +4,7 @@
 #   make reset        drop the mesh's database and Redis keys; the next `make up` migrates and seeds afresh
 #   make proto        regenerate generated/ from protos/
 #   make proto-check  fail when generated/ is not what protos/ generate
-#   make lint         buf lint, ruff check and ruff format --check
+#   make lint         buf lint, ruff check, ruff format --check and mypy
 #   make bench        benchmarks (python -m bench), once there are any
 
 SHELL := /bin/bash
@@ -71,6 +71,7 @@ lint: install
 	@$(PYTHON) -m devstack.protogen buf-deps
 	@$(VENV)/bin/buf lint && echo "buf lint: clean"
 	@$(VENV)/bin/ruff check --quiet . && $(VENV)/bin/ruff format --check --quiet . && echo "ruff: clean"
+	@output="$$($(VENV)/bin/mypy 2>&1)" || { echo "$$output" >&2; echo "mypy: errors (config in pyproject.toml [tool.mypy])" >&2; exit 1; }; echo "mypy: clean"
 
 bench: install
 	@if [ -f bench/__main__.py ]; then \

@@ -174,8 +174,12 @@ def start_all(
 
 async def health_of(stub: health_pb2_grpc.HealthStub) -> str:
     """SERVING, NOT_SERVING, … or "starting" while the port does not answer yet."""
+    # types-grpcio-health-checking's HealthStub declares no RPC attributes; on an aio channel the
+    # generated stub's `Check` is this.
+    check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+    check = stub.Check  # type: ignore[attr-defined]
     try:
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_CHECK_TIMEOUT_SECONDS)
+        response = await check(health_pb2.HealthCheckRequest(service=""), timeout=HEALTH_CHECK_TIMEOUT_SECONDS)
     except grpc.aio.AioRpcError as error:
         return (
             "starting"

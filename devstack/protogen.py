@@ -63,7 +63,7 @@ def generate() -> int:
         f"--mypy_out={GENERATED}",
         f"--mypy_grpc_out={GENERATED}",
     ]
-    code = protoc.main(["grpc_tools.protoc", *includes, *outputs, *files])
+    code: int = protoc.main(["grpc_tools.protoc", *includes, *outputs, *files])  # grpc_tools is untyped
     if code != 0:
         return code
     DESCRIPTOR_SET.parent.mkdir(parents=True, exist_ok=True)
