@@ -7,6 +7,7 @@ in pyproject.toml's `dev` extra.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -20,8 +21,16 @@ GENERATED = ROOT / "generated"
 DESCRIPTOR_SET = GENERATED / "shop" / "descriptors.binpb"
 BUF_DEPS = ROOT / ".buf-deps"
 
-#: Google's protos that ours import and that buf must see as a local module.
-GOOGLE_IMPORTS = ("google/api/annotations.proto", "google/api/http.proto", "google/api/field_behavior.proto")
+#: Google's protos that ours import and that buf must see as a local module (the well-known types,
+#: google/protobuf/*, are built into buf). `generate` refuses a proto that imports one not listed here.
+GOOGLE_IMPORTS = (
+    "google/api/annotations.proto",
+    "google/api/http.proto",
+    "google/api/field_behavior.proto",
+    "google/type/date.proto",
+)
+
+_IMPORT = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.MULTILINE)
 
 
 def googleapis_root() -> Path:
@@ -39,6 +48,16 @@ def proto_files() -> list[str]:
     return sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
 
 
+def unlisted_google_imports() -> list[str]:
+    """Imports of Google protos (other than the well-known types) missing from GOOGLE_IMPORTS."""
+    missing: set[str] = set()
+    for path in PROTOS.rglob("*.proto"):
+        for name in _IMPORT.findall(path.read_text()):
+            if name.startswith("google/") and not name.startswith("google/protobuf/") and name not in GOOGLE_IMPORTS:
+                missing.add(f"{path.relative_to(PROTOS)} imports {name}")
+    return sorted(missing)
+
+
 def copy_buf_deps() -> None:
     """Copies the Google protos we import into .buf-deps/ (git-ignored) so `buf lint` works offline."""
     source = googleapis_root()
@@ -50,6 +69,11 @@ def copy_buf_deps() -> None:
 
 def generate() -> int:
     files = proto_files()
+    missing = unlisted_google_imports()
+    if missing:
+        for line in missing:
+            print(f"protogen: {line}, which is not in GOOGLE_IMPORTS (buf lint would not find it)", file=sys.stderr)
+        return 1
     if GENERATED.exists():
         shutil.rmtree(GENERATED)
     GENERATED.mkdir()
@@ -66,6 +90,8 @@ def generate() -> int:
     code: int = protoc.main(["grpc_tools.protoc", *includes, *outputs, *files])  # grpc_tools is untyped
     if code != 0:
         return code
+    # The descriptor set (for Envoy's transcoder and the contract tests) keeps the comments
+    # (--include_source_info); the Python modules above embed descriptors without them.
     DESCRIPTOR_SET.parent.mkdir(parents=True, exist_ok=True)
     code = protoc.main(
         [
