@@ -117,37 +117,39 @@ class CartLine(_message.Message):
     sku: _builtins.str
     """Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]; unique in the cart."""
     product_name: _builtins.str
-    """Product display name from the catalogue."""
+    """Output only. Product display name from the catalogue."""
     quantity: _builtins.int
     """Units, 1..99."""
     price_changed: _builtins.bool
-    """True when unit_price differs from added_unit_price, so a client can warn
-    the shopper.
+    """Output only. True when unit_price differs from added_unit_price, so a
+    client can warn the shopper.
     """
     unavailable: _builtins.bool
-    """True when the SKU is no longer in the catalogue: the line is excluded from
-    the subtotal, carries its last known prices, and a checkout refuses the
-    cart until it is removed.
+    """Output only. True when the SKU is no longer in the catalogue: the line is
+    excluded from the subtotal, carries its last known prices, and a checkout
+    refuses the cart until it is removed.
     """
     @_builtins.property
     def unit_price(self) -> _money_pb2.Money:
-        """Current unit price from the catalogue."""
+        """Output only. Current unit price from the catalogue."""
 
     @_builtins.property
     def added_unit_price(self) -> _money_pb2.Money:
-        """Unit price when the line was first added (kept across quantity changes)."""
+        """Output only. Unit price when the line was first added (kept across
+        quantity changes).
+        """
 
     @_builtins.property
     def line_total(self) -> _money_pb2.Money:
-        """unit_price * quantity."""
+        """Output only. unit_price * quantity."""
 
     @_builtins.property
     def add_time(self) -> _timestamp_pb2.Timestamp:
-        """When the line was first added."""
+        """Output only. When the line was first added."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the line's quantity last changed."""
+        """Output only. When the line's quantity last changed."""
 
     def __init__(
         self,
@@ -195,58 +197,60 @@ class Cart(_message.Message):
     CONVERT_TIME_FIELD_NUMBER: _builtins.int
     MERGED_INTO_CART_ID_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by the service."""
+    """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]."""
     user_id: _builtins.str
-    """Owning user; empty for an anonymous cart."""
+    """Immutable. Owning user; empty for an anonymous cart."""
     session_id: _builtins.str
-    """Owning anonymous session; empty for a user's cart."""
+    """Immutable. Owning anonymous session; empty for a user's cart."""
     status: Global___CartStatus.ValueType
-    """Current state."""
+    """Output only. Current state."""
     item_count: _builtins.int
-    """Sum of the available lines' quantities."""
+    """Output only. Sum of the available lines' quantities."""
     has_price_changes: _builtins.bool
-    """True when any line has price_changed set."""
+    """Output only. True when any line has price_changed set."""
     has_unavailable_lines: _builtins.bool
-    """True when any line is unavailable."""
+    """Output only. True when any line is unavailable."""
     checkout_id: _builtins.str
-    """The checkout that bought the cart; set once CONVERTED."""
+    """Output only. The checkout that bought the cart; set once CONVERTED."""
     order_id: _builtins.str
-    """The order created from the cart, when the converting checkout supplied it."""
+    """Output only. The order created from the cart, when the converting
+    checkout supplied it.
+    """
     merged_into_cart_id: _builtins.str
-    """The user cart this cart was merged into; set once MERGED."""
+    """Output only. The user cart this cart was merged into; set once MERGED."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartLine]:
         """Lines in the order they were first added; at most 100."""
 
     @_builtins.property
     def subtotal(self) -> _money_pb2.Money:
-        """Sum of the available lines' line_total; zero (with the cart's currency, or
-        empty currency for an empty cart) when there are none.
+        """Output only. Sum of the available lines' line_total; zero (with the cart's
+        currency, or empty currency for an empty cart) when there are none.
         """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the cart was created."""
+        """Output only. When the cart was created."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the cart's lines last changed."""
+        """Output only. When the cart's lines last changed."""
 
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
-        """Sliding lifetime of an ACTIVE cart: 30 minutes unless configured
-        otherwise; unset for other statuses.
+        """Output only. Sliding lifetime of an ACTIVE cart: 30 minutes unless
+        configured otherwise; unset for other statuses.
         """
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When an ACTIVE cart expires unless touched again: the time of the last call
-        that named it + ttl. Unset for other statuses.
+        """Output only. When an ACTIVE cart expires unless touched again: the time of
+        the last call that named it + ttl. Unset for other statuses.
         """
 
     @_builtins.property
     def convert_time(self) -> _timestamp_pb2.Timestamp:
-        """Set once CONVERTED."""
+        """Output only. When the cart was converted; set once CONVERTED."""
 
     def __init__(
         self,
@@ -345,7 +349,7 @@ class GetCartRequest(_message.Message):
 
     CART_ID_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """Cart to read."""
+    """Required. Cart to read."""
     def __init__(
         self,
         *,
@@ -394,14 +398,18 @@ class AddItemRequest(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """Cart to add to; must be ACTIVE."""
+    """Required. Cart to add to; must be ACTIVE."""
     sku: _builtins.str
-    """SKU to add, 1..64 characters of [A-Za-z0-9._-]; must be in the catalogue."""
+    """Required. SKU to add, 1..64 characters of [A-Za-z0-9._-]; must be in the
+    catalogue.
+    """
     quantity: _builtins.int
-    """Units to add, 1..99; the line's total after merging must stay <= 99."""
+    """Required. Units to add, 1..99; the line's total after merging must stay
+    <= 99.
+    """
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters of [A-Za-z0-9._:-] (a UUID is
-    typical); retries of one add reuse it.
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-] (a UUID
+    is typical); retries of one add reuse it.
     """
     def __init__(
         self,
@@ -463,9 +471,9 @@ class UpdateItemQuantityRequest(_message.Message):
     SKU_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """Cart to change; must be ACTIVE."""
+    """Required. Cart to change; must be ACTIVE."""
     sku: _builtins.str
-    """SKU of the line to change."""
+    """Required. SKU of the line to change."""
     quantity: _builtins.int
     """New quantity, 0..99; 0 removes the line."""
     def __init__(
@@ -520,9 +528,9 @@ class RemoveItemRequest(_message.Message):
     CART_ID_FIELD_NUMBER: _builtins.int
     SKU_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """Cart to change; must be ACTIVE."""
+    """Required. Cart to change; must be ACTIVE."""
     sku: _builtins.str
-    """SKU of the line to remove."""
+    """Required. SKU of the line to remove."""
     def __init__(
         self,
         *,
@@ -573,7 +581,7 @@ class ClearCartRequest(_message.Message):
 
     CART_ID_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """Cart to empty; must be ACTIVE."""
+    """Required. Cart to empty; must be ACTIVE."""
     def __init__(
         self,
         *,
@@ -624,10 +632,12 @@ class MergeCartsRequest(_message.Message):
     SOURCE_CART_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     source_cart_id: _builtins.str
-    """The anonymous session's cart to merge; must belong to the JWT's `sid`."""
+    """Required. The anonymous session's cart to merge; must belong to the JWT's
+    `sid`.
+    """
     user_id: _builtins.str
-    """The signed-in user whose ACTIVE cart receives the lines; must equal the
-    JWT's `sub`.
+    """Required. The signed-in user whose ACTIVE cart receives the lines; must
+    equal the JWT's `sub`.
     """
     def __init__(
         self,
@@ -723,9 +733,9 @@ class ConvertCartRequest(_message.Message):
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """Cart that was bought."""
+    """Required. Cart that was bought."""
     checkout_id: _builtins.str
-    """Checkout that bought it, 1..64 characters of [A-Za-z0-9._-]; the
+    """Required. Checkout that bought it, 1..64 characters of [A-Za-z0-9._-]; the
     idempotency key of this call.
     """
     order_id: _builtins.str

@@ -40,19 +40,33 @@ class CartServiceStub:
     it had when it was added and is flagged when the current price differs.
     Non-ACTIVE carts are returned as last recorded, not repriced.
 
-    Scope: every call acts for the end user named by the signed JWT in metadata
-    `authorization: Bearer <jwt>` (claim `sub` = user id for a signed-in user,
-    claim `sid` = session id for an anonymous session). A cart owned by anyone
-    else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids cannot be
-    probed. Trusted mesh callers authenticated by mTLS (the gateway and its
+    Scope: every call acts for the end user named by the signed JWT sent in the
+    gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
+    a signed-in user, claim `sid` = session id for an anonymous session). A cart
+    owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
+    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
     recovery worker) may act on any cart without an end-user token.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; FAILED_PRECONDITION, ALREADY_EXISTS,
-    NOT_FOUND and PERMISSION_DENIED carry an ErrorInfo with domain "cart.shop"
-    and a stable `reason` (listed on each RPC). Any call may answer
-    UNAUTHENTICATED (missing or invalid JWT) and UNAVAILABLE (inventory prices
-    could not be fetched; retry).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "cart.shop" and a stable `reason`, listed on each RPC with its status
+    code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest with one
+    field violation per bad field (field paths like "quantity"); a request that
+    cannot be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST.
+    ErrorInfo metadata keys are lowerCamelCase (metadata `checkoutId`), and a
+    status in metadata is the enum value name (metadata
+    `status=CART_STATUS_CONVERTED`), never a lower-case word.
+
+    Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+    the JWT is missing, or its signature, issuer, audience or expiry is wrong;
+    UNAVAILABLE, with a RetryInfo: inventory prices could not be fetched;
+    inventory's own status and ErrorInfo (domain "inventory.shop") are passed
+    on, or DOWNSTREAM_UNAVAILABLE when inventory could not be reached; retry;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel):
@@ -118,19 +132,33 @@ class CartServiceServicer:
     it had when it was added and is flagged when the current price differs.
     Non-ACTIVE carts are returned as last recorded, not repriced.
 
-    Scope: every call acts for the end user named by the signed JWT in metadata
-    `authorization: Bearer <jwt>` (claim `sub` = user id for a signed-in user,
-    claim `sid` = session id for an anonymous session). A cart owned by anyone
-    else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids cannot be
-    probed. Trusted mesh callers authenticated by mTLS (the gateway and its
+    Scope: every call acts for the end user named by the signed JWT sent in the
+    gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
+    a signed-in user, claim `sid` = session id for an anonymous session). A cart
+    owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
+    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
     recovery worker) may act on any cart without an end-user token.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; FAILED_PRECONDITION, ALREADY_EXISTS,
-    NOT_FOUND and PERMISSION_DENIED carry an ErrorInfo with domain "cart.shop"
-    and a stable `reason` (listed on each RPC). Any call may answer
-    UNAUTHENTICATED (missing or invalid JWT) and UNAVAILABLE (inventory prices
-    could not be fetched; retry).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "cart.shop" and a stable `reason`, listed on each RPC with its status
+    code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest with one
+    field violation per bad field (field paths like "quantity"); a request that
+    cannot be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST.
+    ErrorInfo metadata keys are lowerCamelCase (metadata `checkoutId`), and a
+    status in metadata is the enum value name (metadata
+    `status=CART_STATUS_CONVERTED`), never a lower-case word.
+
+    Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+    the JWT is missing, or its signature, issuer, audience or expiry is wrong;
+    UNAVAILABLE, with a RetryInfo: inventory prices could not be fetched;
+    inventory's own status and ErrorInfo (domain "inventory.shop") are passed
+    on, or DOWNSTREAM_UNAVAILABLE when inventory could not be reached; retry;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def CreateCart(self, request, context):
@@ -161,12 +189,14 @@ class CartServiceServicer:
         the same key and payload adds nothing and returns the cart as it is now.
         Keys are remembered for the cart's lifetime.
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND; PRODUCT_NOT_FOUND:
-        the SKU is not in the catalogue); FAILED_PRECONDITION (CART_NOT_ACTIVE,
-        metadata "status"; CART_LINE_LIMIT: a new line would be the 101st;
-        LINE_QUANTITY_LIMIT: the merged quantity would exceed 99, metadata
-        "max_addable"; CURRENCY_MISMATCH: the product is priced in a different
-        currency from the cart); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key
-        was used for a different AddItem on this cart).
+        the SKU is not in the catalogue, metadata `sku`); FAILED_PRECONDITION
+        (CART_NOT_ACTIVE, metadata `status`, e.g. metadata
+        `status=CART_STATUS_CONVERTED`; CART_LINE_LIMIT: a new line would be the
+        101st, metadata `maxLines`; LINE_QUANTITY_LIMIT: the merged quantity would
+        exceed 99, metadata `sku` and `maxAddable`; CURRENCY_MISMATCH: the product
+        is priced in a different currency from the cart, metadata `cartCurrency`
+        and `productCurrency`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key
+        was used for a different AddItem on this cart, metadata `idempotencyKey`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,8 +206,8 @@ class CartServiceServicer:
         """Sets the quantity of an existing line; 0 removes the line. Naturally
         idempotent: it sets an absolute quantity.
         Errors: INVALID_ARGUMENT (quantity outside 0..99); NOT_FOUND
-        (CART_NOT_FOUND; LINE_NOT_FOUND: the cart has no line for the SKU);
-        FAILED_PRECONDITION (CART_NOT_ACTIVE).
+        (CART_NOT_FOUND; LINE_NOT_FOUND: the cart has no line for the SKU,
+        metadata `sku`); FAILED_PRECONDITION (CART_NOT_ACTIVE, metadata `status`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -187,7 +217,7 @@ class CartServiceServicer:
         """Removes the line for a SKU. Naturally idempotent: removing a line that is
         not there succeeds with `removed = false`.
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
-        FAILED_PRECONDITION (CART_NOT_ACTIVE).
+        FAILED_PRECONDITION (CART_NOT_ACTIVE, metadata `status`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,7 +226,7 @@ class CartServiceServicer:
     def ClearCart(self, request, context):
         """Removes every line; the cart stays ACTIVE. Naturally idempotent.
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
-        FAILED_PRECONDITION (CART_NOT_ACTIVE).
+        FAILED_PRECONDITION (CART_NOT_ACTIVE, metadata `status`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,7 +244,7 @@ class CartServiceServicer:
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
         FAILED_PRECONDITION (SOURCE_NOT_ANONYMOUS: the source cart belongs to a
         user; CART_NOT_ACTIVE: the source is CONVERTED, ABANDONED or merged into
-        another cart); PERMISSION_DENIED (OWNER_MISMATCH: `user_id` is not the
+        another cart, metadata `status`); PERMISSION_DENIED (OWNER_MISMATCH: `user_id` is not the
         JWT's `sub`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -228,7 +258,8 @@ class CartServiceServicer:
         A cart that expired (ABANDONED) while its checkout ran is still converted.
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
         FAILED_PRECONDITION (CART_ALREADY_CONVERTED: converted for another
-        checkout, metadata "checkout_id"; CART_NOT_ACTIVE: the cart was MERGED).
+        checkout, metadata `checkoutId`; CART_NOT_ACTIVE: the cart was MERGED,
+        metadata `status=CART_STATUS_MERGED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -300,19 +331,33 @@ class CartService:
     it had when it was added and is flagged when the current price differs.
     Non-ACTIVE carts are returned as last recorded, not repriced.
 
-    Scope: every call acts for the end user named by the signed JWT in metadata
-    `authorization: Bearer <jwt>` (claim `sub` = user id for a signed-in user,
-    claim `sid` = session id for an anonymous session). A cart owned by anyone
-    else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids cannot be
-    probed. Trusted mesh callers authenticated by mTLS (the gateway and its
+    Scope: every call acts for the end user named by the signed JWT sent in the
+    gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
+    a signed-in user, claim `sid` = session id for an anonymous session). A cart
+    owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
+    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
     recovery worker) may act on any cart without an end-user token.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; FAILED_PRECONDITION, ALREADY_EXISTS,
-    NOT_FOUND and PERMISSION_DENIED carry an ErrorInfo with domain "cart.shop"
-    and a stable `reason` (listed on each RPC). Any call may answer
-    UNAUTHENTICATED (missing or invalid JWT) and UNAVAILABLE (inventory prices
-    could not be fetched; retry).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "cart.shop" and a stable `reason`, listed on each RPC with its status
+    code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest with one
+    field violation per bad field (field paths like "quantity"); a request that
+    cannot be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST.
+    ErrorInfo metadata keys are lowerCamelCase (metadata `checkoutId`), and a
+    status in metadata is the enum value name (metadata
+    `status=CART_STATUS_CONVERTED`), never a lower-case word.
+
+    Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+    the JWT is missing, or its signature, issuer, audience or expiry is wrong;
+    UNAVAILABLE, with a RetryInfo: inventory prices could not be fetched;
+    inventory's own status and ErrorInfo (domain "inventory.shop") are passed
+    on, or DOWNSTREAM_UNAVAILABLE when inventory could not be reached; retry;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @staticmethod

@@ -23,19 +23,78 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from shop.shipping.v1 import shipping_service_pb2 as shop_dot_shipping_dot_v1_dot_shipping__service__pb2
 from shop.type.v1 import address_pb2 as shop_dot_type_dot_v1_dot_address__pb2
 from shop.type.v1 import money_pb2 as shop_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/gateway/v1/gateway_service.proto\x12\x0fshop.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'shop/shipping/v1/shipping_service.proto\x1a\x1ashop/type/v1/address.proto\x1a\x18shop/type/v1/money.proto\"\xf4\x01\n\rSagaStepState\x12\'\n\x04step\x18\x01 \x01(\x0e\x32\x19.shop.gateway.v1.SagaStep\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.shop.gateway.v1.SagaStepStatus\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_error_reason\x18\x06 \x01(\t\"\x8d\x01\n\x0f\x43heckoutFailure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\'\n\x04step\x18\x03 \x01(\x0e\x32\x19.shop.gateway.v1.SagaStep\x12\x30\n\x0c\x66\x61ilure_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x0c\x43heckoutLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\'\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\'\n\nline_total\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.Money\"\xa0\x02\n\rCheckoutQuote\x12%\n\x08subtotal\x18\x01 \x01(\x0b\x32\x13.shop.type.v1.Money\x12%\n\x08shipping\x18\x02 \x01(\x0b\x32\x13.shop.type.v1.Money\x12 \n\x03tax\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\"\n\x05total\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x1d\n\x15tax_rate_basis_points\x18\x05 \x01(\x05\x12\x1d\n\x15\x66ree_shipping_applied\x18\x06 \x01(\x08\x12=\n\x11\x64\x65livery_estimate\x18\x07 \x01(\x0b\x32\".shop.shipping.v1.DeliveryEstimate\"\xdd\x05\n\x08\x43heckout\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61rt_id\x18\x03 \x01(\t\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.shop.gateway.v1.CheckoutStatus\x12,\n\x05lines\x18\x05 \x03(\x0b\x32\x1d.shop.gateway.v1.CheckoutLine\x12/\n\x10shipping_address\x18\x06 \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x39\n\x0fshipping_method\x18\x07 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x15\n\rcontact_email\x18\x08 \x01(\t\x12-\n\x05quote\x18\t \x01(\x0b\x32\x1e.shop.gateway.v1.CheckoutQuote\x12;\n\x17reservation_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0c\x63urrent_step\x18\x0b \x01(\x0e\x32\x19.shop.gateway.v1.SagaStep\x12-\n\x05steps\x18\x0c \x03(\x0b\x32\x1e.shop.gateway.v1.SagaStepState\x12\x10\n\x08order_id\x18\r \x01(\t\x12\x12\n\npayment_id\x18\x0e \x01(\t\x12\x36\n\x0clast_failure\x18\x0f \x01(\x0b\x32 .shop.gateway.v1.CheckoutFailure\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc3\x01\n\x14StartCheckoutRequest\x12\x0f\n\x07\x63\x61rt_id\x18\x01 \x01(\t\x12/\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x39\n\x0fshipping_method\x18\x03 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x15\n\rcontact_email\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"V\n\x15StartCheckoutResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08\")\n\x12GetCheckoutRequest\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\"B\n\x13GetCheckoutResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\"X\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\x12\x15\n\rpayment_token\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"S\n\x12PlaceOrderResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"<\n\x15\x43\x61ncelCheckoutRequest\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"W\n\x16\x43\x61ncelCheckoutResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x82\x02\n\x0f\x43heckoutRequest\x12\x0f\n\x07\x63\x61rt_id\x18\x01 \x01(\t\x12/\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x39\n\x0fshipping_method\x18\x03 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x15\n\rcontact_email\x18\x04 \x01(\t\x12\x15\n\rpayment_token\x18\x05 \x01(\t\x12+\n\x0e\x65xpected_total\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x17\n\x0fidempotency_key\x18\x07 \x01(\t\"Q\n\x10\x43heckoutResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\xe1\x01\n\x0e\x43heckoutStatus\x12\x1f\n\x1b\x43HECKOUT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HECKOUT_STATUS_QUOTED\x10\x01\x12\x1b\n\x17\x43HECKOUT_STATUS_PLACING\x10\x02\x12\x1d\n\x19\x43HECKOUT_STATUS_COMPLETED\x10\x03\x12\x1a\n\x16\x43HECKOUT_STATUS_FAILED\x10\x04\x12\x1d\n\x19\x43HECKOUT_STATUS_CANCELLED\x10\x05\x12\x1b\n\x17\x43HECKOUT_STATUS_EXPIRED\x10\x06*\xfe\x01\n\x08SagaStep\x12\x19\n\x15SAGA_STEP_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSAGA_STEP_RESERVE_INVENTORY\x10\x01\x12\x1f\n\x1bSAGA_STEP_AUTHORIZE_PAYMENT\x10\x02\x12\x1a\n\x16SAGA_STEP_CREATE_ORDER\x10\x03\x12!\n\x1dSAGA_STEP_CONFIRM_RESERVATION\x10\x04\x12\x1d\n\x19SAGA_STEP_CAPTURE_PAYMENT\x10\x05\x12\x1b\n\x17SAGA_STEP_CONFIRM_ORDER\x10\x06\x12\x1a\n\x16SAGA_STEP_CONVERT_CART\x10\x07*\xf0\x01\n\x0eSagaStepStatus\x12 \n\x1cSAGA_STEP_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18SAGA_STEP_STATUS_PENDING\x10\x01\x12\x1c\n\x18SAGA_STEP_STATUS_RUNNING\x10\x02\x12\x1e\n\x1aSAGA_STEP_STATUS_SUCCEEDED\x10\x03\x12\x1b\n\x17SAGA_STEP_STATUS_FAILED\x10\x04\x12!\n\x1dSAGA_STEP_STATUS_COMPENSATING\x10\x05\x12 \n\x1cSAGA_STEP_STATUS_COMPENSATED\x10\x06\x32\x9c\x05\n\x0f\x43heckoutService\x12x\n\rStartCheckout\x12%.shop.gateway.v1.StartCheckoutRequest\x1a&.shop.gateway.v1.StartCheckoutResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/checkouts:\x01*\x12}\n\x0bGetCheckout\x12#.shop.gateway.v1.GetCheckoutRequest\x1a$.shop.gateway.v1.GetCheckoutResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/checkouts/{checkout_id}\x12\x88\x01\n\nPlaceOrder\x12\".shop.gateway.v1.PlaceOrderRequest\x1a#.shop.gateway.v1.PlaceOrderResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/checkouts/{checkout_id}:placeOrder:\x01*\x12\x90\x01\n\x0e\x43\x61ncelCheckout\x12&.shop.gateway.v1.CancelCheckoutRequest\x1a\'.shop.gateway.v1.CancelCheckoutResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/checkouts/{checkout_id}:cancel:\x01*\x12r\n\x08\x43heckout\x12 .shop.gateway.v1.CheckoutRequest\x1a!.shop.gateway.v1.CheckoutResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/checkouts:checkout:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/gateway/v1/gateway_service.proto\x12\x0fshop.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'shop/shipping/v1/shipping_service.proto\x1a\x1ashop/type/v1/address.proto\x1a\x18shop/type/v1/money.proto\"\xf4\x01\n\rSagaStepState\x12\'\n\x04step\x18\x01 \x01(\x0e\x32\x19.shop.gateway.v1.SagaStep\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1f.shop.gateway.v1.SagaStepStatus\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11last_error_reason\x18\x06 \x01(\t\"\x8a\x01\n\x0f\x43heckoutFailure\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\'\n\x04step\x18\x03 \x01(\x0e\x32\x19.shop.gateway.v1.SagaStep\x12-\n\tfail_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x01\n\x0c\x43heckoutLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x14\n\x0cproduct_name\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\'\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\'\n\nline_total\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.Money\"\xa5\x02\n\rCheckoutQuote\x12%\n\x08subtotal\x18\x01 \x01(\x0b\x32\x13.shop.type.v1.Money\x12*\n\rshipping_cost\x18\x02 \x01(\x0b\x32\x13.shop.type.v1.Money\x12 \n\x03tax\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\"\n\x05total\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x1d\n\x15tax_rate_basis_points\x18\x05 \x01(\x05\x12\x1d\n\x15\x66ree_shipping_applied\x18\x06 \x01(\x08\x12=\n\x11\x64\x65livery_estimate\x18\x07 \x01(\x0b\x32\".shop.shipping.v1.DeliveryEstimate\"\xb8\x06\n\x08\x43heckout\x12\x19\n\x0b\x63heckout_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63\x61rt_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x35\n\x06status\x18\x04 \x01(\x0e\x32\x1f.shop.gateway.v1.CheckoutStatusB\x04\xe2\x41\x01\x03\x12\x32\n\x05lines\x18\x05 \x03(\x0b\x32\x1d.shop.gateway.v1.CheckoutLineB\x04\xe2\x41\x01\x03\x12/\n\x10shipping_address\x18\x06 \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x39\n\x0fshipping_method\x18\x07 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x16\n\x0e\x63ustomer_email\x18\x08 \x01(\t\x12\x33\n\x05quote\x18\t \x01(\x0b\x32\x1e.shop.gateway.v1.CheckoutQuoteB\x04\xe2\x41\x01\x03\x12\x41\n\x17reservation_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0c\x63urrent_step\x18\x0b \x01(\x0e\x32\x19.shop.gateway.v1.SagaStepB\x04\xe2\x41\x01\x03\x12\x33\n\x05steps\x18\x0c \x03(\x0b\x32\x1e.shop.gateway.v1.SagaStepStateB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\npayment_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12<\n\x0clast_failure\x18\x0f \x01(\x0b\x32 .shop.gateway.v1.CheckoutFailureB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xdc\x01\n\x14StartCheckoutRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12?\n\x0fshipping_method\x18\x03 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x63ustomer_email\x18\x04 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\"V\n\x15StartCheckoutResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"/\n\x12GetCheckoutRequest\x12\x19\n\x0b\x63heckout_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"B\n\x13GetCheckoutResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\"j\n\x11PlaceOrderRequest\x12\x19\n\x0b\x63heckout_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\rpayment_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"S\n\x12PlaceOrderResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"B\n\x15\x43\x61ncelCheckoutRequest\x12\x19\n\x0b\x63heckout_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x02 \x01(\t\"W\n\x16\x43\x61ncelCheckoutResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\xa5\x02\n\x13\x43heckoutCartRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12?\n\x0fshipping_method\x18\x03 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x63ustomer_email\x18\x04 \x01(\t\x12\x1b\n\rpayment_token\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\x0e\x65xpected_total\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x1d\n\x0fidempotency_key\x18\x07 \x01(\tB\x04\xe2\x41\x01\x02\"U\n\x14\x43heckoutCartResponse\x12+\n\x08\x63heckout\x18\x01 \x01(\x0b\x32\x19.shop.gateway.v1.Checkout\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\xe1\x01\n\x0e\x43heckoutStatus\x12\x1f\n\x1b\x43HECKOUT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43HECKOUT_STATUS_QUOTED\x10\x01\x12\x1b\n\x17\x43HECKOUT_STATUS_PLACING\x10\x02\x12\x1d\n\x19\x43HECKOUT_STATUS_COMPLETED\x10\x03\x12\x1a\n\x16\x43HECKOUT_STATUS_FAILED\x10\x04\x12\x1d\n\x19\x43HECKOUT_STATUS_CANCELLED\x10\x05\x12\x1b\n\x17\x43HECKOUT_STATUS_EXPIRED\x10\x06*\xfe\x01\n\x08SagaStep\x12\x19\n\x15SAGA_STEP_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSAGA_STEP_RESERVE_INVENTORY\x10\x01\x12\x1f\n\x1bSAGA_STEP_AUTHORIZE_PAYMENT\x10\x02\x12\x1a\n\x16SAGA_STEP_CREATE_ORDER\x10\x03\x12!\n\x1dSAGA_STEP_CONFIRM_RESERVATION\x10\x04\x12\x1d\n\x19SAGA_STEP_CAPTURE_PAYMENT\x10\x05\x12\x1b\n\x17SAGA_STEP_CONFIRM_ORDER\x10\x06\x12\x1a\n\x16SAGA_STEP_CONVERT_CART\x10\x07*\xf0\x01\n\x0eSagaStepStatus\x12 \n\x1cSAGA_STEP_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18SAGA_STEP_STATUS_PENDING\x10\x01\x12\x1c\n\x18SAGA_STEP_STATUS_RUNNING\x10\x02\x12\x1e\n\x1aSAGA_STEP_STATUS_SUCCEEDED\x10\x03\x12\x1b\n\x17SAGA_STEP_STATUS_FAILED\x10\x04\x12!\n\x1dSAGA_STEP_STATUS_COMPENSATING\x10\x05\x12 \n\x1cSAGA_STEP_STATUS_COMPENSATED\x10\x06\x32\xaf\x05\n\x0f\x43heckoutService\x12x\n\rStartCheckout\x12%.shop.gateway.v1.StartCheckoutRequest\x1a&.shop.gateway.v1.StartCheckoutResponse\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/checkouts:\x01*\x12}\n\x0bGetCheckout\x12#.shop.gateway.v1.GetCheckoutRequest\x1a$.shop.gateway.v1.GetCheckoutResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/checkouts/{checkout_id}\x12\x88\x01\n\nPlaceOrder\x12\".shop.gateway.v1.PlaceOrderRequest\x1a#.shop.gateway.v1.PlaceOrderResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/checkouts/{checkout_id}:placeOrder:\x01*\x12\x90\x01\n\x0e\x43\x61ncelCheckout\x12&.shop.gateway.v1.CancelCheckoutRequest\x1a\'.shop.gateway.v1.CancelCheckoutResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/checkouts/{checkout_id}:cancel:\x01*\x12\x84\x01\n\x0c\x43heckoutCart\x12$.shop.gateway.v1.CheckoutCartRequest\x1a%.shop.gateway.v1.CheckoutCartResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/carts/{cart_id}:checkout:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.gateway.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['checkout_id']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['checkout_id']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['user_id']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['user_id']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['cart_id']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['cart_id']._serialized_options = b'\342A\001\005'
+  _globals['_CHECKOUT'].fields_by_name['status']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['lines']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['lines']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['quote']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['quote']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['reservation_expire_time']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['reservation_expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['current_step']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['current_step']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['steps']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['steps']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['order_id']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['order_id']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['payment_id']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['payment_id']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['last_failure']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['last_failure']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['create_time']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['update_time']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_CHECKOUT'].fields_by_name['end_time']._loaded_options = None
+  _globals['_CHECKOUT'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['cart_id']._loaded_options = None
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['cart_id']._serialized_options = b'\342A\001\002'
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['shipping_address']._loaded_options = None
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['shipping_address']._serialized_options = b'\342A\001\002'
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['shipping_method']._loaded_options = None
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['shipping_method']._serialized_options = b'\342A\001\002'
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_STARTCHECKOUTREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
+  _globals['_GETCHECKOUTREQUEST'].fields_by_name['checkout_id']._loaded_options = None
+  _globals['_GETCHECKOUTREQUEST'].fields_by_name['checkout_id']._serialized_options = b'\342A\001\002'
+  _globals['_PLACEORDERREQUEST'].fields_by_name['checkout_id']._loaded_options = None
+  _globals['_PLACEORDERREQUEST'].fields_by_name['checkout_id']._serialized_options = b'\342A\001\002'
+  _globals['_PLACEORDERREQUEST'].fields_by_name['payment_token']._loaded_options = None
+  _globals['_PLACEORDERREQUEST'].fields_by_name['payment_token']._serialized_options = b'\342A\001\002'
+  _globals['_PLACEORDERREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_PLACEORDERREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
+  _globals['_CANCELCHECKOUTREQUEST'].fields_by_name['checkout_id']._loaded_options = None
+  _globals['_CANCELCHECKOUTREQUEST'].fields_by_name['checkout_id']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['cart_id']._loaded_options = None
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['cart_id']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['shipping_address']._loaded_options = None
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['shipping_address']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['shipping_method']._loaded_options = None
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['shipping_method']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['payment_token']._loaded_options = None
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['payment_token']._serialized_options = b'\342A\001\002'
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_CHECKOUTCARTREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
   _globals['_CHECKOUTSERVICE'].methods_by_name['StartCheckout']._loaded_options = None
   _globals['_CHECKOUTSERVICE'].methods_by_name['StartCheckout']._serialized_options = b'\202\323\344\223\002\022\"\r/v1/checkouts:\001*'
   _globals['_CHECKOUTSERVICE'].methods_by_name['GetCheckout']._loaded_options = None
@@ -44,44 +103,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKOUTSERVICE'].methods_by_name['PlaceOrder']._serialized_options = b'\202\323\344\223\002+\"&/v1/checkouts/{checkout_id}:placeOrder:\001*'
   _globals['_CHECKOUTSERVICE'].methods_by_name['CancelCheckout']._loaded_options = None
   _globals['_CHECKOUTSERVICE'].methods_by_name['CancelCheckout']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/checkouts/{checkout_id}:cancel:\001*'
-  _globals['_CHECKOUTSERVICE'].methods_by_name['Checkout']._loaded_options = None
-  _globals['_CHECKOUTSERVICE'].methods_by_name['Checkout']._serialized_options = b'\202\323\344\223\002\033\"\026/v1/checkouts:checkout:\001*'
-  _globals['_CHECKOUTSTATUS']._serialized_start=2854
-  _globals['_CHECKOUTSTATUS']._serialized_end=3079
-  _globals['_SAGASTEP']._serialized_start=3082
-  _globals['_SAGASTEP']._serialized_end=3336
-  _globals['_SAGASTEPSTATUS']._serialized_start=3339
-  _globals['_SAGASTEPSTATUS']._serialized_end=3579
-  _globals['_SAGASTEPSTATE']._serialized_start=217
-  _globals['_SAGASTEPSTATE']._serialized_end=461
-  _globals['_CHECKOUTFAILURE']._serialized_start=464
-  _globals['_CHECKOUTFAILURE']._serialized_end=605
-  _globals['_CHECKOUTLINE']._serialized_start=608
-  _globals['_CHECKOUTLINE']._serialized_end=757
-  _globals['_CHECKOUTQUOTE']._serialized_start=760
-  _globals['_CHECKOUTQUOTE']._serialized_end=1048
-  _globals['_CHECKOUT']._serialized_start=1051
-  _globals['_CHECKOUT']._serialized_end=1784
-  _globals['_STARTCHECKOUTREQUEST']._serialized_start=1787
-  _globals['_STARTCHECKOUTREQUEST']._serialized_end=1982
-  _globals['_STARTCHECKOUTRESPONSE']._serialized_start=1984
-  _globals['_STARTCHECKOUTRESPONSE']._serialized_end=2070
-  _globals['_GETCHECKOUTREQUEST']._serialized_start=2072
-  _globals['_GETCHECKOUTREQUEST']._serialized_end=2113
-  _globals['_GETCHECKOUTRESPONSE']._serialized_start=2115
-  _globals['_GETCHECKOUTRESPONSE']._serialized_end=2181
-  _globals['_PLACEORDERREQUEST']._serialized_start=2183
-  _globals['_PLACEORDERREQUEST']._serialized_end=2271
-  _globals['_PLACEORDERRESPONSE']._serialized_start=2273
-  _globals['_PLACEORDERRESPONSE']._serialized_end=2356
-  _globals['_CANCELCHECKOUTREQUEST']._serialized_start=2358
-  _globals['_CANCELCHECKOUTREQUEST']._serialized_end=2418
-  _globals['_CANCELCHECKOUTRESPONSE']._serialized_start=2420
-  _globals['_CANCELCHECKOUTRESPONSE']._serialized_end=2507
-  _globals['_CHECKOUTREQUEST']._serialized_start=2510
-  _globals['_CHECKOUTREQUEST']._serialized_end=2768
-  _globals['_CHECKOUTRESPONSE']._serialized_start=2770
-  _globals['_CHECKOUTRESPONSE']._serialized_end=2851
-  _globals['_CHECKOUTSERVICE']._serialized_start=3582
-  _globals['_CHECKOUTSERVICE']._serialized_end=4250
+  _globals['_CHECKOUTSERVICE'].methods_by_name['CheckoutCart']._loaded_options = None
+  _globals['_CHECKOUTSERVICE'].methods_by_name['CheckoutCart']._serialized_options = b'\202\323\344\223\002!\"\034/v1/carts/{cart_id}:checkout:\001*'
+  _globals['_CHECKOUTSTATUS']._serialized_start=3074
+  _globals['_CHECKOUTSTATUS']._serialized_end=3299
+  _globals['_SAGASTEP']._serialized_start=3302
+  _globals['_SAGASTEP']._serialized_end=3556
+  _globals['_SAGASTEPSTATUS']._serialized_start=3559
+  _globals['_SAGASTEPSTATUS']._serialized_end=3799
+  _globals['_SAGASTEPSTATE']._serialized_start=250
+  _globals['_SAGASTEPSTATE']._serialized_end=494
+  _globals['_CHECKOUTFAILURE']._serialized_start=497
+  _globals['_CHECKOUTFAILURE']._serialized_end=635
+  _globals['_CHECKOUTLINE']._serialized_start=638
+  _globals['_CHECKOUTLINE']._serialized_end=787
+  _globals['_CHECKOUTQUOTE']._serialized_start=790
+  _globals['_CHECKOUTQUOTE']._serialized_end=1083
+  _globals['_CHECKOUT']._serialized_start=1086
+  _globals['_CHECKOUT']._serialized_end=1910
+  _globals['_STARTCHECKOUTREQUEST']._serialized_start=1913
+  _globals['_STARTCHECKOUTREQUEST']._serialized_end=2133
+  _globals['_STARTCHECKOUTRESPONSE']._serialized_start=2135
+  _globals['_STARTCHECKOUTRESPONSE']._serialized_end=2221
+  _globals['_GETCHECKOUTREQUEST']._serialized_start=2223
+  _globals['_GETCHECKOUTREQUEST']._serialized_end=2270
+  _globals['_GETCHECKOUTRESPONSE']._serialized_start=2272
+  _globals['_GETCHECKOUTRESPONSE']._serialized_end=2338
+  _globals['_PLACEORDERREQUEST']._serialized_start=2340
+  _globals['_PLACEORDERREQUEST']._serialized_end=2446
+  _globals['_PLACEORDERRESPONSE']._serialized_start=2448
+  _globals['_PLACEORDERRESPONSE']._serialized_end=2531
+  _globals['_CANCELCHECKOUTREQUEST']._serialized_start=2533
+  _globals['_CANCELCHECKOUTREQUEST']._serialized_end=2599
+  _globals['_CANCELCHECKOUTRESPONSE']._serialized_start=2601
+  _globals['_CANCELCHECKOUTRESPONSE']._serialized_end=2688
+  _globals['_CHECKOUTCARTREQUEST']._serialized_start=2691
+  _globals['_CHECKOUTCARTREQUEST']._serialized_end=2984
+  _globals['_CHECKOUTCARTRESPONSE']._serialized_start=2986
+  _globals['_CHECKOUTCARTRESPONSE']._serialized_end=3071
+  _globals['_CHECKOUTSERVICE']._serialized_start=3802
+  _globals['_CHECKOUTSERVICE']._serialized_end=4489
 # @@protoc_insertion_point(module_scope)

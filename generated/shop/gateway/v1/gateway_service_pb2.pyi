@@ -228,7 +228,7 @@ class CheckoutFailure(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
-    FAILURE_TIME_FIELD_NUMBER: _builtins.int
+    FAIL_TIME_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """ErrorInfo reason, e.g. "INSUFFICIENT_FUNDS"."""
     message: _builtins.str
@@ -236,7 +236,7 @@ class CheckoutFailure(_message.Message):
     step: Global___SagaStep.ValueType
     """The step that failed."""
     @_builtins.property
-    def failure_time(self) -> _timestamp_pb2.Timestamp:
+    def fail_time(self) -> _timestamp_pb2.Timestamp:
         """When it failed."""
 
     def __init__(
@@ -245,11 +245,11 @@ class CheckoutFailure(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         step: Global___SagaStep.ValueType = ...,
-        failure_time: _timestamp_pb2.Timestamp | None = ...,
+        fail_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["failure_time", b"failure_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fail_time", b"fail_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failure_time", b"failure_time", "message", b"message", "reason", b"reason", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_time", b"fail_time", "message", b"message", "reason", b"reason", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -306,7 +306,7 @@ class CheckoutQuote(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SUBTOTAL_FIELD_NUMBER: _builtins.int
-    SHIPPING_FIELD_NUMBER: _builtins.int
+    SHIPPING_COST_FIELD_NUMBER: _builtins.int
     TAX_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     TAX_RATE_BASIS_POINTS_FIELD_NUMBER: _builtins.int
@@ -321,8 +321,8 @@ class CheckoutQuote(_message.Message):
         """Sum of the lines' line_total."""
 
     @_builtins.property
-    def shipping(self) -> _money_pb2.Money:
-        """Shipping for the chosen method; zero when free shipping applied."""
+    def shipping_cost(self) -> _money_pb2.Money:
+        """Shipping cost of the chosen method; zero when free shipping applied."""
 
     @_builtins.property
     def tax(self) -> _money_pb2.Money:
@@ -330,7 +330,7 @@ class CheckoutQuote(_message.Message):
 
     @_builtins.property
     def total(self) -> _money_pb2.Money:
-        """subtotal + shipping + tax: the amount authorized and captured."""
+        """subtotal + shipping_cost + tax: the amount authorized and captured."""
 
     @_builtins.property
     def delivery_estimate(self) -> _shipping_service_pb2.DeliveryEstimate:
@@ -340,16 +340,16 @@ class CheckoutQuote(_message.Message):
         self,
         *,
         subtotal: _money_pb2.Money | None = ...,
-        shipping: _money_pb2.Money | None = ...,
+        shipping_cost: _money_pb2.Money | None = ...,
         tax: _money_pb2.Money | None = ...,
         total: _money_pb2.Money | None = ...,
         tax_rate_basis_points: _builtins.int = ...,
         free_shipping_applied: _builtins.bool = ...,
         delivery_estimate: _shipping_service_pb2.DeliveryEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "shipping", b"shipping", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "free_shipping_applied", b"free_shipping_applied", "shipping", b"shipping", "subtotal", b"subtotal", "tax", b"tax", "tax_rate_basis_points", b"tax_rate_basis_points", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "free_shipping_applied", b"free_shipping_applied", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "tax_rate_basis_points", b"tax_rate_basis_points", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -368,7 +368,7 @@ class Checkout(_message.Message):
     LINES_FIELD_NUMBER: _builtins.int
     SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
-    CONTACT_EMAIL_FIELD_NUMBER: _builtins.int
+    CUSTOMER_EMAIL_FIELD_NUMBER: _builtins.int
     QUOTE_FIELD_NUMBER: _builtins.int
     RESERVATION_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CURRENT_STEP_FIELD_NUMBER: _builtins.int
@@ -380,28 +380,32 @@ class Checkout(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by the gateway."""
+    """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
+    the gateway.
+    """
     user_id: _builtins.str
-    """The buyer (the JWT's `sub`)."""
+    """Output only. The buyer (the JWT's `sub`)."""
     cart_id: _builtins.str
-    """The cart checked out."""
+    """Immutable. The cart checked out."""
     status: Global___CheckoutStatus.ValueType
-    """Current state."""
+    """Output only. Current state."""
     shipping_method: _shipping_service_pb2.ShippingMethod.ValueType
     """How to ship."""
-    contact_email: _builtins.str
+    customer_email: _builtins.str
     """Address for order notifications; may be empty."""
     current_step: Global___SagaStep.ValueType
-    """The step the saga is on, or was on when it stopped; UNSPECIFIED before
-    PlaceOrder and after COMPLETED.
+    """Output only. The step the saga is on, or was on when it stopped;
+    UNSPECIFIED before PlaceOrder and after COMPLETED.
     """
     order_id: _builtins.str
-    """The order placed; set once the saga passed CREATE_ORDER."""
+    """Output only. The order placed; set once the saga passed CREATE_ORDER."""
     payment_id: _builtins.str
-    """The payment of the current (or last) attempt; set once authorization began."""
+    """Output only. The payment of the current (or last) attempt; set once
+    authorization began.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutLine]:
-        """Lines as priced at the start, in cart order."""
+        """Output only. Lines as priced at the start, in cart order."""
 
     @_builtins.property
     def shipping_address(self) -> _address_pb2.Address:
@@ -409,31 +413,33 @@ class Checkout(_message.Message):
 
     @_builtins.property
     def quote(self) -> Global___CheckoutQuote:
-        """What the customer will pay."""
+        """Output only. What the customer will pay."""
 
     @_builtins.property
     def reservation_expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the stock reservation lapses; a QUOTED checkout becomes EXPIRED then."""
+        """Output only. When the stock reservation lapses; a QUOTED checkout becomes
+        EXPIRED then.
+        """
 
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___SagaStepState]:
-        """Every step that has started, in execution order."""
+        """Output only. Every step that has started, in execution order."""
 
     @_builtins.property
     def last_failure(self) -> Global___CheckoutFailure:
-        """Why the last PlaceOrder attempt failed; unset when none has."""
+        """Output only. Why the last PlaceOrder attempt failed; unset when none has."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the checkout was started."""
+        """Output only. When the checkout was started."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When it last changed."""
+        """Output only. When it last changed."""
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """When it reached COMPLETED, FAILED, CANCELLED or EXPIRED."""
+        """Output only. When it reached COMPLETED, FAILED, CANCELLED or EXPIRED."""
 
     def __init__(
         self,
@@ -445,7 +451,7 @@ class Checkout(_message.Message):
         lines: _abc.Iterable[Global___CheckoutLine] | None = ...,
         shipping_address: _address_pb2.Address | None = ...,
         shipping_method: _shipping_service_pb2.ShippingMethod.ValueType = ...,
-        contact_email: _builtins.str = ...,
+        customer_email: _builtins.str = ...,
         quote: Global___CheckoutQuote | None = ...,
         reservation_expire_time: _timestamp_pb2.Timestamp | None = ...,
         current_step: Global___SagaStep.ValueType = ...,
@@ -459,7 +465,7 @@ class Checkout(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "last_failure", b"last_failure", "quote", b"quote", "reservation_expire_time", b"reservation_expire_time", "shipping_address", b"shipping_address", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "checkout_id", b"checkout_id", "contact_email", b"contact_email", "create_time", b"create_time", "current_step", b"current_step", "end_time", b"end_time", "last_failure", b"last_failure", "lines", b"lines", "order_id", b"order_id", "payment_id", b"payment_id", "quote", b"quote", "reservation_expire_time", b"reservation_expire_time", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "status", b"status", "steps", b"steps", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "checkout_id", b"checkout_id", "create_time", b"create_time", "current_step", b"current_step", "customer_email", b"customer_email", "end_time", b"end_time", "last_failure", b"last_failure", "lines", b"lines", "order_id", b"order_id", "payment_id", b"payment_id", "quote", b"quote", "reservation_expire_time", b"reservation_expire_time", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "status", b"status", "steps", b"steps", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -474,23 +480,25 @@ class StartCheckoutRequest(_message.Message):
     CART_ID_FIELD_NUMBER: _builtins.int
     SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
-    CONTACT_EMAIL_FIELD_NUMBER: _builtins.int
+    CUSTOMER_EMAIL_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """The caller's cart to check out, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. The caller's cart to check out, 1..64 characters of
+    [A-Za-z0-9._-].
+    """
     shipping_method: _shipping_service_pb2.ShippingMethod.ValueType
-    """How to ship; must not be UNSPECIFIED."""
-    contact_email: _builtins.str
+    """Required. How to ship; must not be UNSPECIFIED."""
+    customer_email: _builtins.str
     """Address for order notifications, 0..254 characters; empty means the JWT's
     `email` claim, if any.
     """
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters of [A-Za-z0-9._:-] (a UUID is
-    typical); retries of one start reuse it.
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-] (a UUID
+    is typical); retries of one start reuse it.
     """
     @_builtins.property
     def shipping_address(self) -> _address_pb2.Address:
-        """Where to ship; validated and normalised by the shipping service."""
+        """Required. Where to ship; validated and normalised by the shipping service."""
 
     def __init__(
         self,
@@ -498,12 +506,12 @@ class StartCheckoutRequest(_message.Message):
         cart_id: _builtins.str = ...,
         shipping_address: _address_pb2.Address | None = ...,
         shipping_method: _shipping_service_pb2.ShippingMethod.ValueType = ...,
-        contact_email: _builtins.str = ...,
+        customer_email: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["shipping_address", b"shipping_address"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "contact_email", b"contact_email", "idempotency_key", b"idempotency_key", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "customer_email", b"customer_email", "idempotency_key", b"idempotency_key", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -545,7 +553,7 @@ class GetCheckoutRequest(_message.Message):
 
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout to read."""
+    """Required. Checkout to read."""
     def __init__(
         self,
         *,
@@ -593,12 +601,12 @@ class PlaceOrderRequest(_message.Message):
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """The QUOTED checkout to place."""
+    """Required. The QUOTED checkout to place."""
     payment_token: _builtins.str
-    """PSP payment token, 1..256 characters; never a card number."""
+    """Required. PSP payment token, 1..256 characters; never a card number."""
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries of one
-    attempt reuse it, a new attempt (e.g. another card) takes a new one.
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries
+    of one attempt reuse it, a new attempt (e.g. another card) takes a new one.
     """
     def __init__(
         self,
@@ -652,7 +660,7 @@ class CancelCheckoutRequest(_message.Message):
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout to cancel."""
+    """Required. Checkout to cancel."""
     reason: _builtins.str
     """Why, for the record, 0..200 characters."""
     def __init__(
@@ -698,35 +706,37 @@ class CancelCheckoutResponse(_message.Message):
 Global___CancelCheckoutResponse: _TypeAlias = CancelCheckoutResponse  # noqa: Y015
 
 @_typing.final
-class CheckoutRequest(_message.Message):
-    """Request for Checkout (one-shot)."""
+class CheckoutCartRequest(_message.Message):
+    """Request for CheckoutCart."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CART_ID_FIELD_NUMBER: _builtins.int
     SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
-    CONTACT_EMAIL_FIELD_NUMBER: _builtins.int
+    CUSTOMER_EMAIL_FIELD_NUMBER: _builtins.int
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     EXPECTED_TOTAL_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
-    """The caller's cart to check out, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. The caller's cart to check out, 1..64 characters of
+    [A-Za-z0-9._-].
+    """
     shipping_method: _shipping_service_pb2.ShippingMethod.ValueType
-    """How to ship; must not be UNSPECIFIED."""
-    contact_email: _builtins.str
+    """Required. How to ship; must not be UNSPECIFIED."""
+    customer_email: _builtins.str
     """Address for order notifications, 0..254 characters; empty means the JWT's
     `email` claim, if any.
     """
     payment_token: _builtins.str
-    """PSP payment token, 1..256 characters; never a card number."""
+    """Required. PSP payment token, 1..256 characters; never a card number."""
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries of one
-    checkout reuse it.
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries
+    of one checkout reuse it.
     """
     @_builtins.property
     def shipping_address(self) -> _address_pb2.Address:
-        """Where to ship."""
+        """Required. Where to ship."""
 
     @_builtins.property
     def expected_total(self) -> _money_pb2.Money:
@@ -740,22 +750,22 @@ class CheckoutRequest(_message.Message):
         cart_id: _builtins.str = ...,
         shipping_address: _address_pb2.Address | None = ...,
         shipping_method: _shipping_service_pb2.ShippingMethod.ValueType = ...,
-        contact_email: _builtins.str = ...,
+        customer_email: _builtins.str = ...,
         payment_token: _builtins.str = ...,
         expected_total: _money_pb2.Money | None = ...,
         idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expected_total", b"expected_total", "shipping_address", b"shipping_address"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "contact_email", b"contact_email", "expected_total", b"expected_total", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "customer_email", b"customer_email", "expected_total", b"expected_total", "idempotency_key", b"idempotency_key", "payment_token", b"payment_token", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CheckoutRequest: _TypeAlias = CheckoutRequest  # noqa: Y015
+Global___CheckoutCartRequest: _TypeAlias = CheckoutCartRequest  # noqa: Y015
 
 @_typing.final
-class CheckoutResponse(_message.Message):
-    """Response for Checkout (one-shot)."""
+class CheckoutCartResponse(_message.Message):
+    """Response for CheckoutCart."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -779,4 +789,4 @@ class CheckoutResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CheckoutResponse: _TypeAlias = CheckoutResponse  # noqa: Y015
+Global___CheckoutCartResponse: _TypeAlias = CheckoutCartResponse  # noqa: Y015

@@ -42,18 +42,19 @@ class CheckoutServiceStub:
     ends FAILED for an operator. Every step's progress is visible in
     Checkout.steps.
 
-    Identity: every call needs the end user's signed JWT in metadata
-    `authorization: Bearer <jwt>` (over HTTP, the Authorization header); the
-    gateway checks signature, issuer, audience and expiry and takes the user id
-    from claim `sub`. Checkout needs a signed-in user: an anonymous session
-    token (claim `sid` without `sub`) gets PERMISSION_DENIED (SIGN_IN_REQUIRED);
-    the BFF merges the session cart first (CartService.MergeCarts). A caller
-    only sees its own checkouts and carts; anyone else's are NOT_FOUND.
+    Identity: every call needs the end user's signed JWT in the gRPC request
+    header `authorization: Bearer <jwt>` (over HTTP, the Authorization header);
+    the gateway checks signature, issuer, audience and expiry and takes the user
+    id from claim `sub`. Checking out needs a signed-in user: an anonymous
+    session token (claim `sid` without `sub`) gets PERMISSION_DENIED
+    (SIGN_IN_REQUIRED); the BFF merges the session cart first
+    (CartService.MergeCarts). A caller only sees its own checkouts and carts;
+    anyone else's are NOT_FOUND.
 
-    Idempotency (StartCheckout, PlaceOrder, Checkout), in the manner of Stripe:
-    the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key header
-    into the body) is scoped to the user and the RPC and kept for 24 hours from
-    first use. The gateway fingerprints the request without its key:
+    Idempotency (StartCheckout, PlaceOrder, CheckoutCart), in the manner of
+    Stripe: the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key
+    header into the body) is scoped to the user and the RPC and kept for 24
+    hours from first use. The gateway fingerprints the request without its key:
     * same key, same fingerprint, first call finished: the outcome is replayed
     (`replayed` = true; a success returns the checkout in its current state,
     an error is returned as first given); nothing runs twice;
@@ -65,22 +66,35 @@ class CheckoutServiceStub:
     * after 24 hours the key is forgotten and a reuse is a new request.
 
     Rate limits: token buckets per user (and per RPC) in Redis; an empty bucket
-    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata "bucket") with a RetryInfo.
+    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`) with a RetryInfo.
 
-    Deadlines: set one (at least 2 s for PlaceOrder and Checkout). The gateway
-    budgets what remains across its downstream calls; when time runs short after
-    the saga has started, PlaceOrder and Checkout return the checkout in PLACING
-    (the saga carries on) rather than DEADLINE_EXCEEDED; poll GetCheckout.
+    Deadlines: set one (at least 2 s for PlaceOrder and CheckoutCart). The
+    gateway budgets what remains across its downstream calls; when time runs
+    short after the saga has started, PlaceOrder and CheckoutCart return the
+    checkout in PLACING (the saga carries on) rather than DEADLINE_EXCEEDED;
+    poll GetCheckout.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (paths like "shipping_address.postal_code");
-    other codes carry an ErrorInfo with domain "gateway.shop" and a stable
-    `reason` (listed on each RPC; reasons of downstream services are re-issued
-    under this domain with the same name). Every RPC may answer UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED),
-    PERMISSION_DENIED (SIGN_IN_REQUIRED), RESOURCE_EXHAUSTED (RATE_LIMITED) and
-    UNAVAILABLE (a dependency is down before anything changed; retry with the
-    same key).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "gateway.shop" and a stable `reason`, listed on each RPC with its
+    status code; reasons of downstream services are re-issued under this domain
+    with the same name. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the
+    RPC lists a more specific one) and a BadRequest with one field violation per
+    bad field (paths like "shipping_address.postal_code"); a request that cannot
+    be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo
+    metadata keys are lowerCamelCase (metadata `checkoutId`), and a status in
+    metadata is the enum value name (metadata `status=CHECKOUT_STATUS_PLACING`),
+    never a lower-case word.
+
+    Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED);
+    PERMISSION_DENIED (SIGN_IN_REQUIRED);
+    RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`), with a RetryInfo;
+    UNAVAILABLE, with a RetryInfo, before anything changed (retry with the same
+    key): DOWNSTREAM_UNAVAILABLE when a service it calls could not be reached,
+    a downstream UNAVAILABLE reason re-issued, or DATABASE_UNAVAILABLE,
+    DATABASE_TIMEOUT, DATABASE_BUSY for its own PostgreSQL;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel):
@@ -109,10 +123,10 @@ class CheckoutServiceStub:
                 request_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelCheckoutRequest.SerializeToString,
                 response_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelCheckoutResponse.FromString,
                 _registered_method=True)
-        self.Checkout = channel.unary_unary(
-                '/shop.gateway.v1.CheckoutService/Checkout',
-                request_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutRequest.SerializeToString,
-                response_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutResponse.FromString,
+        self.CheckoutCart = channel.unary_unary(
+                '/shop.gateway.v1.CheckoutService/CheckoutCart',
+                request_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutCartRequest.SerializeToString,
+                response_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutCartResponse.FromString,
                 _registered_method=True)
 
 
@@ -133,18 +147,19 @@ class CheckoutServiceServicer:
     ends FAILED for an operator. Every step's progress is visible in
     Checkout.steps.
 
-    Identity: every call needs the end user's signed JWT in metadata
-    `authorization: Bearer <jwt>` (over HTTP, the Authorization header); the
-    gateway checks signature, issuer, audience and expiry and takes the user id
-    from claim `sub`. Checkout needs a signed-in user: an anonymous session
-    token (claim `sid` without `sub`) gets PERMISSION_DENIED (SIGN_IN_REQUIRED);
-    the BFF merges the session cart first (CartService.MergeCarts). A caller
-    only sees its own checkouts and carts; anyone else's are NOT_FOUND.
+    Identity: every call needs the end user's signed JWT in the gRPC request
+    header `authorization: Bearer <jwt>` (over HTTP, the Authorization header);
+    the gateway checks signature, issuer, audience and expiry and takes the user
+    id from claim `sub`. Checking out needs a signed-in user: an anonymous
+    session token (claim `sid` without `sub`) gets PERMISSION_DENIED
+    (SIGN_IN_REQUIRED); the BFF merges the session cart first
+    (CartService.MergeCarts). A caller only sees its own checkouts and carts;
+    anyone else's are NOT_FOUND.
 
-    Idempotency (StartCheckout, PlaceOrder, Checkout), in the manner of Stripe:
-    the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key header
-    into the body) is scoped to the user and the RPC and kept for 24 hours from
-    first use. The gateway fingerprints the request without its key:
+    Idempotency (StartCheckout, PlaceOrder, CheckoutCart), in the manner of
+    Stripe: the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key
+    header into the body) is scoped to the user and the RPC and kept for 24
+    hours from first use. The gateway fingerprints the request without its key:
     * same key, same fingerprint, first call finished: the outcome is replayed
     (`replayed` = true; a success returns the checkout in its current state,
     an error is returned as first given); nothing runs twice;
@@ -156,22 +171,35 @@ class CheckoutServiceServicer:
     * after 24 hours the key is forgotten and a reuse is a new request.
 
     Rate limits: token buckets per user (and per RPC) in Redis; an empty bucket
-    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata "bucket") with a RetryInfo.
+    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`) with a RetryInfo.
 
-    Deadlines: set one (at least 2 s for PlaceOrder and Checkout). The gateway
-    budgets what remains across its downstream calls; when time runs short after
-    the saga has started, PlaceOrder and Checkout return the checkout in PLACING
-    (the saga carries on) rather than DEADLINE_EXCEEDED; poll GetCheckout.
+    Deadlines: set one (at least 2 s for PlaceOrder and CheckoutCart). The
+    gateway budgets what remains across its downstream calls; when time runs
+    short after the saga has started, PlaceOrder and CheckoutCart return the
+    checkout in PLACING (the saga carries on) rather than DEADLINE_EXCEEDED;
+    poll GetCheckout.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (paths like "shipping_address.postal_code");
-    other codes carry an ErrorInfo with domain "gateway.shop" and a stable
-    `reason` (listed on each RPC; reasons of downstream services are re-issued
-    under this domain with the same name). Every RPC may answer UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED),
-    PERMISSION_DENIED (SIGN_IN_REQUIRED), RESOURCE_EXHAUSTED (RATE_LIMITED) and
-    UNAVAILABLE (a dependency is down before anything changed; retry with the
-    same key).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "gateway.shop" and a stable `reason`, listed on each RPC with its
+    status code; reasons of downstream services are re-issued under this domain
+    with the same name. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the
+    RPC lists a more specific one) and a BadRequest with one field violation per
+    bad field (paths like "shipping_address.postal_code"); a request that cannot
+    be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo
+    metadata keys are lowerCamelCase (metadata `checkoutId`), and a status in
+    metadata is the enum value name (metadata `status=CHECKOUT_STATUS_PLACING`),
+    never a lower-case word.
+
+    Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED);
+    PERMISSION_DENIED (SIGN_IN_REQUIRED);
+    RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`), with a RetryInfo;
+    UNAVAILABLE, with a RetryInfo, before anything changed (retry with the same
+    key): DOWNSTREAM_UNAVAILABLE when a service it calls could not be reached,
+    a downstream UNAVAILABLE reason re-issued, or DATABASE_UNAVAILABLE,
+    DATABASE_TIMEOUT, DATABASE_BUSY for its own PostgreSQL;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def StartCheckout(self, request, context):
@@ -187,7 +215,7 @@ class CheckoutServiceServicer:
         inventory service's shop.inventory.v1.InsufficientStock detail;
         DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE;
         CHECKOUT_IN_PROGRESS: the cart has a PLACING checkout, metadata
-        "checkout_id"); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
+        `checkoutId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
         (IDEMPOTENCY_REQUEST_IN_PROGRESS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -215,10 +243,11 @@ class CheckoutServiceServicer:
         like a card number); NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION
         (a payment decline: CARD_DECLINED, INSUFFICIENT_FUNDS, CARD_EXPIRED,
         INCORRECT_CVC, FRAUD_SUSPECTED, INVALID_PAYMENT_TOKEN,
-        AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED; or the checkout's state:
-        CHECKOUT_EXPIRED, CHECKOUT_CANCELLED, CHECKOUT_FAILED,
-        CHECKOUT_ALREADY_COMPLETED with metadata "order_id", CHECKOUT_PLACING:
-        another PlaceOrder, with a different key, is running); ALREADY_EXISTS
+        AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED, metadata `paymentId`; or the
+        checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
+        CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
+        CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
+        metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
         (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -230,26 +259,26 @@ class CheckoutServiceServicer:
         cancelling a CANCELLED or EXPIRED checkout returns it unchanged.
         HTTP: POST /v1/checkouts/{checkout_id}:cancel.
         Errors: INVALID_ARGUMENT; NOT_FOUND (CHECKOUT_NOT_FOUND);
-        FAILED_PRECONDITION (CHECKOUT_PLACING: the saga is running;
-        CHECKOUT_ALREADY_COMPLETED: cancel the order instead, metadata "order_id";
-        CHECKOUT_FAILED: an operator owns it).
+        FAILED_PRECONDITION, metadata `status` (CHECKOUT_PLACING: the saga is
+        running; CHECKOUT_ALREADY_COMPLETED: cancel the order instead, also
+        metadata `orderId`; CHECKOUT_FAILED: an operator owns it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Checkout(self, request, context):
-        """One-shot checkout: StartCheckout and PlaceOrder in one call, for clients
-        that showed the totals from the cart already. When `expected_total` is set
-        and the computed total differs, nothing is charged or kept reserved and
-        the call fails with QUOTE_CHANGED (the checkout it started is CANCELLED).
-        A payment decline leaves the checkout QUOTED, like PlaceOrder, and the
-        error's metadata "checkout_id" names it, so the client can continue with
-        PlaceOrder and another card.
-        HTTP: POST /v1/checkouts:checkout.
+    def CheckoutCart(self, request, context):
+        """One-shot checkout of a cart: StartCheckout and PlaceOrder in one call,
+        for clients that showed the totals from the cart already. When
+        `expected_total` is set and the computed total differs, nothing is charged
+        or kept reserved and the call fails with QUOTE_CHANGED (the checkout it
+        started is CANCELLED). A payment decline leaves the checkout QUOTED, like
+        PlaceOrder, and the error's metadata `checkoutId` names it, so the client
+        can continue with PlaceOrder and another card.
+        HTTP: POST /v1/carts/{cart_id}:checkout.
         Errors: those of StartCheckout and PlaceOrder, and FAILED_PRECONDITION
-        (QUOTE_CHANGED, metadata "total_minor" and "currency_code" of the new
-        total).
+        (QUOTE_CHANGED, metadata `checkoutId`, and `totalMinor` and `currencyCode`
+        of the new total).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -278,10 +307,10 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     request_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelCheckoutRequest.FromString,
                     response_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CancelCheckoutResponse.SerializeToString,
             ),
-            'Checkout': grpc.unary_unary_rpc_method_handler(
-                    servicer.Checkout,
-                    request_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutRequest.FromString,
-                    response_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutResponse.SerializeToString,
+            'CheckoutCart': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckoutCart,
+                    request_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutCartRequest.FromString,
+                    response_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutCartResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,18 +337,19 @@ class CheckoutService:
     ends FAILED for an operator. Every step's progress is visible in
     Checkout.steps.
 
-    Identity: every call needs the end user's signed JWT in metadata
-    `authorization: Bearer <jwt>` (over HTTP, the Authorization header); the
-    gateway checks signature, issuer, audience and expiry and takes the user id
-    from claim `sub`. Checkout needs a signed-in user: an anonymous session
-    token (claim `sid` without `sub`) gets PERMISSION_DENIED (SIGN_IN_REQUIRED);
-    the BFF merges the session cart first (CartService.MergeCarts). A caller
-    only sees its own checkouts and carts; anyone else's are NOT_FOUND.
+    Identity: every call needs the end user's signed JWT in the gRPC request
+    header `authorization: Bearer <jwt>` (over HTTP, the Authorization header);
+    the gateway checks signature, issuer, audience and expiry and takes the user
+    id from claim `sub`. Checking out needs a signed-in user: an anonymous
+    session token (claim `sid` without `sub`) gets PERMISSION_DENIED
+    (SIGN_IN_REQUIRED); the BFF merges the session cart first
+    (CartService.MergeCarts). A caller only sees its own checkouts and carts;
+    anyone else's are NOT_FOUND.
 
-    Idempotency (StartCheckout, PlaceOrder, Checkout), in the manner of Stripe:
-    the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key header
-    into the body) is scoped to the user and the RPC and kept for 24 hours from
-    first use. The gateway fingerprints the request without its key:
+    Idempotency (StartCheckout, PlaceOrder, CheckoutCart), in the manner of
+    Stripe: the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key
+    header into the body) is scoped to the user and the RPC and kept for 24
+    hours from first use. The gateway fingerprints the request without its key:
     * same key, same fingerprint, first call finished: the outcome is replayed
     (`replayed` = true; a success returns the checkout in its current state,
     an error is returned as first given); nothing runs twice;
@@ -331,22 +361,35 @@ class CheckoutService:
     * after 24 hours the key is forgotten and a reuse is a new request.
 
     Rate limits: token buckets per user (and per RPC) in Redis; an empty bucket
-    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata "bucket") with a RetryInfo.
+    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`) with a RetryInfo.
 
-    Deadlines: set one (at least 2 s for PlaceOrder and Checkout). The gateway
-    budgets what remains across its downstream calls; when time runs short after
-    the saga has started, PlaceOrder and Checkout return the checkout in PLACING
-    (the saga carries on) rather than DEADLINE_EXCEEDED; poll GetCheckout.
+    Deadlines: set one (at least 2 s for PlaceOrder and CheckoutCart). The
+    gateway budgets what remains across its downstream calls; when time runs
+    short after the saga has started, PlaceOrder and CheckoutCart return the
+    checkout in PLACING (the saga carries on) rather than DEADLINE_EXCEEDED;
+    poll GetCheckout.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (paths like "shipping_address.postal_code");
-    other codes carry an ErrorInfo with domain "gateway.shop" and a stable
-    `reason` (listed on each RPC; reasons of downstream services are re-issued
-    under this domain with the same name). Every RPC may answer UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED),
-    PERMISSION_DENIED (SIGN_IN_REQUIRED), RESOURCE_EXHAUSTED (RATE_LIMITED) and
-    UNAVAILABLE (a dependency is down before anything changed; retry with the
-    same key).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "gateway.shop" and a stable `reason`, listed on each RPC with its
+    status code; reasons of downstream services are re-issued under this domain
+    with the same name. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the
+    RPC lists a more specific one) and a BadRequest with one field violation per
+    bad field (paths like "shipping_address.postal_code"); a request that cannot
+    be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo
+    metadata keys are lowerCamelCase (metadata `checkoutId`), and a status in
+    metadata is the enum value name (metadata `status=CHECKOUT_STATUS_PLACING`),
+    never a lower-case word.
+
+    Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED);
+    PERMISSION_DENIED (SIGN_IN_REQUIRED);
+    RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`), with a RetryInfo;
+    UNAVAILABLE, with a RetryInfo, before anything changed (retry with the same
+    key): DOWNSTREAM_UNAVAILABLE when a service it calls could not be reached,
+    a downstream UNAVAILABLE reason re-issued, or DATABASE_UNAVAILABLE,
+    DATABASE_TIMEOUT, DATABASE_BUSY for its own PostgreSQL;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @staticmethod
@@ -458,7 +501,7 @@ class CheckoutService:
             _registered_method=True)
 
     @staticmethod
-    def Checkout(request,
+    def CheckoutCart(request,
             target,
             options=(),
             channel_credentials=None,
@@ -471,9 +514,9 @@ class CheckoutService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/shop.gateway.v1.CheckoutService/Checkout',
-            shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutRequest.SerializeToString,
-            shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutResponse.FromString,
+            '/shop.gateway.v1.CheckoutService/CheckoutCart',
+            shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutCartRequest.SerializeToString,
+            shop_dot_gateway_dot_v1_dot_gateway__service__pb2.CheckoutCartResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,18 +43,19 @@ class CheckoutServiceStub:
     ends FAILED for an operator. Every step's progress is visible in
     Checkout.steps.
 
-    Identity: every call needs the end user's signed JWT in metadata
-    `authorization: Bearer <jwt>` (over HTTP, the Authorization header); the
-    gateway checks signature, issuer, audience and expiry and takes the user id
-    from claim `sub`. Checkout needs a signed-in user: an anonymous session
-    token (claim `sid` without `sub`) gets PERMISSION_DENIED (SIGN_IN_REQUIRED);
-    the BFF merges the session cart first (CartService.MergeCarts). A caller
-    only sees its own checkouts and carts; anyone else's are NOT_FOUND.
+    Identity: every call needs the end user's signed JWT in the gRPC request
+    header `authorization: Bearer <jwt>` (over HTTP, the Authorization header);
+    the gateway checks signature, issuer, audience and expiry and takes the user
+    id from claim `sub`. Checking out needs a signed-in user: an anonymous
+    session token (claim `sid` without `sub`) gets PERMISSION_DENIED
+    (SIGN_IN_REQUIRED); the BFF merges the session cart first
+    (CartService.MergeCarts). A caller only sees its own checkouts and carts;
+    anyone else's are NOT_FOUND.
 
-    Idempotency (StartCheckout, PlaceOrder, Checkout), in the manner of Stripe:
-    the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key header
-    into the body) is scoped to the user and the RPC and kept for 24 hours from
-    first use. The gateway fingerprints the request without its key:
+    Idempotency (StartCheckout, PlaceOrder, CheckoutCart), in the manner of
+    Stripe: the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key
+    header into the body) is scoped to the user and the RPC and kept for 24
+    hours from first use. The gateway fingerprints the request without its key:
       * same key, same fingerprint, first call finished: the outcome is replayed
         (`replayed` = true; a success returns the checkout in its current state,
         an error is returned as first given); nothing runs twice;
@@ -66,22 +67,35 @@ class CheckoutServiceStub:
       * after 24 hours the key is forgotten and a reuse is a new request.
 
     Rate limits: token buckets per user (and per RPC) in Redis; an empty bucket
-    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata "bucket") with a RetryInfo.
+    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`) with a RetryInfo.
 
-    Deadlines: set one (at least 2 s for PlaceOrder and Checkout). The gateway
-    budgets what remains across its downstream calls; when time runs short after
-    the saga has started, PlaceOrder and Checkout return the checkout in PLACING
-    (the saga carries on) rather than DEADLINE_EXCEEDED; poll GetCheckout.
+    Deadlines: set one (at least 2 s for PlaceOrder and CheckoutCart). The
+    gateway budgets what remains across its downstream calls; when time runs
+    short after the saga has started, PlaceOrder and CheckoutCart return the
+    checkout in PLACING (the saga carries on) rather than DEADLINE_EXCEEDED;
+    poll GetCheckout.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (paths like "shipping_address.postal_code");
-    other codes carry an ErrorInfo with domain "gateway.shop" and a stable
-    `reason` (listed on each RPC; reasons of downstream services are re-issued
-    under this domain with the same name). Every RPC may answer UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED),
-    PERMISSION_DENIED (SIGN_IN_REQUIRED), RESOURCE_EXHAUSTED (RATE_LIMITED) and
-    UNAVAILABLE (a dependency is down before anything changed; retry with the
-    same key).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "gateway.shop" and a stable `reason`, listed on each RPC with its
+    status code; reasons of downstream services are re-issued under this domain
+    with the same name. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the
+    RPC lists a more specific one) and a BadRequest with one field violation per
+    bad field (paths like "shipping_address.postal_code"); a request that cannot
+    be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo
+    metadata keys are lowerCamelCase (metadata `checkoutId`), and a status in
+    metadata is the enum value name (metadata `status=CHECKOUT_STATUS_PLACING`),
+    never a lower-case word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED);
+      PERMISSION_DENIED (SIGN_IN_REQUIRED);
+      RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`), with a RetryInfo;
+      UNAVAILABLE, with a RetryInfo, before anything changed (retry with the same
+      key): DOWNSTREAM_UNAVAILABLE when a service it calls could not be reached,
+      a downstream UNAVAILABLE reason re-issued, or DATABASE_UNAVAILABLE,
+      DATABASE_TIMEOUT, DATABASE_BUSY for its own PostgreSQL;
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_typing.overload
@@ -101,7 +115,7 @@ class CheckoutServiceStub:
     inventory service's shop.inventory.v1.InsufficientStock detail;
     DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE;
     CHECKOUT_IN_PROGRESS: the cart has a PLACING checkout, metadata
-    "checkout_id"); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
+    `checkoutId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
     (IDEMPOTENCY_REQUEST_IN_PROGRESS).
     """
     GetCheckout: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetCheckoutRequest, _gateway_service_pb2.GetCheckoutResponse]
@@ -121,10 +135,11 @@ class CheckoutServiceStub:
     like a card number); NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION
     (a payment decline: CARD_DECLINED, INSUFFICIENT_FUNDS, CARD_EXPIRED,
     INCORRECT_CVC, FRAUD_SUSPECTED, INVALID_PAYMENT_TOKEN,
-    AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED; or the checkout's state:
-    CHECKOUT_EXPIRED, CHECKOUT_CANCELLED, CHECKOUT_FAILED,
-    CHECKOUT_ALREADY_COMPLETED with metadata "order_id", CHECKOUT_PLACING:
-    another PlaceOrder, with a different key, is running); ALREADY_EXISTS
+    AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED, metadata `paymentId`; or the
+    checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
+    CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
+    CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
+    metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
     (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
     """
     CancelCheckout: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelCheckoutRequest, _gateway_service_pb2.CancelCheckoutResponse]
@@ -132,22 +147,22 @@ class CheckoutServiceStub:
     cancelling a CANCELLED or EXPIRED checkout returns it unchanged.
     HTTP: POST /v1/checkouts/{checkout_id}:cancel.
     Errors: INVALID_ARGUMENT; NOT_FOUND (CHECKOUT_NOT_FOUND);
-    FAILED_PRECONDITION (CHECKOUT_PLACING: the saga is running;
-    CHECKOUT_ALREADY_COMPLETED: cancel the order instead, metadata "order_id";
-    CHECKOUT_FAILED: an operator owns it).
+    FAILED_PRECONDITION, metadata `status` (CHECKOUT_PLACING: the saga is
+    running; CHECKOUT_ALREADY_COMPLETED: cancel the order instead, also
+    metadata `orderId`; CHECKOUT_FAILED: an operator owns it).
     """
-    Checkout: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.CheckoutRequest, _gateway_service_pb2.CheckoutResponse]
-    """One-shot checkout: StartCheckout and PlaceOrder in one call, for clients
-    that showed the totals from the cart already. When `expected_total` is set
-    and the computed total differs, nothing is charged or kept reserved and
-    the call fails with QUOTE_CHANGED (the checkout it started is CANCELLED).
-    A payment decline leaves the checkout QUOTED, like PlaceOrder, and the
-    error's metadata "checkout_id" names it, so the client can continue with
-    PlaceOrder and another card.
-    HTTP: POST /v1/checkouts:checkout.
+    CheckoutCart: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.CheckoutCartRequest, _gateway_service_pb2.CheckoutCartResponse]
+    """One-shot checkout of a cart: StartCheckout and PlaceOrder in one call,
+    for clients that showed the totals from the cart already. When
+    `expected_total` is set and the computed total differs, nothing is charged
+    or kept reserved and the call fails with QUOTE_CHANGED (the checkout it
+    started is CANCELLED). A payment decline leaves the checkout QUOTED, like
+    PlaceOrder, and the error's metadata `checkoutId` names it, so the client
+    can continue with PlaceOrder and another card.
+    HTTP: POST /v1/carts/{cart_id}:checkout.
     Errors: those of StartCheckout and PlaceOrder, and FAILED_PRECONDITION
-    (QUOTE_CHANGED, metadata "total_minor" and "currency_code" of the new
-    total).
+    (QUOTE_CHANGED, metadata `checkoutId`, and `totalMinor` and `currencyCode`
+    of the new total).
     """
 
 @_typing.type_check_only
@@ -168,18 +183,19 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     ends FAILED for an operator. Every step's progress is visible in
     Checkout.steps.
 
-    Identity: every call needs the end user's signed JWT in metadata
-    `authorization: Bearer <jwt>` (over HTTP, the Authorization header); the
-    gateway checks signature, issuer, audience and expiry and takes the user id
-    from claim `sub`. Checkout needs a signed-in user: an anonymous session
-    token (claim `sid` without `sub`) gets PERMISSION_DENIED (SIGN_IN_REQUIRED);
-    the BFF merges the session cart first (CartService.MergeCarts). A caller
-    only sees its own checkouts and carts; anyone else's are NOT_FOUND.
+    Identity: every call needs the end user's signed JWT in the gRPC request
+    header `authorization: Bearer <jwt>` (over HTTP, the Authorization header);
+    the gateway checks signature, issuer, audience and expiry and takes the user
+    id from claim `sub`. Checking out needs a signed-in user: an anonymous
+    session token (claim `sid` without `sub`) gets PERMISSION_DENIED
+    (SIGN_IN_REQUIRED); the BFF merges the session cart first
+    (CartService.MergeCarts). A caller only sees its own checkouts and carts;
+    anyone else's are NOT_FOUND.
 
-    Idempotency (StartCheckout, PlaceOrder, Checkout), in the manner of Stripe:
-    the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key header
-    into the body) is scoped to the user and the RPC and kept for 24 hours from
-    first use. The gateway fingerprints the request without its key:
+    Idempotency (StartCheckout, PlaceOrder, CheckoutCart), in the manner of
+    Stripe: the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key
+    header into the body) is scoped to the user and the RPC and kept for 24
+    hours from first use. The gateway fingerprints the request without its key:
       * same key, same fingerprint, first call finished: the outcome is replayed
         (`replayed` = true; a success returns the checkout in its current state,
         an error is returned as first given); nothing runs twice;
@@ -191,22 +207,35 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
       * after 24 hours the key is forgotten and a reuse is a new request.
 
     Rate limits: token buckets per user (and per RPC) in Redis; an empty bucket
-    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata "bucket") with a RetryInfo.
+    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`) with a RetryInfo.
 
-    Deadlines: set one (at least 2 s for PlaceOrder and Checkout). The gateway
-    budgets what remains across its downstream calls; when time runs short after
-    the saga has started, PlaceOrder and Checkout return the checkout in PLACING
-    (the saga carries on) rather than DEADLINE_EXCEEDED; poll GetCheckout.
+    Deadlines: set one (at least 2 s for PlaceOrder and CheckoutCart). The
+    gateway budgets what remains across its downstream calls; when time runs
+    short after the saga has started, PlaceOrder and CheckoutCart return the
+    checkout in PLACING (the saga carries on) rather than DEADLINE_EXCEEDED;
+    poll GetCheckout.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (paths like "shipping_address.postal_code");
-    other codes carry an ErrorInfo with domain "gateway.shop" and a stable
-    `reason` (listed on each RPC; reasons of downstream services are re-issued
-    under this domain with the same name). Every RPC may answer UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED),
-    PERMISSION_DENIED (SIGN_IN_REQUIRED), RESOURCE_EXHAUSTED (RATE_LIMITED) and
-    UNAVAILABLE (a dependency is down before anything changed; retry with the
-    same key).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "gateway.shop" and a stable `reason`, listed on each RPC with its
+    status code; reasons of downstream services are re-issued under this domain
+    with the same name. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the
+    RPC lists a more specific one) and a BadRequest with one field violation per
+    bad field (paths like "shipping_address.postal_code"); a request that cannot
+    be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo
+    metadata keys are lowerCamelCase (metadata `checkoutId`), and a status in
+    metadata is the enum value name (metadata `status=CHECKOUT_STATUS_PLACING`),
+    never a lower-case word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED);
+      PERMISSION_DENIED (SIGN_IN_REQUIRED);
+      RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`), with a RetryInfo;
+      UNAVAILABLE, with a RetryInfo, before anything changed (retry with the same
+      key): DOWNSTREAM_UNAVAILABLE when a service it calls could not be reached,
+      a downstream UNAVAILABLE reason re-issued, or DATABASE_UNAVAILABLE,
+      DATABASE_TIMEOUT, DATABASE_BUSY for its own PostgreSQL;
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -223,7 +252,7 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     inventory service's shop.inventory.v1.InsufficientStock detail;
     DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE;
     CHECKOUT_IN_PROGRESS: the cart has a PLACING checkout, metadata
-    "checkout_id"); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
+    `checkoutId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
     (IDEMPOTENCY_REQUEST_IN_PROGRESS).
     """
     GetCheckout: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetCheckoutRequest, _gateway_service_pb2.GetCheckoutResponse]  # type: ignore[assignment]
@@ -243,10 +272,11 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     like a card number); NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION
     (a payment decline: CARD_DECLINED, INSUFFICIENT_FUNDS, CARD_EXPIRED,
     INCORRECT_CVC, FRAUD_SUSPECTED, INVALID_PAYMENT_TOKEN,
-    AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED; or the checkout's state:
-    CHECKOUT_EXPIRED, CHECKOUT_CANCELLED, CHECKOUT_FAILED,
-    CHECKOUT_ALREADY_COMPLETED with metadata "order_id", CHECKOUT_PLACING:
-    another PlaceOrder, with a different key, is running); ALREADY_EXISTS
+    AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED, metadata `paymentId`; or the
+    checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
+    CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
+    CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
+    metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
     (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
     """
     CancelCheckout: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelCheckoutRequest, _gateway_service_pb2.CancelCheckoutResponse]  # type: ignore[assignment]
@@ -254,22 +284,22 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     cancelling a CANCELLED or EXPIRED checkout returns it unchanged.
     HTTP: POST /v1/checkouts/{checkout_id}:cancel.
     Errors: INVALID_ARGUMENT; NOT_FOUND (CHECKOUT_NOT_FOUND);
-    FAILED_PRECONDITION (CHECKOUT_PLACING: the saga is running;
-    CHECKOUT_ALREADY_COMPLETED: cancel the order instead, metadata "order_id";
-    CHECKOUT_FAILED: an operator owns it).
+    FAILED_PRECONDITION, metadata `status` (CHECKOUT_PLACING: the saga is
+    running; CHECKOUT_ALREADY_COMPLETED: cancel the order instead, also
+    metadata `orderId`; CHECKOUT_FAILED: an operator owns it).
     """
-    Checkout: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.CheckoutRequest, _gateway_service_pb2.CheckoutResponse]  # type: ignore[assignment]
-    """One-shot checkout: StartCheckout and PlaceOrder in one call, for clients
-    that showed the totals from the cart already. When `expected_total` is set
-    and the computed total differs, nothing is charged or kept reserved and
-    the call fails with QUOTE_CHANGED (the checkout it started is CANCELLED).
-    A payment decline leaves the checkout QUOTED, like PlaceOrder, and the
-    error's metadata "checkout_id" names it, so the client can continue with
-    PlaceOrder and another card.
-    HTTP: POST /v1/checkouts:checkout.
+    CheckoutCart: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.CheckoutCartRequest, _gateway_service_pb2.CheckoutCartResponse]  # type: ignore[assignment]
+    """One-shot checkout of a cart: StartCheckout and PlaceOrder in one call,
+    for clients that showed the totals from the cart already. When
+    `expected_total` is set and the computed total differs, nothing is charged
+    or kept reserved and the call fails with QUOTE_CHANGED (the checkout it
+    started is CANCELLED). A payment decline leaves the checkout QUOTED, like
+    PlaceOrder, and the error's metadata `checkoutId` names it, so the client
+    can continue with PlaceOrder and another card.
+    HTTP: POST /v1/carts/{cart_id}:checkout.
     Errors: those of StartCheckout and PlaceOrder, and FAILED_PRECONDITION
-    (QUOTE_CHANGED, metadata "total_minor" and "currency_code" of the new
-    total).
+    (QUOTE_CHANGED, metadata `checkoutId`, and `totalMinor` and `currencyCode`
+    of the new total).
     """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -289,18 +319,19 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
     ends FAILED for an operator. Every step's progress is visible in
     Checkout.steps.
 
-    Identity: every call needs the end user's signed JWT in metadata
-    `authorization: Bearer <jwt>` (over HTTP, the Authorization header); the
-    gateway checks signature, issuer, audience and expiry and takes the user id
-    from claim `sub`. Checkout needs a signed-in user: an anonymous session
-    token (claim `sid` without `sub`) gets PERMISSION_DENIED (SIGN_IN_REQUIRED);
-    the BFF merges the session cart first (CartService.MergeCarts). A caller
-    only sees its own checkouts and carts; anyone else's are NOT_FOUND.
+    Identity: every call needs the end user's signed JWT in the gRPC request
+    header `authorization: Bearer <jwt>` (over HTTP, the Authorization header);
+    the gateway checks signature, issuer, audience and expiry and takes the user
+    id from claim `sub`. Checking out needs a signed-in user: an anonymous
+    session token (claim `sid` without `sub`) gets PERMISSION_DENIED
+    (SIGN_IN_REQUIRED); the BFF merges the session cart first
+    (CartService.MergeCarts). A caller only sees its own checkouts and carts;
+    anyone else's are NOT_FOUND.
 
-    Idempotency (StartCheckout, PlaceOrder, Checkout), in the manner of Stripe:
-    the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key header
-    into the body) is scoped to the user and the RPC and kept for 24 hours from
-    first use. The gateway fingerprints the request without its key:
+    Idempotency (StartCheckout, PlaceOrder, CheckoutCart), in the manner of
+    Stripe: the `idempotency_key` (over HTTP the BFF copies the Idempotency-Key
+    header into the body) is scoped to the user and the RPC and kept for 24
+    hours from first use. The gateway fingerprints the request without its key:
       * same key, same fingerprint, first call finished: the outcome is replayed
         (`replayed` = true; a success returns the checkout in its current state,
         an error is returned as first given); nothing runs twice;
@@ -312,22 +343,35 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
       * after 24 hours the key is forgotten and a reuse is a new request.
 
     Rate limits: token buckets per user (and per RPC) in Redis; an empty bucket
-    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata "bucket") with a RetryInfo.
+    gives RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`) with a RetryInfo.
 
-    Deadlines: set one (at least 2 s for PlaceOrder and Checkout). The gateway
-    budgets what remains across its downstream calls; when time runs short after
-    the saga has started, PlaceOrder and Checkout return the checkout in PLACING
-    (the saga carries on) rather than DEADLINE_EXCEEDED; poll GetCheckout.
+    Deadlines: set one (at least 2 s for PlaceOrder and CheckoutCart). The
+    gateway budgets what remains across its downstream calls; when time runs
+    short after the saga has started, PlaceOrder and CheckoutCart return the
+    checkout in PLACING (the saga carries on) rather than DEADLINE_EXCEEDED;
+    poll GetCheckout.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (paths like "shipping_address.postal_code");
-    other codes carry an ErrorInfo with domain "gateway.shop" and a stable
-    `reason` (listed on each RPC; reasons of downstream services are re-issued
-    under this domain with the same name). Every RPC may answer UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED),
-    PERMISSION_DENIED (SIGN_IN_REQUIRED), RESOURCE_EXHAUSTED (RATE_LIMITED) and
-    UNAVAILABLE (a dependency is down before anything changed; retry with the
-    same key).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "gateway.shop" and a stable `reason`, listed on each RPC with its
+    status code; reasons of downstream services are re-issued under this domain
+    with the same name. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the
+    RPC lists a more specific one) and a BadRequest with one field violation per
+    bad field (paths like "shipping_address.postal_code"); a request that cannot
+    be decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo
+    metadata keys are lowerCamelCase (metadata `checkoutId`), and a status in
+    metadata is the enum value name (metadata `status=CHECKOUT_STATUS_PLACING`),
+    never a lower-case word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED);
+      PERMISSION_DENIED (SIGN_IN_REQUIRED);
+      RESOURCE_EXHAUSTED (RATE_LIMITED, metadata `bucket`), with a RetryInfo;
+      UNAVAILABLE, with a RetryInfo, before anything changed (retry with the same
+      key): DOWNSTREAM_UNAVAILABLE when a service it calls could not be reached,
+      a downstream UNAVAILABLE reason re-issued, or DATABASE_UNAVAILABLE,
+      DATABASE_TIMEOUT, DATABASE_BUSY for its own PostgreSQL;
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_abc_1.abstractmethod
@@ -348,7 +392,7 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         inventory service's shop.inventory.v1.InsufficientStock detail;
         DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE;
         CHECKOUT_IN_PROGRESS: the cart has a PLACING checkout, metadata
-        "checkout_id"); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
+        `checkoutId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
         (IDEMPOTENCY_REQUEST_IN_PROGRESS).
         """
 
@@ -380,10 +424,11 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         like a card number); NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION
         (a payment decline: CARD_DECLINED, INSUFFICIENT_FUNDS, CARD_EXPIRED,
         INCORRECT_CVC, FRAUD_SUSPECTED, INVALID_PAYMENT_TOKEN,
-        AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED; or the checkout's state:
-        CHECKOUT_EXPIRED, CHECKOUT_CANCELLED, CHECKOUT_FAILED,
-        CHECKOUT_ALREADY_COMPLETED with metadata "order_id", CHECKOUT_PLACING:
-        another PlaceOrder, with a different key, is running); ALREADY_EXISTS
+        AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED, metadata `paymentId`; or the
+        checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
+        CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
+        CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
+        metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
         (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
         """
 
@@ -397,28 +442,28 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         cancelling a CANCELLED or EXPIRED checkout returns it unchanged.
         HTTP: POST /v1/checkouts/{checkout_id}:cancel.
         Errors: INVALID_ARGUMENT; NOT_FOUND (CHECKOUT_NOT_FOUND);
-        FAILED_PRECONDITION (CHECKOUT_PLACING: the saga is running;
-        CHECKOUT_ALREADY_COMPLETED: cancel the order instead, metadata "order_id";
-        CHECKOUT_FAILED: an operator owns it).
+        FAILED_PRECONDITION, metadata `status` (CHECKOUT_PLACING: the saga is
+        running; CHECKOUT_ALREADY_COMPLETED: cancel the order instead, also
+        metadata `orderId`; CHECKOUT_FAILED: an operator owns it).
         """
 
     @_abc_1.abstractmethod
-    def Checkout(
+    def CheckoutCart(
         self,
-        request: _gateway_service_pb2.CheckoutRequest,
+        request: _gateway_service_pb2.CheckoutCartRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_gateway_service_pb2.CheckoutResponse, _abc.Awaitable[_gateway_service_pb2.CheckoutResponse]]:
-        """One-shot checkout: StartCheckout and PlaceOrder in one call, for clients
-        that showed the totals from the cart already. When `expected_total` is set
-        and the computed total differs, nothing is charged or kept reserved and
-        the call fails with QUOTE_CHANGED (the checkout it started is CANCELLED).
-        A payment decline leaves the checkout QUOTED, like PlaceOrder, and the
-        error's metadata "checkout_id" names it, so the client can continue with
-        PlaceOrder and another card.
-        HTTP: POST /v1/checkouts:checkout.
+    ) -> _typing.Union[_gateway_service_pb2.CheckoutCartResponse, _abc.Awaitable[_gateway_service_pb2.CheckoutCartResponse]]:
+        """One-shot checkout of a cart: StartCheckout and PlaceOrder in one call,
+        for clients that showed the totals from the cart already. When
+        `expected_total` is set and the computed total differs, nothing is charged
+        or kept reserved and the call fails with QUOTE_CHANGED (the checkout it
+        started is CANCELLED). A payment decline leaves the checkout QUOTED, like
+        PlaceOrder, and the error's metadata `checkoutId` names it, so the client
+        can continue with PlaceOrder and another card.
+        HTTP: POST /v1/carts/{cart_id}:checkout.
         Errors: those of StartCheckout and PlaceOrder, and FAILED_PRECONDITION
-        (QUOTE_CHANGED, metadata "total_minor" and "currency_code" of the new
-        total).
+        (QUOTE_CHANGED, metadata `checkoutId`, and `totalMinor` and `currencyCode`
+        of the new total).
         """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

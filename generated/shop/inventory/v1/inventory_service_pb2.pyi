@@ -106,24 +106,26 @@ class Product(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
-    """Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]; unique, immutable."""
+    """Immutable. Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]; unique."""
     name: _builtins.str
     """Display name, 1..200 characters."""
     weight_grams: _builtins.int
     """Shipping weight of one unit in grams, 0..1000000."""
     stock_on_hand: _builtins.int
-    """Units physically on hand, sold units excluded. Always >= reserved."""
+    """Output only. Units physically on hand, sold units excluded. Always >=
+    reserved. Changed only by AdjustStock, ConfirmReservation and ReturnStock.
+    """
     reserved: _builtins.int
-    """Units held by active reservations."""
+    """Output only. Units held by active reservations."""
     available: _builtins.int
-    """stock_on_hand - reserved: what a new reservation can take."""
+    """Output only. stock_on_hand - reserved: what a new reservation can take."""
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """Current unit price (the cart and the gateway price lines from it)."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the product or its stock last changed."""
+        """Output only. When the product or its stock last changed."""
 
     def __init__(
         self,
@@ -156,14 +158,16 @@ class UpsertProductRequest(_message.Message):
     PRICE_FIELD_NUMBER: _builtins.int
     WEIGHT_GRAMS_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
-    """SKU to create or update, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. SKU to create or update, 1..64 characters of [A-Za-z0-9._-]."""
     name: _builtins.str
-    """Display name, 1..200 characters."""
+    """Required. Display name, 1..200 characters."""
     weight_grams: _builtins.int
     """Shipping weight of one unit in grams, 0..1000000."""
     @_builtins.property
     def price(self) -> _money_pb2.Money:
-        """Unit price; amount_minor 0..100000000000, currency a 3-letter ISO 4217 code."""
+        """Required. Unit price; amount_minor 0..100000000000, currency the shop's
+        3-letter ISO 4217 code (SHOP_CURRENCY).
+        """
 
     def __init__(
         self,
@@ -217,7 +221,7 @@ class GetProductRequest(_message.Message):
 
     SKU_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
-    """SKU to look up."""
+    """Required. SKU to look up."""
     def __init__(
         self,
         *,
@@ -264,7 +268,7 @@ class BatchGetProductsRequest(_message.Message):
     SKUS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """1..100 distinct SKUs."""
+        """Required. 1..100 distinct SKUs."""
 
     def __init__(
         self,
@@ -319,10 +323,12 @@ class ListProductsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     IN_STOCK_ONLY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Page size, 0..200; 0 means the default of 50."""
+    """Page size: 0 means the default of 50; above 200 is clamped to 200;
+    negative is INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
     """Opaque token from a previous response's next_page_token; empty for the
-    first page.
+    first page. Only valid with the same in_stock_only.
     """
     in_stock_only: _builtins.bool
     """When true, only products with available > 0."""
@@ -381,17 +387,19 @@ class AdjustStockRequest(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
-    """SKU whose stock changes."""
+    """Required. SKU whose stock changes."""
     delta: _builtins.int
-    """Signed change to stock on hand, -1000000..1000000 and not 0."""
+    """Required. Signed change to stock on hand, -1000000..1000000 and not 0."""
     reason: Global___StockAdjustmentReason.ValueType
-    """Why; must not be UNSPECIFIED, and its sign rule must hold (RECEIVED
-    positive, DAMAGED and LOST negative).
+    """Required. Why; must not be UNSPECIFIED, and its sign rule must hold
+    (RECEIVED positive, DAMAGED and LOST negative).
     """
     note: _builtins.str
     """Free text for the audit trail, 0..500 characters."""
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters; retries of one adjustment reuse it."""
+    """Required. Client-chosen key, 1..128 characters; retries of one adjustment
+    reuse it.
+    """
     def __init__(
         self,
         *,
@@ -450,7 +458,7 @@ class CheckAvailabilityRequest(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_line_item_pb2.LineItem]:
-        """1..100 lines with distinct SKUs."""
+        """Required. 1..100 lines with distinct SKUs."""
 
     def __init__(
         self,
@@ -543,32 +551,36 @@ class Reservation(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     RELEASE_REASON_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """The checkout this reservation belongs to (one reservation per checkout)."""
+    """Immutable. The checkout this reservation belongs to (one reservation per
+    checkout).
+    """
     status: Global___ReservationStatus.ValueType
-    """Current state."""
+    """Output only. Current state."""
     order_id: _builtins.str
-    """The order that bought the stock; set once CONFIRMED."""
+    """Output only. The order that bought the stock; set once CONFIRMED."""
     release_reason: _builtins.str
-    """Why it was released, as given to ReleaseReservation or "expired"."""
+    """Output only. Why it was released, as given to ReleaseReservation or
+    "expired".
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_line_item_pb2.LineItem]:
         """Reserved lines in SKU order; empty for a release recorded before any reserve."""
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When an ACTIVE reservation stops holding stock."""
+        """Output only. When an ACTIVE reservation stops holding stock."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the reservation was made."""
+        """Output only. When the reservation was made."""
 
     @_builtins.property
     def confirm_time(self) -> _timestamp_pb2.Timestamp:
-        """Set once CONFIRMED."""
+        """Output only. Set once CONFIRMED."""
 
     @_builtins.property
     def release_time(self) -> _timestamp_pb2.Timestamp:
-        """Set once RELEASED or EXPIRED."""
+        """Output only. Set once RELEASED or EXPIRED."""
 
     def __init__(
         self,
@@ -601,12 +613,12 @@ class ReserveInventoryRequest(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout that will own the reservation, 1..64 characters of [A-Za-z0-9._-].
-    The idempotency key of this call.
+    """Required. Checkout that will own the reservation, 1..64 characters of
+    [A-Za-z0-9._-]. The idempotency key of this call.
     """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_line_item_pb2.LineItem]:
-        """1..100 lines with distinct SKUs, each quantity 1..10000."""
+        """Required. 1..100 lines with distinct SKUs, each quantity 1..10000."""
 
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
@@ -666,9 +678,9 @@ class ConfirmReservationRequest(_message.Message):
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout whose reservation is sold."""
+    """Required. Checkout whose reservation is sold."""
     order_id: _builtins.str
-    """Order that bought it, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. Order that bought it, 1..64 characters of [A-Za-z0-9._-]."""
     def __init__(
         self,
         *,
@@ -716,9 +728,9 @@ class ReleaseReservationRequest(_message.Message):
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout whose reservation is given back."""
+    """Required. Checkout whose reservation is given back."""
     reason: _builtins.str
-    """Why, for the record, 1..200 characters (e.g. "payment_declined")."""
+    """Required. Why, for the record, 1..200 characters (e.g. "payment_declined")."""
     def __init__(
         self,
         *,
@@ -770,10 +782,10 @@ class ExtendReservationRequest(_message.Message):
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout whose reservation is extended."""
+    """Required. Checkout whose reservation is extended."""
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
-        """New lifetime counted from now, 1 s..24 h."""
+        """Required. New lifetime counted from now, 1 s..24 h."""
 
     def __init__(
         self,
@@ -821,7 +833,7 @@ class GetReservationRequest(_message.Message):
 
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout to look up."""
+    """Required. Checkout to look up."""
     def __init__(
         self,
         *,
@@ -869,12 +881,18 @@ class ReturnStockRequest(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Order whose units come back, 1..64 characters; the idempotency key."""
+    """Required. Order whose units come back, 1..64 characters; the idempotency
+    key.
+    """
     reason: _builtins.str
-    """Why, for the audit trail, 1..200 characters (e.g. "order_cancelled")."""
+    """Required. Why, for the audit trail, 1..200 characters (e.g.
+    "order_cancelled").
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_line_item_pb2.LineItem]:
-        """1..100 lines with distinct SKUs; each at most what the order bought."""
+        """Required. 1..100 lines with distinct SKUs; each at most what the order
+        bought.
+        """
 
     def __init__(
         self,

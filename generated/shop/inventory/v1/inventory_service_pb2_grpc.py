@@ -35,15 +35,22 @@ class InventoryServiceStub:
     reserved == the sum of the lines of ACTIVE reservations for that SKU;
     stock_on_hand == the sum of that SKU's stock movements (the audit trail).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "inventory.shop" and a stable `reason` (listed on each RPC).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "inventory.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field (field paths like "items[2].quantity");
+    a request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
+    (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
-    Any RPC may also answer, with a RetryInfo saying when to retry:
-    ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
-    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
-    too slow, or every connection of this replica is busy; nothing was written.
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow, or every connection of this
+    replica is busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel):
@@ -124,15 +131,22 @@ class InventoryServiceServicer:
     reserved == the sum of the lines of ACTIVE reservations for that SKU;
     stock_on_hand == the sum of that SKU's stock movements (the audit trail).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "inventory.shop" and a stable `reason` (listed on each RPC).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "inventory.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field (field paths like "items[2].quantity");
+    a request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
+    (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
-    Any RPC may also answer, with a RetryInfo saying when to retry:
-    ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
-    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
-    too slow, or every connection of this replica is busy; nothing was written.
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow, or every connection of this
+    replica is busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def UpsertProduct(self, request, context):
@@ -151,7 +165,7 @@ class InventoryServiceServicer:
         """Returns one product with its current stock figures, possibly as old as the
         product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
         CheckAvailability for figures read from the database.
-        Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
+        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,7 +183,14 @@ class InventoryServiceServicer:
 
     def ListProducts(self, request, context):
         """Lists products in SKU order, a page at a time.
-        Errors: INVALID_ARGUMENT (bad page_size or page_token).
+
+        Pagination (AIP-158): a page_size of 0 means the default of 50; a
+        page_size above the maximum of 200 is clamped to 200, not refused; a
+        negative page_size is INVALID_ARGUMENT. page_token is opaque and
+        tamper-evident: a token that was altered or forged, or is reused with
+        different filters (in_stock_only), is INVALID_ARGUMENT (reason
+        INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+        Errors: INVALID_ARGUMENT (negative page_size; bad page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,11 +200,12 @@ class InventoryServiceServicer:
         """Adds a signed delta to a product's stock on hand, with a reason, recorded in
         the audit trail. Idempotent on `idempotency_key`: a replay with the same key
         and the same payload returns the first result and changes nothing.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
+        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
         FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-        reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
-        1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
-        for a different adjustment).
+        reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
+        STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
+        and `stockOnHand`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was
+        used for a different adjustment, metadata `idempotencyKey`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -205,10 +227,11 @@ class InventoryServiceServicer:
         whatever the TTL asked.
         Errors: INVALID_ARGUMENT (including unknown SKUs);
         FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
-        naming each short SKU with requested and available quantities; or
-        RESERVATION_RELEASED when the checkout was released before this call
-        arrived); ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
-        reservation with different lines).
+        naming each short SKU with requested and available quantities, metadata
+        `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
+        checkout was released before this call arrived, metadata `checkoutId`);
+        ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
+        reservation with different lines, metadata `checkoutId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,12 +241,14 @@ class InventoryServiceServicer:
         """Turns a checkout's active reservation into a sale: stock on hand and reserved
         both decrease and the reservation becomes CONFIRMED for `order_id`.
         Idempotent: confirming again for the same order returns the reservation.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-        FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-        RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
-        the order already bought another checkout's reservation). A reservation
-        whose expiry has passed is expired by this call even if the sweeper has
-        not run yet.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+        RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+        `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+        metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
+        order already bought another checkout's reservation, metadata `orderId`).
+        A reservation whose expiry has passed is expired by this call even if the
+        sweeper has not run yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -238,7 +263,7 @@ class InventoryServiceServicer:
         reservation whose expiry has passed ends EXPIRED (zero lines released by
         this call); one already RELEASED or EXPIRED is returned as it is.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
-        stock comes back through ReturnStock).
+        stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -247,9 +272,11 @@ class InventoryServiceServicer:
     def ExtendReservation(self, request, context):
         """Moves an active reservation's expiry to now + ttl (never earlier than it
         already is), for payments that take long. Naturally idempotent.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-        FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED,
-        RESERVATION_CONFIRMED).
+        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+        RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+        `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
+        `checkoutId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -257,7 +284,8 @@ class InventoryServiceServicer:
 
     def GetReservation(self, request, context):
         """Returns a checkout's reservation in its current state.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND).
+        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        `checkoutId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,10 +296,11 @@ class InventoryServiceServicer:
         Idempotent on `order_id`: one return per order; a replay with the same
         lines returns the first result.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
-        reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-        returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
-        ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
-        lines).
+        reservation was confirmed for this order, metadata `orderId`;
+        RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
+        bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
+        and `stockOnHand`); ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's
+        return had different lines, metadata `orderId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -358,15 +387,22 @@ class InventoryService:
     reserved == the sum of the lines of ACTIVE reservations for that SKU;
     stock_on_hand == the sum of that SKU's stock movements (the audit trail).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "inventory.shop" and a stable `reason` (listed on each RPC).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "inventory.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field (field paths like "items[2].quantity");
+    a request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
+    (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
-    Any RPC may also answer, with a RetryInfo saying when to retry:
-    ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
-    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
-    too slow, or every connection of this replica is busy; nothing was written.
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow, or every connection of this
+    replica is busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @staticmethod

@@ -36,15 +36,22 @@ class InventoryServiceStub:
       reserved == the sum of the lines of ACTIVE reservations for that SKU;
       stock_on_hand == the sum of that SKU's stock movements (the audit trail).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "inventory.shop" and a stable `reason` (listed on each RPC).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "inventory.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field (field paths like "items[2].quantity");
+    a request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
+    (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
-    Any RPC may also answer, with a RetryInfo saying when to retry:
-      ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
-      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
-      too slow, or every connection of this replica is busy; nothing was written.
+    Any RPC may also answer:
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow, or every connection of this
+      replica is busy; nothing was written;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_typing.overload
@@ -63,7 +70,7 @@ class InventoryServiceStub:
     """Returns one product with its current stock figures, possibly as old as the
     product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
     CheckAvailability for figures read from the database.
-    Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
+    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
     """
     BatchGetProducts: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchGetProductsRequest, _inventory_service_pb2.BatchGetProductsResponse]
     """Returns up to 100 products at once, in the order asked; SKUs that do not
@@ -73,17 +80,25 @@ class InventoryServiceStub:
     """
     ListProducts: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ListProductsRequest, _inventory_service_pb2.ListProductsResponse]
     """Lists products in SKU order, a page at a time.
-    Errors: INVALID_ARGUMENT (bad page_size or page_token).
+
+    Pagination (AIP-158): a page_size of 0 means the default of 50; a
+    page_size above the maximum of 200 is clamped to 200, not refused; a
+    negative page_size is INVALID_ARGUMENT. page_token is opaque and
+    tamper-evident: a token that was altered or forged, or is reused with
+    different filters (in_stock_only), is INVALID_ARGUMENT (reason
+    INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    Errors: INVALID_ARGUMENT (negative page_size; bad page_token).
     """
     AdjustStock: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.AdjustStockRequest, _inventory_service_pb2.AdjustStockResponse]
     """Adds a signed delta to a product's stock on hand, with a reason, recorded in
     the audit trail. Idempotent on `idempotency_key`: a replay with the same key
     and the same payload returns the first result and changes nothing.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
+    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
     FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-    reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
-    1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
-    for a different adjustment).
+    reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
+    STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
+    and `stockOnHand`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was
+    used for a different adjustment, metadata `idempotencyKey`).
     """
     CheckAvailability: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.CheckAvailabilityRequest, _inventory_service_pb2.CheckAvailabilityResponse]
     """Reports, for each line, how many units are available right now (stock on
@@ -97,21 +112,24 @@ class InventoryServiceStub:
     whatever the TTL asked.
     Errors: INVALID_ARGUMENT (including unknown SKUs);
     FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
-    naming each short SKU with requested and available quantities; or
-    RESERVATION_RELEASED when the checkout was released before this call
-    arrived); ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
-    reservation with different lines).
+    naming each short SKU with requested and available quantities, metadata
+    `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
+    checkout was released before this call arrived, metadata `checkoutId`);
+    ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
+    reservation with different lines, metadata `checkoutId`).
     """
     ConfirmReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ConfirmReservationRequest, _inventory_service_pb2.ConfirmReservationResponse]
     """Turns a checkout's active reservation into a sale: stock on hand and reserved
     both decrease and the reservation becomes CONFIRMED for `order_id`.
     Idempotent: confirming again for the same order returns the reservation.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-    FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-    RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
-    the order already bought another checkout's reservation). A reservation
-    whose expiry has passed is expired by this call even if the sweeper has
-    not run yet.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+    RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+    `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+    metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
+    order already bought another checkout's reservation, metadata `orderId`).
+    A reservation whose expiry has passed is expired by this call even if the
+    sweeper has not run yet.
     """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ReleaseReservationRequest, _inventory_service_pb2.ReleaseReservationResponse]
     """Gives a checkout's reserved units back. Idempotent, and safe to call before
@@ -122,28 +140,32 @@ class InventoryServiceStub:
     reservation whose expiry has passed ends EXPIRED (zero lines released by
     this call); one already RELEASED or EXPIRED is returned as it is.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
-    stock comes back through ReturnStock).
+    stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
     """
     ExtendReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ExtendReservationRequest, _inventory_service_pb2.ExtendReservationResponse]
     """Moves an active reservation's expiry to now + ttl (never earlier than it
     already is), for payments that take long. Naturally idempotent.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-    FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED,
-    RESERVATION_CONFIRMED).
+    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+    RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+    `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
+    `checkoutId`).
     """
     GetReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.GetReservationRequest, _inventory_service_pb2.GetReservationResponse]
     """Returns a checkout's reservation in its current state.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND).
+    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    `checkoutId`).
     """
     ReturnStock: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ReturnStockRequest, _inventory_service_pb2.ReturnStockResponse]
     """Puts sold units of a cancelled or returned order back into stock.
     Idempotent on `order_id`: one return per order; a replay with the same
     lines returns the first result.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
-    reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-    returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
-    ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
-    lines).
+    reservation was confirmed for this order, metadata `orderId`;
+    RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
+    bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
+    and `stockOnHand`); ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's
+    return had different lines, metadata `orderId`).
     """
 
 @_typing.type_check_only
@@ -157,15 +179,22 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
       reserved == the sum of the lines of ACTIVE reservations for that SKU;
       stock_on_hand == the sum of that SKU's stock movements (the audit trail).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "inventory.shop" and a stable `reason` (listed on each RPC).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "inventory.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field (field paths like "items[2].quantity");
+    a request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
+    (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
-    Any RPC may also answer, with a RetryInfo saying when to retry:
-      ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
-      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
-      too slow, or every connection of this replica is busy; nothing was written.
+    Any RPC may also answer:
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow, or every connection of this
+      replica is busy; nothing was written;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -181,7 +210,7 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Returns one product with its current stock figures, possibly as old as the
     product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
     CheckAvailability for figures read from the database.
-    Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
+    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
     """
     BatchGetProducts: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchGetProductsRequest, _inventory_service_pb2.BatchGetProductsResponse]  # type: ignore[assignment]
     """Returns up to 100 products at once, in the order asked; SKUs that do not
@@ -191,17 +220,25 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """
     ListProducts: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ListProductsRequest, _inventory_service_pb2.ListProductsResponse]  # type: ignore[assignment]
     """Lists products in SKU order, a page at a time.
-    Errors: INVALID_ARGUMENT (bad page_size or page_token).
+
+    Pagination (AIP-158): a page_size of 0 means the default of 50; a
+    page_size above the maximum of 200 is clamped to 200, not refused; a
+    negative page_size is INVALID_ARGUMENT. page_token is opaque and
+    tamper-evident: a token that was altered or forged, or is reused with
+    different filters (in_stock_only), is INVALID_ARGUMENT (reason
+    INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    Errors: INVALID_ARGUMENT (negative page_size; bad page_token).
     """
     AdjustStock: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.AdjustStockRequest, _inventory_service_pb2.AdjustStockResponse]  # type: ignore[assignment]
     """Adds a signed delta to a product's stock on hand, with a reason, recorded in
     the audit trail. Idempotent on `idempotency_key`: a replay with the same key
     and the same payload returns the first result and changes nothing.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
+    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
     FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-    reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
-    1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
-    for a different adjustment).
+    reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
+    STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
+    and `stockOnHand`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was
+    used for a different adjustment, metadata `idempotencyKey`).
     """
     CheckAvailability: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.CheckAvailabilityRequest, _inventory_service_pb2.CheckAvailabilityResponse]  # type: ignore[assignment]
     """Reports, for each line, how many units are available right now (stock on
@@ -215,21 +252,24 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     whatever the TTL asked.
     Errors: INVALID_ARGUMENT (including unknown SKUs);
     FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
-    naming each short SKU with requested and available quantities; or
-    RESERVATION_RELEASED when the checkout was released before this call
-    arrived); ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
-    reservation with different lines).
+    naming each short SKU with requested and available quantities, metadata
+    `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
+    checkout was released before this call arrived, metadata `checkoutId`);
+    ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
+    reservation with different lines, metadata `checkoutId`).
     """
     ConfirmReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ConfirmReservationRequest, _inventory_service_pb2.ConfirmReservationResponse]  # type: ignore[assignment]
     """Turns a checkout's active reservation into a sale: stock on hand and reserved
     both decrease and the reservation becomes CONFIRMED for `order_id`.
     Idempotent: confirming again for the same order returns the reservation.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-    FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-    RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
-    the order already bought another checkout's reservation). A reservation
-    whose expiry has passed is expired by this call even if the sweeper has
-    not run yet.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+    RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+    `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+    metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
+    order already bought another checkout's reservation, metadata `orderId`).
+    A reservation whose expiry has passed is expired by this call even if the
+    sweeper has not run yet.
     """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ReleaseReservationRequest, _inventory_service_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
     """Gives a checkout's reserved units back. Idempotent, and safe to call before
@@ -240,28 +280,32 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     reservation whose expiry has passed ends EXPIRED (zero lines released by
     this call); one already RELEASED or EXPIRED is returned as it is.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
-    stock comes back through ReturnStock).
+    stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
     """
     ExtendReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ExtendReservationRequest, _inventory_service_pb2.ExtendReservationResponse]  # type: ignore[assignment]
     """Moves an active reservation's expiry to now + ttl (never earlier than it
     already is), for payments that take long. Naturally idempotent.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-    FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED,
-    RESERVATION_CONFIRMED).
+    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+    RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+    `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
+    `checkoutId`).
     """
     GetReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.GetReservationRequest, _inventory_service_pb2.GetReservationResponse]  # type: ignore[assignment]
     """Returns a checkout's reservation in its current state.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND).
+    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    `checkoutId`).
     """
     ReturnStock: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ReturnStockRequest, _inventory_service_pb2.ReturnStockResponse]  # type: ignore[assignment]
     """Puts sold units of a cancelled or returned order back into stock.
     Idempotent on `order_id`: one return per order; a replay with the same
     lines returns the first result.
     Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
-    reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-    returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
-    ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
-    lines).
+    reservation was confirmed for this order, metadata `orderId`;
+    RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
+    bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
+    and `stockOnHand`); ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's
+    return had different lines, metadata `orderId`).
     """
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -274,15 +318,22 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
       reserved == the sum of the lines of ACTIVE reservations for that SKU;
       stock_on_hand == the sum of that SKU's stock movements (the audit trail).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "inventory.shop" and a stable `reason` (listed on each RPC).
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "inventory.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field (field paths like "items[2].quantity");
+    a request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
+    (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
-    Any RPC may also answer, with a RetryInfo saying when to retry:
-      ABORTED (CONFLICT): concurrent requests kept conflicting; nothing was written;
-      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY): PostgreSQL is unreachable,
-      too slow, or every connection of this replica is busy; nothing was written.
+    Any RPC may also answer:
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow, or every connection of this
+      replica is busy; nothing was written;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_abc_1.abstractmethod
@@ -308,7 +359,7 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one product with its current stock figures, possibly as old as the
         product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
         CheckAvailability for figures read from the database.
-        Errors: INVALID_ARGUMENT, NOT_FOUND (reason PRODUCT_NOT_FOUND).
+        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
         """
 
     @_abc_1.abstractmethod
@@ -330,7 +381,14 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.ListProductsResponse, _abc.Awaitable[_inventory_service_pb2.ListProductsResponse]]:
         """Lists products in SKU order, a page at a time.
-        Errors: INVALID_ARGUMENT (bad page_size or page_token).
+
+        Pagination (AIP-158): a page_size of 0 means the default of 50; a
+        page_size above the maximum of 200 is clamped to 200, not refused; a
+        negative page_size is INVALID_ARGUMENT. page_token is opaque and
+        tamper-evident: a token that was altered or forged, or is reused with
+        different filters (in_stock_only), is INVALID_ARGUMENT (reason
+        INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+        Errors: INVALID_ARGUMENT (negative page_size; bad page_token).
         """
 
     @_abc_1.abstractmethod
@@ -342,11 +400,12 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds a signed delta to a product's stock on hand, with a reason, recorded in
         the audit trail. Idempotent on `idempotency_key`: a replay with the same key
         and the same payload returns the first result and changes nothing.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND);
+        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
         FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
-        reserved, or below zero; STOCK_LIMIT_EXCEEDED: stock would pass
-        1000000000 units); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used
-        for a different adjustment).
+        reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
+        STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
+        and `stockOnHand`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was
+        used for a different adjustment, metadata `idempotencyKey`).
         """
 
     @_abc_1.abstractmethod
@@ -372,10 +431,11 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         whatever the TTL asked.
         Errors: INVALID_ARGUMENT (including unknown SKUs);
         FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
-        naming each short SKU with requested and available quantities; or
-        RESERVATION_RELEASED when the checkout was released before this call
-        arrived); ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
-        reservation with different lines).
+        naming each short SKU with requested and available quantities, metadata
+        `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
+        checkout was released before this call arrived, metadata `checkoutId`);
+        ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
+        reservation with different lines, metadata `checkoutId`).
         """
 
     @_abc_1.abstractmethod
@@ -387,12 +447,14 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Turns a checkout's active reservation into a sale: stock on hand and reserved
         both decrease and the reservation becomes CONFIRMED for `order_id`.
         Idempotent: confirming again for the same order returns the reservation.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-        FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED, or
-        RESERVATION_CONFIRMED_FOR_OTHER_ORDER); ALREADY_EXISTS (ORDER_ID_IN_USE:
-        the order already bought another checkout's reservation). A reservation
-        whose expiry has passed is expired by this call even if the sweeper has
-        not run yet.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+        RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+        `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+        metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
+        order already bought another checkout's reservation, metadata `orderId`).
+        A reservation whose expiry has passed is expired by this call even if the
+        sweeper has not run yet.
         """
 
     @_abc_1.abstractmethod
@@ -409,7 +471,7 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         reservation whose expiry has passed ends EXPIRED (zero lines released by
         this call); one already RELEASED or EXPIRED is returned as it is.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
-        stock comes back through ReturnStock).
+        stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
         """
 
     @_abc_1.abstractmethod
@@ -420,9 +482,11 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inventory_service_pb2.ExtendReservationResponse, _abc.Awaitable[_inventory_service_pb2.ExtendReservationResponse]]:
         """Moves an active reservation's expiry to now + ttl (never earlier than it
         already is), for payments that take long. Naturally idempotent.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND);
-        FAILED_PRECONDITION (RESERVATION_EXPIRED, RESERVATION_RELEASED,
-        RESERVATION_CONFIRMED).
+        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+        RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
+        `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
+        `checkoutId`).
         """
 
     @_abc_1.abstractmethod
@@ -432,7 +496,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.GetReservationResponse, _abc.Awaitable[_inventory_service_pb2.GetReservationResponse]]:
         """Returns a checkout's reservation in its current state.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND).
+        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        `checkoutId`).
         """
 
     @_abc_1.abstractmethod
@@ -445,10 +510,11 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent on `order_id`: one return per order; a replay with the same
         lines returns the first result.
         Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
-        reservation was confirmed for this order; RETURN_EXCEEDS_SOLD: a line
-        returns more units of a SKU than the order bought; STOCK_LIMIT_EXCEEDED);
-        ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's return had different
-        lines).
+        reservation was confirmed for this order, metadata `orderId`;
+        RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
+        bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
+        and `stockOnHand`); ALREADY_EXISTS (ORDER_ALREADY_RETURNED: the order's
+        return had different lines, metadata `orderId`).
         """
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -82,7 +82,9 @@ Global___NotificationStatus: _TypeAlias = NotificationStatus  # noqa: Y015
 
 @_typing.final
 class Notification(_message.Message):
-    """One message to a customer about an order event."""
+    """One message to a customer about an order event. The service writes every
+    field; this API only reads notifications.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -102,46 +104,52 @@ class Notification(_message.Message):
     SEND_TIME_FIELD_NUMBER: _builtins.int
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
     notification_id: _builtins.str
-    """Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by the service."""
+    """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
+    the service.
+    """
     user_id: _builtins.str
-    """The customer."""
+    """Output only. The customer."""
     order_id: _builtins.str
-    """The order the notification is about."""
+    """Output only. The order the notification is about."""
     event_id: _builtins.str
-    """The order event that caused it (OrderEvent.event_id); one notification
-    per event and channel.
+    """Output only. The order event that caused it (OrderEvent.event_id); one
+    notification per event and channel.
     """
     channel: Global___NotificationChannel.ValueType
-    """How it is sent."""
+    """Output only. How it is sent."""
     template: _builtins.str
-    """Template name, e.g. "order_confirmed", "order_shipped"."""
+    """Output only. Template name, e.g. "order_confirmed", "order_shipped"."""
     recipient: _builtins.str
-    """Recipient: an e-mail address for EMAIL; empty for LOG."""
+    """Output only. Recipient: the order's customer_email for EMAIL; empty for
+    LOG.
+    """
     subject: _builtins.str
-    """Rendered subject line."""
+    """Output only. Rendered subject line."""
     status: Global___NotificationStatus.ValueType
-    """Delivery state."""
+    """Output only. Delivery state."""
     attempts: _builtins.int
-    """Send attempts made so far, 0..max attempts (configurable, 5 by default)."""
+    """Output only. Send attempts made so far, 0..max attempts (configurable, 5
+    by default).
+    """
     last_error: _builtins.str
-    """Error of the last failed attempt, e.g. "smtp 451 try again later"; empty
-    when none failed.
+    """Output only. Error of the last failed attempt, e.g. "smtp 451 try again
+    later"; empty when none failed.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the notification was recorded."""
+        """Output only. When the notification was recorded."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When it last changed."""
+        """Output only. When it last changed."""
 
     @_builtins.property
     def send_time(self) -> _timestamp_pb2.Timestamp:
-        """When it was SENT."""
+        """Output only. When it was SENT."""
 
     @_builtins.property
     def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
-        """When the next attempt is due; set while FAILED."""
+        """Output only. When the next attempt is due; set while FAILED."""
 
     def __init__(
         self,
@@ -187,7 +195,9 @@ class ListNotificationsRequest(_message.Message):
     order_id: _builtins.str
     """One order's notifications, 1..64 characters of [A-Za-z0-9._-]."""
     page_size: _builtins.int
-    """Page size, 0..100; 0 means the default of 20."""
+    """Page size: 0 means the default of 50; above 200 is clamped to 200;
+    negative is INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
     """Opaque token from a previous response's next_page_token; empty for the
     first page. Only valid with the same filter.

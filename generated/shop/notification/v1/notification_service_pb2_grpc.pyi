@@ -37,12 +37,25 @@ class NotificationServiceStub:
     left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
 
     This API only reads what was sent. Reads act for the end user named by the
-    signed JWT in metadata `authorization: Bearer <jwt>` (claim `sub`); trusted
-    mesh callers authenticated by mTLS (operators' tools) may read any user's.
+    signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
+    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
+    may read any user's.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; PERMISSION_DENIED carries an ErrorInfo
-    with domain "notification.shop" and a stable `reason`.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "notification.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field; a request that cannot be decoded is
+    INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo metadata keys are
+    lowerCamelCase (metadata `userId`), and a status in metadata is the enum
+    value name (metadata `status=NOTIFICATION_STATUS_SENT`), never a lower-case
+    word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+      no valid end-user JWT and no trusted mesh identity;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow or busy;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_typing.overload
@@ -53,8 +66,15 @@ class NotificationServiceStub:
     """Lists the notifications of one user or of one order, newest first, a page
     at a time. An order with no notifications (or not the caller's) gives an
     empty list, so order ids cannot be probed.
-    Errors: INVALID_ARGUMENT (neither or both of user_id and order_id, bad
-    page_size, or a page_token from a different query); PERMISSION_DENIED
+
+    Pagination (AIP-158): a page_size of 0 means the default of 50; a
+    page_size above the maximum of 200 is clamped to 200, not refused; a
+    negative page_size is INVALID_ARGUMENT. page_token is opaque and
+    tamper-evident: a token that was altered or forged, or is reused with
+    different filters (user_id or order_id), is INVALID_ARGUMENT (reason
+    INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    Errors: INVALID_ARGUMENT (neither or both of user_id and order_id, a
+    negative page_size, or a bad page_token); PERMISSION_DENIED
     (OWNER_MISMATCH: user_id is not the JWT's `sub`).
     """
 
@@ -70,12 +90,25 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
 
     This API only reads what was sent. Reads act for the end user named by the
-    signed JWT in metadata `authorization: Bearer <jwt>` (claim `sub`); trusted
-    mesh callers authenticated by mTLS (operators' tools) may read any user's.
+    signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
+    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
+    may read any user's.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; PERMISSION_DENIED carries an ErrorInfo
-    with domain "notification.shop" and a stable `reason`.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "notification.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field; a request that cannot be decoded is
+    INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo metadata keys are
+    lowerCamelCase (metadata `userId`), and a status in metadata is the enum
+    value name (metadata `status=NOTIFICATION_STATUS_SENT`), never a lower-case
+    word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+      no valid end-user JWT and no trusted mesh identity;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow or busy;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -83,8 +116,15 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """Lists the notifications of one user or of one order, newest first, a page
     at a time. An order with no notifications (or not the caller's) gives an
     empty list, so order ids cannot be probed.
-    Errors: INVALID_ARGUMENT (neither or both of user_id and order_id, bad
-    page_size, or a page_token from a different query); PERMISSION_DENIED
+
+    Pagination (AIP-158): a page_size of 0 means the default of 50; a
+    page_size above the maximum of 200 is clamped to 200, not refused; a
+    negative page_size is INVALID_ARGUMENT. page_token is opaque and
+    tamper-evident: a token that was altered or forged, or is reused with
+    different filters (user_id or order_id), is INVALID_ARGUMENT (reason
+    INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    Errors: INVALID_ARGUMENT (neither or both of user_id and order_id, a
+    negative page_size, or a bad page_token); PERMISSION_DENIED
     (OWNER_MISMATCH: user_id is not the JWT's `sub`).
     """
 
@@ -99,12 +139,25 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
 
     This API only reads what was sent. Reads act for the end user named by the
-    signed JWT in metadata `authorization: Bearer <jwt>` (claim `sub`); trusted
-    mesh callers authenticated by mTLS (operators' tools) may read any user's.
+    signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
+    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
+    may read any user's.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; PERMISSION_DENIED carries an ErrorInfo
-    with domain "notification.shop" and a stable `reason`.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "notification.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest
+    with one field violation per bad field; a request that cannot be decoded is
+    INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo metadata keys are
+    lowerCamelCase (metadata `userId`), and a status in metadata is the enum
+    value name (metadata `status=NOTIFICATION_STATUS_SENT`), never a lower-case
+    word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+      no valid end-user JWT and no trusted mesh identity;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow or busy;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_abc_1.abstractmethod
@@ -116,8 +169,15 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the notifications of one user or of one order, newest first, a page
         at a time. An order with no notifications (or not the caller's) gives an
         empty list, so order ids cannot be probed.
-        Errors: INVALID_ARGUMENT (neither or both of user_id and order_id, bad
-        page_size, or a page_token from a different query); PERMISSION_DENIED
+
+        Pagination (AIP-158): a page_size of 0 means the default of 50; a
+        page_size above the maximum of 200 is clamped to 200, not refused; a
+        negative page_size is INVALID_ARGUMENT. page_token is opaque and
+        tamper-evident: a token that was altered or forged, or is reused with
+        different filters (user_id or order_id), is INVALID_ARGUMENT (reason
+        INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+        Errors: INVALID_ARGUMENT (neither or both of user_id and order_id, a
+        negative page_size, or a bad page_token); PERMISSION_DENIED
         (OWNER_MISMATCH: user_id is not the JWT's `sub`).
         """
 

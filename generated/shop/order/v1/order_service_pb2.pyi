@@ -143,18 +143,20 @@ class OrderLine(_message.Message):
     UNIT_PRICE_FIELD_NUMBER: _builtins.int
     LINE_TOTAL_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
-    """Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]; unique in the order."""
+    """Required. Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]; unique in
+    the order.
+    """
     product_name: _builtins.str
-    """Product display name at purchase time, 1..200 characters."""
+    """Required. Product display name at purchase time, 1..200 characters."""
     quantity: _builtins.int
-    """Units, 1..99."""
+    """Required. Units, 1..99."""
     @_builtins.property
     def unit_price(self) -> _money_pb2.Money:
-        """Price of one unit, amount_minor >= 0."""
+        """Required. Price of one unit, amount_minor >= 0."""
 
     @_builtins.property
     def line_total(self) -> _money_pb2.Money:
-        """unit_price * quantity."""
+        """Required. unit_price * quantity."""
 
     def __init__(
         self,
@@ -253,11 +255,13 @@ class Order(_message.Message):
     SHIP_TIME_FIELD_NUMBER: _builtins.int
     DELIVER_TIME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by the service."""
+    """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
+    the service.
+    """
     checkout_id: _builtins.str
-    """The checkout that created the order; unique."""
+    """Immutable. The checkout that created the order; unique."""
     user_id: _builtins.str
-    """The buyer."""
+    """Immutable. The buyer."""
     customer_email: _builtins.str
     """Address for order notifications; may be empty (then notifications are
     logged only).
@@ -265,13 +269,13 @@ class Order(_message.Message):
     payment_id: _builtins.str
     """The payment that pays for the order."""
     status: Global___OrderStatus.ValueType
-    """Current state."""
+    """Output only. Current state."""
     shipping_method: _shipping_service_pb2.ShippingMethod.ValueType
     """How to ship."""
     tracking_number: _builtins.str
-    """Carrier's tracking number; set once SHIPPED."""
+    """Output only. Carrier's tracking number; set once SHIPPED (MarkShipped)."""
     carrier: _builtins.str
-    """Carrier name; set once SHIPPED when known."""
+    """Output only. Carrier name; set once SHIPPED when known."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
         """Lines bought, in checkout order; 1..100."""
@@ -298,27 +302,27 @@ class Order(_message.Message):
 
     @_builtins.property
     def cancellation(self) -> Global___Cancellation:
-        """Set once CANCELLED."""
+        """Output only. Set once CANCELLED."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the order was created (PENDING)."""
+        """Output only. When the order was created (PENDING)."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the order last changed."""
+        """Output only. When the order last changed."""
 
     @_builtins.property
     def confirm_time(self) -> _timestamp_pb2.Timestamp:
-        """When it became CONFIRMED."""
+        """Output only. When it became CONFIRMED."""
 
     @_builtins.property
     def ship_time(self) -> _timestamp_pb2.Timestamp:
-        """When it became SHIPPED."""
+        """Output only. When it became SHIPPED."""
 
     @_builtins.property
     def deliver_time(self) -> _timestamp_pb2.Timestamp:
-        """When it became DELIVERED."""
+        """Output only. When it became DELIVERED."""
 
     def __init__(
         self,
@@ -371,40 +375,40 @@ class CreateOrderRequest(_message.Message):
     SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout creating the order, 1..64 characters of [A-Za-z0-9._-]; the
-    idempotency key of this call.
+    """Required. Checkout creating the order, 1..64 characters of [A-Za-z0-9._-];
+    the idempotency key of this call.
     """
     user_id: _builtins.str
-    """The buyer, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. The buyer, 1..64 characters of [A-Za-z0-9._-]."""
     customer_email: _builtins.str
     """Address for notifications, 0..254 characters; empty means none."""
     payment_id: _builtins.str
-    """The authorized payment, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. The authorized payment, 1..64 characters of [A-Za-z0-9._-]."""
     shipping_method: _shipping_service_pb2.ShippingMethod.ValueType
-    """How to ship; must not be UNSPECIFIED."""
+    """Required. How to ship; must not be UNSPECIFIED."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
-        """1..100 lines with distinct SKUs."""
+        """Required. 1..100 lines with distinct SKUs."""
 
     @_builtins.property
     def subtotal(self) -> _money_pb2.Money:
-        """Sum of line totals."""
+        """Required. Sum of line totals."""
 
     @_builtins.property
     def shipping_cost(self) -> _money_pb2.Money:
-        """Shipping charged, >= 0."""
+        """Required. Shipping charged, >= 0."""
 
     @_builtins.property
     def tax(self) -> _money_pb2.Money:
-        """Tax charged, >= 0."""
+        """Required. Tax charged, >= 0."""
 
     @_builtins.property
     def total(self) -> _money_pb2.Money:
-        """subtotal + shipping_cost + tax."""
+        """Required. subtotal + shipping_cost + tax."""
 
     @_builtins.property
     def shipping_address(self) -> _address_pb2.Address:
-        """Where to ship; required."""
+        """Required. Where to ship."""
 
     def __init__(
         self,
@@ -465,7 +469,7 @@ class ConfirmOrderRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Order to confirm."""
+    """Required. Order to confirm."""
     def __init__(
         self,
         *,
@@ -515,7 +519,7 @@ class GetOrderRequest(_message.Message):
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Order to read."""
+    """Required. Order to read."""
     def __init__(
         self,
         *,
@@ -564,9 +568,13 @@ class ListOrdersRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
-    """Whose orders, 1..64 characters of [A-Za-z0-9._-]; must be the caller."""
+    """Required. Whose orders, 1..64 characters of [A-Za-z0-9._-]; must be the
+    caller.
+    """
     page_size: _builtins.int
-    """Page size, 0..100; 0 means the default of 20."""
+    """Page size: 0 means the default of 50; above 200 is clamped to 200;
+    negative is INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
     """Opaque token from a previous response's next_page_token; empty for the
     first page. Only valid with the same user_id and statuses.
@@ -632,14 +640,14 @@ class CancelOrderRequest(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Order to cancel."""
+    """Required. Order to cancel."""
     reason: Global___CancelReason.ValueType
-    """Why; must not be UNSPECIFIED."""
+    """Required. Why; must not be UNSPECIFIED."""
     note: _builtins.str
     """Free text for the record, 0..500 characters."""
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries of one
-    cancellation reuse it.
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries
+    of one cancellation reuse it.
     """
     def __init__(
         self,
@@ -700,9 +708,9 @@ class MarkShippedRequest(_message.Message):
     CARRIER_FIELD_NUMBER: _builtins.int
     SHIP_TIME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Order handed to the carrier."""
+    """Required. Order handed to the carrier."""
     tracking_number: _builtins.str
-    """Carrier's tracking number, 1..64 characters of [A-Za-z0-9-]."""
+    """Required. Carrier's tracking number, 1..64 characters of [A-Za-z0-9-]."""
     carrier: _builtins.str
     """Carrier name, 0..64 characters."""
     @_builtins.property
@@ -762,7 +770,7 @@ class MarkDeliveredRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     DELIVER_TIME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Order delivered."""
+    """Required. Order delivered."""
     @_builtins.property
     def deliver_time(self) -> _timestamp_pb2.Timestamp:
         """When the carrier delivered it; unset means now. Not before ship_time nor in

@@ -37,19 +37,31 @@ class OrderServiceStub:
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT in metadata
-    `authorization: Bearer <jwt>` (claim `sub`); another user's order is
-    reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
+    Scope: reads act for the end user named by the signed JWT sent in the gRPC
+    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
+    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
     MarkShipped and MarkDelivered are for trusted mesh callers only
     (authenticated by mTLS: the gateway, fulfilment, operators); others get
     PERMISSION_DENIED (CALLER_NOT_ALLOWED).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "lines[1].line_total");
-    FAILED_PRECONDITION, ALREADY_EXISTS, NOT_FOUND and PERMISSION_DENIED carry an
-    ErrorInfo with domain "order.shop" and a stable `reason` (listed on each
-    RPC). Transitions that are refused because of the order's state use metadata
-    "status" for the current OrderStatus name.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "order.shop" and a stable `reason`, listed on each RPC with its status
+    code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest with one
+    field violation per bad field (field paths like "lines[1].line_total"); a
+    request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `orderId`). Transitions that are refused because of the order's state carry
+    metadata `status` with the current OrderStatus value name (e.g. metadata
+    `status=ORDER_STATUS_SHIPPED`), never a lower-case word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+      a read without a valid end-user JWT;
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_typing.overload
@@ -65,14 +77,15 @@ class OrderServiceStub:
     currency; otherwise INVALID_ARGUMENT.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
     ALREADY_EXISTS (CHECKOUT_ALREADY_ORDERED: the checkout has an order with a
-    different payload, metadata "order_id").
+    different payload, metadata `orderId`).
     """
     ConfirmOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ConfirmOrderRequest, _order_service_pb2.ConfirmOrderResponse]
     """Moves a PENDING order to CONFIRMED once its payment is captured (the
     gateway's saga calls it after CapturePayment). Naturally idempotent:
     confirming a CONFIRMED (or later) order returns it.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED).
+    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED, metadata
+    `status`).
     """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.GetOrderRequest, _order_service_pb2.GetOrderResponse]
     """Returns one order, always current (read from PostgreSQL).
@@ -81,8 +94,16 @@ class OrderServiceStub:
     ListOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListOrdersRequest, _order_service_pb2.ListOrdersResponse]
     """Lists a user's orders, newest first, a page at a time, optionally only
     those in given statuses.
-    Errors: INVALID_ARGUMENT (bad page_size, or a page_token from a different
-    query); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's `sub`).
+
+    Pagination (AIP-158): a page_size of 0 means the default of 50; a
+    page_size above the maximum of 200 is clamped to 200, not refused; a
+    negative page_size is INVALID_ARGUMENT. page_token is opaque and
+    tamper-evident: a token that was altered or forged, or is reused with
+    different filters (user_id, statuses), is INVALID_ARGUMENT (reason
+    INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    Errors: INVALID_ARGUMENT (including a negative page_size or a bad
+    page_token); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's
+    `sub`).
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
     """Cancels a PENDING or CONFIRMED order and, exactly once, gives its money and
@@ -95,25 +116,27 @@ class OrderServiceStub:
     returns the first result. Cancelling an order that is already CANCELLED
     with another key succeeds with `already_cancelled` set and changes nothing.
     Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND);
-    FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED);
-    ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a different
-    order or reason).
+    FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata
+    `status`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a
+    different order or reason, metadata `idempotencyKey`).
     """
     MarkShipped: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.MarkShippedRequest, _order_service_pb2.MarkShippedResponse]
     """Moves a CONFIRMED order to SHIPPED with the carrier's tracking number.
     Naturally idempotent: marking a SHIPPED order with the same tracking number
     returns it.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_NOT_CONFIRMED:
-    still PENDING; ORDER_CANCELLED; ORDER_ALREADY_SHIPPED: SHIPPED or
-    DELIVERED with a different tracking number, metadata "tracking_number").
+    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
+    (ORDER_NOT_CONFIRMED: still PENDING; ORDER_CANCELLED;
+    ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different tracking
+    number, also metadata `trackingNumber`).
     """
     MarkDelivered: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.MarkDeliveredRequest, _order_service_pb2.MarkDeliveredResponse]
     """Moves a SHIPPED order to DELIVERED. Naturally idempotent: marking a
     DELIVERED order returns it.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_NOT_SHIPPED:
-    PENDING or CONFIRMED; ORDER_CANCELLED).
+    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
+    (ORDER_NOT_SHIPPED: PENDING or CONFIRMED, e.g. metadata
+    `status=ORDER_STATUS_CONFIRMED`; ORDER_CANCELLED).
     """
 
 @_typing.type_check_only
@@ -128,19 +151,31 @@ class OrderServiceAsyncStub(OrderServiceStub):
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT in metadata
-    `authorization: Bearer <jwt>` (claim `sub`); another user's order is
-    reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
+    Scope: reads act for the end user named by the signed JWT sent in the gRPC
+    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
+    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
     MarkShipped and MarkDelivered are for trusted mesh callers only
     (authenticated by mTLS: the gateway, fulfilment, operators); others get
     PERMISSION_DENIED (CALLER_NOT_ALLOWED).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "lines[1].line_total");
-    FAILED_PRECONDITION, ALREADY_EXISTS, NOT_FOUND and PERMISSION_DENIED carry an
-    ErrorInfo with domain "order.shop" and a stable `reason` (listed on each
-    RPC). Transitions that are refused because of the order's state use metadata
-    "status" for the current OrderStatus name.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "order.shop" and a stable `reason`, listed on each RPC with its status
+    code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest with one
+    field violation per bad field (field paths like "lines[1].line_total"); a
+    request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `orderId`). Transitions that are refused because of the order's state carry
+    metadata `status` with the current OrderStatus value name (e.g. metadata
+    `status=ORDER_STATUS_SHIPPED`), never a lower-case word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+      a read without a valid end-user JWT;
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -153,14 +188,15 @@ class OrderServiceAsyncStub(OrderServiceStub):
     currency; otherwise INVALID_ARGUMENT.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
     ALREADY_EXISTS (CHECKOUT_ALREADY_ORDERED: the checkout has an order with a
-    different payload, metadata "order_id").
+    different payload, metadata `orderId`).
     """
     ConfirmOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ConfirmOrderRequest, _order_service_pb2.ConfirmOrderResponse]  # type: ignore[assignment]
     """Moves a PENDING order to CONFIRMED once its payment is captured (the
     gateway's saga calls it after CapturePayment). Naturally idempotent:
     confirming a CONFIRMED (or later) order returns it.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED).
+    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED, metadata
+    `status`).
     """
     GetOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.GetOrderRequest, _order_service_pb2.GetOrderResponse]  # type: ignore[assignment]
     """Returns one order, always current (read from PostgreSQL).
@@ -169,8 +205,16 @@ class OrderServiceAsyncStub(OrderServiceStub):
     ListOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListOrdersRequest, _order_service_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """Lists a user's orders, newest first, a page at a time, optionally only
     those in given statuses.
-    Errors: INVALID_ARGUMENT (bad page_size, or a page_token from a different
-    query); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's `sub`).
+
+    Pagination (AIP-158): a page_size of 0 means the default of 50; a
+    page_size above the maximum of 200 is clamped to 200, not refused; a
+    negative page_size is INVALID_ARGUMENT. page_token is opaque and
+    tamper-evident: a token that was altered or forged, or is reused with
+    different filters (user_id, statuses), is INVALID_ARGUMENT (reason
+    INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    Errors: INVALID_ARGUMENT (including a negative page_size or a bad
+    page_token); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's
+    `sub`).
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels a PENDING or CONFIRMED order and, exactly once, gives its money and
@@ -183,25 +227,27 @@ class OrderServiceAsyncStub(OrderServiceStub):
     returns the first result. Cancelling an order that is already CANCELLED
     with another key succeeds with `already_cancelled` set and changes nothing.
     Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND);
-    FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED);
-    ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a different
-    order or reason).
+    FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata
+    `status`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a
+    different order or reason, metadata `idempotencyKey`).
     """
     MarkShipped: _aio.UnaryUnaryMultiCallable[_order_service_pb2.MarkShippedRequest, _order_service_pb2.MarkShippedResponse]  # type: ignore[assignment]
     """Moves a CONFIRMED order to SHIPPED with the carrier's tracking number.
     Naturally idempotent: marking a SHIPPED order with the same tracking number
     returns it.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_NOT_CONFIRMED:
-    still PENDING; ORDER_CANCELLED; ORDER_ALREADY_SHIPPED: SHIPPED or
-    DELIVERED with a different tracking number, metadata "tracking_number").
+    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
+    (ORDER_NOT_CONFIRMED: still PENDING; ORDER_CANCELLED;
+    ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different tracking
+    number, also metadata `trackingNumber`).
     """
     MarkDelivered: _aio.UnaryUnaryMultiCallable[_order_service_pb2.MarkDeliveredRequest, _order_service_pb2.MarkDeliveredResponse]  # type: ignore[assignment]
     """Moves a SHIPPED order to DELIVERED. Naturally idempotent: marking a
     DELIVERED order returns it.
     Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_NOT_SHIPPED:
-    PENDING or CONFIRMED; ORDER_CANCELLED).
+    NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
+    (ORDER_NOT_SHIPPED: PENDING or CONFIRMED, e.g. metadata
+    `status=ORDER_STATUS_CONFIRMED`; ORDER_CANCELLED).
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -215,19 +261,31 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT in metadata
-    `authorization: Bearer <jwt>` (claim `sub`); another user's order is
-    reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
+    Scope: reads act for the end user named by the signed JWT sent in the gRPC
+    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
+    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
     MarkShipped and MarkDelivered are for trusted mesh callers only
     (authenticated by mTLS: the gateway, fulfilment, operators); others get
     PERMISSION_DENIED (CALLER_NOT_ALLOWED).
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "lines[1].line_total");
-    FAILED_PRECONDITION, ALREADY_EXISTS, NOT_FOUND and PERMISSION_DENIED carry an
-    ErrorInfo with domain "order.shop" and a stable `reason` (listed on each
-    RPC). Transitions that are refused because of the order's state use metadata
-    "status" for the current OrderStatus name.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "order.shop" and a stable `reason`, listed on each RPC with its status
+    code. INVALID_ARGUMENT has reason INVALID_ARGUMENT and a BadRequest with one
+    field violation per bad field (field paths like "lines[1].line_total"); a
+    request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `orderId`). Transitions that are refused because of the order's state carry
+    metadata `status` with the current OrderStatus value name (e.g. metadata
+    `status=ORDER_STATUS_SHIPPED`), never a lower-case word.
+
+    Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+      a read without a valid end-user JWT;
+      ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+      nothing was written;
+      UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+      RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+      INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @_abc_1.abstractmethod
@@ -244,7 +302,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         currency; otherwise INVALID_ARGUMENT.
         Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
         ALREADY_EXISTS (CHECKOUT_ALREADY_ORDERED: the checkout has an order with a
-        different payload, metadata "order_id").
+        different payload, metadata `orderId`).
         """
 
     @_abc_1.abstractmethod
@@ -257,7 +315,8 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         gateway's saga calls it after CapturePayment). Naturally idempotent:
         confirming a CONFIRMED (or later) order returns it.
         Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-        NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED).
+        NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED, metadata
+        `status`).
         """
 
     @_abc_1.abstractmethod
@@ -278,8 +337,16 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_order_service_pb2.ListOrdersResponse, _abc.Awaitable[_order_service_pb2.ListOrdersResponse]]:
         """Lists a user's orders, newest first, a page at a time, optionally only
         those in given statuses.
-        Errors: INVALID_ARGUMENT (bad page_size, or a page_token from a different
-        query); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's `sub`).
+
+        Pagination (AIP-158): a page_size of 0 means the default of 50; a
+        page_size above the maximum of 200 is clamped to 200, not refused; a
+        negative page_size is INVALID_ARGUMENT. page_token is opaque and
+        tamper-evident: a token that was altered or forged, or is reused with
+        different filters (user_id, statuses), is INVALID_ARGUMENT (reason
+        INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+        Errors: INVALID_ARGUMENT (including a negative page_size or a bad
+        page_token); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's
+        `sub`).
         """
 
     @_abc_1.abstractmethod
@@ -298,9 +365,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         returns the first result. Cancelling an order that is already CANCELLED
         with another key succeeds with `already_cancelled` set and changes nothing.
         Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND);
-        FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED);
-        ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a different
-        order or reason).
+        FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata
+        `status`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a
+        different order or reason, metadata `idempotencyKey`).
         """
 
     @_abc_1.abstractmethod
@@ -313,9 +380,10 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         Naturally idempotent: marking a SHIPPED order with the same tracking number
         returns it.
         Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-        NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_NOT_CONFIRMED:
-        still PENDING; ORDER_CANCELLED; ORDER_ALREADY_SHIPPED: SHIPPED or
-        DELIVERED with a different tracking number, metadata "tracking_number").
+        NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
+        (ORDER_NOT_CONFIRMED: still PENDING; ORDER_CANCELLED;
+        ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different tracking
+        number, also metadata `trackingNumber`).
         """
 
     @_abc_1.abstractmethod
@@ -327,8 +395,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         """Moves a SHIPPED order to DELIVERED. Naturally idempotent: marking a
         DELIVERED order returns it.
         Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
-        NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_NOT_SHIPPED:
-        PENDING or CONFIRMED; ORDER_CANCELLED).
+        NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
+        (ORDER_NOT_SHIPPED: PENDING or CONFIRMED, e.g. metadata
+        `status=ORDER_STATUS_CONFIRMED`; ORDER_CANCELLED).
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

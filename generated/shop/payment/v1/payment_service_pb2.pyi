@@ -232,26 +232,28 @@ class Refund(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
     refund_id: _builtins.str
-    """Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by the service."""
+    """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
+    the service.
+    """
     reason: Global___RefundReason.ValueType
     """Why."""
     note: _builtins.str
     """Free text for the record, 0..500 characters."""
     status: Global___RefundStatus.ValueType
-    """Current state."""
+    """Output only. Current state."""
     psp_reference: _builtins.str
-    """PSP's reference for the refund; empty until the PSP answered."""
+    """Output only. PSP's reference for the refund; empty until the PSP answered."""
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """Amount returned (or being returned), in the payment's currency, > 0."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the refund was requested."""
+        """Output only. When the refund was requested."""
 
     @_builtins.property
     def complete_time(self) -> _timestamp_pb2.Timestamp:
-        """When the refund reached SUCCEEDED or FAILED."""
+        """Output only. When the refund reached SUCCEEDED or FAILED."""
 
     def __init__(
         self,
@@ -333,62 +335,68 @@ class Payment(_message.Message):
     VOID_TIME_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by the service."""
+    """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
+    the service.
+    """
     checkout_id: _builtins.str
-    """The checkout paid for."""
+    """Immutable. The checkout paid for."""
     order_id: _builtins.str
-    """The order the payment was captured for; set once CAPTURED."""
+    """Output only. The order the payment was captured for; set once CAPTURED."""
     status: Global___PaymentStatus.ValueType
-    """Current state."""
+    """Output only. Current state."""
     psp_reference: _builtins.str
-    """PSP's reference for the authorization; empty until the PSP answered."""
+    """Output only. PSP's reference for the authorization; empty until the PSP
+    answered.
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
-        """Amount requested for authorization, > 0."""
+        """Immutable. Amount requested for authorization, > 0."""
 
     @_builtins.property
     def captured_amount(self) -> _money_pb2.Money:
-        """Amount captured; zero until CAPTURED."""
+        """Output only. Amount captured; zero until CAPTURED."""
 
     @_builtins.property
     def refunded_amount(self) -> _money_pb2.Money:
-        """Sum of SUCCEEDED refunds; zero when none."""
+        """Output only. Sum of SUCCEEDED refunds; zero when none."""
 
     @_builtins.property
     def failure(self) -> Global___PaymentFailure:
-        """Set when FAILED."""
+        """Output only. Set when FAILED."""
 
     @_builtins.property
     def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
-        """Refunds, oldest first."""
+        """Output only. Refunds, oldest first."""
 
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentTransition]:
-        """State history, oldest first."""
+        """Output only. State history, oldest first."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the payment was recorded."""
+        """Output only. When the payment was recorded."""
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the payment last changed."""
+        """Output only. When the payment last changed."""
 
     @_builtins.property
     def authorize_time(self) -> _timestamp_pb2.Timestamp:
-        """When the PSP authorized it."""
+        """Output only. When the PSP authorized it."""
 
     @_builtins.property
     def capture_time(self) -> _timestamp_pb2.Timestamp:
-        """When the PSP captured it."""
+        """Output only. When the PSP captured it."""
 
     @_builtins.property
     def void_time(self) -> _timestamp_pb2.Timestamp:
-        """When the authorization was voided."""
+        """Output only. When the authorization was voided."""
 
     @_builtins.property
     def authorization_expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the PSP's authorization lapses if not captured; set while AUTHORIZED."""
+        """Output only. When the PSP's authorization lapses if not captured; set
+        while AUTHORIZED.
+        """
 
     def __init__(
         self,
@@ -430,16 +438,18 @@ class AuthorizePaymentRequest(_message.Message):
     PAYMENT_TOKEN_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout being paid, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. Checkout being paid, 1..64 characters of [A-Za-z0-9._-]."""
     payment_token: _builtins.str
-    """PSP payment token, 1..256 characters; never a card number."""
+    """Required. PSP payment token, 1..256 characters; never a card number."""
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries of one
-    authorization reuse it (the gateway derives it from its saga step).
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries
+    of one authorization reuse it (the gateway derives it from its saga step).
     """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
-        """Amount to hold: amount_minor 1..100000000000, a 3-letter ISO 4217 currency."""
+        """Required. Amount to hold: amount_minor 1..100000000000, a 3-letter ISO
+        4217 currency.
+        """
 
     def __init__(
         self,
@@ -494,10 +504,10 @@ class CapturePaymentRequest(_message.Message):
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Payment to capture; must be AUTHORIZED (or already captured)."""
+    """Required. Payment to capture; must be AUTHORIZED (or already captured)."""
     order_id: _builtins.str
-    """Order being paid for, 1..64 characters of [A-Za-z0-9._-]; recorded on the
-    payment.
+    """Required. Order being paid for, 1..64 characters of [A-Za-z0-9._-];
+    recorded on the payment.
     """
     def __init__(
         self,
@@ -550,9 +560,11 @@ class VoidPaymentRequest(_message.Message):
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Payment to void."""
+    """Required. Payment to void."""
     reason: _builtins.str
-    """Why, for the record, 1..200 characters (e.g. "order_creation_failed")."""
+    """Required. Why, for the record, 1..200 characters (e.g.
+    "order_creation_failed").
+    """
     def __init__(
         self,
         *,
@@ -607,14 +619,14 @@ class RefundPaymentRequest(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Payment to refund; must be CAPTURED or PARTIALLY_REFUNDED."""
+    """Required. Payment to refund; must be CAPTURED or PARTIALLY_REFUNDED."""
     reason: Global___RefundReason.ValueType
-    """Why; must not be UNSPECIFIED."""
+    """Required. Why; must not be UNSPECIFIED."""
     note: _builtins.str
     """Free text for the record, 0..500 characters."""
     idempotency_key: _builtins.str
-    """Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries of one
-    refund reuse it.
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries
+    of one refund reuse it.
     """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
@@ -681,7 +693,7 @@ class GetPaymentRequest(_message.Message):
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Payment to read."""
+    """Required. Payment to read."""
     def __init__(
         self,
         *,
@@ -726,16 +738,30 @@ class ListPaymentsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CHECKOUT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
-    """Checkout whose payments to list, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. Checkout whose payments to list, 1..64 characters of
+    [A-Za-z0-9._-].
+    """
+    page_size: _builtins.int
+    """Page size: 0 means the default of 50; above 200 is clamped to 200;
+    negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """Opaque token from a previous response's next_page_token; empty for the
+    first page. Only valid with the same checkout_id.
+    """
     def __init__(
         self,
         *,
         checkout_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_id", b"checkout_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_id", b"checkout_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -748,6 +774,9 @@ class ListPaymentsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
     @_builtins.property
     def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]:
         """The checkout's payments, oldest first."""
@@ -756,10 +785,11 @@ class ListPaymentsResponse(_message.Message):
         self,
         *,
         payments: _abc.Iterable[Global___Payment] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payments", b"payments"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -40,7 +40,7 @@ class PaymentServiceStub:
     the payment and the operation (never random), so a retry after a lost answer
     finds the first attempt at the PSP. When the PSP's answer is unknown
     (timeout, dropped connection) the payment stays PROCESSING, the call answers
-    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata "payment_id") and a
+    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata `paymentId`) and a
     RetryInfo, and a reconciler settles it; retrying the same call is always
     safe and eventually returns the settled result.
 
@@ -48,14 +48,26 @@ class PaymentServiceStub:
     AUTHORIZED -> CAPTURED | VOIDED; CAPTURED -> PARTIALLY_REFUNDED | REFUNDED;
     PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; FAILED_PRECONDITION, ALREADY_EXISTS,
-    NOT_FOUND and UNAVAILABLE carry an ErrorInfo with domain "payment.shop" and a
-    stable `reason` (listed on each RPC). Declines are FAILED_PRECONDITION with
-    the reasons of PaymentFailureReason (the enum value name without its
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "payment.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the RPC
+    lists a more specific one) and a BadRequest with one field violation per bad
+    field (field paths like "amount.amount_minor"); a request that cannot be
+    decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo metadata
+    keys are lowerCamelCase (metadata `paymentId`), and a status in metadata is
+    the enum value name (metadata `status=PAYMENT_STATUS_VOIDED`), never a
+    lower-case word. Declines are FAILED_PRECONDITION with the reasons of
+    PaymentFailureReason (the enum value name without its
     "PAYMENT_FAILURE_REASON_" prefix, e.g. CARD_DECLINED) and metadata
-    "payment_id"; they are business failures, not worth retrying with the same
+    `paymentId`; they are business failures, not worth retrying with the same
     token.
+
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def __init__(self, channel):
@@ -111,7 +123,7 @@ class PaymentServiceServicer:
     the payment and the operation (never random), so a retry after a lost answer
     finds the first attempt at the PSP. When the PSP's answer is unknown
     (timeout, dropped connection) the payment stays PROCESSING, the call answers
-    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata "payment_id") and a
+    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata `paymentId`) and a
     RetryInfo, and a reconciler settles it; retrying the same call is always
     safe and eventually returns the settled result.
 
@@ -119,14 +131,26 @@ class PaymentServiceServicer:
     AUTHORIZED -> CAPTURED | VOIDED; CAPTURED -> PARTIALLY_REFUNDED | REFUNDED;
     PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; FAILED_PRECONDITION, ALREADY_EXISTS,
-    NOT_FOUND and UNAVAILABLE carry an ErrorInfo with domain "payment.shop" and a
-    stable `reason` (listed on each RPC). Declines are FAILED_PRECONDITION with
-    the reasons of PaymentFailureReason (the enum value name without its
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "payment.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the RPC
+    lists a more specific one) and a BadRequest with one field violation per bad
+    field (field paths like "amount.amount_minor"); a request that cannot be
+    decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo metadata
+    keys are lowerCamelCase (metadata `paymentId`), and a status in metadata is
+    the enum value name (metadata `status=PAYMENT_STATUS_VOIDED`), never a
+    lower-case word. Declines are FAILED_PRECONDITION with the reasons of
+    PaymentFailureReason (the enum value name without its
     "PAYMENT_FAILURE_REASON_" prefix, e.g. CARD_DECLINED) and metadata
-    "payment_id"; they are business failures, not worth retrying with the same
+    `paymentId`; they are business failures, not worth retrying with the same
     token.
+
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     def AuthorizePayment(self, request, context):
@@ -139,8 +163,9 @@ class PaymentServiceServicer:
         FAILED_PRECONDITION (a decline: CARD_DECLINED, INSUFFICIENT_FUNDS,
         CARD_EXPIRED, INCORRECT_CVC, FRAUD_SUSPECTED, INVALID_PAYMENT_TOKEN,
         AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED; or
-        CHECKOUT_HAS_ACTIVE_PAYMENT, metadata "payment_id"); ALREADY_EXISTS
-        (IDEMPOTENCY_KEY_REUSED: the key was used for a different authorization);
+        CHECKOUT_HAS_ACTIVE_PAYMENT, metadata `paymentId`); ALREADY_EXISTS
+        (IDEMPOTENCY_KEY_REUSED: the key was used for a different authorization,
+        metadata `idempotencyKey`);
         UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN; PSP_UNAVAILABLE: nothing reached the
         PSP; both with RetryInfo).
         """
@@ -153,8 +178,10 @@ class PaymentServiceServicer:
         capturing a payment that is already CAPTURED (or later) returns it.
         Errors: INVALID_ARGUMENT; NOT_FOUND (PAYMENT_NOT_FOUND);
         FAILED_PRECONDITION (PAYMENT_NOT_AUTHORIZED: the payment is FAILED or
-        VOIDED, metadata "status"; AUTHORIZATION_EXPIRED: the PSP no longer holds
-        the funds; ORDER_MISMATCH: already captured for another order);
+        VOIDED, metadata `paymentId` and `status`, e.g. metadata
+        `status=PAYMENT_STATUS_VOIDED`; AUTHORIZATION_EXPIRED: the PSP no longer
+        holds the funds, metadata `paymentId`; ORDER_MISMATCH: already captured for
+        another order, metadata `paymentId` and `orderId`);
         UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN, PSP_UNAVAILABLE; with RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -167,7 +194,8 @@ class PaymentServiceServicer:
         payment returns it, and voiding a FAILED payment succeeds without change
         (nothing is held).
         Errors: INVALID_ARGUMENT; NOT_FOUND (PAYMENT_NOT_FOUND);
-        FAILED_PRECONDITION (PAYMENT_ALREADY_CAPTURED: refund instead);
+        FAILED_PRECONDITION (PAYMENT_ALREADY_CAPTURED: refund instead, metadata
+        `paymentId` and `status`);
         UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN: the authorization itself is not
         settled yet, retry later; PSP_UNAVAILABLE; with RetryInfo).
         """
@@ -182,10 +210,11 @@ class PaymentServiceServicer:
         refund.
         Errors: INVALID_ARGUMENT (including a currency other than the payment's);
         NOT_FOUND (PAYMENT_NOT_FOUND); FAILED_PRECONDITION (PAYMENT_NOT_CAPTURED:
-        void instead, metadata "status"; REFUND_EXCEEDS_CAPTURED: amount is more
-        than captured minus refunded, metadata "refundable_minor"; REFUND_DECLINED:
-        the PSP refused, the refund is recorded FAILED); ALREADY_EXISTS
-        (IDEMPOTENCY_KEY_REUSED); UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN,
+        void instead, metadata `paymentId` and `status`; REFUND_EXCEEDS_CAPTURED:
+        amount is more than captured minus refunded, metadata `paymentId` and
+        `refundableMinor`; REFUND_DECLINED: the PSP refused, the refund is recorded
+        FAILED, metadata `paymentId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED,
+        metadata `idempotencyKey`); UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN,
         PSP_UNAVAILABLE; with RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -202,9 +231,18 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPayments(self, request, context):
-        """Returns every payment of a checkout, oldest first (at most a few: one per
-        attempt). A checkout with no payments gives an empty list, not NOT_FOUND.
-        Errors: INVALID_ARGUMENT.
+        """Returns the payments of a checkout, oldest first, a page at a time (a
+        checkout has few: one per attempt). A checkout with no payments gives an
+        empty list, not NOT_FOUND.
+
+        Pagination (AIP-158): a page_size of 0 means the default of 50; a
+        page_size above the maximum of 200 is clamped to 200, not refused; a
+        negative page_size is INVALID_ARGUMENT. page_token is opaque and
+        tamper-evident: a token that was altered or forged, or is reused with
+        different filters (checkout_id), is INVALID_ARGUMENT (reason
+        INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+        Errors: INVALID_ARGUMENT (including a negative page_size or a bad
+        page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -266,7 +304,7 @@ class PaymentService:
     the payment and the operation (never random), so a retry after a lost answer
     finds the first attempt at the PSP. When the PSP's answer is unknown
     (timeout, dropped connection) the payment stays PROCESSING, the call answers
-    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata "payment_id") and a
+    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata `paymentId`) and a
     RetryInfo, and a reconciler settles it; retrying the same call is always
     safe and eventually returns the settled result.
 
@@ -274,14 +312,26 @@ class PaymentService:
     AUTHORIZED -> CAPTURED | VOIDED; CAPTURED -> PARTIALLY_REFUNDED | REFUNDED;
     PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field; FAILED_PRECONDITION, ALREADY_EXISTS,
-    NOT_FOUND and UNAVAILABLE carry an ErrorInfo with domain "payment.shop" and a
-    stable `reason` (listed on each RPC). Declines are FAILED_PRECONDITION with
-    the reasons of PaymentFailureReason (the enum value name without its
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "payment.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the RPC
+    lists a more specific one) and a BadRequest with one field violation per bad
+    field (field paths like "amount.amount_minor"); a request that cannot be
+    decoded is INVALID_ARGUMENT with reason MALFORMED_REQUEST. ErrorInfo metadata
+    keys are lowerCamelCase (metadata `paymentId`), and a status in metadata is
+    the enum value name (metadata `status=PAYMENT_STATUS_VOIDED`), never a
+    lower-case word. Declines are FAILED_PRECONDITION with the reasons of
+    PaymentFailureReason (the enum value name without its
     "PAYMENT_FAILURE_REASON_" prefix, e.g. CARD_DECLINED) and metadata
-    "payment_id"; they are business failures, not worth retrying with the same
+    `paymentId`; they are business failures, not worth retrying with the same
     token.
+
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
     """
 
     @staticmethod

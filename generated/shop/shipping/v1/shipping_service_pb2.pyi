@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import date_pb2 as _date_pb2
 from shop.type.v1 import address_pb2 as _address_pb2
 from shop.type.v1 import line_item_pb2 as _line_item_pb2
 from shop.type.v1 import money_pb2 as _money_pb2
@@ -178,7 +179,9 @@ class ValidateAddressRequest(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def address(self) -> _address_pb2.Address:
-        """The address as entered; required."""
+        """Required. The address as entered; any address, not only a shipping
+        destination, hence `address`.
+        """
 
     def __init__(
         self,
@@ -247,8 +250,8 @@ Global___ValidateAddressResponse: _TypeAlias = ValidateAddressResponse  # noqa: 
 
 @_typing.final
 class DeliveryEstimate(_message.Message):
-    """Expected delivery window. Dates are calendar dates at the destination in
-    ISO 8601 form "YYYY-MM-DD" (not instants, hence not Timestamps).
+    """Expected delivery window. Dates are calendar dates at the destination
+    (google.type.Date, AIP-142: not instants, hence not Timestamps).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -261,19 +264,25 @@ class DeliveryEstimate(_message.Message):
     """Fewest business days in transit after dispatch, 0..60."""
     max_business_days: _builtins.int
     """Most business days in transit after dispatch, >= min_business_days."""
-    earliest_delivery_date: _builtins.str
-    """Earliest expected delivery date, e.g. "2025-03-14"."""
-    latest_delivery_date: _builtins.str
-    """Latest expected delivery date, on or after earliest_delivery_date."""
+    @_builtins.property
+    def earliest_delivery_date(self) -> _date_pb2.Date:
+        """Earliest expected delivery date at the destination, e.g. 2025-03-14
+        (JSON {"year": 2025, "month": 3, "day": 14}).
+        """
+
+    @_builtins.property
+    def latest_delivery_date(self) -> _date_pb2.Date:
+        """Latest expected delivery date, on or after earliest_delivery_date."""
+
     def __init__(
         self,
         *,
         min_business_days: _builtins.int = ...,
         max_business_days: _builtins.int = ...,
-        earliest_delivery_date: _builtins.str = ...,
-        latest_delivery_date: _builtins.str = ...,
+        earliest_delivery_date: _date_pb2.Date | None = ...,
+        latest_delivery_date: _date_pb2.Date | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["earliest_delivery_date", b"earliest_delivery_date", "latest_delivery_date", b"latest_delivery_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["earliest_delivery_date", b"earliest_delivery_date", "latest_delivery_date", b"latest_delivery_date", "max_business_days", b"max_business_days", "min_business_days", b"min_business_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
@@ -287,13 +296,13 @@ class ShippingOption(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    METHOD_FIELD_NUMBER: _builtins.int
+    SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
     LIST_COST_FIELD_NUMBER: _builtins.int
     FREE_SHIPPING_APPLIED_FIELD_NUMBER: _builtins.int
     DELIVERY_ESTIMATE_FIELD_NUMBER: _builtins.int
-    method: Global___ShippingMethod.ValueType
+    shipping_method: Global___ShippingMethod.ValueType
     """The method."""
     display_name: _builtins.str
     """Display name from the rate table, e.g. "Express (1-3 business days)"."""
@@ -316,7 +325,7 @@ class ShippingOption(_message.Message):
     def __init__(
         self,
         *,
-        method: Global___ShippingMethod.ValueType = ...,
+        shipping_method: Global___ShippingMethod.ValueType = ...,
         display_name: _builtins.str = ...,
         cost: _money_pb2.Money | None = ...,
         list_cost: _money_pb2.Money | None = ...,
@@ -325,7 +334,7 @@ class ShippingOption(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "delivery_estimate", b"delivery_estimate", "list_cost", b"list_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "delivery_estimate", b"delivery_estimate", "display_name", b"display_name", "free_shipping_applied", b"free_shipping_applied", "list_cost", b"list_cost", "method", b"method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "delivery_estimate", b"delivery_estimate", "display_name", b"display_name", "free_shipping_applied", b"free_shipping_applied", "list_cost", b"list_cost", "shipping_method", b"shipping_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -337,35 +346,36 @@ class GetShippingOptionsRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ADDRESS_FIELD_NUMBER: _builtins.int
+    SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     SUBTOTAL_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def address(self) -> _address_pb2.Address:
-        """Destination; must be valid (see ValidateAddress)."""
+    def shipping_address(self) -> _address_pb2.Address:
+        """Required. Destination; must be valid (see ValidateAddress)."""
 
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_line_item_pb2.LineItem]:
-        """1..100 lines with distinct SKUs, quantity 1..10000; weights are looked up
-        from the catalogue.
+        """Required. 1..100 lines with distinct SKUs, quantity 1..10000; weights are
+        looked up from the catalogue.
         """
 
     @_builtins.property
     def subtotal(self) -> _money_pb2.Money:
-        """Merchandise subtotal of the items, compared with the zone's free-shipping
-        threshold; its currency is the currency of every cost returned. Required.
+        """Required. Merchandise subtotal of the items, compared with the zone's
+        free-shipping threshold; its currency is the currency of every cost
+        returned.
         """
 
     def __init__(
         self,
         *,
-        address: _address_pb2.Address | None = ...,
+        shipping_address: _address_pb2.Address | None = ...,
         items: _abc.Iterable[_line_item_pb2.LineItem] | None = ...,
         subtotal: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "subtotal", b"subtotal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipping_address", b"shipping_address", "subtotal", b"subtotal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "items", b"items", "subtotal", b"subtotal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "shipping_address", b"shipping_address", "subtotal", b"subtotal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -427,35 +437,35 @@ class QuoteShippingRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    METHOD_FIELD_NUMBER: _builtins.int
-    ADDRESS_FIELD_NUMBER: _builtins.int
+    SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
+    SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     SUBTOTAL_FIELD_NUMBER: _builtins.int
-    method: Global___ShippingMethod.ValueType
-    """Method to price; must not be UNSPECIFIED."""
+    shipping_method: Global___ShippingMethod.ValueType
+    """Required. Method to price; must not be UNSPECIFIED."""
     @_builtins.property
-    def address(self) -> _address_pb2.Address:
-        """Destination; must be valid."""
+    def shipping_address(self) -> _address_pb2.Address:
+        """Required. Destination; must be valid."""
 
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_line_item_pb2.LineItem]:
-        """1..100 lines with distinct SKUs, quantity 1..10000."""
+        """Required. 1..100 lines with distinct SKUs, quantity 1..10000."""
 
     @_builtins.property
     def subtotal(self) -> _money_pb2.Money:
-        """Merchandise subtotal (free-shipping threshold and currency), required."""
+        """Required. Merchandise subtotal (free-shipping threshold and currency)."""
 
     def __init__(
         self,
         *,
-        method: Global___ShippingMethod.ValueType = ...,
-        address: _address_pb2.Address | None = ...,
+        shipping_method: Global___ShippingMethod.ValueType = ...,
+        shipping_address: _address_pb2.Address | None = ...,
         items: _abc.Iterable[_line_item_pb2.LineItem] | None = ...,
         subtotal: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "subtotal", b"subtotal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipping_address", b"shipping_address", "subtotal", b"subtotal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "items", b"items", "method", b"method", "subtotal", b"subtotal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "subtotal", b"subtotal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,29 +519,31 @@ class Shipment(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
     CARRIER_FIELD_NUMBER: _builtins.int
-    METHOD_FIELD_NUMBER: _builtins.int
-    ADDRESS_FIELD_NUMBER: _builtins.int
+    SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
+    SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     TOTAL_WEIGHT_GRAMS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     DELIVERY_ESTIMATE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     shipment_id: _builtins.str
-    """Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by the service."""
+    """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
+    the service.
+    """
     order_id: _builtins.str
-    """The order shipped (one shipment per order)."""
+    """Immutable. The order shipped (one shipment per order)."""
     tracking_number: _builtins.str
-    """Carrier's tracking number, 8..40 characters of [A-Z0-9-]."""
+    """Output only. Carrier's tracking number, 8..40 characters of [A-Z0-9-]."""
     carrier: _builtins.str
-    """Carrier name, e.g. "sandbox-post"."""
-    method: Global___ShippingMethod.ValueType
+    """Output only. Carrier name, e.g. "sandbox-post"."""
+    shipping_method: Global___ShippingMethod.ValueType
     """Method booked."""
     total_weight_grams: _builtins.int
-    """Total weight in grams."""
+    """Output only. Total weight in grams."""
     status: Global___ShipmentStatus.ValueType
-    """Current state."""
+    """Output only. Current state."""
     @_builtins.property
-    def address(self) -> _address_pb2.Address:
+    def shipping_address(self) -> _address_pb2.Address:
         """Destination, normalised."""
 
     @_builtins.property
@@ -540,11 +552,11 @@ class Shipment(_message.Message):
 
     @_builtins.property
     def delivery_estimate(self) -> Global___DeliveryEstimate:
-        """Delivery window computed at booking."""
+        """Output only. Delivery window computed at booking."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the shipment was booked."""
+        """Output only. When the shipment was booked."""
 
     def __init__(
         self,
@@ -553,17 +565,17 @@ class Shipment(_message.Message):
         order_id: _builtins.str = ...,
         tracking_number: _builtins.str = ...,
         carrier: _builtins.str = ...,
-        method: Global___ShippingMethod.ValueType = ...,
-        address: _address_pb2.Address | None = ...,
+        shipping_method: Global___ShippingMethod.ValueType = ...,
+        shipping_address: _address_pb2.Address | None = ...,
         items: _abc.Iterable[_line_item_pb2.LineItem] | None = ...,
         total_weight_grams: _builtins.int = ...,
         status: Global___ShipmentStatus.ValueType = ...,
         delivery_estimate: Global___DeliveryEstimate | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "create_time", b"create_time", "delivery_estimate", b"delivery_estimate"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_estimate", b"delivery_estimate", "shipping_address", b"shipping_address"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "carrier", b"carrier", "create_time", b"create_time", "delivery_estimate", b"delivery_estimate", "items", b"items", "method", b"method", "order_id", b"order_id", "shipment_id", b"shipment_id", "status", b"status", "total_weight_grams", b"total_weight_grams", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "create_time", b"create_time", "delivery_estimate", b"delivery_estimate", "items", b"items", "order_id", b"order_id", "shipment_id", b"shipment_id", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "status", b"status", "total_weight_grams", b"total_weight_grams", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -576,32 +588,34 @@ class CreateShipmentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
-    ADDRESS_FIELD_NUMBER: _builtins.int
-    METHOD_FIELD_NUMBER: _builtins.int
+    SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
+    SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
     ITEMS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
-    """Order to ship, 1..64 characters of [A-Za-z0-9._-]; the idempotency key."""
-    method: Global___ShippingMethod.ValueType
-    """Method the customer paid for; must not be UNSPECIFIED."""
+    """Required. Order to ship, 1..64 characters of [A-Za-z0-9._-]; the
+    idempotency key.
+    """
+    shipping_method: Global___ShippingMethod.ValueType
+    """Required. Method the customer paid for; must not be UNSPECIFIED."""
     @_builtins.property
-    def address(self) -> _address_pb2.Address:
-        """Destination; must be valid."""
+    def shipping_address(self) -> _address_pb2.Address:
+        """Required. Destination; must be valid."""
 
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_line_item_pb2.LineItem]:
-        """1..100 lines with distinct SKUs, quantity 1..10000."""
+        """Required. 1..100 lines with distinct SKUs, quantity 1..10000."""
 
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
-        address: _address_pb2.Address | None = ...,
-        method: Global___ShippingMethod.ValueType = ...,
+        shipping_address: _address_pb2.Address | None = ...,
+        shipping_method: Global___ShippingMethod.ValueType = ...,
         items: _abc.Iterable[_line_item_pb2.LineItem] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["address", b"address"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipping_address", b"shipping_address"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "items", b"items", "method", b"method", "order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "order_id", b"order_id", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

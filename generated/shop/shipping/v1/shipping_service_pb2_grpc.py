@@ -37,16 +37,32 @@ class ShippingServiceStub:
     spaces and hyphens) elsewhere; region is required for US, CA and AU.
 
     Only ValidateAddress reports a bad address in its response. Every other RPC
-    that takes an address answers INVALID_ARGUMENT for one, with a BadRequest
-    whose field violations use the same paths ("address.postal_code") and
-    descriptions that ValidateAddress would have returned, plus an ErrorInfo with
-    reason ADDRESS_INVALID.
+    that takes an address answers INVALID_ARGUMENT for one, with reason
+    ADDRESS_INVALID and a BadRequest whose field violations carry the
+    descriptions ValidateAddress would have returned, at the request's own paths
+    ("shipping_address.postal_code" where ValidateAddress says
+    "address.postal_code").
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "shipping.shop" and a stable `reason` (listed on each RPC). UNAVAILABLE
-    means the inventory service (for weights) could not be reached; retry.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "shipping.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the RPC
+    lists a more specific one, such as ADDRESS_INVALID) and a BadRequest with one
+    field violation per bad field (field paths like "items[2].quantity"); a
+    request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `shipmentId`), and a status in metadata is the enum value name (metadata
+    `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
+
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
+    RPCs that look up weights may answer UNAVAILABLE, with a RetryInfo, when the
+    inventory service could not be reached (DOWNSTREAM_UNAVAILABLE) or answered
+    UNAVAILABLE itself (its status and ErrorInfo, domain "inventory.shop", are
+    passed on); retry.
     """
 
     def __init__(self, channel):
@@ -89,16 +105,32 @@ class ShippingServiceServicer:
     spaces and hyphens) elsewhere; region is required for US, CA and AU.
 
     Only ValidateAddress reports a bad address in its response. Every other RPC
-    that takes an address answers INVALID_ARGUMENT for one, with a BadRequest
-    whose field violations use the same paths ("address.postal_code") and
-    descriptions that ValidateAddress would have returned, plus an ErrorInfo with
-    reason ADDRESS_INVALID.
+    that takes an address answers INVALID_ARGUMENT for one, with reason
+    ADDRESS_INVALID and a BadRequest whose field violations carry the
+    descriptions ValidateAddress would have returned, at the request's own paths
+    ("shipping_address.postal_code" where ValidateAddress says
+    "address.postal_code").
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "shipping.shop" and a stable `reason` (listed on each RPC). UNAVAILABLE
-    means the inventory service (for weights) could not be reached; retry.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "shipping.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the RPC
+    lists a more specific one, such as ADDRESS_INVALID) and a BadRequest with one
+    field violation per bad field (field paths like "items[2].quantity"); a
+    request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `shipmentId`), and a status in metadata is the enum value name (metadata
+    `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
+
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
+    RPCs that look up weights may answer UNAVAILABLE, with a RetryInfo, when the
+    inventory service could not be reached (DOWNSTREAM_UNAVAILABLE) or answered
+    UNAVAILABLE itself (its status and ErrorInfo, domain "inventory.shop", are
+    passed on); retry.
     """
 
     def ValidateAddress(self, request, context):
@@ -111,7 +143,8 @@ class ShippingServiceServicer:
 
         A wrong address is not an error: the call succeeds with `valid = false` and
         one violation per problem, so forms can show every problem at once.
-        Errors: INVALID_ARGUMENT only when `address` is unset.
+        Errors: INVALID_ARGUMENT only when `address` is unset (or the request
+        cannot be decoded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,7 +157,8 @@ class ShippingServiceServicer:
         Errors: INVALID_ARGUMENT (bad address, ADDRESS_INVALID; unknown SKUs as
         field violations); FAILED_PRECONDITION (DESTINATION_NOT_SERVED: no method
         serves the address; CURRENCY_NOT_SUPPORTED: the rate table has no rates in
-        the subtotal's currency); UNAVAILABLE.
+        the subtotal's currency, metadata `currencyCode`); UNAVAILABLE
+        (DOWNSTREAM_UNAVAILABLE, or inventory's reason passed on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,9 +169,11 @@ class ShippingServiceServicer:
         GetShippingOptions gives for that method. Read-only. The gateway stores the
         result in the checkout's quote.
         Errors: INVALID_ARGUMENT (as GetShippingOptions, and an UNSPECIFIED
-        method); FAILED_PRECONDITION (DESTINATION_NOT_SERVED,
-        CURRENCY_NOT_SUPPORTED, METHOD_NOT_AVAILABLE: the zone does not offer the
-        method or the items exceed its weight limit); UNAVAILABLE.
+        shipping_method); FAILED_PRECONDITION (DESTINATION_NOT_SERVED;
+        CURRENCY_NOT_SUPPORTED, metadata `currencyCode`;
+        SHIPPING_METHOD_NOT_AVAILABLE: the zone does not offer the method or the
+        items exceed its weight limit); UNAVAILABLE (DOWNSTREAM_UNAVAILABLE, or
+        inventory's reason passed on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,10 +184,11 @@ class ShippingServiceServicer:
         tracking number. Idempotent on `order_id`: one shipment per order; a replay
         with the same address, method and items returns the first shipment.
         Errors: INVALID_ARGUMENT (bad address, ADDRESS_INVALID; unknown SKUs);
-        FAILED_PRECONDITION (DESTINATION_NOT_SERVED, METHOD_NOT_AVAILABLE);
+        FAILED_PRECONDITION (DESTINATION_NOT_SERVED, SHIPPING_METHOD_NOT_AVAILABLE);
         ALREADY_EXISTS (SHIPMENT_ALREADY_EXISTS: the order already has a shipment
-        with a different address, method or items; metadata "shipment_id");
-        UNAVAILABLE.
+        with a different address, method or items; metadata `shipmentId` and
+        `orderId`); UNAVAILABLE (DOWNSTREAM_UNAVAILABLE, or inventory's reason
+        passed on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,16 +237,32 @@ class ShippingService:
     spaces and hyphens) elsewhere; region is required for US, CA and AU.
 
     Only ValidateAddress reports a bad address in its response. Every other RPC
-    that takes an address answers INVALID_ARGUMENT for one, with a BadRequest
-    whose field violations use the same paths ("address.postal_code") and
-    descriptions that ValidateAddress would have returned, plus an ErrorInfo with
-    reason ADDRESS_INVALID.
+    that takes an address answers INVALID_ARGUMENT for one, with reason
+    ADDRESS_INVALID and a BadRequest whose field violations carry the
+    descriptions ValidateAddress would have returned, at the request's own paths
+    ("shipping_address.postal_code" where ValidateAddress says
+    "address.postal_code").
 
-    Errors carry google.rpc.Status details: INVALID_ARGUMENT has a BadRequest with
-    one field violation per bad field (field paths like "items[2].quantity");
-    FAILED_PRECONDITION, ALREADY_EXISTS and NOT_FOUND carry an ErrorInfo with
-    domain "shipping.shop" and a stable `reason` (listed on each RPC). UNAVAILABLE
-    means the inventory service (for weights) could not be reached; retry.
+    Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
+    domain "shipping.shop" and a stable `reason`, listed on each RPC with its
+    status code. INVALID_ARGUMENT has reason INVALID_ARGUMENT (unless the RPC
+    lists a more specific one, such as ADDRESS_INVALID) and a BadRequest with one
+    field violation per bad field (field paths like "items[2].quantity"); a
+    request that cannot be decoded is INVALID_ARGUMENT with reason
+    MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
+    `shipmentId`), and a status in metadata is the enum value name (metadata
+    `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
+
+    Any RPC may also answer:
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
+    nothing was written;
+    UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
+    RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
+    INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
+    RPCs that look up weights may answer UNAVAILABLE, with a RetryInfo, when the
+    inventory service could not be reached (DOWNSTREAM_UNAVAILABLE) or answered
+    UNAVAILABLE itself (its status and ErrorInfo, domain "inventory.shop", are
+    passed on); retry.
     """
 
     @staticmethod

@@ -19,7 +19,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class Address(_message.Message):
     """A postal address as a customer enters it. The shipping service validates and
-    normalises it (ValidateAddress); other services store it as given.
+    normalises it (ValidateAddress); other services store it as given. Its fields
+    carry no field_behavior: ValidateAddress accepts incomplete addresses and
+    reports what is missing, and every other RPC that takes one answers
+    INVALID_ARGUMENT (reason ADDRESS_INVALID) with the same field violations.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -41,8 +44,8 @@ class Address(_message.Message):
     city: _builtins.str
     """City or locality, 1..100 characters."""
     region: _builtins.str
-    """State, province or prefecture, 0..100 characters; required where the
-    country's postal system needs it (US, CA, AU).
+    """State, province or prefecture, 0..100 characters; must be set for the
+    countries whose postal system needs it (US, CA, AU).
     """
     postal_code: _builtins.str
     """Postal code in the country's format, 0..20 characters (some countries have none)."""

@@ -22,15 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cshop/type/v1/line_item.proto\x12\x0cshop.type.v1\")\n\x08LineItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cshop/type/v1/line_item.proto\x12\x0cshop.type.v1\x1a\x1fgoogle/api/field_behavior.proto\"5\n\x08LineItem\x12\x11\n\x03sku\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.type.v1.line_item_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LINEITEM']._serialized_start=46
-  _globals['_LINEITEM']._serialized_end=87
+  _globals['_LINEITEM'].fields_by_name['sku']._loaded_options = None
+  _globals['_LINEITEM'].fields_by_name['sku']._serialized_options = b'\342A\001\002'
+  _globals['_LINEITEM'].fields_by_name['quantity']._loaded_options = None
+  _globals['_LINEITEM'].fields_by_name['quantity']._serialized_options = b'\342A\001\002'
+  _globals['_LINEITEM']._serialized_start=79
+  _globals['_LINEITEM']._serialized_end=132
 # @@protoc_insertion_point(module_scope)

@@ -27,9 +27,11 @@ class LineItem(_message.Message):
     SKU_FIELD_NUMBER: _builtins.int
     QUANTITY_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
-    """Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]."""
+    """Required. Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]."""
     quantity: _builtins.int
-    """Number of units, 1..10000."""
+    """Required. Number of units, 1..10000 (fewer where the field using it says
+    so).
+    """
     def __init__(
         self,
         *,
