@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.api import annotations_pb2
@@ -72,10 +73,12 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
-def _sample(field: FieldDescriptor, depth: int):  # type: ignore[no-untyped-def]
+def _sample(field: FieldDescriptor, depth: int) -> Any:
     if _is_map(field):
+        assert field.message_type is not None
         return {"k": "v"} if field.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_STRING else None
     if field.type == FieldDescriptor.TYPE_MESSAGE:
+        assert field.message_type is not None
         name = field.message_type.full_name
         if name == "google.protobuf.Timestamp":
             return "2026-11-25T08:00:00.123Z"
@@ -85,6 +88,7 @@ def _sample(field: FieldDescriptor, depth: int):  # type: ignore[no-untyped-def]
             return None
         return filled(field.message_type, depth + 1)
     if field.type == FieldDescriptor.TYPE_ENUM:
+        assert field.enum_type is not None
         values = field.enum_type.values
         return values[min(1, len(values) - 1)].name
     if field.type == FieldDescriptor.TYPE_BOOL:
@@ -137,7 +141,8 @@ def test_every_gateway_rpc_has_an_http_route():
     for method in service.methods:
         options = descriptor_pb2.MethodOptions()
         options.ParseFromString(method.GetOptions().SerializeToString())
-        rule = options.Extensions[annotations_pb2.http]
+        extensions: Any = options.Extensions  # the googleapis stubs type `http` as a plain FieldDescriptor
+        rule = extensions[annotations_pb2.http]
         routes[method.name] = rule.WhichOneof("pattern")
     assert routes and all(routes.values()), routes
 
