@@ -229,7 +229,8 @@ class InventoryServiceServicer:
         FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities, metadata
         `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
-        checkout was released before this call arrived, metadata `checkoutId`);
+        checkout was released before this call arrived, metadata `checkoutId` and
+        `status=RESERVATION_STATUS_RELEASED`);
         ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
         reservation with different lines, metadata `checkoutId`).
         """
@@ -276,7 +277,7 @@ class InventoryServiceServicer:
         `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
         RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
         `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
-        `checkoutId`).
+        `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -114,7 +114,8 @@ class InventoryServiceStub:
     FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities, metadata
     `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
-    checkout was released before this call arrived, metadata `checkoutId`);
+    checkout was released before this call arrived, metadata `checkoutId` and
+    `status=RESERVATION_STATUS_RELEASED`);
     ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
     reservation with different lines, metadata `checkoutId`).
     """
@@ -149,7 +150,7 @@ class InventoryServiceStub:
     `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
     RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
     `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
-    `checkoutId`).
+    `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
     """
     GetReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.GetReservationRequest, _inventory_service_pb2.GetReservationResponse]
     """Returns a checkout's reservation in its current state.
@@ -254,7 +255,8 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities, metadata
     `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
-    checkout was released before this call arrived, metadata `checkoutId`);
+    checkout was released before this call arrived, metadata `checkoutId` and
+    `status=RESERVATION_STATUS_RELEASED`);
     ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
     reservation with different lines, metadata `checkoutId`).
     """
@@ -289,7 +291,7 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
     RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
     `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
-    `checkoutId`).
+    `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
     """
     GetReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.GetReservationRequest, _inventory_service_pb2.GetReservationResponse]  # type: ignore[assignment]
     """Returns a checkout's reservation in its current state.
@@ -433,7 +435,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities, metadata
         `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
-        checkout was released before this call arrived, metadata `checkoutId`);
+        checkout was released before this call arrived, metadata `checkoutId` and
+        `status=RESERVATION_STATUS_RELEASED`);
         ALREADY_EXISTS (CHECKOUT_ALREADY_RESERVED: the checkout holds a
         reservation with different lines, metadata `checkoutId`).
         """
@@ -486,7 +489,7 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
         RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
         `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
-        `checkoutId`).
+        `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
         """
 
     @_abc_1.abstractmethod
