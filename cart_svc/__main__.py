@@ -11,7 +11,8 @@ from pathlib import Path
 
 from cart_svc.servicer import SERVICE_NAME, CartServicer
 from cart_svc.settings import CartSettings
-from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from service_runtime.cli import run_service
+from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from shop.cart.v1 import cart_service_pb2_grpc
 
 
@@ -27,6 +28,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     load_settings=CartSettings.from_environ,
     assemble=assemble,
+    # active carts live in Redis: without it no cart can be read or changed.
+    redis=Need.REQUIRED,
 )
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from service_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from service_runtime.money import Money
+from service_runtime.values import Money
 
 MAX_LINES = 100
 MAX_LINE_QUANTITY = 99
@@ -58,7 +58,7 @@ def add_item(lines: Sequence[Line], sku: str, quantity: int, *, max_lines: int =
             raise FailedPrecondition(
                 f"the cart already has {len(lines)} lines, the most it may hold",
                 reason="CART_LINE_LIMIT",
-                metadata={"max_lines": str(max_lines)},
+                metadata={"maxLines": str(max_lines)},
             )
         return (*lines, Line(sku, quantity))
     if existing.quantity + quantity > MAX_LINE_QUANTITY:
@@ -66,7 +66,7 @@ def add_item(lines: Sequence[Line], sku: str, quantity: int, *, max_lines: int =
         raise FailedPrecondition(
             f"the line for {sku} has {existing.quantity} units; at most {max_addable} more can be added",
             reason="LINE_QUANTITY_LIMIT",
-            metadata={"sku": sku, "max_addable": str(max_addable)},
+            metadata={"sku": sku, "maxAddable": str(max_addable)},
         )
     return _replace(lines, sku, existing.quantity + quantity)
 
@@ -88,7 +88,7 @@ def check_currency(cart_currency: str, product_currency: str) -> None:
         raise FailedPrecondition(
             f"the cart is in {cart_currency}; this product is priced in {product_currency}",
             reason="CURRENCY_MISMATCH",
-            metadata={"cart_currency": cart_currency, "product_currency": product_currency},
+            metadata={"cartCurrency": cart_currency, "productCurrency": product_currency},
         )
 
 

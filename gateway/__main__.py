@@ -11,7 +11,8 @@ from pathlib import Path
 
 from gateway.servicer import SERVICE_NAME, CheckoutServicer
 from gateway.settings import GatewaySettings
-from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from service_runtime.cli import run_service
+from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from shop.gateway.v1 import gateway_service_pb2_grpc
 
 
@@ -27,6 +28,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     load_settings=GatewaySettings.from_environ,
     assemble=assemble,
+    # idempotency records and rate limits live in Redis.
+    redis=Need.REQUIRED,
 )
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def check_transition(current: CheckoutStatus, target: CheckoutStatus, *, order_i
     reason, problem = _REFUSALS[current]
     metadata = {"status": current.contract_name}
     if order_id:
-        metadata["order_id"] = order_id
+        metadata["orderId"] = order_id
     raise FailedPrecondition(f"the checkout {problem}", reason=reason, metadata=metadata)
 
 

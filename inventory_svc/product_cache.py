@@ -1,10 +1,11 @@
 """Read-through cache of products in Redis, for GetProduct and BatchGetProducts only.
 
-Entries live `ttl_seconds` and are deleted after every committed change to a product (upsert, stock
-adjustment, reserve, confirm, release, expiry, return), so a reader sees a change within the TTL at
-worst (a reader that loaded the row just before a change may store the old row after the delete).
-Reservations and availability checks never read this cache. Redis being down only costs speed: every
-operation here degrades to "miss" and is logged.
+Entries live `ttl_seconds`. They are deleted after a catalogue change (upsert) or a stock adjustment, so
+a new price is seen at once (within the TTL at worst, if a reader stored the old row just after the
+delete); stock figures changed by reservations, sales and returns may show up to the TTL late, as the
+contract says. Reservations and availability checks never read this cache. Redis being down only costs
+speed: every operation here degrades to "miss" and is logged (inventory declares Redis OPTIONAL, so
+its health stays SERVING).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from datetime import datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from inventory_svc.domain import Product
+from inventory_svc.domain.model import Product
 from service_runtime.keyspace import KeySpace
-from service_runtime.money import Money
+from service_runtime.values import Money
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def _encode(product: Product) -> str:
     )
 
 
-def _decode(raw: bytes) -> Product:
+def _decode(raw: str | bytes) -> Product:
     data = json.loads(raw)
     return Product(
         sku=data["sku"],

@@ -1,4 +1,5 @@
--- Every statement the inventory service runs. Loaded once by repository.py.
+-- Every statement the inventory service runs, each run by one method of repository.py.
+-- The stock cap arrives as %(max_stock)s (inventory_svc.domain.model.MAX_STOCK), written once.
 
 -- name: upsert_product
 -- Creates a product or updates its catalogue fields; `created` tells which.
@@ -97,7 +98,7 @@ RETURNING p.sku
 -- Puts returned units back on hand unless that would pass the stock cap; no row back means refused.
 UPDATE inventory.products
    SET stock_on_hand = stock_on_hand + %(quantity)s, updated_at = now()
- WHERE sku = %(sku)s AND stock_on_hand + %(quantity)s <= 1000000000
+ WHERE sku = %(sku)s AND stock_on_hand + %(quantity)s <= %(max_stock)s
 RETURNING sku
 
 -- name: sell_units
@@ -112,7 +113,7 @@ UPDATE inventory.products
    SET stock_on_hand = stock_on_hand + %(delta)s, updated_at = now()
  WHERE sku = %(sku)s
    AND stock_on_hand + %(delta)s >= reserved
-   AND stock_on_hand + %(delta)s <= 1000000000
+   AND stock_on_hand + %(delta)s <= %(max_stock)s
 RETURNING *
 
 -- name: record_movement
@@ -123,7 +124,7 @@ RETURNING movement_id, created_at
 
 -- name: movements_for_request
 -- The movements one request made (an adjustment key, a sale's checkout_id, a return's order_id).
-SELECT * FROM inventory.stock_movements
+SELECT movement_id, sku, delta, kind, reason, note, request_key, created_at FROM inventory.stock_movements
  WHERE kind = %(kind)s AND request_key = %(request_key)s
  ORDER BY sku
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from notification_svc.servicer import SERVICE_NAME, NotificationServicer
 from notification_svc.settings import NotificationSettings
-from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from service_runtime.cli import run_service
+from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from shop.notification.v1 import notification_service_pb2_grpc
 
 
@@ -27,6 +28,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     load_settings=NotificationSettings.from_environ,
     assemble=assemble,
+    # the event consumer waits for Redis; ListNotifications reads PostgreSQL.
+    redis=Need.OPTIONAL,
 )
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from order_svc.servicer import SERVICE_NAME, OrderServicer
 from order_svc.settings import OrderSettings
-from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from service_runtime.cli import run_service
+from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from shop.order.v1 import order_service_pb2_grpc
 
 
@@ -27,6 +28,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     load_settings=OrderSettings.from_environ,
     assemble=assemble,
+    # Redis carries published events; the outbox keeps them while it is down.
+    redis=Need.OPTIONAL,
 )
 
 if __name__ == "__main__":

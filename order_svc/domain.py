@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from service_runtime.errors import FailedPrecondition, Violations
-from service_runtime.money import Money
+from service_runtime.values import Money
 
 
 class OrderStatus(enum.Enum):
@@ -86,7 +86,7 @@ def check_tracking_number(current: OrderStatus, recorded: str, requested: str) -
         raise FailedPrecondition(
             f"the order already shipped with tracking number {recorded}",
             reason="ORDER_ALREADY_SHIPPED",
-            metadata={"status": current.contract_name, "tracking_number": recorded},
+            metadata={"status": current.contract_name, "trackingNumber": recorded},
         )
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from payment_svc.servicer import SERVICE_NAME, PaymentServicer
 from payment_svc.settings import PaymentSettings
-from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from service_runtime.cli import run_service
+from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from shop.payment.v1 import payment_service_pb2_grpc
 
 
@@ -27,6 +28,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     load_settings=PaymentSettings.from_environ,
     assemble=assemble,
+    # Redis only holds the payment status cache; PostgreSQL is the truth.
+    redis=Need.OPTIONAL,
 )
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 
 from service_runtime.errors import FailedPrecondition, Unavailable, Violations
-from service_runtime.money import Money
+from service_runtime.values import Money
 
 #: How long a caller should wait before retrying a call on a payment whose outcome is still unknown.
 OUTCOME_UNKNOWN_RETRY_SECONDS = 1.0
@@ -68,7 +68,7 @@ def check_transition(current: PaymentStatus, target: PaymentStatus) -> None:
         raise FailedPrecondition(
             f"a payment cannot go from {current.value} to {target.value}",
             reason="PAYMENT_TRANSITION_NOT_ALLOWED",
-            metadata={"status": current.contract_name, "target_status": target.contract_name},
+            metadata={"status": current.contract_name, "targetStatus": target.contract_name},
         )
 
 
@@ -83,7 +83,7 @@ def outcome_unknown(payment_id: str) -> Unavailable:
     return Unavailable(
         f"the authorization of payment {payment_id} is not settled yet; retry",
         reason="PAYMENT_OUTCOME_UNKNOWN",
-        metadata={"payment_id": payment_id},
+        metadata={"paymentId": payment_id},
         retry_after_seconds=OUTCOME_UNKNOWN_RETRY_SECONDS,
     )
 
@@ -97,7 +97,7 @@ def decide_capture(payment_id: str, status: PaymentStatus, *, captured_for: str,
             raise FailedPrecondition(
                 f"payment {payment_id} was captured for another order",
                 reason="ORDER_MISMATCH",
-                metadata={"payment_id": payment_id, "order_id": captured_for},
+                metadata={"paymentId": payment_id, "orderId": captured_for},
             )
         return Transition.ALREADY_DONE
     if status in _UNSETTLED:
@@ -105,7 +105,7 @@ def decide_capture(payment_id: str, status: PaymentStatus, *, captured_for: str,
     raise FailedPrecondition(
         f"payment {payment_id} is {status.value}: nothing is held to capture",
         reason="PAYMENT_NOT_AUTHORIZED",
-        metadata={"payment_id": payment_id, "status": status.contract_name},
+        metadata={"paymentId": payment_id, "status": status.contract_name},
     )
 
 
@@ -120,7 +120,7 @@ def decide_void(payment_id: str, status: PaymentStatus) -> Transition:
     raise FailedPrecondition(
         f"payment {payment_id} was captured; refund it instead",
         reason="PAYMENT_ALREADY_CAPTURED",
-        metadata={"payment_id": payment_id, "status": status.contract_name},
+        metadata={"paymentId": payment_id, "status": status.contract_name},
     )
 
 
@@ -149,14 +149,14 @@ def check_refund(
         raise FailedPrecondition(
             f"payment {payment_id} is {status.value}: only captured money can be refunded",
             reason="PAYMENT_NOT_CAPTURED",
-            metadata={"payment_id": payment_id, "status": status.contract_name},
+            metadata={"paymentId": payment_id, "status": status.contract_name},
         )
     amount = refundable if requested is None else requested.amount_minor
     if amount > refundable or amount == 0:
         raise FailedPrecondition(
             f"payment {payment_id} has {refundable} minor units left to refund",
             reason="REFUND_EXCEEDS_CAPTURED",
-            metadata={"payment_id": payment_id, "refundable_minor": str(refundable)},
+            metadata={"paymentId": payment_id, "refundableMinor": str(refundable)},
         )
     return amount
 

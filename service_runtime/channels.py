@@ -12,6 +12,7 @@ import json
 import grpc
 
 from service_runtime import errors
+from service_runtime.sql import in_transaction
 
 #: grpc reports "no deadline" as a huge remaining time; anything above this is treated as none.
 _NO_DEADLINE = 365 * 24 * 3600.0
@@ -42,13 +43,21 @@ CHANNEL_OPTIONS = (
 )
 
 
-class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
-    """Gives a call made without a timeout the channel's cap, so no outbound call can wait forever."""
+class RpcInsideTransaction(RuntimeError):
+    """An RPC was started while a database transaction was open: a bug (locks would be held across the
+    network, and a retried transaction would send the RPC again)."""
 
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
+
+class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Every outbound call passes here: it must not start inside a database transaction, and a call made
+    without a timeout gets the channel's default, so no outbound call can wait forever."""
+
+    def __init__(self, default_timeout_seconds: float) -> None:
+        self._seconds = default_timeout_seconds
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        if in_transaction.get():
+            raise RpcInsideTransaction(f"{client_call_details.method!r} called inside a database transaction")
         if client_call_details.timeout is None:
             client_call_details = client_call_details._replace(timeout=self._seconds)
         return await continuation(client_call_details, request)
@@ -63,12 +72,12 @@ class Channels:
 
     def __init__(self, *, default_timeout_seconds: float = 5.0) -> None:
         self._open: dict[str, grpc.aio.Channel] = {}
-        self._default_deadline = DefaultDeadline(default_timeout_seconds)
+        self._guard = OutboundGuard(default_timeout_seconds)
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._open.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[self._default_deadline])
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[self._guard])
             self._open[target] = channel
         return channel
 

@@ -6,6 +6,7 @@ Handlers and domain code raise these; `status.py` turns them into gRPC status co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -29,8 +30,16 @@ class PreconditionViolation:
     description: str
 
 
+#: ErrorInfo metadata keys are lowerCamelCase across the mesh (AIP-193), e.g. "checkoutId".
+METADATA_KEY = re.compile(r"[a-z][a-zA-Z0-9]*")
+
+
 class ServiceError(Exception):
-    """Base of every error a service means to return to its caller."""
+    """Base of every error a service means to return to its caller.
+
+    `reason` is the ErrorInfo reason (UPPER_SNAKE_CASE, stable); `metadata` keys are lowerCamelCase and a
+    status in metadata is written as the contract's enum value name (e.g. "RESERVATION_STATUS_EXPIRED").
+    """
 
     def __init__(
         self,
@@ -42,6 +51,9 @@ class ServiceError(Exception):
         retry_after_seconds: float | None = None,
     ) -> None:
         super().__init__(message)
+        bad_keys = [key for key in metadata or {} if not METADATA_KEY.fullmatch(key)]
+        if bad_keys:
+            raise ValueError(f"ErrorInfo metadata keys must be lowerCamelCase: {bad_keys}")
         self.message = message
         self.reason = reason
         self.metadata = dict(metadata or {})

@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: The page-token key when PAGE_TOKEN_SECRET is unset: fine on a laptop, public knowledge everywhere
+#: else (anyone could forge a token). Deployments set their own (k8s: the shop-secrets Secret).
+DEVELOPMENT_PAGE_TOKEN_SECRET = "development-only-page-token-secret"
 
 
 class SettingsError(Exception):
@@ -120,6 +123,8 @@ class CommonSettings:
     shutdown_grace_seconds: float
     health_probe_interval_seconds: float
     log_level: str
+    #: Signs page tokens (service_runtime.pagination); every replica of a service must share it.
+    page_token_secret: bytes
 
     @classmethod
     def from_env(cls, env: EnvReader, *, service_name: str, default_port: int) -> CommonSettings:
@@ -141,4 +146,7 @@ class CommonSettings:
             shutdown_grace_seconds=env.seconds("GRPC_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0, maximum=300.0),
             health_probe_interval_seconds=env.seconds("HEALTH_PROBE_INTERVAL_SECONDS", 5.0, minimum=0.1, maximum=300.0),
             log_level=env.choice("LOG_LEVEL", "INFO", _LOG_LEVELS),
+            page_token_secret=env.text(
+                "PAGE_TOKEN_SECRET", DEVELOPMENT_PAGE_TOKEN_SECRET, pattern=r"[\x21-\x7e]{16,256}"
+            ).encode(),
         )

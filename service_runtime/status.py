@@ -4,7 +4,12 @@
   PreconditionFailure, RetryInfo and any typed detail messages it carries.
 - A downstream `grpc.aio.AioRpcError` that escapes a handler is passed on with its code, message and
   rich details, so a caller two hops away still sees why.
+- A request whose bytes do not decode as the method's message is INVALID_ARGUMENT
+  (`MALFORMED_REQUEST`), never UNKNOWN with the decoder's text.
 - Anything else is logged and answered INTERNAL, never UNKNOWN.
+
+Every status this module writes carries exactly one ErrorInfo (AIP-193): the error's reason, or the
+code's name when it has none.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service_runtime import database, errors
@@ -54,9 +59,8 @@ def _pack(message: Any) -> any_pb2.Any:
 def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
     """The `google.rpc.Status` for a domain error; `domain` names the service (e.g. "inventory.shop")."""
     code = code_of(error)
-    details: list[any_pb2.Any] = []
-    if error.reason:
-        details.append(_pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=domain, metadata=error.metadata)))
+    reason = error.reason or code.name
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=error.metadata))]
     if isinstance(error, errors.InvalidArgument):
         details.append(
             _pack(
@@ -89,8 +93,43 @@ def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 
-def internal_status(message: str = "internal error") -> status_pb2.Status:
-    return status_pb2.Status(code=code_pb2.INTERNAL, message=message)
+def bare_status(code: grpc.StatusCode, message: str, *, reason: str, domain: str) -> status_pb2.Status:
+    """A status with only its ErrorInfo (INTERNAL, UNIMPLEMENTED, a downstream failure we relabel)."""
+    return status_pb2.Status(
+        code=code.value[0], message=message, details=[_pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain))]
+    )
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode; the guarded handler refuses it."""
+
+    __slots__ = ("message_type",)
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    message_type = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = message_type.full_name if message_type is not None else "request"
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, or invalid UTF-8 in a string field: the client sent bad bytes
+            return _Undecodable(name)
+
+    return decode
+
+
+def malformed_request(message_type: str) -> errors.InvalidArgument:
+    return errors.InvalidArgument(
+        [errors.FieldViolation("", f"the request bytes are not a valid {message_type} message")],
+        f"the request is not a valid {message_type} message",
+        reason="MALFORMED_REQUEST",
+    )
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
@@ -112,36 +151,62 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         domain = self._domain
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Undecodable):
+                log.info("%s: undecodable request", method)
+                await context.abort_with_status(
+                    rpc_status.to_status(to_status(malformed_request(request.message_type), domain=domain))
+                )
             try:
                 return await inner(request, context)
             except errors.ServiceError as error:
                 await context.abort_with_status(rpc_status.to_status(to_status(error, domain=domain)))
             except grpc.aio.AioRpcError as error:
-                await _abort_with_downstream(context, error, method)
+                await _abort_with_downstream(context, error, method, domain)
             except (grpc.aio.AbortError, grpc.aio.UsageError):
                 raise
             except NotImplementedError:  # the generated base class: declared in the contract, not built yet
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented yet")
+                await context.abort_with_status(
+                    rpc_status.to_status(
+                        bare_status(
+                            grpc.StatusCode.UNIMPLEMENTED,
+                            f"{method} is not implemented yet",
+                            reason="NOT_IMPLEMENTED",
+                            domain=domain,
+                        )
+                    )
+                )
             except Exception as error:
                 translated = database.as_service_error(error)
                 if translated is None:
                     log.exception("unhandled error in %s", method)
-                    await context.abort_with_status(rpc_status.to_status(internal_status()))
+                    await context.abort_with_status(
+                        rpc_status.to_status(
+                            bare_status(grpc.StatusCode.INTERNAL, "internal error", reason="INTERNAL", domain=domain)
+                        )
+                    )
                 log.warning("%s: %s (%s)", method, translated.message, type(error).__name__)
                 await context.abort_with_status(rpc_status.to_status(to_status(translated, domain=domain)))
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
 
 
-async def _abort_with_downstream(context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError, method: str) -> None:
+async def _abort_with_downstream(
+    context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError, method: str, domain: str
+) -> None:
     code = error.code()
     trailing = tuple((k, v) for k, v in (error.trailing_metadata() or ()) if k == _STATUS_DETAILS_KEY)
-    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED) or code is None:
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED) or code is None or not trailing:
         log.warning("downstream call from %s ended %s: %s", method, code, error.details())
-        code = grpc.StatusCode.UNAVAILABLE if code == grpc.StatusCode.CANCELLED else grpc.StatusCode.INTERNAL
-        trailing = ()  # the details described the old code; do not contradict the new one
+        if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, None):
+            code = grpc.StatusCode.UNAVAILABLE if code == grpc.StatusCode.CANCELLED else grpc.StatusCode.INTERNAL
+        # The details described the old code (or there were none): write our own, with one ErrorInfo.
+        await context.abort_with_status(
+            rpc_status.to_status(
+                bare_status(code, error.details() or code.name, reason="DOWNSTREAM_" + code.name, domain=domain)
+            )
+        )
     await context.abort(code, error.details() or code.name, trailing_metadata=trailing)

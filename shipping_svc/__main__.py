@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from service_runtime.host import Assembly, Infrastructure, ServiceSpec, run_service
+from service_runtime.cli import run_service
+from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from shipping_svc.servicer import SERVICE_NAME, ShippingServicer
 from shipping_svc.settings import ShippingSettings
 from shop.shipping.v1 import shipping_service_pb2_grpc
@@ -27,6 +28,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     load_settings=ShippingSettings.from_environ,
     assemble=assemble,
+    # rates come from a data file and shipments from PostgreSQL.
+    redis=Need.UNUSED,
 )
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ import pytest
 import redis.asyncio as redis
 from psycopg import sql
 
-from service_runtime.host import RunningService, ServiceSpec
-from service_runtime.host import start_service as host_start_service
+from service_runtime.server import RunningService
+from service_runtime.spec import ServiceSpec
+from service_runtime.server import start_service as host_start_service
 from service_runtime.migrations import apply_migrations
 
 #: Every service package of the mesh; each exposes its ServiceSpec as `<package>.__main__.SPEC`.

@@ -75,7 +75,7 @@ async def test_service_reports_serving_lists_itself_and_never_answers_unknown(st
 
 async def test_health_stays_not_serving_while_postgresql_is_unreachable(redis_url, redis_prefix):
     from inventory_svc.__main__ import SPEC
-    from service_runtime.host import start_service
+    from service_runtime.server import start_service
 
     settings = SPEC.load_settings(
         {

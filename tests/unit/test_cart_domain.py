@@ -52,14 +52,14 @@ def test_a_full_cart_still_accepts_more_units_of_a_sku_it_holds():
 def test_a_lowered_line_limit_is_enforced():
     with pytest.raises(FailedPrecondition) as raised:
         domain.add_item(full_cart(3), "NEW", 1, max_lines=3)
-    assert raised.value.metadata["max_lines"] == "3"
+    assert raised.value.metadata["maxLines"] == "3"
 
 
 def test_an_add_that_would_take_a_line_past_99_is_refused_and_says_how_many_more_fit():
     with pytest.raises(FailedPrecondition) as raised:
         domain.add_item((Line("A", 95),), "A", 5)
     assert raised.value.reason == "LINE_QUANTITY_LIMIT"
-    assert raised.value.metadata == {"sku": "A", "max_addable": "4"}
+    assert raised.value.metadata == {"sku": "A", "maxAddable": "4"}
 
 
 def test_an_add_that_brings_a_line_to_exactly_99_is_accepted():

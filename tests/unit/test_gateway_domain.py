@@ -78,7 +78,7 @@ def test_only_a_quoted_checkout_can_be_placed(current, reason):
 
 def test_placing_a_completed_checkout_names_its_order():
     error = refusal(C.COMPLETED, C.PLACING, order_id="o1")
-    assert error.metadata == {"status": "CHECKOUT_STATUS_COMPLETED", "order_id": "o1"}
+    assert error.metadata == {"status": "CHECKOUT_STATUS_COMPLETED", "orderId": "o1"}
 
 
 @pytest.mark.parametrize("current", [C.CANCELLED, C.EXPIRED])

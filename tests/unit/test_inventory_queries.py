@@ -5,16 +5,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from inventory_svc.repository import queries
+from inventory_svc.repository import InventoryStatements
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "inventory_svc" / "repository.py"
 
 
 def test_every_query_the_repository_runs_is_defined_and_every_defined_query_is_run():
     source = REPOSITORY.read_text()
-    used = set(re.findall(r'_rows?\(\s*"([a-z_]+)"', source))
+    defined = set(InventoryStatements.queries.statements)
+    used = set(re.findall(r'_(?:rows|row|one)\(\s*"([a-z_]+)"', source))
     for locked, unlocked in re.findall(r'name = "([a-z_]+)" if lock else "([a-z_]+)"', source):
         used |= {locked, unlocked}
 
-    assert used <= set(queries()), used - set(queries())
-    assert set(queries()) <= used, set(queries()) - used
+    assert used <= defined, used - defined
+    assert defined <= used, defined - used

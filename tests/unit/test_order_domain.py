@@ -93,7 +93,7 @@ def test_a_ship_replay_with_another_tracking_number_is_refused_and_names_the_rec
     with pytest.raises(FailedPrecondition) as raised:
         domain.check_tracking_number(DELIVERED, "TRACK-1", "TRACK-2")
     assert raised.value.reason == "ORDER_ALREADY_SHIPPED"
-    assert raised.value.metadata == {"status": "ORDER_STATUS_DELIVERED", "tracking_number": "TRACK-1"}
+    assert raised.value.metadata == {"status": "ORDER_STATUS_DELIVERED", "trackingNumber": "TRACK-1"}
 
 
 # Amounts

@@ -48,7 +48,7 @@ def test_every_move_outside_the_state_machine_is_refused_with_a_stable_reason():
 def test_a_payment_cannot_be_captured_straight_from_pending():
     with pytest.raises(FailedPrecondition) as raised:
         domain.check_transition(S.PENDING, S.CAPTURED)
-    assert raised.value.metadata == {"status": "PAYMENT_STATUS_PENDING", "target_status": "PAYMENT_STATUS_CAPTURED"}
+    assert raised.value.metadata == {"status": "PAYMENT_STATUS_PENDING", "targetStatus": "PAYMENT_STATUS_CAPTURED"}
 
 
 # Capture
@@ -67,7 +67,7 @@ def test_capturing_a_payment_already_captured_for_another_order_is_refused():
     with pytest.raises(FailedPrecondition) as raised:
         domain.decide_capture("p1", S.CAPTURED, captured_for="o1", order_id="o2")
     assert raised.value.reason == "ORDER_MISMATCH"
-    assert raised.value.metadata["order_id"] == "o1"
+    assert raised.value.metadata["orderId"] == "o1"
 
 
 @pytest.mark.parametrize("status", [S.FAILED, S.VOIDED])
@@ -87,7 +87,7 @@ def test_capture_and_void_of_an_unsettled_authorization_ask_the_caller_to_retry(
         with pytest.raises(Unavailable) as raised:
             decide()
         assert raised.value.reason == "PAYMENT_OUTCOME_UNKNOWN"
-        assert raised.value.metadata == {"payment_id": "p1"}
+        assert raised.value.metadata == {"paymentId": "p1"}
         assert raised.value.retry_after_seconds == domain.OUTCOME_UNKNOWN_RETRY_SECONDS
 
 
@@ -139,7 +139,7 @@ def test_a_refund_of_more_than_is_refundable_is_refused_and_says_how_much_is_lef
     with pytest.raises(FailedPrecondition) as raised:
         domain.check_refund("p1", S.PARTIALLY_REFUNDED, currency_code="USD", refundable=3_000, requested=usd(3_001))
     assert raised.value.reason == "REFUND_EXCEEDS_CAPTURED"
-    assert raised.value.metadata["refundable_minor"] == "3000"
+    assert raised.value.metadata["refundableMinor"] == "3000"
 
 
 def test_refunding_everything_when_nothing_is_left_is_refused():

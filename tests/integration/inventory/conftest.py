@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from inventory_svc.__main__ import SPEC
-from inventory_svc.repository import InventoryStore
-from service_runtime.host import RunningService
+from inventory_svc.domain.model import Product, StockDiscrepancy
+from inventory_svc.repository import InventoryStatements
+from service_runtime.database import Database
+from service_runtime.server import RunningService
+from service_runtime.sql import UnitOfWork
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import money_pb2
@@ -38,20 +40,30 @@ async def inventory_with_idle_sweeper(start_service) -> AsyncIterator[pb_grpc.In
         yield pb_grpc.InventoryServiceStub(channel)
 
 
+Store = UnitOfWork[InventoryStatements]
+
+
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[InventoryStore]:
-    """Direct access to the test's inventory database through the service's own repository."""
-    pool = AsyncConnectionPool(database_url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True})
-    await pool.open(wait=True)
+async def store(database_url: str) -> AsyncIterator[Store]:
+    """Direct access to the test's inventory database through the service's own statements."""
+    database = Database(
+        database_url, min_size=1, max_size=2, statement_timeout_ms=10_000, application_name="inventory-tests"
+    )
+    await database.open()
     try:
-        yield InventoryStore(pool)
+        yield UnitOfWork(database, InventoryStatements)
     finally:
-        await pool.close()
+        await database.close()
 
 
-async def invariant_violations(store: InventoryStore) -> list[dict]:
-    async with store.transaction() as tx:
-        return [dict(row) for row in await tx.invariant_violations()]
+async def invariant_violations(store: Store) -> list[StockDiscrepancy]:
+    return await store.read(lambda tx: tx.stock_discrepancies())
+
+
+async def stock_figures(store: Store, sku: str) -> Product:
+    """A product with its stock figures read from PostgreSQL (GetProduct may serve them from the cache,
+    up to its TTL late, as the contract allows)."""
+    return (await store.read(lambda tx: tx.products([sku])))[sku]
 
 
 async def create_product(

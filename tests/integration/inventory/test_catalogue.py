@@ -7,7 +7,7 @@ import redis.asyncio as redis
 
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.type.v1 import line_item_pb2, money_pb2
-from tests.integration.inventory.conftest import create_product
+from tests.integration.inventory.conftest import create_product, stock_figures
 from tests.rpc_errors import expect_failure
 
 
@@ -101,7 +101,7 @@ async def test_list_products_pages_through_everything_in_sku_order_and_filters_i
     assert wrong_filter.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_check_availability_reports_each_line_without_reserving(inventory):
+async def test_check_availability_reports_each_line_without_reserving(inventory, store):
     await create_product(inventory, "A-1", stock=5)
     await create_product(inventory, "B-1", stock=1)
 
@@ -119,4 +119,4 @@ async def test_check_availability_reports_each_line_without_reserving(inventory)
         ("B-1", 2, 1, False),
     ]
     assert not response.all_available
-    assert (await inventory.GetProduct(pb.GetProductRequest(sku="A-1"))).product.reserved == 0
+    assert (await stock_figures(store, "A-1")).reserved == 0

@@ -9,7 +9,7 @@ import grpc
 
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.type.v1 import line_item_pb2
-from tests.integration.inventory.conftest import create_product, invariant_violations
+from tests.integration.inventory.conftest import create_product, invariant_violations, stock_figures
 from tests.rpc_errors import failure_of
 
 
@@ -34,7 +34,7 @@ async def test_200_concurrent_reservations_of_50_units_reserve_exactly_50(invent
 
     assert outcomes.count(grpc.StatusCode.OK) == 50
     assert outcomes.count(grpc.StatusCode.FAILED_PRECONDITION) == 150
-    product = (await inventory.GetProduct(pb.GetProductRequest(sku="HOT-1"))).product
+    product = await stock_figures(store, "HOT-1")
     assert (product.stock_on_hand, product.reserved, product.available) == (50, 50, 0)
     assert await invariant_violations(store) == []
 
@@ -87,7 +87,7 @@ async def test_concurrent_duplicates_of_one_adjustment_apply_it_once(inventory, 
 
     assert sum(not r.replayed for r in responses) == 1
     assert len({r.movement_id for r in responses}) == 1
-    product = (await inventory.GetProduct(pb.GetProductRequest(sku="DUP-1"))).product
+    product = await stock_figures(store, "DUP-1")
     assert product.stock_on_hand == 7
     assert await invariant_violations(store) == []
 
@@ -99,7 +99,7 @@ async def test_concurrent_duplicate_reservations_of_one_checkout_reserve_once(in
     responses = await asyncio.gather(*(inventory.ReserveInventory(request) for _ in range(20)))
 
     assert sum(not r.replayed for r in responses) == 1
-    product = (await inventory.GetProduct(pb.GetProductRequest(sku="DUP-2"))).product
+    product = await stock_figures(store, "DUP-2")
     assert product.reserved == 3
     assert await invariant_violations(store) == []
 
@@ -124,6 +124,6 @@ async def test_release_racing_its_reservation_never_leaves_stock_held(inventory,
         assert final.reservation.status == pb.RESERVATION_STATUS_RELEASED
 
     await asyncio.gather(*(race(i) for i in range(30)))
-    product = (await inventory.GetProduct(pb.GetProductRequest(sku="RACE-1"))).product
+    product = await stock_figures(store, "RACE-1")
     assert product.reserved == 0
     assert await invariant_violations(store) == []

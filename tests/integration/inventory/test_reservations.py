@@ -8,9 +8,10 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from inventory_svc.domain.model import Product
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.type.v1 import line_item_pb2
-from tests.integration.inventory.conftest import create_product, invariant_violations
+from tests.integration.inventory.conftest import Store, create_product, invariant_violations, stock_figures
 from tests.rpc_errors import expect_failure
 
 
@@ -18,8 +19,9 @@ def items(**quantities: int) -> list[line_item_pb2.LineItem]:
     return [line_item_pb2.LineItem(sku=sku.replace("_", "-"), quantity=q) for sku, q in quantities.items()]
 
 
-async def product(inventory, sku: str) -> pb.Product:
-    return (await inventory.GetProduct(pb.GetProductRequest(sku=sku))).product
+async def product(store: Store, sku: str) -> Product:
+    """Stock figures from PostgreSQL (GetProduct may serve them up to the cache's TTL late)."""
+    return await stock_figures(store, sku)
 
 
 async def test_reserve_takes_every_line_or_none_and_names_each_short_sku(inventory, store):
@@ -35,7 +37,7 @@ async def test_reserve_takes_every_line_or_none_and_names_each_short_sku(invento
     assert failure.reason == "INSUFFICIENT_STOCK"
     shortage = failure.detail(pb.InsufficientStock)
     assert [(i.sku, i.requested, i.available) for i in shortage.items] == [("B-1", 3, 1), ("C-1", 2, 0)]
-    assert (await product(inventory, "A-1")).reserved == 0  # the line that fitted was rolled back too
+    assert (await product(store, "A-1")).reserved == 0  # the line that fitted was rolled back too
     assert (
         await expect_failure(inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1")))
     ).code == grpc.StatusCode.NOT_FOUND
@@ -51,10 +53,10 @@ async def test_reserve_replay_returns_the_same_reservation_and_reserves_once(inv
 
     assert not first.replayed and again.replayed
     assert again.reservation == first.reservation
-    assert (await product(inventory, "A-1")).reserved == 2
+    assert (await product(store, "A-1")).reserved == 2
 
 
-async def test_reserve_with_other_lines_for_the_same_checkout_is_refused(inventory):
+async def test_reserve_with_other_lines_for_the_same_checkout_is_refused(inventory, store):
     await create_product(inventory, "A-1", stock=5)
     await inventory.ReserveInventory(pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=2)))
 
@@ -64,7 +66,7 @@ async def test_reserve_with_other_lines_for_the_same_checkout_is_refused(invento
 
     assert failure.code == grpc.StatusCode.ALREADY_EXISTS
     assert failure.reason == "CHECKOUT_ALREADY_RESERVED"
-    assert (await product(inventory, "A-1")).reserved == 2
+    assert (await product(store, "A-1")).reserved == 2
 
 
 async def test_confirm_sells_the_units_once_and_is_idempotent(inventory, store):
@@ -76,7 +78,7 @@ async def test_confirm_sells_the_units_once_and_is_idempotent(inventory, store):
 
     assert first.reservation.status == pb.RESERVATION_STATUS_CONFIRMED
     assert again.reservation == first.reservation
-    sold = await product(inventory, "A-1")
+    sold = await product(store, "A-1")
     assert (sold.stock_on_hand, sold.reserved) == (3, 0)
     other = await expect_failure(
         inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o2"))
@@ -106,7 +108,7 @@ async def test_release_gives_units_back_once_and_then_succeeds_with_nothing_to_r
     assert first.released_line_count == 1 and again.released_line_count == 0
     assert again.reservation.status == pb.RESERVATION_STATUS_RELEASED
     assert again.reservation.release_reason == "payment_declined"
-    assert (await product(inventory, "A-1")).reserved == 0
+    assert (await product(store, "A-1")).reserved == 0
     late_confirm = await expect_failure(
         inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
     )
@@ -124,7 +126,7 @@ async def test_release_before_the_reserve_arrives_makes_the_late_reserve_fail(in
 
     assert released.released_line_count == 0
     assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_RELEASED")
-    assert (await product(inventory, "A-1")).reserved == 0
+    assert (await product(store, "A-1")).reserved == 0
 
 
 async def test_release_of_a_confirmed_reservation_is_refused(inventory):
@@ -192,7 +194,7 @@ async def test_extend_of_an_ended_reservation_is_refused_and_changes_nothing(inv
     after = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
     assert after.status == status
     assert after == before
-    assert (await product(inventory, "A-1")).reserved == 0
+    assert (await product(store, "A-1")).reserved == 0
     assert await invariant_violations(store) == []
 
 
@@ -229,7 +231,7 @@ async def test_release_after_expiry_before_the_sweeper_runs_ends_the_reservation
     assert released.reservation.release_reason == "expired"
     stored = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
     assert (stored.status, stored.release_reason) == (pb.RESERVATION_STATUS_EXPIRED, "expired")
-    after = await product(inventory, "A-1")
+    after = await product(store, "A-1")
     assert (after.stock_on_hand, after.reserved, after.available) == (5, 0, 5)
     assert await invariant_violations(store) == []
 
@@ -247,7 +249,7 @@ async def test_confirm_with_an_order_id_another_checkout_was_sold_to_is_refused(
     assert (failure.code, failure.reason) == (grpc.StatusCode.ALREADY_EXISTS, "ORDER_ID_IN_USE")
     second = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k2"))).reservation
     assert (second.status, second.order_id) == (pb.RESERVATION_STATUS_ACTIVE, "")
-    figures = await product(inventory, "A-1")
+    figures = await product(store, "A-1")
     assert (figures.stock_on_hand, figures.reserved) == (4, 2)
     assert await invariant_violations(store) == []
     # the refused attempt left nothing behind: the checkout can still be sold to its own order
@@ -261,7 +263,7 @@ async def test_sweeper_expires_a_reservation_after_its_ttl_and_a_late_confirm_is
     await inventory.ReserveInventory(
         pb.ReserveInventoryRequest(checkout_id="k1", items=items(A_1=4), ttl=duration_pb2.Duration(seconds=1))
     )
-    assert (await product(inventory, "A-1")).available == 1
+    assert (await product(store, "A-1")).available == 1
 
     for _ in range(50):
         reservation = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
@@ -271,7 +273,7 @@ async def test_sweeper_expires_a_reservation_after_its_ttl_and_a_late_confirm_is
 
     assert reservation.status == pb.RESERVATION_STATUS_EXPIRED
     assert reservation.release_reason == "expired"
-    assert (await product(inventory, "A-1")).available == 5
+    assert (await product(store, "A-1")).available == 5
     late = await expect_failure(
         inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
     )
@@ -300,7 +302,7 @@ async def test_confirm_after_expiry_is_refused_even_before_the_sweeper_runs(star
         assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RESERVATION_EXPIRED")
         reservation = (await inventory.GetReservation(pb.GetReservationRequest(checkout_id="k1"))).reservation
         assert reservation.status == pb.RESERVATION_STATUS_EXPIRED
-        assert (await product(inventory, "A-1")).available == 5
+        assert (await product(store, "A-1")).available == 5
         extend = await expect_failure(
             inventory.ExtendReservation(
                 pb.ExtendReservationRequest(checkout_id="k1", ttl=duration_pb2.Duration(seconds=60))
@@ -322,7 +324,7 @@ async def test_return_stock_puts_sold_units_back_once(inventory, store):
 
     assert not first.replayed and again.replayed
     assert list(again.items) == list(first.items)
-    assert (await product(inventory, "A-1")).stock_on_hand == 5
+    assert (await product(store, "A-1")).stock_on_hand == 5
     different = await expect_failure(
         inventory.ReturnStock(pb.ReturnStockRequest(order_id="o1", items=items(B_1=1), reason="x"))
     )
@@ -349,5 +351,5 @@ async def test_return_stock_is_refused_beyond_what_the_order_bought(inventory, s
     )
 
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, reason)
-    assert (await product(inventory, "A-1")).stock_on_hand == 3
+    assert (await product(store, "A-1")).stock_on_hand == 3
     assert await invariant_violations(store) == []

@@ -21,11 +21,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from inventory_svc.repository import InventoryStore
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2, money_pb2
-from tests.integration.inventory.conftest import invariant_violations
+from tests.integration.inventory.conftest import Store, invariant_violations
 from tests.rpc_errors import failure_of
 
 SKUS = ("S-0", "S-1", "S-2")
@@ -33,7 +32,7 @@ _runs = itertools.count()
 
 
 def build_machine(
-    loop: asyncio.AbstractEventLoop, inventory: pb_grpc.InventoryServiceStub, store: InventoryStore, database_url: str
+    loop: asyncio.AbstractEventLoop, inventory: pb_grpc.InventoryServiceStub, store: Store, database_url: str
 ) -> type[RuleBasedStateMachine]:
     def call(start: Callable[[], Awaitable[Any]]) -> Any:
         """Runs `start()` on the service's event loop (gRPC calls must be made there) and waits for it."""
@@ -248,9 +247,8 @@ def build_machine(
     return InventoryMachine
 
 
-async def _products(store: InventoryStore, skus: list[str]) -> dict:
-    async with store.transaction() as tx:
-        return await tx.products(skus)
+async def _products(store: Store, skus: list[str]) -> dict:
+    return await store.read(lambda tx: tx.products(skus))
 
 
 async def _backdate(database_url: str, checkout_id: str) -> None:

@@ -9,22 +9,22 @@ import grpc
 
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.type.v1 import line_item_pb2
-from tests.integration.inventory.conftest import create_product, invariant_violations
+from tests.integration.inventory.conftest import create_product, invariant_violations, stock_figures
 from tests.rpc_errors import expect_failure
 
 STOCK_CAP = 1_000_000_000
 LARGEST_ADJUSTMENT = 1_000_000
 
 
-async def stock_on_hand(inventory, sku: str) -> int:
-    return (await inventory.GetProduct(pb.GetProductRequest(sku=sku))).product.stock_on_hand
+async def stock_on_hand(store, sku: str) -> int:
+    return (await stock_figures(store, sku)).stock_on_hand
 
 
 async def adjust(inventory, sku: str, delta: int, key: str, reason: int = pb.STOCK_ADJUSTMENT_REASON_RECOUNT):
     return await inventory.AdjustStock(pb.AdjustStockRequest(sku=sku, delta=delta, reason=reason, idempotency_key=key))
 
 
-async def fill_to_the_cap(inventory, sku: str) -> None:
+async def fill_to_the_cap(inventory, store, sku: str) -> None:
     """Creates the product and receives stock up to exactly the cap, through AdjustStock (so the ledger agrees)."""
     await create_product(inventory, sku, stock=0)
     deliveries = STOCK_CAP // LARGEST_ADJUSTMENT
@@ -35,11 +35,11 @@ async def fill_to_the_cap(inventory, sku: str) -> None:
                 for index in range(start, min(start + 100, deliveries))
             )
         )
-    assert await stock_on_hand(inventory, sku) == STOCK_CAP
+    assert await stock_on_hand(store, sku) == STOCK_CAP
 
 
 async def test_adjustment_past_the_stock_cap_is_refused_and_recorded_nowhere(inventory, store):
-    await fill_to_the_cap(inventory, "A-1")
+    await fill_to_the_cap(inventory, store, "A-1")
 
     at_cap = await expect_failure(adjust(inventory, "A-1", 1, "one-more", pb.STOCK_ADJUSTMENT_REASON_RECEIVED))
     await adjust(inventory, "A-1", -10, "counted")
@@ -47,22 +47,22 @@ async def test_adjustment_past_the_stock_cap_is_refused_and_recorded_nowhere(inv
 
     for failure in (at_cap, just_past):
         assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STOCK_LIMIT_EXCEEDED")
-    assert await stock_on_hand(inventory, "A-1") == STOCK_CAP - 10
+    assert await stock_on_hand(store, "A-1") == STOCK_CAP - 10
     assert await invariant_violations(store) == []
     # reaching the cap exactly is allowed, and the refused key was not spent
     assert (await adjust(inventory, "A-1", 10, "eleven", pb.STOCK_ADJUSTMENT_REASON_RECEIVED)).replayed is False
-    assert await stock_on_hand(inventory, "A-1") == STOCK_CAP
+    assert await stock_on_hand(store, "A-1") == STOCK_CAP
     assert await invariant_violations(store) == []
 
 
 async def test_return_past_the_stock_cap_is_refused_and_the_ledger_does_not_get_it(inventory, store):
-    await fill_to_the_cap(inventory, "A-1")
+    await fill_to_the_cap(inventory, store, "A-1")
     await inventory.ReserveInventory(
         pb.ReserveInventoryRequest(checkout_id="k1", items=[line_item_pb2.LineItem(sku="A-1", quantity=5)])
     )
     await inventory.ConfirmReservation(pb.ConfirmReservationRequest(checkout_id="k1", order_id="o1"))
     await adjust(inventory, "A-1", 5, "restock", pb.STOCK_ADJUSTMENT_REASON_RECEIVED)
-    assert await stock_on_hand(inventory, "A-1") == STOCK_CAP
+    assert await stock_on_hand(store, "A-1") == STOCK_CAP
     request = pb.ReturnStockRequest(
         order_id="o1", items=[line_item_pb2.LineItem(sku="A-1", quantity=5)], reason="order_cancelled"
     )
@@ -70,11 +70,11 @@ async def test_return_past_the_stock_cap_is_refused_and_the_ledger_does_not_get_
     failure = await expect_failure(inventory.ReturnStock(request))
 
     assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "STOCK_LIMIT_EXCEEDED")
-    assert await stock_on_hand(inventory, "A-1") == STOCK_CAP
+    assert await stock_on_hand(store, "A-1") == STOCK_CAP
     assert await invariant_violations(store) == []
     # nothing was recorded for the order: once there is room, the same return is a first return, not a replay
     await adjust(inventory, "A-1", -5, "counted")
     returned = await inventory.ReturnStock(request)
     assert returned.replayed is False
-    assert await stock_on_hand(inventory, "A-1") == STOCK_CAP
+    assert await stock_on_hand(store, "A-1") == STOCK_CAP
     assert await invariant_violations(store) == []

@@ -17,11 +17,10 @@ import pytest
 from google.protobuf import duration_pb2
 
 from inventory_svc.__main__ import SPEC
-from inventory_svc.repository import InventoryStore
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2
-from tests.integration.inventory.conftest import create_product, invariant_violations
+from tests.integration.inventory.conftest import Store, create_product, invariant_violations
 from tests.rpc_errors import failure_of
 
 SKU = "HOT-1"
@@ -61,7 +60,7 @@ def name(status: int) -> str:
     return pb.ReservationStatus.Name(status).removeprefix("RESERVATION_STATUS_")
 
 
-async def product_figures(store: InventoryStore) -> tuple[int, int]:
+async def product_figures(store: Store) -> tuple[int, int]:
     """Stock on hand and reserved, read from PostgreSQL (never from the product cache)."""
     async with store.transaction() as tx:
         product = (await tx.products([SKU]))[SKU]

@@ -1,0 +1,186 @@
+"""Runs a service in this process: builds its infrastructure, serves gRPC, reports health, stops gracefully.
+
+Lifecycle of `start_service(spec, settings)`:
+
+1. Tracing is configured, the database and Redis clients are created (not yet connected), the
+   service's composition root assembles its repositories, handlers and servicer, and the server starts
+   with health NOT_SERVING.
+2. `Readiness` (readiness.py) applies migrations, probes dependencies and turns health SERVING; then
+   background workers (sweepers, relays) start, each restarted after a pause if it crashes.
+3. `RunningService.stop()`: health NOT_SERVING, `server.stop(grace)`, workers cancelled, clients closed.
+
+Tests call `start_service` directly to run any service in-process on port 0; `cli.run_service` is the
+command line of every service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service_runtime import errors, telemetry
+from service_runtime.channels import Channels
+from service_runtime.database import Database
+from service_runtime.keyspace import KeySpace, create_redis
+from service_runtime.readiness import LIVENESS, Readiness
+from service_runtime.settings import SettingsError
+from service_runtime.spec import Assembly, Infrastructure, S, ServiceSpec
+from service_runtime.status import ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+
+SERVER_OPTIONS = (
+    # Clients re-resolve DNS (and find new pods) when a connection ages out.
+    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+    ("grpc.max_connection_age_grace_ms", 30 * 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+)
+
+
+class RunningService:
+    """A started service: its bound port, health, and a coroutine to stop it."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec[S],
+        settings: S,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health.aio.HealthServicer,
+        assembly: Assembly,
+        infrastructure: Infrastructure,
+    ) -> None:
+        self.spec: ServiceSpec[Any] = spec
+        self.settings: Any = settings
+        self.server = server
+        self.port = port
+        self.infrastructure = infrastructure
+        self._health = health_servicer
+        self._assembly = assembly
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.readiness = Readiness(
+            service=spec.name,
+            schema=spec.schema,
+            migrations_folder=spec.migrations,
+            database=infrastructure.database,
+            redis=infrastructure.redis,
+            redis_need=spec.redis,
+            health_servicer=health_servicer,
+            service_names=assembly.service_names,
+            probe_interval_seconds=settings.common.health_probe_interval_seconds,
+            on_first_ready=self._start_background,
+        )
+
+    @property
+    def address(self) -> str:
+        host = self.settings.common.listen_address.rsplit(":", 1)[0]
+        if host in ("[::]", "0.0.0.0", "[::0]"):
+            host = "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    async def wait_ready(self, timeout: float) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _start_background(self) -> None:
+        for worker in self._assembly.background:
+            self._tasks.append(asyncio.create_task(_supervised(worker, self.spec.name)))
+        self._ready.set()
+
+    def _start_readiness(self) -> None:
+        self._tasks.append(asyncio.create_task(self.readiness.run(), name=f"{self.spec.name}-readiness"))
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        await self.readiness.report(False)
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(self.settings.common.shutdown_grace_seconds)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.infrastructure.channels.close()
+        await self.infrastructure.database.close()
+        await self.infrastructure.redis.aclose()
+        log.info("%s: stopped", self.spec.name)
+
+
+async def _supervised(worker: Any, service: str) -> None:
+    """Keeps a background worker running: a crash is logged and the worker restarted after a pause.
+    A dependency outage (UNAVAILABLE) is one warning line, not a stack trace."""
+    while True:
+        try:
+            await worker()
+            return
+        except asyncio.CancelledError:
+            raise
+        except errors.Unavailable as outage:
+            log.warning("%s: background worker paused: %s", service, outage.message)
+        except Exception:
+            log.exception("%s: background worker crashed; restarting in 1 s", service)
+        await asyncio.sleep(1.0)
+
+
+async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
+    """Builds and starts a service; returns before it is ready (see `RunningService.wait_ready`)."""
+    common = settings.common
+    telemetry.configure_tracing(spec.process_name)
+    infrastructure = Infrastructure(
+        database=Database(
+            common.database_url,
+            min_size=common.db_pool_min_size,
+            max_size=common.db_pool_max_size,
+            statement_timeout_ms=common.db_statement_timeout_ms,
+            application_name=spec.process_name,
+        ),
+        redis=create_redis(common.redis_url),
+        keys=KeySpace(common.redis_key_prefix),
+        channels=Channels(),
+    )
+    assembly = spec.assemble(settings, infrastructure)
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain=spec.error_domain)], options=SERVER_OPTIONS)
+    assembly.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*assembly.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(common.listen_address)
+    except RuntimeError as error:
+        raise SettingsError("GRPC_LISTEN_ADDRESS", f"cannot listen on {common.listen_address}: {error}") from None
+    running = RunningService(spec, settings, server, port, health_servicer, assembly, infrastructure)
+    await running.readiness.report(False)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    await server.start()
+    await infrastructure.database.open()
+    running._start_readiness()
+    return running
+
+
+async def serve(spec: ServiceSpec[S], settings: S) -> None:
+    """Runs the service until SIGTERM or SIGINT, then stops it gracefully."""
+    running = await start_service(spec, settings)
+    log.info("%s: listening on %s (health NOT_SERVING until ready)", spec.name, running.address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("%s: shutting down", spec.name)
+    await running.stop()
+    telemetry.shutdown_tracing()

@@ -1,0 +1,234 @@
+"""The base every service's SQL module builds on: named statements, the unit of work, one retry policy.
+
+A service keeps all its SQL in one `queries.sql` (each statement under a `-- name: <name>` header with
+a one-line description and `%(param)s` parameters) and runs it from one module (`repository.py`) that
+subclasses `Statements` with one method per named statement, returning domain types.
+
+**The unit of work** (`UnitOfWork.run(work)`) borrows a connection, opens a transaction, hands `work`
+an instance of the service's `Statements` bound to it, and
+
+- commits when `work` returns (its return value is the result);
+- rolls back when `work` raises, and the exception propagates;
+- except `CommitThenRaise(error)`: the transaction commits and then `error` is raised. This is how a
+  use case records a state change and still refuses the caller (a confirm that finds its reservation
+  past its expiry expires it, and the expiry must stick).
+
+**The retry policy** (`RetryPolicy`, applied by `UnitOfWork.run` and `UnitOfWork.attempts`) runs the
+work again from the start when PostgreSQL aborted it for a conflict (serialization failure, deadlock,
+lock timeout), when the work raised `RaceLost` (it saw another request move the state under it), and,
+when asked, on a unique violation (a concurrent duplicate of an idempotent request committed first:
+the next attempt finds it and replays). Only the outermost call retries: a `run` inside `attempts`
+runs once, so attempts never multiply. Retried work is database work only: no RPC may be made while a
+transaction is open (`service_runtime.channels` refuses it), so a retry can never re-send one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from psycopg import AsyncConnection
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from service_runtime import errors
+from service_runtime.database import CONFLICTS, Database
+
+T = TypeVar("T")
+S = TypeVar("S", bound="Statements")
+Row = Mapping[str, Any]
+
+_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+#: True while the current task holds an open transaction (see `channels`: no RPC may start then).
+in_transaction: contextvars.ContextVar[bool] = contextvars.ContextVar("in_transaction", default=False)
+_retrying: contextvars.ContextVar[bool] = contextvars.ContextVar("retrying", default=False)
+
+
+def load_queries(path: Path) -> Mapping[str, str]:
+    """Parses a queries.sql file into {name: statement}."""
+    text = path.read_text()
+    headers = list(_HEADER.finditer(text))
+    if not headers:
+        raise ValueError(f"{path} has no '-- name: <name>' headers")
+    queries: dict[str, str] = {}
+    for index, header in enumerate(headers):
+        end = headers[index + 1].start() if index + 1 < len(headers) else len(text)
+        body = text[header.end() : end].strip()
+        name = header.group(1)
+        if name in queries:
+            raise ValueError(f"{path}: query {name!r} is defined twice")
+        if not body:
+            raise ValueError(f"{path}: query {name!r} is empty")
+        queries[name] = body
+    return queries
+
+
+class QueryFile:
+    """A service's queries.sql, read the first time a statement is needed (never at import)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @cached_property
+    def statements(self) -> Mapping[str, str]:
+        return load_queries(self.path)
+
+    def __getitem__(self, name: str) -> str:
+        return self.statements[name]
+
+
+class RaceLost(Exception):
+    """Raised by work that found the state moved under it by a concurrent request: retry from the start."""
+
+
+class CommitThenRaise(Exception):
+    """Raised by work to commit what it wrote and then refuse the caller with `error`."""
+
+    def __init__(self, error: errors.ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def conflict_persisted() -> errors.Aborted:
+    return errors.Aborted(
+        "concurrent requests kept conflicting with this one; retry the request",
+        reason="CONFLICT",
+        retry_after_seconds=0.05,
+    )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the unit of work retries conflicts: `attempts` in all, with jittered exponential backoff."""
+
+    attempts: int = 5
+    base_delay_seconds: float = 0.005
+    max_delay_seconds: float = 0.2
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1)) * (0.5 + random.random())
+
+    async def run(self, work: Callable[[], Awaitable[T]], *, also: tuple[type[BaseException], ...] = ()) -> T:
+        """Runs `work`, again from the start after a conflict; the outermost caller alone retries.
+
+        A conflict that outlives every attempt is ABORTED (CONFLICT) if it was `RaceLost`; PostgreSQL's
+        own conflict errors propagate and the error interceptor maps them to ABORTED too.
+        """
+        if _retrying.get():
+            return await work()
+        token = _retrying.set(True)
+        try:
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    return await work()
+                except (*CONFLICTS, RaceLost, *also):
+                    if attempt == self.attempts:
+                        raise
+                await asyncio.sleep(self.delay(attempt))
+        except RaceLost:
+            raise conflict_persisted() from None
+        finally:
+            _retrying.reset(token)
+        raise AssertionError("unreachable")
+
+
+class Statements:
+    """One method per named statement, run on the connection of the current unit of work.
+
+    Subclasses set `queries = QueryFile(Path(__file__).with_name("queries.sql"))` and map rows to
+    domain types in their public methods; `_rows`/`_row`/`_one`/`_execute` are for them alone.
+    """
+
+    queries: QueryFile
+
+    def __init__(self, connection: AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    async def _rows(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        async with self._connection.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(self.queries[name], params or {})  # type: ignore[arg-type]
+            return await cursor.fetchall() if cursor.description else []
+
+    async def _row(self, name: str, params: Mapping[str, Any] | None = None) -> Row | None:
+        rows = await self._rows(name, params)
+        return rows[0] if rows else None
+
+    async def _one(self, name: str, params: Mapping[str, Any] | None = None) -> Row:
+        """The statement's single row; a statement that returns none here is a bug in the caller."""
+        row = await self._row(name, params)
+        if row is None:
+            raise LookupError(f"statement {name!r} returned no row")
+        return row
+
+
+class UnitOfWork(Generic[S]):
+    """Hands out transactions over a service's `Statements`; the rules are in the module docstring."""
+
+    def __init__(self, database: Database, statements: type[S], *, policy: RetryPolicy = RetryPolicy()) -> None:
+        self._database = database
+        self._statements = statements
+        self.policy = policy
+
+    async def run(self, work: Callable[[S], Awaitable[T]], *, retry_duplicates: bool = False) -> T:
+        """`work` in one transaction, retried from the start after a conflict (see the module docstring)."""
+
+        async def attempt() -> T:
+            async with self.transaction() as statements:
+                return await work(statements)
+
+        also = (pg_errors.UniqueViolation,) if retry_duplicates else ()
+        return await self.policy.run(attempt, also=also)
+
+    async def attempts(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Retries `work`, which may run several units of work (and single statements) but no RPC."""
+        return await self.policy.run(work)
+
+    async def read(self, work: Callable[[S], Awaitable[T]]) -> T:
+        """`work` in a read-only transaction (one snapshot); nothing to commit, nothing to retry."""
+        async with self._database.connection() as connection, connection.transaction():
+            await connection.execute("SET TRANSACTION READ ONLY")
+            token = in_transaction.set(True)
+            try:
+                return await work(self._statements(connection))
+            finally:
+                in_transaction.reset(token)
+
+    async def statement(self, work: Callable[[S], Awaitable[T]]) -> T:
+        """`work` as autocommit statements, each its own transaction (for the one-statement hot paths,
+        whose row locks must end with the statement). Retried like `run`."""
+
+        async def attempt() -> T:
+            async with self._database.connection() as connection:
+                token = in_transaction.set(True)
+                try:
+                    return await work(self._statements(connection))
+                finally:
+                    in_transaction.reset(token)
+
+        return await self.policy.run(attempt)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[S]:
+        """One transaction, not retried: commits on a normal exit or `CommitThenRaise`, else rolls back."""
+        refusal: errors.ServiceError | None = None
+        async with self._database.connection() as connection:
+            token = in_transaction.set(True)
+            try:
+                async with connection.transaction():
+                    try:
+                        yield self._statements(connection)
+                    except CommitThenRaise as raised:
+                        refusal = raised.error  # leave the block normally: the transaction commits
+            finally:
+                in_transaction.reset(token)
+        if refusal is not None:
+            raise refusal
