@@ -8,6 +8,7 @@ UNAVAILABLE means the request was not processed or the method is idempotent by c
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
 import grpc
 
@@ -48,7 +49,7 @@ class RpcInsideTransaction(RuntimeError):
     network, and a retried transaction would send the RPC again)."""
 
 
-class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):
     """Every outbound call passes here: it must not start inside a database transaction, and a call made
     without a timeout gets the channel's default, so no outbound call can wait forever."""
 
@@ -61,6 +62,12 @@ class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         if client_call_details.timeout is None:
             client_call_details = client_call_details._replace(timeout=self._seconds)
         return await continuation(client_call_details, request)
+
+
+class HasDeadline(Protocol):
+    """What `outbound_timeout` needs of an inbound call's context."""
+
+    def time_remaining(self) -> float | None: ...
 
 
 class Channels:
@@ -87,7 +94,7 @@ class Channels:
         self._open.clear()
 
 
-def outbound_timeout(context: grpc.aio.ServicerContext | None, *, cap: float, reserve: float = 0.02) -> float:
+def outbound_timeout(context: HasDeadline | None, *, cap: float, reserve: float = 0.02) -> float:
     """Timeout for a downstream call made while serving `context`.
 
     It is the inbound call's remaining time less `reserve` (to answer our own caller), clamped to `cap`.

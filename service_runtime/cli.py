@@ -6,12 +6,15 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
 
 from service_runtime import database, migrations
 from service_runtime.server import serve
 from service_runtime.settings import SettingsError
 from service_runtime.spec import S, ServiceSpec
+
+T = TypeVar("T")
 
 
 async def _migrate(spec: ServiceSpec[S], settings: S) -> list[int]:
@@ -62,9 +65,13 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _event_loop_runner() -> Callable[[Awaitable[object]], object]:
+class Runner(Protocol):
+    def __call__(self, main: Coroutine[Any, Any, T], /) -> T: ...
+
+
+def _event_loop_runner() -> Runner:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[no-any-return]
+        return asyncio.run
+    return uvloop.run

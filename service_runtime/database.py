@@ -158,7 +158,8 @@ class Database:
         except PoolClosed:
             raise unavailable() from None
         except PoolTimeout:
-            raise (unavailable() if self._state is DatabaseState.DOWN else busy()) from None
+            # The probe may have found the server down while this request waited.
+            raise (unavailable() if self.state is DatabaseState.DOWN else busy()) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             if is_connection_error(error):
                 self.suspect()

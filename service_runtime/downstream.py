@@ -80,16 +80,16 @@ class DownstreamError:
         retry_delay: float | None = None
         infos = 0
         for packed in status.details:
-            if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            if _is(packed, error_details_pb2.ErrorInfo):
                 info = error_details_pb2.ErrorInfo()
                 packed.Unpack(info)
                 infos += 1
                 reason, domain, metadata = info.reason, info.domain, dict(info.metadata)
-            elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            elif _is(packed, error_details_pb2.BadRequest):
                 bad = error_details_pb2.BadRequest()
                 packed.Unpack(bad)
                 violations.update({v.field: v.description for v in bad.field_violations})
-            elif packed.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            elif _is(packed, error_details_pb2.RetryInfo):
                 retry = error_details_pb2.RetryInfo()
                 packed.Unpack(retry)
                 retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
@@ -116,11 +116,15 @@ class DownstreamError:
     def detail(self, message_type: type[M]) -> M | None:
         """The first detail of that type (e.g. `shop.inventory.v1.InsufficientStock`), or None."""
         for packed in self.details:
-            if packed.Is(message_type.DESCRIPTOR):
+            if _is(packed, message_type):
                 unpacked = message_type()
                 packed.Unpack(unpacked)
                 return unpacked
         return None
+
+
+def _is(packed: any_pb2.Any, message_type: type[Message]) -> bool:
+    return packed.TypeName() == message_type.DESCRIPTOR.full_name
 
 
 def _status_of(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:

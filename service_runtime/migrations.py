@@ -74,7 +74,7 @@ async def apply_migrations(database_url: str, *, schema: str, directory: Path) -
             cursor = await connection.execute(
                 sql.SQL("SELECT version, checksum FROM {}.schema_migrations").format(sql.Identifier(schema))
             )
-            done = dict(await cursor.fetchall())
+            done: dict[int, str] = dict(await cursor.fetchall())
             for migration in migrations:
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
@@ -85,7 +85,7 @@ async def apply_migrations(database_url: str, *, schema: str, directory: Path) -
                     continue
                 async with connection.transaction():
                     try:
-                        await connection.execute(migration.sql)  # type: ignore[arg-type]
+                        await connection.execute(migration.sql)
                     except psycopg.Error as error:
                         raise MigrationError(
                             f"{schema} migration {migration.version:04d}_{migration.name} failed: {error}"

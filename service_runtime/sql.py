@@ -115,7 +115,8 @@ class RetryPolicy:
     max_delay_seconds: float = 0.2
 
     def delay(self, attempt: int) -> float:
-        return min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 1)) * (0.5 + random.random())
+        backoff: float = self.base_delay_seconds * 2 ** (attempt - 1)
+        return min(self.max_delay_seconds, backoff) * (0.5 + random.random())
 
     async def run(self, work: Callable[[], Awaitable[T]], *, also: tuple[type[BaseException], ...] = ()) -> T:
         """Runs `work`, again from the start after a conflict; the outermost caller alone retries.
@@ -125,12 +126,13 @@ class RetryPolicy:
         """
         if _retrying.get():
             return await work()
+        retryable: tuple[type[BaseException], ...] = (*CONFLICTS, RaceLost, *also)
         token = _retrying.set(True)
         try:
             for attempt in range(1, self.attempts + 1):
                 try:
                     return await work()
-                except (*CONFLICTS, RaceLost, *also):
+                except retryable:
                     if attempt == self.attempts:
                         raise
                 await asyncio.sleep(self.delay(attempt))
@@ -155,8 +157,8 @@ class Statements:
 
     async def _rows(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         async with self._connection.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(self.queries[name], params or {})  # type: ignore[arg-type]
-            return await cursor.fetchall() if cursor.description else []
+            await cursor.execute(self.queries[name], params or {})
+            return list(await cursor.fetchall()) if cursor.description else []
 
     async def _row(self, name: str, params: Mapping[str, Any] | None = None) -> Row | None:
         rows = await self._rows(name, params)

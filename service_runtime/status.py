@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -26,6 +26,8 @@ from grpc_status import rpc_status
 from service_runtime import database, errors
 
 log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
 
 _CODES: dict[type[errors.ServiceError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -46,7 +48,7 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 def code_of(error: errors.ServiceError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
         if cls in _CODES:
-            return _CODES[cls]  # type: ignore[index]
+            return _CODES[cls]
     return grpc.StatusCode.INTERNAL
 
 
@@ -140,17 +142,18 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = handler.unary_unary
+        # The stubs model synchronous behaviours only; under grpc.aio the behaviour is a coroutine function.
+        inner = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
         method = handler_call_details.method
         domain = self._domain
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(request: Any, context: Context) -> Any:
             if isinstance(request, _Undecodable):
                 log.info("%s: undecodable request", method)
                 await context.abort_with_status(
@@ -195,13 +198,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _abort_with_downstream(
-    context: grpc.aio.ServicerContext, error: grpc.aio.AioRpcError, method: str, domain: str
+    context: Context, error: grpc.aio.AioRpcError, method: str, domain: str
 ) -> None:
     code = error.code()
     trailing = tuple((k, v) for k, v in (error.trailing_metadata() or ()) if k == _STATUS_DETAILS_KEY)
-    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED) or code is None or not trailing:
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED) or not trailing:
         log.warning("downstream call from %s ended %s: %s", method, code, error.details())
-        if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, None):
+        if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED):
             code = grpc.StatusCode.UNAVAILABLE if code == grpc.StatusCode.CANCELLED else grpc.StatusCode.INTERNAL
         # The details described the old code (or there were none): write our own, with one ErrorInfo.
         await context.abort_with_status(
