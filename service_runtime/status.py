@@ -197,9 +197,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-async def _abort_with_downstream(
-    context: Context, error: grpc.aio.AioRpcError, method: str, domain: str
-) -> None:
+async def _abort_with_downstream(context: Context, error: grpc.aio.AioRpcError, method: str, domain: str) -> None:
     code = error.code()
     trailing = tuple((k, v) for k, v in (error.trailing_metadata() or ()) if k == _STATUS_DETAILS_KEY)
     if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED) or not trailing:
