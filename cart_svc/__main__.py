@@ -17,7 +17,9 @@ from shop.cart.v1 import cart_service_pb2_grpc
 
 
 def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly:
-    servicer = CartServicer()
+    # The generated stub marks every RPC abstract and none is built yet (the cart issue builds them);
+    # warn_unused_ignores flags this ignore once they are.
+    servicer = CartServicer()  # type: ignore[abstract]
 
     return Assembly.of(cart_service_pb2_grpc.add_CartServiceServicer_to_server, servicer, SERVICE_NAME)
 

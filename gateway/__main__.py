@@ -17,7 +17,9 @@ from shop.gateway.v1 import gateway_service_pb2_grpc
 
 
 def assemble(settings: GatewaySettings, infrastructure: Infrastructure) -> Assembly:
-    servicer = CheckoutServicer()
+    # The generated stub marks every RPC abstract and none is built yet (the gateway issue builds them);
+    # warn_unused_ignores flags this ignore once they are.
+    servicer = CheckoutServicer()  # type: ignore[abstract]
 
     return Assembly.of(gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server, servicer, SERVICE_NAME)
 

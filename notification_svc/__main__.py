@@ -17,7 +17,9 @@ from shop.notification.v1 import notification_service_pb2_grpc
 
 
 def assemble(settings: NotificationSettings, infrastructure: Infrastructure) -> Assembly:
-    servicer = NotificationServicer()
+    # The generated stub marks every RPC abstract and none is built yet (the notification issue builds them);
+    # warn_unused_ignores flags this ignore once they are.
+    servicer = NotificationServicer()  # type: ignore[abstract]
 
     return Assembly.of(notification_service_pb2_grpc.add_NotificationServiceServicer_to_server, servicer, SERVICE_NAME)
 

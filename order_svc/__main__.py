@@ -17,7 +17,9 @@ from shop.order.v1 import order_service_pb2_grpc
 
 
 def assemble(settings: OrderSettings, infrastructure: Infrastructure) -> Assembly:
-    servicer = OrderServicer()
+    # The generated stub marks every RPC abstract and none is built yet (the order issue builds them);
+    # warn_unused_ignores flags this ignore once they are.
+    servicer = OrderServicer()  # type: ignore[abstract]
 
     return Assembly.of(order_service_pb2_grpc.add_OrderServiceServicer_to_server, servicer, SERVICE_NAME)
 

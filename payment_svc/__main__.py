@@ -17,7 +17,9 @@ from shop.payment.v1 import payment_service_pb2_grpc
 
 
 def assemble(settings: PaymentSettings, infrastructure: Infrastructure) -> Assembly:
-    servicer = PaymentServicer()
+    # The generated stub marks every RPC abstract and none is built yet (the payment issue builds them);
+    # warn_unused_ignores flags this ignore once they are.
+    servicer = PaymentServicer()  # type: ignore[abstract]
 
     return Assembly.of(payment_service_pb2_grpc.add_PaymentServiceServicer_to_server, servicer, SERVICE_NAME)
 

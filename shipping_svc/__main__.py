@@ -17,7 +17,9 @@ from shop.shipping.v1 import shipping_service_pb2_grpc
 
 
 def assemble(settings: ShippingSettings, infrastructure: Infrastructure) -> Assembly:
-    servicer = ShippingServicer()
+    # The generated stub marks every RPC abstract and none is built yet (the shipping issue builds them);
+    # warn_unused_ignores flags this ignore once they are.
+    servicer = ShippingServicer()  # type: ignore[abstract]
 
     return Assembly.of(shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server, servicer, SERVICE_NAME)
 

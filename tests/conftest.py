@@ -24,10 +24,10 @@ import pytest
 import redis.asyncio as redis
 from psycopg import sql
 
-from service_runtime.server import RunningService
-from service_runtime.spec import ServiceSpec
-from service_runtime.server import start_service as host_start_service
 from service_runtime.migrations import apply_migrations
+from service_runtime.server import RunningService
+from service_runtime.server import start_service as host_start_service
+from service_runtime.spec import ServiceSpec
 
 #: Every service package of the mesh; each exposes its ServiceSpec as `<package>.__main__.SPEC`.
 SERVICE_PACKAGES = (
@@ -61,7 +61,7 @@ def redis_url() -> str:
     return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-async def _admin(server_url: str, *statements: sql.Composable) -> None:
+async def _admin(server_url: str, *statements: sql.Composed | sql.SQL) -> None:
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as connection:
         for statement in statements:
             await connection.execute(statement)

@@ -22,7 +22,7 @@ def failure_of(error: grpc.aio.AioRpcError) -> DownstreamError:
     return failure
 
 
-async def expect_failure(call) -> DownstreamError:  # type: ignore[no-untyped-def]
+async def expect_failure(call) -> DownstreamError:
     """Awaits a call that must fail and returns what it failed with."""
     try:
         response = await call

@@ -212,7 +212,10 @@ def test_devstack_up_serves_every_service_on_private_servers_and_ctrl_c_stops_ev
 
 def _health(address: str) -> int:
     with grpc.insecure_channel(address) as channel:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        # types-grpcio-health-checking's HealthStub declares no RPC attributes; on a channel `Check` is this.
+        check: grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+        response = check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     return int(response.status)
 
 

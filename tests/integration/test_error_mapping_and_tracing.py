@@ -25,7 +25,7 @@ from tests.rpc_errors import expect_failure
 
 
 @pytest.fixture
-async def relay(start_service):  # type: ignore[no-untyped-def]
+async def relay(start_service):
     """A server with the runtime's error interceptor whose handlers call the inventory service."""
     inventory = await start_service(SPEC)
     channels = Channels()
@@ -45,7 +45,7 @@ async def relay(start_service):  # type: ignore[no-untyped-def]
         await asyncio.sleep(30)
         return pb.GetProductResponse()
 
-    def handler(function):  # type: ignore[no-untyped-def]
+    def handler(function):
         return grpc.unary_unary_rpc_method_handler(
             function,
             request_deserializer=pb.GetProductRequest.FromString,
@@ -65,7 +65,7 @@ async def relay(start_service):  # type: ignore[no-untyped-def]
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
-    def method(name: str):  # type: ignore[no-untyped-def]
+    def method(name: str):
         return channel.unary_unary(
             f"/test.Relay/{name}",
             request_serializer=pb.GetProductRequest.SerializeToString,
@@ -122,7 +122,7 @@ async def test_one_trace_covers_both_hops_and_the_database(relay):
 async def test_a_call_without_a_timeout_still_gets_the_channels_default_deadline(relay):
     channels = Channels(default_timeout_seconds=0.3)  # the way services open channels
     try:
-        target = relay.address  # type: ignore[attr-defined]
+        target = relay.address
         hang = channels.get(target).unary_unary(
             "/test.Relay/Hang",
             request_serializer=pb.GetProductRequest.SerializeToString,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from typing import cast
 from urllib.parse import urlsplit
 
 import grpc
@@ -12,20 +13,37 @@ import psycopg
 import pytest
 from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2_grpc
+from grpc_reflection.v1alpha.reflection_pb2 import ServerReflectionRequest, ServerReflectionResponse
 from psycopg import sql
 
 from tests.conftest import SERVICE_PACKAGES
 
 
-def spec_of(package: str):  # type: ignore[no-untyped-def]
+def spec_of(package: str):
     return importlib.import_module(f"{package}.__main__").SPEC
 
 
+def health_check(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
+    """The Health service's Check on an aio channel (what the generated HealthStub's `Check` is there)."""
+    # types-grpcio-health-checking's HealthStub declares no RPC attributes.
+    check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+    check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]
+    return check
+
+
 async def service_names(channel: grpc.aio.Channel) -> set[str]:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    # types-grpcio-reflection types ServerReflectionStub for sync channels only and leaves its RPC untyped;
+    # the generated stub works on an aio channel, where the RPC is this.
+    stub = reflection_pb2_grpc.ServerReflectionStub(cast(grpc.Channel, channel))
+    info = cast(
+        "grpc.aio.StreamStreamMultiCallable[ServerReflectionRequest, ServerReflectionResponse]",
+        stub.ServerReflectionInfo,
+    )
     names: set[str] = set()
-    async for response in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])):
+    async for response in info(iter([ServerReflectionRequest(list_services="")])):
         names.update(service.name for service in response.list_services_response.service)
     return names
 
@@ -50,15 +68,15 @@ async def call_with_empty_request(channel: grpc.aio.Channel, service: str, metho
 async def test_service_reports_serving_lists_itself_and_never_answers_unknown(start_service, package):
     running = await start_service(spec_of(package))
     async with grpc.aio.insecure_channel(running.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_check(channel)
         listed = await service_names(channel)
         declared = [name for name in listed if name.startswith("shop.")]
 
-        overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        overall = await health(health_pb2.HealthCheckRequest(service=""))
         assert overall.status == health_pb2.HealthCheckResponse.SERVING
         assert len(declared) == 1, listed
         assert "grpc.health.v1.Health" in listed
-        per_service = await health.Check(health_pb2.HealthCheckRequest(service=declared[0]))
+        per_service = await health(health_pb2.HealthCheckRequest(service=declared[0]))
         assert per_service.status == health_pb2.HealthCheckResponse.SERVING
 
         codes = {}
@@ -89,9 +107,9 @@ async def test_health_stays_not_serving_while_postgresql_is_unreachable(redis_ur
     running = await start_service(SPEC, settings)
     try:
         async with grpc.aio.insecure_channel(running.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            response = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-            alive = await health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=5)
+            health = health_check(channel)
+            response = await health(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            alive = await health(health_pb2.HealthCheckRequest(service="liveness"), timeout=5)
         assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
         # the process itself is fine: a liveness probe must not restart it for a database outage
         assert alive.status == health_pb2.HealthCheckResponse.SERVING
@@ -104,20 +122,24 @@ async def test_stopped_service_reports_not_serving_then_refuses_calls(start_serv
 
     running = await start_service(SPEC)
     async with grpc.aio.insecure_channel(running.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+        health = health_check(channel)
+        assert (await health(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
         await running.stop()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            await health(health_pb2.HealthCheckRequest(), timeout=2)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def _wait_for_health(health, wanted, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+async def _wait_for_health(
+    health: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse],
+    wanted: int,
+    timeout: float = 15.0,
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     status = None
     while loop.time() < deadline:
-        status = (await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)).status
+        status = (await health(health_pb2.HealthCheckRequest(service=""), timeout=2)).status
         if status == wanted:
             return
         await asyncio.sleep(0.1)
@@ -142,12 +164,12 @@ async def test_health_turns_not_serving_while_the_database_refuses_connections_a
                 )
 
     async with grpc.aio.insecure_channel(running.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_check(channel)
         await _wait_for_health(health, health_pb2.HealthCheckResponse.SERVING)
         await allow_connections(False)
         try:
             await _wait_for_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
-            alive = await health.Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=2)
+            alive = await health(health_pb2.HealthCheckRequest(service="liveness"), timeout=2)
             assert alive.status == health_pb2.HealthCheckResponse.SERVING
         finally:
             await allow_connections(True)

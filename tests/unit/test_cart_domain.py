@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cart_svc import domain
-from cart_svc.domain import Line, MergeOutcome, Money, PricedLine
+from cart_svc.domain import Line, MergeOutcome, PricedLine
 from service_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from service_runtime.values import Money
 
 
 def full_cart(lines: int = domain.MAX_LINES) -> tuple[Line, ...]:

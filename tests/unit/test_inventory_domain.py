@@ -32,7 +32,7 @@ def reservation(status: ReservationStatus, *, lines=ONE_LINE, order_id=None, pas
     )
 
 
-def violations_of(call) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def violations_of(call) -> dict[str, str]:
     with pytest.raises(InvalidArgument) as raised:
         call()
     return {v.field: v.description for v in raised.value.violations}

@@ -7,8 +7,9 @@ import itertools
 import pytest
 
 from payment_svc import domain
-from payment_svc.domain import Money, PaymentStatus, Transition
+from payment_svc.domain import PaymentStatus, Transition
 from service_runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
+from service_runtime.values import Money
 
 S = PaymentStatus
 

@@ -14,9 +14,9 @@ from psycopg_pool import PoolTimeout
 from service_runtime import errors
 from service_runtime.channels import outbound_timeout
 from service_runtime.database import as_service_error
-from service_runtime.sql import load_queries
 from service_runtime.migrations import MigrationError, discover
 from service_runtime.settings import CommonSettings, EnvReader, SettingsError
+from service_runtime.sql import load_queries
 from service_runtime.status import code_of, to_status
 
 

@@ -20,18 +20,18 @@ from shop.type.v1 import money_pb2
 
 
 @pytest.fixture
-async def inventory_service(start_service) -> RunningService:  # type: ignore[no-untyped-def]
+async def inventory_service(start_service) -> RunningService:
     return await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="0.1")
 
 
 @pytest.fixture
-async def inventory(inventory_service: RunningService) -> AsyncIterator[pb_grpc.InventoryServiceStub]:
+async def inventory(inventory_service: RunningService) -> AsyncIterator[pb_grpc.InventoryServiceAsyncStub]:
     async with grpc.aio.insecure_channel(inventory_service.address) as channel:
         yield pb_grpc.InventoryServiceStub(channel)
 
 
 @pytest.fixture
-async def inventory_with_idle_sweeper(start_service) -> AsyncIterator[pb_grpc.InventoryServiceStub]:  # type: ignore[no-untyped-def]
+async def inventory_with_idle_sweeper(start_service) -> AsyncIterator[pb_grpc.InventoryServiceAsyncStub]:
     """An inventory service whose sweeper makes its first pass at start and then sleeps for an hour, so a
     reservation whose expiry passes during the test stays ACTIVE in the database until a call notices it."""
     service = await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="3600")
@@ -67,7 +67,7 @@ async def stock_figures(store: Store, sku: str) -> Product:
 
 
 async def create_product(
-    inventory: pb_grpc.InventoryServiceStub, sku: str, stock: int, price_minor: int = 1000, weight_grams: int = 100
+    inventory: pb_grpc.InventoryServiceAsyncStub, sku: str, stock: int, price_minor: int = 1000, weight_grams: int = 100
 ) -> pb.Product:
     await inventory.UpsertProduct(
         pb.UpsertProductRequest(

@@ -106,32 +106,50 @@ OTHER_CASES = {
         "weight_grams",
     ),
     "upsert bad sku": ("UpsertProduct", pb.UpsertProductRequest(sku="N 1", name="x", price=usd(1)), "sku"),
-    "adjust zero": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=0, reason=1, idempotency_key="i"), "delta"),
+    "adjust zero": (
+        "AdjustStock",
+        pb.AdjustStockRequest(sku="A-1", delta=0, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="i"),
+        "delta",
+    ),
     "adjust huge": (
         "AdjustStock",
-        pb.AdjustStockRequest(sku="A-1", delta=2**31 - 1, reason=1, idempotency_key="i"),
+        pb.AdjustStockRequest(
+            sku="A-1", delta=2**31 - 1, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="i"
+        ),
         "delta",
     ),
     "adjust no reason": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=1, idempotency_key="i"), "reason"),
-    "adjust no key": ("AdjustStock", pb.AdjustStockRequest(sku="A-1", delta=1, reason=1), "idempotency_key"),
+    "adjust no key": (
+        "AdjustStock",
+        pb.AdjustStockRequest(sku="A-1", delta=1, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED),
+        "idempotency_key",
+    ),
     "adjust long note": (
         "AdjustStock",
-        pb.AdjustStockRequest(sku="A-1", delta=1, reason=1, note="n" * 501, idempotency_key="i"),
+        pb.AdjustStockRequest(
+            sku="A-1", delta=1, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, note="n" * 501, idempotency_key="i"
+        ),
         "note",
     ),
     "adjust over-long idempotency key": (
         "AdjustStock",
-        pb.AdjustStockRequest(sku="A-1", delta=1, reason=1, idempotency_key="i" * 129),
+        pb.AdjustStockRequest(
+            sku="A-1", delta=1, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="i" * 129
+        ),
         "idempotency_key",
     ),
     "adjust idempotency key with NUL": (
         "AdjustStock",
-        pb.AdjustStockRequest(sku="A-1", delta=1, reason=1, idempotency_key="key\x00"),
+        pb.AdjustStockRequest(
+            sku="A-1", delta=1, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="key\x00"
+        ),
         "idempotency_key",
     ),
     "adjust note with NUL": (
         "AdjustStock",
-        pb.AdjustStockRequest(sku="A-1", delta=1, reason=1, note="pallet\x00 3", idempotency_key="i"),
+        pb.AdjustStockRequest(
+            sku="A-1", delta=1, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, note="pallet\x00 3", idempotency_key="i"
+        ),
         "note",
     ),
     "adjust received but negative": (

@@ -36,6 +36,7 @@ async def test_reserve_takes_every_line_or_none_and_names_each_short_sku(invento
     assert failure.code == grpc.StatusCode.FAILED_PRECONDITION
     assert failure.reason == "INSUFFICIENT_STOCK"
     shortage = failure.detail(pb.InsufficientStock)
+    assert shortage is not None
     assert [(i.sku, i.requested, i.available) for i in shortage.items] == [("B-1", 3, 1), ("C-1", 2, 0)]
     assert (await product(store, "A-1")).reserved == 0  # the line that fitted was rolled back too
     assert (

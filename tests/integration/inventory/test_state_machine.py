@@ -32,7 +32,7 @@ _runs = itertools.count()
 
 
 def build_machine(
-    loop: asyncio.AbstractEventLoop, inventory: pb_grpc.InventoryServiceStub, store: Store, database_url: str
+    loop: asyncio.AbstractEventLoop, inventory: pb_grpc.InventoryServiceAsyncStub, store: Store, database_url: str
 ) -> type[RuleBasedStateMachine]:
     def call(start: Callable[[], Awaitable[Any]]) -> Any:
         """Runs `start()` on the service's event loop (gRPC calls must be made there) and waits for it."""
@@ -61,8 +61,9 @@ def build_machine(
             self.returned: set[str] = set()
             self.counter = 0
             for sku in self.skus:
-                call(
-                    lambda sku=sku: inventory.UpsertProduct(
+
+                def upsert(sku: str = sku) -> Awaitable[pb.UpsertProductResponse]:
+                    return inventory.UpsertProduct(
                         pb.UpsertProductRequest(
                             sku=sku,
                             name=sku,
@@ -70,7 +71,8 @@ def build_machine(
                             weight_grams=1,
                         )
                     )
-                )
+
+                call(upsert)
 
         def _next_id(self, kind: str) -> str:
             self.counter += 1

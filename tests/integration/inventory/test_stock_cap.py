@@ -20,7 +20,13 @@ async def stock_on_hand(store, sku: str) -> int:
     return (await stock_figures(store, sku)).stock_on_hand
 
 
-async def adjust(inventory, sku: str, delta: int, key: str, reason: int = pb.STOCK_ADJUSTMENT_REASON_RECOUNT):
+async def adjust(
+    inventory,
+    sku: str,
+    delta: int,
+    key: str,
+    reason: pb.StockAdjustmentReason.ValueType = pb.STOCK_ADJUSTMENT_REASON_RECOUNT,
+):
     return await inventory.AdjustStock(pb.AdjustStockRequest(sku=sku, delta=delta, reason=reason, idempotency_key=key))
 
 

@@ -34,7 +34,9 @@ EXPIRED = pb.RESERVATION_STATUS_EXPIRED
 
 
 @pytest.fixture
-async def replicas(start_service) -> AsyncIterator[tuple[pb_grpc.InventoryServiceStub, pb_grpc.InventoryServiceStub]]:  # type: ignore[no-untyped-def]
+async def replicas(
+    start_service,
+) -> AsyncIterator[tuple[pb_grpc.InventoryServiceAsyncStub, pb_grpc.InventoryServiceAsyncStub]]:
     """Two inventory services on the test's database, each sweeping every 50 ms, 7 reservations a batch."""
     services = [
         await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="0.05", RESERVATION_SWEEP_BATCH_SIZE="7")
@@ -56,7 +58,7 @@ async def answer(call: Awaitable[Any]) -> tuple[str, Any]:
         return failure.reason or failure.code.name, failure
 
 
-def name(status: int) -> str:
+def name(status: pb.ReservationStatus.ValueType) -> str:
     return pb.ReservationStatus.Name(status).removeprefix("RESERVATION_STATUS_")
 
 
@@ -72,7 +74,7 @@ async def sale_movements(database_url: str) -> list[tuple[str, str, int]]:
         cursor = await connection.execute(
             "SELECT request_key, sku, delta FROM inventory.stock_movements WHERE kind = 'sale' ORDER BY request_key"
         )
-        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+        return [tuple(row) for row in await cursor.fetchall()]
 
 
 async def test_two_sweeping_replicas_and_clients_racing_the_expiry_settle_every_reservation_once(
