@@ -13,6 +13,7 @@ from typing import Protocol
 import grpc
 
 from service_runtime import errors
+from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
 from service_runtime.sql import in_transaction
 
 #: grpc reports "no deadline" as a huge remaining time; anything above this is treated as none.
@@ -50,17 +51,23 @@ class RpcInsideTransaction(RuntimeError):
 
 
 class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):
-    """Every outbound call passes here: it must not start inside a database transaction, and a call made
-    without a timeout gets the channel's default, so no outbound call can wait forever."""
+    """Every outbound call passes here: it must not start inside a database transaction, a call made
+    without a timeout gets the channel's default (no outbound call can wait forever), and it carries this
+    service's token, which makes it a trusted caller (service_runtime.identity)."""
 
-    def __init__(self, default_timeout_seconds: float) -> None:
+    def __init__(self, default_timeout_seconds: float, tokens: ServiceTokens | None) -> None:
         self._seconds = default_timeout_seconds
+        self._tokens = tokens
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         if in_transaction.get():
             raise RpcInsideTransaction(f"{client_call_details.method!r} called inside a database transaction")
         if client_call_details.timeout is None:
             client_call_details = client_call_details._replace(timeout=self._seconds)
+        if self._tokens is not None:
+            metadata = [(key, value) for key, value in (client_call_details.metadata or ()) if key != SERVICE_TOKEN]
+            metadata.append((SERVICE_TOKEN, self._tokens.current()))
+            client_call_details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata))
         return await continuation(client_call_details, request)
 
 
@@ -77,9 +84,9 @@ class Channels:
     `default_timeout_seconds`.
     """
 
-    def __init__(self, *, default_timeout_seconds: float = 5.0) -> None:
+    def __init__(self, *, default_timeout_seconds: float = 5.0, tokens: ServiceTokens | None = None) -> None:
         self._open: dict[str, grpc.aio.Channel] = {}
-        self._guard = OutboundGuard(default_timeout_seconds)
+        self._guard = OutboundGuard(default_timeout_seconds, tokens)
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._open.get(target)

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from service_runtime import errors, telemetry
 from service_runtime.channels import Channels
 from service_runtime.database import Database
+from service_runtime.identity import IdentityInterceptor, ServiceTokens, Verifier
 from service_runtime.keyspace import KeySpace, create_redis
 from service_runtime.readiness import LIVENESS, Readiness
 from service_runtime.settings import SettingsError
@@ -148,10 +149,17 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
         ),
         redis=create_redis(common.redis_url),
         keys=KeySpace(common.redis_key_prefix),
-        channels=Channels(),
+        channels=Channels(tokens=ServiceTokens(common.identity)),
     )
     assembly = spec.assemble(settings, infrastructure)
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain=spec.error_domain)], options=SERVER_OPTIONS)
+    server = grpc.aio.server(
+        # The error mapping is outermost, so an identity refusal leaves as a status with details too.
+        interceptors=[
+            ErrorMappingInterceptor(domain=spec.error_domain),
+            IdentityInterceptor(Verifier(common.identity)),
+        ],
+        options=SERVER_OPTIONS,
+    )
     assembly.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

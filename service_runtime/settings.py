@@ -12,11 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from service_runtime.identity import IdentityConfig
+
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: The page-token key when PAGE_TOKEN_SECRET is unset: fine on a laptop, public knowledge everywhere
 #: else (anyone could forge a token). Deployments set their own (k8s: the shop-secrets Secret).
 DEVELOPMENT_PAGE_TOKEN_SECRET = "development-only-page-token-secret"
+#: Likewise the end-user JWT key (HS256) and the mesh's service-token secret when unset: `make up` and
+#: the tests mint tokens with them; every deployment sets its own (k8s: shop-checkout-secrets).
+DEVELOPMENT_JWT_KEY = "development-only-jwt-signing-key-not-for-production"
+DEVELOPMENT_SERVICE_TOKEN_SECRET = "development-only-service-token-secret-not-for-production"
 
 
 class SettingsError(Exception):
@@ -125,6 +131,25 @@ class CommonSettings:
     log_level: str
     #: Signs page tokens (service_runtime.pagination); every replica of a service must share it.
     page_token_secret: bytes
+    #: End-user JWT verification (service_runtime.identity): the one accepted algorithm, the keys
+    #: (several during a rollover), and the issuer and audience a token must name.
+    auth_jwt_algorithm: str
+    auth_jwt_keys: tuple[str, ...]
+    auth_jwt_issuer: str
+    auth_jwt_audience: str
+    #: Signs and verifies the mesh's service tokens (trusted callers); shared by every service.
+    service_token_secret: str
+
+    @property
+    def identity(self) -> IdentityConfig:
+        return IdentityConfig(
+            jwt_algorithm=self.auth_jwt_algorithm,
+            jwt_keys=self.auth_jwt_keys,
+            jwt_issuer=self.auth_jwt_issuer,
+            jwt_audience=self.auth_jwt_audience,
+            service_token_secret=self.service_token_secret,
+            service_name=self.service_name,
+        )
 
     @classmethod
     def from_env(cls, env: EnvReader, *, service_name: str, default_port: int) -> CommonSettings:
@@ -149,4 +174,23 @@ class CommonSettings:
             page_token_secret=env.text(
                 "PAGE_TOKEN_SECRET", DEVELOPMENT_PAGE_TOKEN_SECRET, pattern=r"[\x21-\x7e]{16,256}"
             ).encode(),
+            auth_jwt_algorithm=env.choice("AUTH_JWT_ALGORITHM", "HS256", ("HS256", "RS256", "ES256")),
+            auth_jwt_keys=_jwt_keys(env.text("AUTH_JWT_KEYS", DEVELOPMENT_JWT_KEY)),
+            auth_jwt_issuer=env.text("AUTH_JWT_ISSUER", "shop-dev", pattern=r"[\x21-\x7e]{1,200}"),
+            auth_jwt_audience=env.text("AUTH_JWT_AUDIENCE", "shop-checkout", pattern=r"[\x21-\x7e]{1,200}"),
+            service_token_secret=env.text(
+                "SERVICE_TOKEN_SECRET", DEVELOPMENT_SERVICE_TOKEN_SECRET, pattern=r"[\x21-\x7e]{32,256}"
+            ),
         )
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.DOTALL)
+
+
+def _jwt_keys(value: str) -> tuple[str, ...]:
+    """AUTH_JWT_KEYS: concatenated PEM public keys (RS256/ES256), or comma-separated shared secrets (HS256)."""
+    pems = _PEM_BLOCK.findall(value)
+    keys = tuple(pems) if pems else tuple(key.strip() for key in value.split(",") if key.strip())
+    if not keys:
+        raise SettingsError("AUTH_JWT_KEYS", "names no key")
+    return keys

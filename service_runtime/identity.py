@@ -1,0 +1,256 @@
+"""Who is calling: an end user (a signed JWT), a mesh service (a trusted caller), or nobody.
+
+**End users** send `authorization: Bearer <JWT>` (the BFF passes the shopper's token on). The token is
+verified with PyJWT against the configured keys (`AUTH_JWT_KEYS`, several during a key rollover),
+algorithm (`AUTH_JWT_ALGORITHM`: exactly one is accepted, so `alg: none` and key confusion such as
+HS256 signed with an RS256 public key are refused), issuer and audience, and must carry `exp`. Its
+`sub` names a signed-in customer; an anonymous shopper's token carries `sid` (a session id) instead.
+
+**Trusted callers** are the mesh's own services (the gateway, workers, operator tools). Where TLS is
+configured, identity comes from the client certificate (issue: reliability and security); until then,
+a mesh service proves itself with a short-lived **service token** in `x-shop-service-token`: a JWT
+(HS256) signed with the mesh's shared `SERVICE_TOKEN_SECRET`, whose `sub` is the calling service and
+whose audience is "shop-mesh". `service_runtime.channels` attaches one to every outbound call, so a
+service never handles it by hand.
+
+`IdentityInterceptor` verifies whatever a call presents before any handler runs (a bad token is
+UNAUTHENTICATED with reason `AUTH_TOKEN_INVALID` or `AUTH_TOKEN_EXPIRED`, whoever the RPC is for) and
+makes the `Caller` available to the handler through `current_caller()`. Handlers then ask for what
+the RPC needs: `require_customer()` (a user or a session; data is scoped to `caller.owner`) or
+`require_trusted()` (PERMISSION_DENIED for anyone else).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import grpc
+import jwt
+
+from service_runtime import errors
+
+AUTHORIZATION = "authorization"
+SERVICE_TOKEN = "x-shop-service-token"
+MESH_AUDIENCE = "shop-mesh"
+SERVICE_TOKEN_LIFETIME_SECONDS = 300
+#: Tolerated clock difference between machines when checking exp/nbf/iat.
+LEEWAY_SECONDS = 5
+
+
+class CallerKind(enum.Enum):
+    ANONYMOUS = "anonymous"  # presented nothing
+    CUSTOMER = "customer"  # a signed-in user: JWT with `sub`
+    SESSION = "session"  # an anonymous shopper: JWT with `sid` and no `sub`
+    SERVICE = "service"  # a mesh service: a valid service token (or, with TLS, client certificate)
+
+
+@dataclass(frozen=True)
+class Caller:
+    kind: CallerKind
+    #: The user id (CUSTOMER), session id (SESSION) or service name (SERVICE); "" when ANONYMOUS.
+    subject: str = ""
+
+    @property
+    def owner(self) -> str:
+        """What a customer's data is keyed by: "user:<sub>" or "session:<sid>"."""
+        if self.kind is CallerKind.CUSTOMER:
+            return f"user:{self.subject}"
+        if self.kind is CallerKind.SESSION:
+            return f"session:{self.subject}"
+        return ""
+
+    @property
+    def trusted(self) -> bool:
+        return self.kind is CallerKind.SERVICE
+
+
+ANONYMOUS = Caller(CallerKind.ANONYMOUS)
+_current: contextvars.ContextVar[Caller] = contextvars.ContextVar("caller", default=ANONYMOUS)
+
+
+def current_caller() -> Caller:
+    return _current.get()
+
+
+def require_customer() -> Caller:
+    """The calling shopper (signed in or anonymous session); UNAUTHENTICATED when there is none."""
+    caller = current_caller()
+    if caller.kind not in (CallerKind.CUSTOMER, CallerKind.SESSION):
+        raise errors.Unauthenticated("this call needs a customer's token", reason="AUTH_TOKEN_MISSING")
+    return caller
+
+
+def require_trusted() -> Caller:
+    """A mesh service; PERMISSION_DENIED for customers, UNAUTHENTICATED for no identity at all."""
+    caller = current_caller()
+    if caller.kind is CallerKind.ANONYMOUS:
+        raise errors.Unauthenticated("this call is for mesh services only", reason="AUTH_TOKEN_MISSING")
+    if not caller.trusted:
+        raise errors.PermissionDenied("this call is for mesh services only", reason="TRUSTED_CALLER_REQUIRED")
+    return caller
+
+
+def _invalid(message: str) -> errors.Unauthenticated:
+    return errors.Unauthenticated(message, reason="AUTH_TOKEN_INVALID")
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """How tokens are verified and minted; built from `CommonSettings` by the runtime."""
+
+    #: The one algorithm end-user tokens may use: "HS256", "RS256" or "ES256".
+    jwt_algorithm: str
+    #: Verification keys (shared secrets for HS256, PEM public keys otherwise); any one may match.
+    jwt_keys: Sequence[str]
+    jwt_issuer: str
+    jwt_audience: str
+    #: Shared secret of the mesh's service tokens.
+    service_token_secret: str
+    #: This service's name, the `sub` of the service tokens it sends.
+    service_name: str
+
+
+class Verifier:
+    def __init__(self, config: IdentityConfig) -> None:
+        self._config = config
+
+    def customer(self, token: str) -> Caller:
+        """Verifies an end user's JWT; raises UNAUTHENTICATED for anything wrong with it."""
+        claims = self._decode(
+            token,
+            keys=self._config.jwt_keys,
+            algorithm=self._config.jwt_algorithm,
+            issuer=self._config.jwt_issuer,
+            audience=self._config.jwt_audience,
+        )
+        subject, session = claims.get("sub"), claims.get("sid")
+        if isinstance(subject, str) and 0 < len(subject) <= 128:
+            return Caller(CallerKind.CUSTOMER, subject)
+        if subject is None and isinstance(session, str) and 0 < len(session) <= 128:
+            return Caller(CallerKind.SESSION, session)
+        raise _invalid("the token names no user (sub) or session (sid)")
+
+    def service(self, token: str) -> Caller:
+        claims = self._decode(
+            token,
+            keys=[self._config.service_token_secret],
+            algorithm="HS256",
+            issuer=None,
+            audience=MESH_AUDIENCE,
+        )
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise _invalid("the service token names no service")
+        return Caller(CallerKind.SERVICE, subject)
+
+    @staticmethod
+    def _decode(
+        token: str, *, keys: Sequence[str], algorithm: str, issuer: str | None, audience: str
+    ) -> dict[str, Any]:
+        last: jwt.InvalidTokenError = jwt.InvalidSignatureError("no key")
+        for key in keys:
+            try:
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[algorithm],
+                    audience=audience,
+                    issuer=issuer,
+                    leeway=LEEWAY_SECONDS,
+                    options={"require": ["exp"]},
+                )
+            except jwt.ExpiredSignatureError:
+                raise errors.Unauthenticated("the token has expired", reason="AUTH_TOKEN_EXPIRED") from None
+            except jwt.InvalidSignatureError as error:
+                last = error  # perhaps the next key (a rollover) signed it
+            except jwt.InvalidTokenError as error:
+                raise _invalid(f"the token is not valid: {_reason(error)}") from None
+        raise _invalid(f"the token is not valid: {_reason(last)}")
+
+
+def _reason(error: jwt.InvalidTokenError) -> str:
+    return str(error) or type(error).__name__
+
+
+class ServiceTokens:
+    """Mints this service's token for outbound calls, renewed well before it expires."""
+
+    def __init__(self, config: IdentityConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._clock = clock
+        self._token = ""
+        self._renew_at = 0.0
+
+    def current(self) -> str:
+        now = self._clock()
+        if now >= self._renew_at:
+            self._token = jwt.encode(
+                {
+                    "sub": self._config.service_name,
+                    "aud": MESH_AUDIENCE,
+                    "iat": int(now),
+                    "exp": int(now) + SERVICE_TOKEN_LIFETIME_SECONDS,
+                },
+                self._config.service_token_secret,
+                algorithm="HS256",
+            )
+            self._renew_at = now + SERVICE_TOKEN_LIFETIME_SECONDS / 2
+        return self._token
+
+
+def caller_from_metadata(verifier: Verifier, metadata: Sequence[tuple[str, str | bytes]]) -> Caller:
+    """The caller a request's metadata proves; a service token wins over a user's bearer token (the
+    gateway forwards the shopper's token on calls it makes as a trusted service)."""
+    values = {key: value for key, value in metadata if isinstance(value, str)}
+    service_token = values.get(SERVICE_TOKEN)
+    if service_token:
+        return verifier.service(service_token)
+    authorization = values.get(AUTHORIZATION)
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _invalid("authorization must be 'Bearer <token>'")
+        return verifier.customer(token.strip())
+    return ANONYMOUS
+
+
+class IdentityInterceptor(grpc.aio.ServerInterceptor):
+    """Verifies the caller of every unary call before its handler runs (see the module docstring).
+
+    Runs inside the error-mapping interceptor, so an UNAUTHENTICATED raised here leaves as a status with
+    its ErrorInfo like any other error. Health and reflection calls are not checked.
+    """
+
+    def __init__(self, verifier: Verifier) -> None:
+        self._verifier = verifier
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or not handler_call_details.method.startswith("/shop."):
+            return handler
+        # The stubs model synchronous behaviours only; under grpc.aio the behaviour is a coroutine function.
+        inner = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
+        verifier = self._verifier
+
+        async def identified(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            caller = caller_from_metadata(verifier, tuple(context.invocation_metadata() or ()))
+            token = _current.set(caller)
+            try:
+                return await inner(request, context)
+            finally:
+                _current.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            identified,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
