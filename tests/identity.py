@@ -1,0 +1,50 @@
+"""Identities for tests, minted with the development keys every service accepts when nothing else is
+configured (service_runtime.settings): a customer's or an anonymous session's bearer token, and the
+service token that makes a caller trusted."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+
+from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens
+from service_runtime.settings import CommonSettings, EnvReader
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def _settings() -> CommonSettings:
+    return CommonSettings.from_env(EnvReader({}), service_name="tests", default_port=0)
+
+
+def customer_token(*, sub: str | None = None, sid: str | None = None, lifetime_seconds: int = 600) -> str:
+    settings = _settings()
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": settings.auth_jwt_issuer,
+        "aud": settings.auth_jwt_audience,
+        "iat": now,
+        "exp": now + lifetime_seconds,
+    }
+    if sub is not None:
+        claims["sub"] = sub
+    if sid is not None:
+        claims["sid"] = sid
+    return jwt.encode(claims, settings.auth_jwt_keys[0], algorithm=settings.auth_jwt_algorithm)
+
+
+def as_customer(user_id: str) -> Metadata:
+    """Call metadata of a signed-in customer."""
+    return ((AUTHORIZATION, f"Bearer {customer_token(sub=user_id)}"),)
+
+
+def as_session(session_id: str) -> Metadata:
+    """Call metadata of an anonymous shopper."""
+    return ((AUTHORIZATION, f"Bearer {customer_token(sid=session_id)}"),)
+
+
+def as_service(name: str = "gateway") -> Metadata:
+    """Call metadata of a trusted mesh service."""
+    settings = CommonSettings.from_env(EnvReader({}), service_name=name, default_port=0)
+    return ((SERVICE_TOKEN, ServiceTokens(settings.identity).current()),)
