@@ -1,0 +1,371 @@
+"""The sandbox PSP's HTTP/JSON API (aiohttp), shaped like a real PSP's.
+
+    POST /v1/authorizations                    {amount_minor, currency, token}   hold funds
+    POST /v1/authorizations/{id}/capture       {amount_minor?}                   take all or part; the rest is released
+    POST /v1/authorizations/{id}/void          {}                                release the hold
+    POST /v1/refunds                           {authorization, amount_minor}     return captured money
+    GET  /v1/authorizations/{id}
+    GET  /v1/operations/{operation_id}         an idempotent request and its answer
+    GET  /v1/operations?idempotency_key=K
+    POST /v1/operations/fence                  close an unused Idempotency-Key for good
+    GET  /healthz
+
+Every POST takes an `Idempotency-Key` header with Stripe's semantics: a replay returns the first
+answer (header `Idempotent-Replayed: true`); the same key with another body is 422
+(`idempotency_key_reused`); a duplicate while the first is still running is 409
+(`idempotency_request_in_progress`); a key that was fenced is 409 (`idempotency_key_fenced`). A 5xx
+is never recorded, so a retry with the key runs the request. Declines are HTTP 402 with
+`error.type = "card_error"` and a `decline_code`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from psp_sandbox.ledger import Ledger, LedgerTx, Row
+from psp_sandbox.tokens import Behaviour, behaviour
+
+Answer = tuple[int, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    #: How long a `tok_hang` request is held before it is processed.
+    hang_seconds: float = 30.0
+    #: Latency added to every request (zero by default).
+    latency_ms: int = 0
+
+
+def _error(kind: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": kind, "code": code, "message": message, **extra}}
+
+
+def _time(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def authorization_json(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["authorization_id"],
+        "object": "authorization",
+        "status": row["status"],
+        "currency": row["currency_code"],
+        "amount_minor": row["amount_minor"],
+        "captured_minor": row["captured_minor"],
+        "refunded_minor": row["refunded_minor"],
+        "card": behaviour(row["token"]).card.as_json(),
+        "created_at": _time(row["created_at"]),
+        "expires_at": _time(row["expires_at"]),
+    }
+
+
+def operation_json(row: Row) -> dict[str, Any]:
+    return {
+        "id": row["operation_id"],
+        "object": "operation",
+        "idempotency_key": row["idempotency_key"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "http_status": row["http_status"],
+        "response": row["response"],
+    }
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _amount(body: dict[str, Any], name: str, *, required: bool) -> int | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 10**12:
+        raise BadRequest(f"{name} must be a positive integer of minor units")
+    return value
+
+
+class Sandbox:
+    def __init__(self, ledger: Ledger, config: SandboxConfig) -> None:
+        self._ledger = ledger
+        self._config = config
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/healthz", self.health),
+                web.post("/v1/authorizations", self.create_authorization),
+                web.post("/v1/authorizations/{id}/capture", self.capture),
+                web.post("/v1/authorizations/{id}/void", self.void),
+                web.post("/v1/refunds", self.refund),
+                web.get("/v1/authorizations/{id}", self.get_authorization),
+                web.post("/v1/operations/fence", self.fence),
+                web.get("/v1/operations", self.find_operation),
+                web.get("/v1/operations/{id}", self.get_operation),
+            ]
+        )
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    # Reads
+
+    async def get_authorization(self, request: web.Request) -> web.Response:
+        row = await self._ledger.authorization(request.match_info["id"])
+        if row is None:
+            return web.json_response(
+                _error("invalid_request_error", "resource_missing", "no such authorization"), status=404
+            )
+        return web.json_response(authorization_json(row))
+
+    async def get_operation(self, request: web.Request) -> web.Response:
+        return self._operation_answer(await self._ledger.operation(operation_id=request.match_info["id"]))
+
+    async def find_operation(self, request: web.Request) -> web.Response:
+        key = request.query.get("idempotency_key", "")
+        if not key:
+            return web.json_response(
+                _error("invalid_request_error", "parameter_missing", "idempotency_key is required"), status=400
+            )
+        return self._operation_answer(await self._ledger.operation(key=key))
+
+    @staticmethod
+    def _operation_answer(row: Row | None) -> web.Response:
+        if row is None:
+            return web.json_response(
+                _error("invalid_request_error", "resource_missing", "no such operation"), status=404
+            )
+        return web.json_response(operation_json(row))
+
+    async def fence(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Idempotency-Key", "")
+        if not key:
+            return web.json_response(
+                _error("invalid_request_error", "idempotency_key_missing", "Idempotency-Key is required"), status=400
+            )
+        return web.json_response(operation_json(await self._ledger.fence(key)))
+
+    # Mutations
+
+    async def create_authorization(self, request: web.Request) -> web.StreamResponse:
+        return await self._idempotent(request, "authorize", self._authorize)
+
+    async def capture(self, request: web.Request) -> web.StreamResponse:
+        return await self._idempotent(request, "capture", self._capture)
+
+    async def void(self, request: web.Request) -> web.StreamResponse:
+        return await self._idempotent(request, "void", self._void)
+
+    async def refund(self, request: web.Request) -> web.StreamResponse:
+        return await self._idempotent(request, "refund", self._refund)
+
+    async def _idempotent(self, request: web.Request, kind: str, run: Any) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key", "")
+        if not key or len(key) > 255:
+            return web.json_response(
+                _error("invalid_request_error", "idempotency_key_missing", "Idempotency-Key is required"), status=400
+            )
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except json.JSONDecodeError:
+            return web.json_response(_error("invalid_request_error", "invalid_json", "body is not JSON"), status=400)
+        if not isinstance(body, dict):
+            return web.json_response(
+                _error("invalid_request_error", "invalid_json", "body must be an object"), status=400
+            )
+        if self._config.latency_ms:
+            await asyncio.sleep(self._config.latency_ms / 1000)
+        canonical = json.dumps({"path": request.path, "body": body}, sort_keys=True, separators=(",", ":"))
+        request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        claim = await self._ledger.claim(key, kind, request_hash)
+        if claim.operation_id is None:
+            return self._replay(claim.existing, request_hash)
+        try:
+            prepared = await self._prepare(request, kind, body)
+        except BaseException:
+            await self._ledger.forget(claim.operation_id)
+            raise
+        if prepared.server_error:
+            await self._ledger.forget(claim.operation_id)
+            return web.json_response(_error("api_error", "server_error", "sandbox server error"), status=500)
+        if prepared.delay_seconds:
+            await asyncio.sleep(prepared.delay_seconds)
+        async with self._ledger.transaction() as tx:
+            try:
+                status, answer = await run(tx, request, body)
+            except BadRequest as bad:
+                status, answer = 400, _error("invalid_request_error", "parameter_invalid", bad.message)
+            answer = {**answer, "operation_id": claim.operation_id}
+            await tx.complete(claim.operation_id, status, answer)
+        if prepared.drop:
+            # Processed and recorded; the client never hears the answer.
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
+        return web.json_response(answer, status=status, headers={"Idempotent-Replayed": "false"})
+
+    @staticmethod
+    def _replay(row: Row | None, request_hash: str) -> web.Response:
+        assert row is not None
+        if row["state"] != "fenced" and row["request_hash"] != request_hash:
+            return web.json_response(
+                _error("idempotency_error", "idempotency_key_reused", "this key was used with another request"),
+                status=422,
+            )
+        if row["state"] == "fenced":
+            return web.json_response(
+                _error("idempotency_error", "idempotency_key_fenced", "this Idempotency-Key was closed"), status=409
+            )
+        if row["state"] == "in_progress":
+            return web.json_response(
+                _error("idempotency_error", "idempotency_request_in_progress", "a request with this key is running"),
+                status=409,
+            )
+        return web.json_response(row["response"], status=row["http_status"], headers={"Idempotent-Replayed": "true"})
+
+    @dataclass(frozen=True)
+    class _Prepared:
+        server_error: bool = False
+        delay_seconds: float = 0.0
+        drop: bool = False
+
+    async def _prepare(self, request: web.Request, kind: str, body: dict[str, Any]) -> Sandbox._Prepared:
+        """The token's behaviour for this operation: errors, delays and drops happen around the ledger work."""
+        token_behaviour: Behaviour | None = None
+        if kind == "authorize":
+            token = body.get("token")
+            token_behaviour = behaviour(token) if isinstance(token, str) else None
+        else:
+            authorization_id = request.match_info.get("id") or body.get("authorization")
+            if isinstance(authorization_id, str):
+                row = await self._ledger.authorization(authorization_id)
+                token_behaviour = behaviour(row["token"]) if row is not None else None
+        if token_behaviour is None:
+            return Sandbox._Prepared()
+        delay = token_behaviour.delay_ms / 1000
+        if token_behaviour.hang and kind == "authorize":
+            delay = self._config.hang_seconds
+        return Sandbox._Prepared(
+            server_error=token_behaviour.server_error,
+            delay_seconds=delay,
+            drop=token_behaviour.drop_on == kind,
+        )
+
+    @staticmethod
+    async def _authorize(tx: LedgerTx, request: web.Request, body: dict[str, Any]) -> Answer:
+        amount = _amount(body, "amount_minor", required=True)
+        currency = body.get("currency")
+        token = body.get("token")
+        if not isinstance(currency, str) or len(currency) != 3 or not currency.isupper():
+            raise BadRequest("currency must be a 3-letter ISO 4217 code")
+        if not isinstance(token, str) or not token:
+            raise BadRequest("token is required")
+        assert amount is not None
+        chosen = behaviour(token)
+        if chosen.decline_code:
+            code = "invalid_token" if chosen.decline_code == "invalid_token" else "card_declined"
+            return 402, _error(
+                "card_error",
+                code,
+                "the card was declined",
+                decline_code=chosen.decline_code,
+                card=chosen.card.as_json(),
+            )
+        row = await tx.create_authorization(
+            token=token,
+            currency_code=currency,
+            amount_minor=amount,
+            lapse_seconds=chosen.lapse_seconds,
+            now=datetime.now(UTC),
+        )
+        return 201, authorization_json(row)
+
+    @staticmethod
+    async def _locked(tx: LedgerTx, authorization_id: str) -> Row | Answer:
+        row = await tx.lock_authorization(authorization_id)
+        if row is None:
+            return 404, _error("invalid_request_error", "resource_missing", "no such authorization")
+        if row["status"] == "authorized" and row["expires_at"] <= datetime.now(UTC):
+            row = await tx.update_authorization(authorization_id, status="expired", captured_minor=0, refunded_minor=0)
+        return row
+
+    @classmethod
+    async def _capture(cls, tx: LedgerTx, request: web.Request, body: dict[str, Any]) -> Answer:
+        amount = _amount(body, "amount_minor", required=False)
+        row = await cls._locked(tx, request.match_info["id"])
+        if isinstance(row, tuple):
+            return row
+        if row["status"] == "expired":
+            return 402, _error("invalid_request_error", "authorization_expired", "the authorization has lapsed")
+        if row["status"] != "authorized":
+            return 409, _error(
+                "invalid_request_error", f"authorization_{row['status']}", f"the authorization is {row['status']}"
+            )
+        amount = row["amount_minor"] if amount is None else amount
+        if amount > row["amount_minor"]:
+            return 400, _error("invalid_request_error", "amount_too_large", "capture exceeds the authorized amount")
+        row = await tx.update_authorization(
+            row["authorization_id"], status="captured", captured_minor=amount, refunded_minor=0
+        )
+        return 200, authorization_json(row)
+
+    @classmethod
+    async def _void(cls, tx: LedgerTx, request: web.Request, body: dict[str, Any]) -> Answer:
+        row = await cls._locked(tx, request.match_info["id"])
+        if isinstance(row, tuple):
+            return row
+        if row["status"] == "expired":
+            return 402, _error("invalid_request_error", "authorization_expired", "the authorization has lapsed")
+        if row["status"] == "captured":
+            return 409, _error("invalid_request_error", "authorization_captured", "the authorization was captured")
+        if row["status"] == "authorized":
+            row = await tx.update_authorization(
+                row["authorization_id"], status="voided", captured_minor=0, refunded_minor=0
+            )
+        return 200, authorization_json(row)
+
+    @classmethod
+    async def _refund(cls, tx: LedgerTx, request: web.Request, body: dict[str, Any]) -> Answer:
+        amount = _amount(body, "amount_minor", required=True)
+        authorization_id = body.get("authorization")
+        if not isinstance(authorization_id, str) or not authorization_id:
+            raise BadRequest("authorization is required")
+        assert amount is not None
+        row = await cls._locked(tx, authorization_id)
+        if isinstance(row, tuple):
+            return row
+        if row["status"] != "captured":
+            return 409, _error("invalid_request_error", "authorization_not_captured", "nothing was captured")
+        if behaviour(row["token"]).refund_declined:
+            return 402, _error(
+                "card_error", "refund_declined", "the issuer refused the refund", decline_code="refund_declined"
+            )
+        if amount > row["captured_minor"] - row["refunded_minor"]:
+            return 400, _error(
+                "invalid_request_error", "amount_too_large", "refund exceeds what is left of the capture"
+            )
+        refund = await tx.create_refund(authorization_id, amount)
+        await tx.update_authorization(
+            authorization_id,
+            status="captured",
+            captured_minor=row["captured_minor"],
+            refunded_minor=row["refunded_minor"] + amount,
+        )
+        return 201, {
+            "id": refund["refund_id"],
+            "object": "refund",
+            "status": "succeeded",
+            "authorization": authorization_id,
+            "amount_minor": amount,
+            "created_at": _time(refund["created_at"]),
+        }
