@@ -1,7 +1,6 @@
-"""Composition root: settings → servicer → server.
+"""Composition root: settings → Redis store, catalogue client, history → use cases → servicer → server.
 
-`python -m cart_svc` serves; `python -m cart_svc migrate` applies migrations and exits. The cart's
-store, inventory client and abandonment sweeper are wired here by the issue that builds its use cases.
+`python -m cart_svc` serves; `python -m cart_svc migrate` applies migrations and exits.
 """
 
 from __future__ import annotations
@@ -9,19 +8,47 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cart_svc.catalogue import Catalogue
+from cart_svc.handlers import CartHandlers
+from cart_svc.repository import CartStatements
 from cart_svc.servicer import SERVICE_NAME, CartServicer
 from cart_svc.settings import CartSettings
+from cart_svc.store import CartStore
+from cart_svc.sweeper import AbandonmentSweeper
 from service_runtime.cli import run_service
 from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
+from service_runtime.sql import UnitOfWork
 from shop.cart.v1 import cart_service_pb2_grpc
 
 
 def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly:
-    # The generated stub marks every RPC abstract and none is built yet (the cart issue builds them);
-    # warn_unused_ignores flags this ignore once they are.
-    servicer = CartServicer()  # type: ignore[abstract]
-
-    return Assembly.of(cart_service_pb2_grpc.add_CartServiceServicer_to_server, servicer, SERVICE_NAME)
+    store = CartStore(
+        infrastructure.redis,
+        infrastructure.keys.child("cart"),
+        ttl_seconds=settings.cart_ttl_seconds,
+        grace_seconds=settings.expiry_grace_seconds,
+    )
+    handlers = CartHandlers(
+        store,
+        Catalogue(infrastructure.channels, settings.inventory_target),
+        UnitOfWork(infrastructure.database, CartStatements),
+        max_lines=settings.max_lines,
+    )
+    sweeper = AbandonmentSweeper(
+        store,
+        handlers,
+        interval_seconds=settings.sweep_interval_seconds,
+        batch_size=settings.sweep_batch_size,
+        lease_seconds=max(30.0, settings.sweep_interval_seconds * 10),
+    )
+    # MergeCarts is not built yet (UNIMPLEMENTED); warn_unused_ignores flags this ignore once it is.
+    servicer = CartServicer(handlers, ttl_seconds=settings.cart_ttl_seconds)  # type: ignore[abstract]
+    return Assembly.of(
+        cart_service_pb2_grpc.add_CartServiceServicer_to_server,
+        servicer,
+        SERVICE_NAME,
+        background=[sweeper.run],
+    )
 
 
 SPEC = ServiceSpec(

@@ -14,10 +14,23 @@ catalogue's largest price (10^11), about 10^15: far inside a signed 64-bit integ
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from dataclasses import replace as dataclasses_replace
+from datetime import datetime
 
-from service_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from service_runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Violations,
+)
+from service_runtime.validation import check_id
 from service_runtime.values import Money
 
 MAX_LINES = 100
@@ -200,4 +213,245 @@ def cart_totals(lines: Sequence[PricedLine]) -> CartTotals:
         item_count=sum(line.quantity for line in available),
         has_price_changes=any(line.price_changed for line in lines),
         has_unavailable_lines=any(not line.available for line in lines),
+    )
+
+
+# ---- carts as stored, priced, and the requests that change them ------------------------------------
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass(frozen=True)
+class StoredLine:
+    sku: str
+    quantity: int
+    #: Price when the line was first added (its currency is the cart's).
+    added_unit_price: Money
+    #: Name when the line was first added: shown when the SKU has left the catalogue.
+    product_name: str
+    add_time: datetime
+    update_time: datetime
+    #: Last known catalogue price (history only; an ACTIVE cart is priced from the catalogue).
+    unit_price: Money | None = None
+    unavailable: bool = False
+
+
+@dataclass(frozen=True)
+class StoredCart:
+    cart_id: str
+    user_id: str
+    session_id: str
+    status: CartStatus
+    lines: tuple[StoredLine, ...]
+    create_time: datetime
+    update_time: datetime
+    #: ACTIVE only: when it expires unless touched again.
+    expire_time: datetime | None
+    #: "" when the cart has no lines.
+    currency_code: str = ""
+    checkout_id: str = ""
+    order_id: str = ""
+    convert_time: datetime | None = None
+    merged_into_cart_id: str = ""
+
+    @property
+    def owner(self) -> str:
+        """As `service_runtime.identity.Caller.owner`: "user:<id>" or "session:<id>"."""
+        return f"user:{self.user_id}" if self.user_id else f"session:{self.session_id}"
+
+
+def etag(cart_id: str, lines: Sequence[StoredLine]) -> str:
+    """The cart's version: a digest of its lines (SKU, quantity, price when added), so it changes with
+    every change to them, and two reads with equal etags saw equal lines."""
+    digest = hashlib.sha256(cart_id.encode())
+    for line in lines:
+        digest.update(
+            f"|{line.sku}:{line.quantity}:{line.added_unit_price.currency_code}{line.added_unit_price.amount_minor}".encode()
+        )
+    return digest.hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """What the cart needs of a product: its name and current price."""
+
+    sku: str
+    name: str
+    price: Money
+
+
+@dataclass(frozen=True)
+class PricedCart:
+    cart: StoredCart
+    lines: tuple[PricedLine, ...]
+    product_names: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def totals(self) -> CartTotals:
+        return cart_totals(self.lines)
+
+
+def price_lines(lines: Sequence[StoredLine], catalogue: Mapping[str, CatalogueEntry]) -> tuple[PricedLine, ...]:
+    """Prices lines from current catalogue prices; a SKU missing from the catalogue is unavailable and
+    keeps its last known price (the price when added, for an ACTIVE cart)."""
+    priced = []
+    for line in lines:
+        entry = catalogue.get(line.sku)
+        if entry is None:
+            priced.append(
+                PricedLine(
+                    line.sku, line.quantity, line.unit_price or line.added_unit_price, line.added_unit_price, False
+                )
+            )
+        else:
+            priced.append(PricedLine(line.sku, line.quantity, entry.price, line.added_unit_price, True))
+    return tuple(priced)
+
+
+def recorded_lines(lines: Sequence[StoredLine], catalogue: Mapping[str, CatalogueEntry]) -> tuple[StoredLine, ...]:
+    """Lines as history records them: with the price and name they had when the cart left ACTIVE."""
+    recorded = []
+    for line in lines:
+        entry = catalogue.get(line.sku)
+        if entry is None:
+            recorded.append(dataclasses_replace(line, unit_price=line.added_unit_price, unavailable=True))
+        else:
+            recorded.append(dataclasses_replace(line, unit_price=entry.price, product_name=entry.name))
+    return tuple(recorded)
+
+
+def validate_cart_id(cart_id: str) -> None:
+    violations = Violations()
+    check_id(violations, cart_id, "cart_id")
+    violations.raise_if_any()
+
+
+def validate_add(cart_id: str, sku: str, quantity: int, idempotency_key: str) -> None:
+    violations = Violations()
+    check_id(violations, cart_id, "cart_id")
+    check_id(violations, sku, "sku")
+    violations.check(1 <= quantity <= MAX_LINE_QUANTITY, "quantity", f"must be between 1 and {MAX_LINE_QUANTITY}")
+    if not idempotency_key:
+        violations.add("idempotency_key", "is required")
+    elif not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        violations.add("idempotency_key", "must be 1..128 characters of [A-Za-z0-9._:-]")
+    violations.raise_if_any()
+
+
+def validate_set_quantity(cart_id: str, sku: str, quantity: int | None) -> None:
+    violations = Violations()
+    check_id(violations, cart_id, "cart_id")
+    check_id(violations, sku, "sku")
+    if quantity is None:
+        violations.add("quantity", "is required (0 removes the line)")
+    else:
+        violations.check(0 <= quantity <= MAX_LINE_QUANTITY, "quantity", f"must be between 0 and {MAX_LINE_QUANTITY}")
+    violations.raise_if_any()
+
+
+def validate_sku_on_cart(cart_id: str, sku: str) -> None:
+    violations = Violations()
+    check_id(violations, cart_id, "cart_id")
+    check_id(violations, sku, "sku")
+    violations.raise_if_any()
+
+
+def validate_owner(user_id: str, session_id: str) -> None:
+    violations = Violations()
+    if not user_id and not session_id:
+        violations.add("owner", "exactly one of user_id or session_id is required")
+    elif user_id:
+        check_id(violations, user_id, "user_id")
+    else:
+        check_id(violations, session_id, "session_id")
+    violations.raise_if_any()
+
+
+def validate_merge(source_cart_id: str, user_id: str) -> None:
+    violations = Violations()
+    check_id(violations, source_cart_id, "source_cart_id")
+    check_id(violations, user_id, "user_id")
+    violations.raise_if_any()
+
+
+def validate_convert(cart_id: str, checkout_id: str, order_id: str) -> None:
+    violations = Violations()
+    check_id(violations, cart_id, "cart_id")
+    check_id(violations, checkout_id, "checkout_id")
+    if order_id:
+        check_id(violations, order_id, "order_id")
+    violations.raise_if_any()
+
+
+# ---- refusals ---------------------------------------------------------------------------------------
+
+_STATUS_NAMES = {
+    CartStatus.ACTIVE: "CART_STATUS_ACTIVE",
+    CartStatus.CONVERTED: "CART_STATUS_CONVERTED",
+    CartStatus.ABANDONED: "CART_STATUS_ABANDONED",
+    CartStatus.MERGED: "CART_STATUS_MERGED",
+}
+
+
+def cart_not_found(cart_id: str) -> NotFound:
+    return NotFound(f"cart {cart_id} was not found", reason="CART_NOT_FOUND", metadata={"cartId": cart_id})
+
+
+def cart_not_active(cart_id: str, status: CartStatus) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"cart {cart_id} is {status.value}, not active",
+        reason="CART_NOT_ACTIVE",
+        metadata={"cartId": cart_id, "status": _STATUS_NAMES[status]},
+    )
+
+
+def product_not_found(sku: str) -> NotFound:
+    return NotFound(f"product {sku} is not in the catalogue", reason="PRODUCT_NOT_FOUND", metadata={"sku": sku})
+
+
+def line_limit(max_lines: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the cart already has {max_lines} lines, the most it may hold",
+        reason="CART_LINE_LIMIT",
+        metadata={"maxLines": str(max_lines)},
+    )
+
+
+def line_quantity_limit(sku: str, max_addable: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the line for {sku} may take at most {max_addable} more units",
+        reason="LINE_QUANTITY_LIMIT",
+        metadata={"sku": sku, "maxAddable": str(max_addable)},
+    )
+
+
+def line_not_found(sku: str) -> NotFound:
+    return NotFound(f"the cart has no line for {sku}", reason="LINE_NOT_FOUND", metadata={"sku": sku})
+
+
+def idempotency_key_reused(key: str) -> AlreadyExists:
+    return AlreadyExists(
+        "this idempotency key was used for a different AddItem on this cart",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        metadata={"idempotencyKey": key},
+    )
+
+
+def owner_mismatch() -> PermissionDenied:
+    return PermissionDenied("the owner named is not the caller named by the token", reason="OWNER_MISMATCH")
+
+
+def already_converted(checkout_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "the cart was converted by another checkout",
+        reason="CART_ALREADY_CONVERTED",
+        metadata={"checkoutId": checkout_id},
+    )
+
+
+def source_not_anonymous(cart_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"cart {cart_id} belongs to a user, not an anonymous session",
+        reason="SOURCE_NOT_ANONYMOUS",
+        metadata={"cartId": cart_id},
     )

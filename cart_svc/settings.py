@@ -20,6 +20,13 @@ class CartSettings:
     max_lines: int
     #: INVENTORY_TARGET: the inventory service, for current prices and the catalogue (BatchGetProducts).
     inventory_target: str
+    #: CART_EXPIRY_GRACE_SECONDS: how long Redis keeps an expired cart's keys, so the sweeper records it
+    #: in PostgreSQL before they go (default 600: ten minutes of sweeper or PostgreSQL outage).
+    expiry_grace_seconds: float
+    #: CART_SWEEP_INTERVAL_SECONDS: pause between abandonment sweeps (default 1).
+    sweep_interval_seconds: float
+    #: CART_SWEEP_BATCH_SIZE: expired carts one sweep leases (default 100).
+    sweep_batch_size: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> CartSettings:
@@ -29,4 +36,7 @@ class CartSettings:
             cart_ttl_seconds=env.seconds("CART_TTL_SECONDS", 1800.0, minimum=1.0, maximum=7 * 86400.0),
             max_lines=env.integer("CART_MAX_LINES", MAX_LINES, minimum=1, maximum=MAX_LINES),
             inventory_target=env.target("INVENTORY_TARGET", "127.0.0.1:50052"),
+            expiry_grace_seconds=env.seconds("CART_EXPIRY_GRACE_SECONDS", 600.0, minimum=10.0, maximum=86400.0),
+            sweep_interval_seconds=env.seconds("CART_SWEEP_INTERVAL_SECONDS", 1.0, minimum=0.05, maximum=3600.0),
+            sweep_batch_size=env.integer("CART_SWEEP_BATCH_SIZE", 100, minimum=1, maximum=10_000),
         )

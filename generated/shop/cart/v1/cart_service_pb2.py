@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from shop.type.v1 import money_pb2 as shop_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/cart/v1/cart_service.proto\x12\x0cshop.cart.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"\xfb\x02\n\x08\x43\x61rtLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x1a\n\x0cproduct_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12-\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x33\n\x10\x61\x64\x64\x65\x64_unit_price\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x1b\n\rprice_changed\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12-\n\nline_total\x18\x07 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x19\n\x0bunavailable\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x32\n\x08\x61\x64\x64_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x93\x05\n\x04\x43\x61rt\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x18.shop.cart.v1.CartStatusB\x04\xe2\x41\x01\x03\x12%\n\x05lines\x18\x05 \x03(\x0b\x32\x16.shop.cart.v1.CartLine\x12+\n\x08subtotal\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x18\n\nitem_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11has_price_changes\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12#\n\x15has_unavailable_lines\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12,\n\x03ttl\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63heckout_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63onvert_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x13merged_into_cart_id\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\"E\n\x11\x43reateCartRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x02 \x01(\tH\x00\x42\x07\n\x05owner\"G\n\x12\x43reateCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\'\n\x0eGetCartRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"3\n\x0fGetCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\"q\n\x0e\x41\x64\x64ItemRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"k\n\x0f\x41\x64\x64ItemResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12$\n\x04line\x18\x02 \x01(\x0b\x32\x16.shop.cart.v1.CartLine\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"W\n\x19UpdateItemQuantityRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"O\n\x1aUpdateItemQuantityResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x0f\n\x07removed\x18\x02 \x01(\x08\"=\n\x11RemoveItemRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x12RemoveItemResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x0f\n\x07removed\x18\x02 \x01(\x08\")\n\x10\x43learCartRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Q\n\x11\x43learCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x1a\n\x12removed_line_count\x18\x02 \x01(\x05\"H\n\x11MergeCartsRequest\x12\x1c\n\x0esource_cart_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"{\n\nMergedLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x17\n\x0fsource_quantity\x18\x02 \x01(\x05\x12\x1a\n\x12resulting_quantity\x18\x03 \x01(\x05\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.shop.cart.v1.MergeOutcome\"x\n\x12MergeCartsResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12.\n\x0cmerged_lines\x18\x02 \x03(\x0b\x32\x18.shop.cart.v1.MergedLine\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"X\n\x12\x43onvertCartRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x63heckout_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08order_id\x18\x03 \x01(\t\"I\n\x13\x43onvertCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\x8f\x01\n\nCartStatus\x12\x1b\n\x17\x43\x41RT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41RT_STATUS_ACTIVE\x10\x01\x12\x19\n\x15\x43\x41RT_STATUS_CONVERTED\x10\x02\x12\x19\n\x15\x43\x41RT_STATUS_ABANDONED\x10\x03\x12\x16\n\x12\x43\x41RT_STATUS_MERGED\x10\x04*\xed\x01\n\x0cMergeOutcome\x12\x1d\n\x19MERGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13MERGE_OUTCOME_ADDED\x10\x01\x12\x1a\n\x16MERGE_OUTCOME_COMBINED\x10\x02\x12\x18\n\x14MERGE_OUTCOME_CAPPED\x10\x03\x12$\n MERGE_OUTCOME_DROPPED_LINE_LIMIT\x10\x04\x12\"\n\x1eMERGE_OUTCOME_DROPPED_CURRENCY\x10\x05\x12%\n!MERGE_OUTCOME_DROPPED_UNAVAILABLE\x10\x06\x32\x9b\x05\n\x0b\x43\x61rtService\x12O\n\nCreateCart\x12\x1f.shop.cart.v1.CreateCartRequest\x1a .shop.cart.v1.CreateCartResponse\x12\x46\n\x07GetCart\x12\x1c.shop.cart.v1.GetCartRequest\x1a\x1d.shop.cart.v1.GetCartResponse\x12\x46\n\x07\x41\x64\x64Item\x12\x1c.shop.cart.v1.AddItemRequest\x1a\x1d.shop.cart.v1.AddItemResponse\x12g\n\x12UpdateItemQuantity\x12\'.shop.cart.v1.UpdateItemQuantityRequest\x1a(.shop.cart.v1.UpdateItemQuantityResponse\x12O\n\nRemoveItem\x12\x1f.shop.cart.v1.RemoveItemRequest\x1a .shop.cart.v1.RemoveItemResponse\x12L\n\tClearCart\x12\x1e.shop.cart.v1.ClearCartRequest\x1a\x1f.shop.cart.v1.ClearCartResponse\x12O\n\nMergeCarts\x12\x1f.shop.cart.v1.MergeCartsRequest\x1a .shop.cart.v1.MergeCartsResponse\x12R\n\x0b\x43onvertCart\x12 .shop.cart.v1.ConvertCartRequest\x1a!.shop.cart.v1.ConvertCartResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/cart/v1/cart_service.proto\x12\x0cshop.cart.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"\xfb\x02\n\x08\x43\x61rtLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x1a\n\x0cproduct_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12-\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x33\n\x10\x61\x64\x64\x65\x64_unit_price\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x1b\n\rprice_changed\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12-\n\nline_total\x18\x07 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x19\n\x0bunavailable\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x32\n\x08\x61\x64\x64_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xa7\x05\n\x04\x43\x61rt\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x18\n\nsession_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12.\n\x06status\x18\x04 \x01(\x0e\x32\x18.shop.cart.v1.CartStatusB\x04\xe2\x41\x01\x03\x12%\n\x05lines\x18\x05 \x03(\x0b\x32\x16.shop.cart.v1.CartLine\x12+\n\x08subtotal\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x03\x12\x18\n\nitem_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1f\n\x11has_price_changes\x18\x08 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12#\n\x15has_unavailable_lines\x18\t \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12,\n\x03ttl\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63heckout_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63onvert_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x13merged_into_cart_id\x18\x11 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x12 \x01(\tB\x04\xe2\x41\x01\x03\"E\n\x11\x43reateCartRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x02 \x01(\tH\x00\x42\x07\n\x05owner\"G\n\x12\x43reateCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\'\n\x0eGetCartRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"3\n\x0fGetCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\"q\n\x0e\x41\x64\x64ItemRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"k\n\x0f\x41\x64\x64ItemResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12$\n\x04line\x18\x02 \x01(\x0b\x32\x16.shop.cart.v1.CartLine\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"o\n\x19UpdateItemQuantityRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1b\n\x08quantity\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02H\x00\x88\x01\x01\x42\x0b\n\t_quantity\"O\n\x1aUpdateItemQuantityResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x0f\n\x07removed\x18\x02 \x01(\x08\"=\n\x11RemoveItemRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x12RemoveItemResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x0f\n\x07removed\x18\x02 \x01(\x08\")\n\x10\x43learCartRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Q\n\x11\x43learCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x1a\n\x12removed_line_count\x18\x02 \x01(\x05\"H\n\x11MergeCartsRequest\x12\x1c\n\x0esource_cart_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"{\n\nMergedLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x17\n\x0fsource_quantity\x18\x02 \x01(\x05\x12\x1a\n\x12resulting_quantity\x18\x03 \x01(\x05\x12+\n\x07outcome\x18\x04 \x01(\x0e\x32\x1a.shop.cart.v1.MergeOutcome\"x\n\x12MergeCartsResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12.\n\x0cmerged_lines\x18\x02 \x03(\x0b\x32\x18.shop.cart.v1.MergedLine\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"X\n\x12\x43onvertCartRequest\x12\x15\n\x07\x63\x61rt_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x63heckout_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08order_id\x18\x03 \x01(\t\"I\n\x13\x43onvertCartResponse\x12 \n\x04\x63\x61rt\x18\x01 \x01(\x0b\x32\x12.shop.cart.v1.Cart\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\x8f\x01\n\nCartStatus\x12\x1b\n\x17\x43\x41RT_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41RT_STATUS_ACTIVE\x10\x01\x12\x19\n\x15\x43\x41RT_STATUS_CONVERTED\x10\x02\x12\x19\n\x15\x43\x41RT_STATUS_ABANDONED\x10\x03\x12\x16\n\x12\x43\x41RT_STATUS_MERGED\x10\x04*\xed\x01\n\x0cMergeOutcome\x12\x1d\n\x19MERGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13MERGE_OUTCOME_ADDED\x10\x01\x12\x1a\n\x16MERGE_OUTCOME_COMBINED\x10\x02\x12\x18\n\x14MERGE_OUTCOME_CAPPED\x10\x03\x12$\n MERGE_OUTCOME_DROPPED_LINE_LIMIT\x10\x04\x12\"\n\x1eMERGE_OUTCOME_DROPPED_CURRENCY\x10\x05\x12%\n!MERGE_OUTCOME_DROPPED_UNAVAILABLE\x10\x06\x32\x9d\x07\n\x0b\x43\x61rtService\x12\x65\n\nCreateCart\x12\x1f.shop.cart.v1.CreateCartRequest\x1a .shop.cart.v1.CreateCartResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/carts:\x01*\x12\x63\n\x07GetCart\x12\x1c.shop.cart.v1.GetCartRequest\x1a\x1d.shop.cart.v1.GetCartResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/carts/{cart_id}\x12l\n\x07\x41\x64\x64Item\x12\x1c.shop.cart.v1.AddItemRequest\x1a\x1d.shop.cart.v1.AddItemResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/carts/{cart_id}/items:\x01*\x12\x93\x01\n\x12UpdateItemQuantity\x12\'.shop.cart.v1.UpdateItemQuantityRequest\x1a(.shop.cart.v1.UpdateItemQuantityResponse\"*\x82\xd3\xe4\x93\x02$2\x1f/v1/carts/{cart_id}/items/{sku}:\x01*\x12x\n\nRemoveItem\x12\x1f.shop.cart.v1.RemoveItemRequest\x1a .shop.cart.v1.RemoveItemResponse\"\'\x82\xd3\xe4\x93\x02!*\x1f/v1/carts/{cart_id}/items/{sku}\x12r\n\tClearCart\x12\x1e.shop.cart.v1.ClearCartRequest\x1a\x1f.shop.cart.v1.ClearCartResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/carts/{cart_id}:clear:\x01*\x12|\n\nMergeCarts\x12\x1f.shop.cart.v1.MergeCartsRequest\x1a .shop.cart.v1.MergeCartsResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/carts/{source_cart_id}:merge:\x01*\x12R\n\x0b\x43onvertCart\x12 .shop.cart.v1.ConvertCartRequest\x1a!.shop.cart.v1.ConvertCartResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -83,6 +84,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CART'].fields_by_name['convert_time']._serialized_options = b'\342A\001\003'
   _globals['_CART'].fields_by_name['merged_into_cart_id']._loaded_options = None
   _globals['_CART'].fields_by_name['merged_into_cart_id']._serialized_options = b'\342A\001\003'
+  _globals['_CART'].fields_by_name['etag']._loaded_options = None
+  _globals['_CART'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
   _globals['_GETCARTREQUEST'].fields_by_name['cart_id']._loaded_options = None
   _globals['_GETCARTREQUEST'].fields_by_name['cart_id']._serialized_options = b'\342A\001\002'
   _globals['_ADDITEMREQUEST'].fields_by_name['cart_id']._loaded_options = None
@@ -97,6 +100,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEITEMQUANTITYREQUEST'].fields_by_name['cart_id']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEITEMQUANTITYREQUEST'].fields_by_name['sku']._loaded_options = None
   _globals['_UPDATEITEMQUANTITYREQUEST'].fields_by_name['sku']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEITEMQUANTITYREQUEST'].fields_by_name['quantity']._loaded_options = None
+  _globals['_UPDATEITEMQUANTITYREQUEST'].fields_by_name['quantity']._serialized_options = b'\342A\001\002'
   _globals['_REMOVEITEMREQUEST'].fields_by_name['cart_id']._loaded_options = None
   _globals['_REMOVEITEMREQUEST'].fields_by_name['cart_id']._serialized_options = b'\342A\001\002'
   _globals['_REMOVEITEMREQUEST'].fields_by_name['sku']._loaded_options = None
@@ -111,48 +116,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONVERTCARTREQUEST'].fields_by_name['cart_id']._serialized_options = b'\342A\001\002'
   _globals['_CONVERTCARTREQUEST'].fields_by_name['checkout_id']._loaded_options = None
   _globals['_CONVERTCARTREQUEST'].fields_by_name['checkout_id']._serialized_options = b'\342A\001\002'
-  _globals['_CARTSTATUS']._serialized_start=2598
-  _globals['_CARTSTATUS']._serialized_end=2741
-  _globals['_MERGEOUTCOME']._serialized_start=2744
-  _globals['_MERGEOUTCOME']._serialized_end=2981
-  _globals['_CARTLINE']._serialized_start=174
-  _globals['_CARTLINE']._serialized_end=553
-  _globals['_CART']._serialized_start=556
-  _globals['_CART']._serialized_end=1215
-  _globals['_CREATECARTREQUEST']._serialized_start=1217
-  _globals['_CREATECARTREQUEST']._serialized_end=1286
-  _globals['_CREATECARTRESPONSE']._serialized_start=1288
-  _globals['_CREATECARTRESPONSE']._serialized_end=1359
-  _globals['_GETCARTREQUEST']._serialized_start=1361
-  _globals['_GETCARTREQUEST']._serialized_end=1400
-  _globals['_GETCARTRESPONSE']._serialized_start=1402
-  _globals['_GETCARTRESPONSE']._serialized_end=1453
-  _globals['_ADDITEMREQUEST']._serialized_start=1455
-  _globals['_ADDITEMREQUEST']._serialized_end=1568
-  _globals['_ADDITEMRESPONSE']._serialized_start=1570
-  _globals['_ADDITEMRESPONSE']._serialized_end=1677
-  _globals['_UPDATEITEMQUANTITYREQUEST']._serialized_start=1679
-  _globals['_UPDATEITEMQUANTITYREQUEST']._serialized_end=1766
-  _globals['_UPDATEITEMQUANTITYRESPONSE']._serialized_start=1768
-  _globals['_UPDATEITEMQUANTITYRESPONSE']._serialized_end=1847
-  _globals['_REMOVEITEMREQUEST']._serialized_start=1849
-  _globals['_REMOVEITEMREQUEST']._serialized_end=1910
-  _globals['_REMOVEITEMRESPONSE']._serialized_start=1912
-  _globals['_REMOVEITEMRESPONSE']._serialized_end=1983
-  _globals['_CLEARCARTREQUEST']._serialized_start=1985
-  _globals['_CLEARCARTREQUEST']._serialized_end=2026
-  _globals['_CLEARCARTRESPONSE']._serialized_start=2028
-  _globals['_CLEARCARTRESPONSE']._serialized_end=2109
-  _globals['_MERGECARTSREQUEST']._serialized_start=2111
-  _globals['_MERGECARTSREQUEST']._serialized_end=2183
-  _globals['_MERGEDLINE']._serialized_start=2185
-  _globals['_MERGEDLINE']._serialized_end=2308
-  _globals['_MERGECARTSRESPONSE']._serialized_start=2310
-  _globals['_MERGECARTSRESPONSE']._serialized_end=2430
-  _globals['_CONVERTCARTREQUEST']._serialized_start=2432
-  _globals['_CONVERTCARTREQUEST']._serialized_end=2520
-  _globals['_CONVERTCARTRESPONSE']._serialized_start=2522
-  _globals['_CONVERTCARTRESPONSE']._serialized_end=2595
-  _globals['_CARTSERVICE']._serialized_start=2984
-  _globals['_CARTSERVICE']._serialized_end=3651
+  _globals['_CARTSERVICE'].methods_by_name['CreateCart']._loaded_options = None
+  _globals['_CARTSERVICE'].methods_by_name['CreateCart']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/carts:\001*'
+  _globals['_CARTSERVICE'].methods_by_name['GetCart']._loaded_options = None
+  _globals['_CARTSERVICE'].methods_by_name['GetCart']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/carts/{cart_id}'
+  _globals['_CARTSERVICE'].methods_by_name['AddItem']._loaded_options = None
+  _globals['_CARTSERVICE'].methods_by_name['AddItem']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/carts/{cart_id}/items:\001*'
+  _globals['_CARTSERVICE'].methods_by_name['UpdateItemQuantity']._loaded_options = None
+  _globals['_CARTSERVICE'].methods_by_name['UpdateItemQuantity']._serialized_options = b'\202\323\344\223\002$2\037/v1/carts/{cart_id}/items/{sku}:\001*'
+  _globals['_CARTSERVICE'].methods_by_name['RemoveItem']._loaded_options = None
+  _globals['_CARTSERVICE'].methods_by_name['RemoveItem']._serialized_options = b'\202\323\344\223\002!*\037/v1/carts/{cart_id}/items/{sku}'
+  _globals['_CARTSERVICE'].methods_by_name['ClearCart']._loaded_options = None
+  _globals['_CARTSERVICE'].methods_by_name['ClearCart']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/carts/{cart_id}:clear:\001*'
+  _globals['_CARTSERVICE'].methods_by_name['MergeCarts']._loaded_options = None
+  _globals['_CARTSERVICE'].methods_by_name['MergeCarts']._serialized_options = b'\202\323\344\223\002%\" /v1/carts/{source_cart_id}:merge:\001*'
+  _globals['_CARTSTATUS']._serialized_start=2672
+  _globals['_CARTSTATUS']._serialized_end=2815
+  _globals['_MERGEOUTCOME']._serialized_start=2818
+  _globals['_MERGEOUTCOME']._serialized_end=3055
+  _globals['_CARTLINE']._serialized_start=204
+  _globals['_CARTLINE']._serialized_end=583
+  _globals['_CART']._serialized_start=586
+  _globals['_CART']._serialized_end=1265
+  _globals['_CREATECARTREQUEST']._serialized_start=1267
+  _globals['_CREATECARTREQUEST']._serialized_end=1336
+  _globals['_CREATECARTRESPONSE']._serialized_start=1338
+  _globals['_CREATECARTRESPONSE']._serialized_end=1409
+  _globals['_GETCARTREQUEST']._serialized_start=1411
+  _globals['_GETCARTREQUEST']._serialized_end=1450
+  _globals['_GETCARTRESPONSE']._serialized_start=1452
+  _globals['_GETCARTRESPONSE']._serialized_end=1503
+  _globals['_ADDITEMREQUEST']._serialized_start=1505
+  _globals['_ADDITEMREQUEST']._serialized_end=1618
+  _globals['_ADDITEMRESPONSE']._serialized_start=1620
+  _globals['_ADDITEMRESPONSE']._serialized_end=1727
+  _globals['_UPDATEITEMQUANTITYREQUEST']._serialized_start=1729
+  _globals['_UPDATEITEMQUANTITYREQUEST']._serialized_end=1840
+  _globals['_UPDATEITEMQUANTITYRESPONSE']._serialized_start=1842
+  _globals['_UPDATEITEMQUANTITYRESPONSE']._serialized_end=1921
+  _globals['_REMOVEITEMREQUEST']._serialized_start=1923
+  _globals['_REMOVEITEMREQUEST']._serialized_end=1984
+  _globals['_REMOVEITEMRESPONSE']._serialized_start=1986
+  _globals['_REMOVEITEMRESPONSE']._serialized_end=2057
+  _globals['_CLEARCARTREQUEST']._serialized_start=2059
+  _globals['_CLEARCARTREQUEST']._serialized_end=2100
+  _globals['_CLEARCARTRESPONSE']._serialized_start=2102
+  _globals['_CLEARCARTRESPONSE']._serialized_end=2183
+  _globals['_MERGECARTSREQUEST']._serialized_start=2185
+  _globals['_MERGECARTSREQUEST']._serialized_end=2257
+  _globals['_MERGEDLINE']._serialized_start=2259
+  _globals['_MERGEDLINE']._serialized_end=2382
+  _globals['_MERGECARTSRESPONSE']._serialized_start=2384
+  _globals['_MERGECARTSRESPONSE']._serialized_end=2504
+  _globals['_CONVERTCARTREQUEST']._serialized_start=2506
+  _globals['_CONVERTCARTREQUEST']._serialized_end=2594
+  _globals['_CONVERTCARTRESPONSE']._serialized_start=2596
+  _globals['_CONVERTCARTRESPONSE']._serialized_end=2669
+  _globals['_CARTSERVICE']._serialized_start=3058
+  _globals['_CARTSERVICE']._serialized_end=3983
 # @@protoc_insertion_point(module_scope)

@@ -196,6 +196,7 @@ class Cart(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     CONVERT_TIME_FIELD_NUMBER: _builtins.int
     MERGED_INTO_CART_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     cart_id: _builtins.str
     """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]."""
     user_id: _builtins.str
@@ -218,14 +219,19 @@ class Cart(_message.Message):
     """
     merged_into_cart_id: _builtins.str
     """Output only. The user cart this cart was merged into; set once MERGED."""
+    etag: _builtins.str
+    """Output only. Opaque version of the cart's lines: changes on every change
+    to a line (added, removed, quantity changed, cleared, merged into), and
+    only then; compare for equality only.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartLine]:
         """Lines in the order they were first added; at most 100."""
 
     @_builtins.property
     def subtotal(self) -> _money_pb2.Money:
-        """Output only. Sum of the available lines' line_total; zero (with the cart's
-        currency, or empty currency for an empty cart) when there are none.
+        """Output only. Sum of the available lines' line_total; zero in the cart's
+        currency when every line is unavailable; unset for a cart without lines.
         """
 
     @_builtins.property
@@ -272,10 +278,11 @@ class Cart(_message.Message):
         order_id: _builtins.str = ...,
         convert_time: _timestamp_pb2.Timestamp | None = ...,
         merged_into_cart_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["convert_time", b"convert_time", "create_time", b"create_time", "expire_time", b"expire_time", "subtotal", b"subtotal", "ttl", b"ttl", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "checkout_id", b"checkout_id", "convert_time", b"convert_time", "create_time", b"create_time", "expire_time", b"expire_time", "has_price_changes", b"has_price_changes", "has_unavailable_lines", b"has_unavailable_lines", "item_count", b"item_count", "lines", b"lines", "merged_into_cart_id", b"merged_into_cart_id", "order_id", b"order_id", "session_id", b"session_id", "status", b"status", "subtotal", b"subtotal", "ttl", b"ttl", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "checkout_id", b"checkout_id", "convert_time", b"convert_time", "create_time", b"create_time", "etag", b"etag", "expire_time", b"expire_time", "has_price_changes", b"has_price_changes", "has_unavailable_lines", b"has_unavailable_lines", "item_count", b"item_count", "lines", b"lines", "merged_into_cart_id", b"merged_into_cart_id", "order_id", b"order_id", "session_id", b"session_id", "status", b"status", "subtotal", b"subtotal", "ttl", b"ttl", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -475,19 +482,23 @@ class UpdateItemQuantityRequest(_message.Message):
     sku: _builtins.str
     """Required. SKU of the line to change."""
     quantity: _builtins.int
-    """New quantity, 0..99; 0 removes the line."""
+    """Required. New quantity, 0..99; 0 removes the line. Must be present: a
+    request without it is INVALID_ARGUMENT, never a removal.
+    """
     def __init__(
         self,
         *,
         cart_id: _builtins.str = ...,
         sku: _builtins.str = ...,
-        quantity: _builtins.int = ...,
+        quantity: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_quantity", b"_quantity", "quantity", b"quantity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quantity", b"_quantity", "cart_id", b"cart_id", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__quantity: _TypeAlias = _typing.Literal["quantity"]  # noqa: Y015
+    _WhichOneofArgType__quantity: _TypeAlias = _typing.Literal["_quantity", b"_quantity"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__quantity) -> _WhichOneofReturnType__quantity | None: ...
 
 Global___UpdateItemQuantityRequest: _TypeAlias = UpdateItemQuantityRequest  # noqa: Y015
 

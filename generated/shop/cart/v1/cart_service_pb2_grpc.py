@@ -44,8 +44,17 @@ class CartServiceStub:
     gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
     a signed-in user, claim `sid` = session id for an anonymous session). A cart
     owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
-    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
-    recovery worker) may act on any cart without an end-user token.
+    cannot be probed. Trusted mesh callers (the gateway and its recovery worker,
+    proved by the mesh's service token or, where configured, a client
+    certificate) may act on any cart without an end-user token; ConvertCart is
+    for them only.
+
+    Versions: every cart carries an `etag` that changes on every change to its
+    lines; the gateway freezes it into a checkout's quote and refuses to place
+    an order for a cart that changed since (CART_CHANGED).
+
+    JSON: the customer-facing RPCs carry google.api.http routes for a BFF behind
+    a gRPC-JSON transcoder; ConvertCart has none (mesh only).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "cart.shop" and a stable `reason`, listed on each RPC with its status
@@ -136,8 +145,17 @@ class CartServiceServicer:
     gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
     a signed-in user, claim `sid` = session id for an anonymous session). A cart
     owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
-    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
-    recovery worker) may act on any cart without an end-user token.
+    cannot be probed. Trusted mesh callers (the gateway and its recovery worker,
+    proved by the mesh's service token or, where configured, a client
+    certificate) may act on any cart without an end-user token; ConvertCart is
+    for them only.
+
+    Versions: every cart carries an `etag` that changes on every change to its
+    lines; the gateway freezes it into a checkout's quote and refuses to place
+    an order for a cart that changed since (CART_CHANGED).
+
+    JSON: the customer-facing RPCs carry google.api.http routes for a BFF behind
+    a gRPC-JSON transcoder; ConvertCart has none (mesh only).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "cart.shop" and a stable `reason`, listed on each RPC with its status
@@ -205,7 +223,7 @@ class CartServiceServicer:
     def UpdateItemQuantity(self, request, context):
         """Sets the quantity of an existing line; 0 removes the line. Naturally
         idempotent: it sets an absolute quantity.
-        Errors: INVALID_ARGUMENT (quantity outside 0..99); NOT_FOUND
+        Errors: INVALID_ARGUMENT (quantity missing or outside 0..99); NOT_FOUND
         (CART_NOT_FOUND; LINE_NOT_FOUND: the cart has no line for the SKU,
         metadata `sku`); FAILED_PRECONDITION (CART_NOT_ACTIVE, metadata `status`).
         """
@@ -256,7 +274,10 @@ class CartServiceServicer:
         the gateway as the last step of a successful checkout. Idempotent on
         `checkout_id`: converting again for the same checkout returns the cart.
         A cart that expired (ABANDONED) while its checkout ran is still converted.
+        Trusted mesh callers only (the gateway).
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
+        PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED: the caller is not a mesh
+        service);
         FAILED_PRECONDITION (CART_ALREADY_CONVERTED: converted for another
         checkout, metadata `checkoutId`; CART_NOT_ACTIVE: the cart was MERGED,
         metadata `status=CART_STATUS_MERGED`).
@@ -335,8 +356,17 @@ class CartService:
     gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
     a signed-in user, claim `sid` = session id for an anonymous session). A cart
     owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
-    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
-    recovery worker) may act on any cart without an end-user token.
+    cannot be probed. Trusted mesh callers (the gateway and its recovery worker,
+    proved by the mesh's service token or, where configured, a client
+    certificate) may act on any cart without an end-user token; ConvertCart is
+    for them only.
+
+    Versions: every cart carries an `etag` that changes on every change to its
+    lines; the gateway freezes it into a checkout's quote and refuses to place
+    an order for a cart that changed since (CART_CHANGED).
+
+    JSON: the customer-facing RPCs carry google.api.http routes for a BFF behind
+    a gRPC-JSON transcoder; ConvertCart has none (mesh only).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "cart.shop" and a stable `reason`, listed on each RPC with its status

@@ -45,8 +45,17 @@ class CartServiceStub:
     gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
     a signed-in user, claim `sid` = session id for an anonymous session). A cart
     owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
-    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
-    recovery worker) may act on any cart without an end-user token.
+    cannot be probed. Trusted mesh callers (the gateway and its recovery worker,
+    proved by the mesh's service token or, where configured, a client
+    certificate) may act on any cart without an end-user token; ConvertCart is
+    for them only.
+
+    Versions: every cart carries an `etag` that changes on every change to its
+    lines; the gateway freezes it into a checkout's quote and refuses to place
+    an order for a cart that changed since (CART_CHANGED).
+
+    JSON: the customer-facing RPCs carry google.api.http routes for a BFF behind
+    a gRPC-JSON transcoder; ConvertCart has none (mesh only).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "cart.shop" and a stable `reason`, listed on each RPC with its status
@@ -106,7 +115,7 @@ class CartServiceStub:
     UpdateItemQuantity: _grpc.UnaryUnaryMultiCallable[_cart_service_pb2.UpdateItemQuantityRequest, _cart_service_pb2.UpdateItemQuantityResponse]
     """Sets the quantity of an existing line; 0 removes the line. Naturally
     idempotent: it sets an absolute quantity.
-    Errors: INVALID_ARGUMENT (quantity outside 0..99); NOT_FOUND
+    Errors: INVALID_ARGUMENT (quantity missing or outside 0..99); NOT_FOUND
     (CART_NOT_FOUND; LINE_NOT_FOUND: the cart has no line for the SKU,
     metadata `sku`); FAILED_PRECONDITION (CART_NOT_ACTIVE, metadata `status`).
     """
@@ -141,7 +150,10 @@ class CartServiceStub:
     the gateway as the last step of a successful checkout. Idempotent on
     `checkout_id`: converting again for the same checkout returns the cart.
     A cart that expired (ABANDONED) while its checkout ran is still converted.
+    Trusted mesh callers only (the gateway).
     Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED: the caller is not a mesh
+    service);
     FAILED_PRECONDITION (CART_ALREADY_CONVERTED: converted for another
     checkout, metadata `checkoutId`; CART_NOT_ACTIVE: the cart was MERGED,
     metadata `status=CART_STATUS_MERGED`).
@@ -167,8 +179,17 @@ class CartServiceAsyncStub(CartServiceStub):
     gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
     a signed-in user, claim `sid` = session id for an anonymous session). A cart
     owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
-    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
-    recovery worker) may act on any cart without an end-user token.
+    cannot be probed. Trusted mesh callers (the gateway and its recovery worker,
+    proved by the mesh's service token or, where configured, a client
+    certificate) may act on any cart without an end-user token; ConvertCart is
+    for them only.
+
+    Versions: every cart carries an `etag` that changes on every change to its
+    lines; the gateway freezes it into a checkout's quote and refuses to place
+    an order for a cart that changed since (CART_CHANGED).
+
+    JSON: the customer-facing RPCs carry google.api.http routes for a BFF behind
+    a gRPC-JSON transcoder; ConvertCart has none (mesh only).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "cart.shop" and a stable `reason`, listed on each RPC with its status
@@ -225,7 +246,7 @@ class CartServiceAsyncStub(CartServiceStub):
     UpdateItemQuantity: _aio.UnaryUnaryMultiCallable[_cart_service_pb2.UpdateItemQuantityRequest, _cart_service_pb2.UpdateItemQuantityResponse]  # type: ignore[assignment]
     """Sets the quantity of an existing line; 0 removes the line. Naturally
     idempotent: it sets an absolute quantity.
-    Errors: INVALID_ARGUMENT (quantity outside 0..99); NOT_FOUND
+    Errors: INVALID_ARGUMENT (quantity missing or outside 0..99); NOT_FOUND
     (CART_NOT_FOUND; LINE_NOT_FOUND: the cart has no line for the SKU,
     metadata `sku`); FAILED_PRECONDITION (CART_NOT_ACTIVE, metadata `status`).
     """
@@ -260,7 +281,10 @@ class CartServiceAsyncStub(CartServiceStub):
     the gateway as the last step of a successful checkout. Idempotent on
     `checkout_id`: converting again for the same checkout returns the cart.
     A cart that expired (ABANDONED) while its checkout ran is still converted.
+    Trusted mesh callers only (the gateway).
     Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED: the caller is not a mesh
+    service);
     FAILED_PRECONDITION (CART_ALREADY_CONVERTED: converted for another
     checkout, metadata `checkoutId`; CART_NOT_ACTIVE: the cart was MERGED,
     metadata `status=CART_STATUS_MERGED`).
@@ -285,8 +309,17 @@ class CartServiceServicer(metaclass=_abc_1.ABCMeta):
     gRPC request header `authorization: Bearer <jwt>` (claim `sub` = user id for
     a signed-in user, claim `sid` = session id for an anonymous session). A cart
     owned by anyone else is reported as NOT_FOUND (CART_NOT_FOUND), so cart ids
-    cannot be probed. Trusted mesh callers authenticated by mTLS (the gateway and its
-    recovery worker) may act on any cart without an end-user token.
+    cannot be probed. Trusted mesh callers (the gateway and its recovery worker,
+    proved by the mesh's service token or, where configured, a client
+    certificate) may act on any cart without an end-user token; ConvertCart is
+    for them only.
+
+    Versions: every cart carries an `etag` that changes on every change to its
+    lines; the gateway freezes it into a checkout's quote and refuses to place
+    an order for a cart that changed since (CART_CHANGED).
+
+    JSON: the customer-facing RPCs carry google.api.http routes for a BFF behind
+    a gRPC-JSON transcoder; ConvertCart has none (mesh only).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "cart.shop" and a stable `reason`, listed on each RPC with its status
@@ -365,7 +398,7 @@ class CartServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_cart_service_pb2.UpdateItemQuantityResponse, _abc.Awaitable[_cart_service_pb2.UpdateItemQuantityResponse]]:
         """Sets the quantity of an existing line; 0 removes the line. Naturally
         idempotent: it sets an absolute quantity.
-        Errors: INVALID_ARGUMENT (quantity outside 0..99); NOT_FOUND
+        Errors: INVALID_ARGUMENT (quantity missing or outside 0..99); NOT_FOUND
         (CART_NOT_FOUND; LINE_NOT_FOUND: the cart has no line for the SKU,
         metadata `sku`); FAILED_PRECONDITION (CART_NOT_ACTIVE, metadata `status`).
         """
@@ -424,7 +457,10 @@ class CartServiceServicer(metaclass=_abc_1.ABCMeta):
         the gateway as the last step of a successful checkout. Idempotent on
         `checkout_id`: converting again for the same checkout returns the cart.
         A cart that expired (ABANDONED) while its checkout ran is still converted.
+        Trusted mesh callers only (the gateway).
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND);
+        PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED: the caller is not a mesh
+        service);
         FAILED_PRECONDITION (CART_ALREADY_CONVERTED: converted for another
         checkout, metadata `checkoutId`; CART_NOT_ACTIVE: the cart was MERGED,
         metadata `status=CART_STATUS_MERGED`).
