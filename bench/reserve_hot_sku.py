@@ -1,15 +1,21 @@
-"""Hot-SKU reservations: the whole ReserveInventory RPC versus its core conditional UPDATE.
+"""Hot-SKU reservations: the whole ReserveInventory RPC against two floors issued directly through psycopg.
 
-Both run in the same process run, against the same PostgreSQL, one after the other:
+Three phases in one run, against the same PostgreSQL and on the same client event loop (uvloop unless
+--loop asyncio), one after the other, each with `--clients` concurrent clients for `--seconds`:
 
-1. gRPC: `--clients` concurrent clients call ReserveInventory for one SKU (quantity 1, a new checkout
-   each call) on an inventory service started as its own process, for `--seconds`.
-2. SQL floor: the same number of concurrent psycopg connections issue the conditional UPDATE that a
-   reservation is built on (`reserved = reserved + 1 WHERE stock_on_hand - reserved >= 1`), one
-   autocommit transaction each, for `--seconds`.
+1. grpc: ReserveInventory of one SKU (quantity 1, a new checkout id each call) on an inventory service
+   started as its own process. Its settings come from the environment plus `--service-env KEY=VALUE`;
+   the database pool size is the service's own default unless one of those sets DB_POOL_MAX_SIZE.
+2. statement: the service's full reserve statement (`reserve_all_or_nothing` in inventory_svc/queries.sql,
+   loaded through the service's own query loader), one autocommit statement per call on one of
+   `--clients` connections, a new checkout id each call.
+3. update: the conditional UPDATE a reservation is built on (`reserved = reserved + 1 WHERE stock_on_hand
+   - reserved >= 1`), one autocommit statement per call on one of `--clients` connections.
 
-It prints completed operations, rate, p50/p99 latency for each, and the ratio gRPC / SQL: the cost of
-everything a reservation adds (checkout idempotency row, lines, the RPC, cache invalidation).
+It prints completed operations, rate and p50/p99 latency per phase, and the throughput ratios
+gRPC/UPDATE (everything a reservation costs over the bare row update), gRPC/statement (the service around
+its statement: gRPC, Python, pool, tracing) and statement/UPDATE (the statement itself: reservation row,
+lines, the lock, the foreign keys).
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import grpc
@@ -33,18 +40,30 @@ from psycopg import sql
 
 from devstack.mesh import health_of
 from inventory_svc.__main__ import SPEC
+from inventory_svc.repository import InventoryStatements
 from service_runtime.migrations import apply_migrations
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2, money_pb2
 
 HOT_SKU = "HOT-SKU"
-STOCK = 1_000_000_000
+INITIAL_STOCK = 1_000_000  # the most one AdjustStock adds; far more than any phase reserves
+PHASES = ("grpc", "statement", "update")
+LABELS = {
+    "grpc": "ReserveInventory (gRPC)",
+    "statement": "reserve statement (psycopg)",
+    "update": "conditional UPDATE (psycopg)",
+}
+CONDITIONAL_UPDATE = (
+    "UPDATE inventory.products SET reserved = reserved + 1, updated_at = now() "
+    "WHERE sku = %s AND stock_on_hand - reserved >= 1 RETURNING sku"
+)
+PROGRESS_EVERY_SECONDS = 2.0
 
 
 @dataclass
 class Result:
-    name: str
+    phase: str
     latencies: list[float]
     seconds: float
 
@@ -56,15 +75,76 @@ class Result:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+
+@dataclass(frozen=True)
+class ServiceSetup:
+    """What the benchmarked service process runs with, as the bench reports it."""
+
+    environment: Mapping[str, str]
+    pool_max_size: int
+    pool_source: str
+    tracing: str
+    reservation_ttl_seconds: float
+
 
 def _database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-async def _drive(name: str, clients: int, seconds: float, operation: Callable[[int, int], Awaitable[None]]) -> Result:
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not key.replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def machine_line() -> str:
+    cores = os.cpu_count() or 0
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    one, five, fifteen = os.getloadavg()
+    return f"{cores} cores ({usable} usable), load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
+
+
+def service_setup(database_url: str, address: str, prefix: str, overrides: Mapping[str, str]) -> ServiceSetup:
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GRPC_LISTEN_ADDRESS": address,
+        "REDIS_KEY_PREFIX": prefix,
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+    settings = SPEC.load_settings(environment)  # the service's own reading of its settings, defaults included
+    if "DB_POOL_MAX_SIZE" in overrides:
+        source = "--service-env"
+    elif "DB_POOL_MAX_SIZE" in os.environ:
+        source = "DB_POOL_MAX_SIZE in the environment"
+    else:
+        source = "the service's default"
+    if environment.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        tracing = "off (OTEL_SDK_DISABLED=true)"
+    elif environment.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        tracing = f"on, exported to {environment['OTEL_EXPORTER_OTLP_ENDPOINT']}"
+    else:
+        tracing = "on (spans created, not exported)"
+    return ServiceSetup(
+        environment=environment,
+        pool_max_size=settings.common.db_pool_max_size,
+        pool_source=source,
+        tracing=tracing,
+        reservation_ttl_seconds=settings.default_reservation_ttl_seconds,
+    )
+
+
+async def _drive(phase: str, clients: int, seconds: float, operation: Callable[[int, int], Awaitable[None]]) -> Result:
     latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
+    began = time.perf_counter()
+    stop_at = began + seconds
 
     async def client(index: int) -> None:
         sequence = 0
@@ -75,95 +155,138 @@ async def _drive(name: str, clients: int, seconds: float, operation: Callable[[i
             sequence += 1
 
     async def progress() -> None:
-        while time.perf_counter() < stop_at:
-            await asyncio.sleep(2)
-            print(f"  {name}: {len(latencies)} done", flush=True)
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_SECONDS)
+            elapsed = time.perf_counter() - began
+            print(
+                f"  {phase}: {elapsed:4.1f}/{seconds:g} s, {len(latencies)} done, {len(latencies) / elapsed:.0f}/s",
+                flush=True,
+            )
 
-    began = time.perf_counter()
     reporter = asyncio.create_task(progress())
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    reporter.cancel()
-    return Result(name, latencies, time.perf_counter() - began)
+    try:
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    finally:
+        reporter.cancel()
+    return Result(phase, latencies, time.perf_counter() - began)
 
 
-async def _wait_serving(address: str, timeout: float) -> None:
+async def _wait_serving(address: str, service: subprocess.Popen[bytes], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     async with grpc.aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
+            if service.poll() is not None:
+                raise RuntimeError(f"the inventory service exited with status {service.returncode} before serving")
             if await health_of(health) == "SERVING":
                 return
             await asyncio.sleep(0.2)
     raise RuntimeError(f"inventory service at {address} did not become SERVING in {timeout} s")
 
 
-async def run(clients: int, seconds: float, port: int) -> tuple[Result, Result]:
+async def _seed(address: str) -> None:
+    """The hot product and its stock, through the API (so the ledger agrees)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.InventoryServiceStub(channel)
+        await stub.UpsertProduct(
+            pb.UpsertProductRequest(
+                sku=HOT_SKU, name="Hot", price=money_pb2.Money(currency_code="USD", amount_minor=100), weight_grams=1
+            )
+        )
+        await stub.AdjustStock(
+            pb.AdjustStockRequest(
+                sku=HOT_SKU, delta=INITIAL_STOCK, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="bench"
+            )
+        )
+
+
+async def _grpc_phase(address: str, clients: int, seconds: float) -> Result:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.InventoryServiceStub(channel)
+        line = [line_item_pb2.LineItem(sku=HOT_SKU, quantity=1)]
+
+        async def reserve(client: int, sequence: int) -> None:
+            await stub.ReserveInventory(
+                pb.ReserveInventoryRequest(checkout_id=f"g{client}-{sequence}", items=line), timeout=10
+            )
+
+        return await _drive("grpc", clients, seconds, reserve)
+
+
+async def _with_connections(
+    database_url: str, clients: int, body: Callable[[list[psycopg.AsyncConnection[Any]]], Awaitable[Result]]
+) -> Result:
+    connections = [await psycopg.AsyncConnection.connect(database_url, autocommit=True) for _ in range(clients)]
+    try:
+        return await body(connections)
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def _statement_phase(database_url: str, clients: int, seconds: float, ttl_seconds: float) -> Result:
+    statement = InventoryStatements.queries["reserve_all_or_nothing"]
+
+    async def body(connections: list[psycopg.AsyncConnection[Any]]) -> Result:
+        async def reserve(client: int, sequence: int) -> None:
+            cursor = await connections[client].execute(
+                statement,
+                {
+                    "checkout_id": f"s{client}-{sequence}",
+                    "skus": [HOT_SKU],
+                    "quantities": [1],
+                    "ttl_seconds": ttl_seconds,
+                },
+            )
+            assert await cursor.fetchone() is not None
+
+        return await _drive("statement", clients, seconds, reserve)
+
+    return await _with_connections(database_url, clients, body)
+
+
+async def _update_phase(database_url: str, clients: int, seconds: float) -> Result:
+    async def body(connections: list[psycopg.AsyncConnection[Any]]) -> Result:
+        async def conditional_update(client: int, sequence: int) -> None:
+            cursor = await connections[client].execute(CONDITIONAL_UPDATE, (HOT_SKU,))
+            assert await cursor.fetchone() is not None
+
+        return await _drive("update", clients, seconds, conditional_update)
+
+    return await _with_connections(database_url, clients, body)
+
+
+async def run(
+    clients: int, seconds: float, port: int, service_env: Mapping[str, str], phases: Sequence[str]
+) -> dict[str, Result]:
     server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
     database_url = _database(server_url, name)
+    address = f"127.0.0.1:{port}"
+    setup = service_setup(database_url, address, f"bench:{name}:", service_env)
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    service = None
+    service: subprocess.Popen[bytes] | None = None
+    results: dict[str, Result] = {}
     try:
         await apply_migrations(database_url, schema=SPEC.schema, directory=SPEC.migrations)
-        address = f"127.0.0.1:{port}"
-        environment = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "GRPC_LISTEN_ADDRESS": address,
-            "REDIS_KEY_PREFIX": f"bench:{name}:",
-            "DB_POOL_MAX_SIZE": str(max(4, clients)),
-            "LOG_LEVEL": "WARNING",
-        }
-        service = subprocess.Popen([sys.executable, "-m", "inventory_svc"], env=environment)
-        await _wait_serving(address, timeout=30)
-        print(f"inventory service up on {address} (database {name}); {clients} clients, {seconds:g} s per phase")
-
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = pb_grpc.InventoryServiceStub(channel)
-            await stub.UpsertProduct(
-                pb.UpsertProductRequest(
-                    sku=HOT_SKU,
-                    name="Hot",
-                    price=money_pb2.Money(currency_code="USD", amount_minor=100),
-                    weight_grams=1,
-                )
-            )
-            await stub.AdjustStock(
-                pb.AdjustStockRequest(
-                    sku=HOT_SKU,
-                    delta=1_000_000,
-                    reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED,
-                    idempotency_key="bench-stock",
-                )
-            )
-            line = [line_item_pb2.LineItem(sku=HOT_SKU, quantity=1)]
-
-            async def reserve(client: int, sequence: int) -> None:
-                await stub.ReserveInventory(
-                    pb.ReserveInventoryRequest(checkout_id=f"b{client}-{sequence}", items=line), timeout=10
-                )
-
-            print("phase 1/2: ReserveInventory over gRPC")
-            via_grpc = await _drive("grpc", clients, seconds, reserve)
-
-        connections = [await psycopg.AsyncConnection.connect(database_url, autocommit=True) for _ in range(clients)]
-        try:
-            statement = (
-                "UPDATE inventory.products SET reserved = reserved + 1, updated_at = now() "
-                "WHERE sku = %s AND stock_on_hand - reserved >= 1 RETURNING sku"
-            )
-
-            async def conditional_update(client: int, sequence: int) -> None:
-                cursor = await connections[client].execute(statement, (HOT_SKU,))
-                assert await cursor.fetchone() is not None
-
-            print("phase 2/2: the conditional UPDATE through psycopg")
-            via_sql = await _drive("sql", clients, seconds, conditional_update)
-        finally:
-            for connection in connections:
-                await connection.close()
-        return via_grpc, via_sql
+        service = subprocess.Popen([sys.executable, "-m", "inventory_svc"], env=dict(setup.environment))
+        await _wait_serving(address, service, timeout=30)
+        print(f"inventory service: pid {service.pid} on {address}, database {name}")
+        print(f"  database pool max size {setup.pool_max_size} ({setup.pool_source}); tracing {setup.tracing}")
+        if service_env:
+            print(f"  --service-env {' '.join(f'{key}={value}' for key, value in service_env.items())}")
+        print(f"{clients} clients, {seconds:g} s per phase; phases: {', '.join(phases)}", flush=True)
+        await _seed(address)
+        for number, phase in enumerate(phases, start=1):
+            print(f"phase {number}/{len(phases)}: {LABELS[phase]}", flush=True)
+            if phase == "grpc":
+                results[phase] = await _grpc_phase(address, clients, seconds)
+            elif phase == "statement":
+                results[phase] = await _statement_phase(database_url, clients, seconds, setup.reservation_ttl_seconds)
+            else:
+                results[phase] = await _update_phase(database_url, clients, seconds)
+        return results
     finally:
         if service is not None:
             service.terminate()
@@ -172,7 +295,40 @@ async def run(clients: int, seconds: float, port: int) -> tuple[Result, Result]:
             await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def main(argv: list[str]) -> int:
+def report(results: Mapping[str, Result]) -> None:
+    print()
+    print(f"{'path':<30} {'ops':>8} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    for phase in PHASES:
+        if phase in results:
+            result = results[phase]
+            print(
+                f"{LABELS[phase]:<30} {len(result.latencies):>8} {result.rate:>9.0f} "
+                f"{result.percentile(0.5):>8.2f} {result.percentile(0.99):>8.2f}"
+            )
+    print()
+    for top, bottom, meaning in (
+        ("grpc", "update", "everything a reservation costs over the bare UPDATE"),
+        ("grpc", "statement", "the service around its statement"),
+        ("statement", "update", "the statement over the bare UPDATE"),
+    ):
+        if top in results and bottom in results:
+            throughput = results[top].rate / results[bottom].rate
+            latency = results[top].median_ms / results[bottom].median_ms
+            label = f"{top}/{bottom}".replace("grpc", "gRPC").replace("update", "UPDATE")
+            print(f"ratio {label:<17} throughput {throughput:5.2f}   median latency x{latency:5.2f}   ({meaning})")
+
+
+def _event_loop_runner(name: str) -> tuple[str, Callable[[Coroutine[Any, Any, dict[str, Result]]], dict[str, Result]]]:
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            return "asyncio (uvloop is not installed)", asyncio.run
+        return "uvloop", uvloop.run
+    return "asyncio", asyncio.run
+
+
+def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench reserve-hot-sku",
         description=__doc__,
@@ -181,19 +337,37 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients in each phase (default 32)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
     parser.add_argument("--port", type=int, default=50152, help="port for the benchmarked service (default 50152)")
+    parser.add_argument(
+        "--service-env",
+        metavar="KEY=VALUE",
+        type=_key_value,
+        action="append",
+        default=[],
+        help="a setting for the service process, e.g. DB_POOL_MAX_SIZE=16 or OTEL_SDK_DISABLED=true "
+        "(repeatable; applied last, over the environment and the bench's own)",
+    )
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)}, run in that order (default: all three)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="event loop of the bench's clients, the same for every phase (default uvloop)",
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0:
         parser.error("--clients must be >= 1 and --seconds > 0")
-    via_grpc, via_sql = asyncio.run(run(args.clients, args.seconds, args.port))
-    print()
-    print(f"{'path':<34} {'ops':>8} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    for result, label in ((via_grpc, "ReserveInventory (gRPC)"), (via_sql, "conditional UPDATE (psycopg)")):
-        print(
-            f"{label:<34} {len(result.latencies):>8} {result.rate:>9.0f} "
-            f"{result.percentile(0.5):>8.2f} {result.percentile(0.99):>8.2f}"
-        )
-    print(
-        f"\nratio gRPC / SQL throughput: {via_grpc.rate / via_sql.rate:.2f}"
-        f"   (median latency ratio {statistics.median(via_grpc.latencies) / statistics.median(via_sql.latencies):.2f})"
-    )
+    phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+    unknown = [phase for phase in phases if phase not in PHASES]
+    if unknown or not phases or len(set(phases)) != len(phases):
+        parser.error(f"--phases takes distinct names from {', '.join(PHASES)}")
+    loop_name, runner = _event_loop_runner(args.loop)
+    print(f"machine: {machine_line()}")
+    print(f"client event loop: {loop_name}; Python {sys.version.split()[0]}", flush=True)
+    results = runner(run(args.clients, args.seconds, args.port, dict(args.service_env), phases))
+    report(results)
+    print(f"\nmachine at the end: {machine_line()}")
     return 0
