@@ -241,7 +241,8 @@ class CartHandlers:
                 if owner and recorded.owner != owner:
                     raise domain.cart_not_found(cart_id)
                 return recorded
-            if not await self._store.owner_of(cart_id):
+            live_owner = await self._store.owner_of(cart_id)
+            if not live_owner or (owner and live_owner != owner):
                 raise domain.cart_not_found(cart_id)
             await asyncio.sleep(_SETTLE_PAUSE_SECONDS)
         raise Aborted("the cart is changing state; retry", reason="CONFLICT", retry_after_seconds=0.2)

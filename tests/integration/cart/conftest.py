@@ -74,7 +74,7 @@ async def redis_snapshot(client: redis.Redis, prefix: str) -> dict[bytes, object
     async for key in client.scan_iter(match=f"{prefix}*", count=500):
         kind = await client.type(key)
         if kind == b"hash":
-            snapshot[key] = {k: v for k, v in (await client.hgetall(key)).items() if k != b"expire_ms"}
+            snapshot[key] = await client.hgetall(key)
         elif kind == b"zset":
             snapshot[key] = [member for member, _ in await client.zrange(key, 0, -1, withscores=True)]
         else:
