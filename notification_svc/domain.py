@@ -9,6 +9,9 @@ Templates by event (the stream entry's "type"):
     OrderCancelled  → order_cancelled
     OrderShipped    → order_shipped
     OrderDelivered  → order_delivered
+    OrderRefunded   → order_refunded ("your refund was issued", with the amount)
+    OrderPaymentVoided, OrderRestocked → none: the cancellation message already told the customer the
+                      hold on their card goes away; stock coming back is not their concern
 
 An event with no template is still recorded in the inbox (so it is acknowledged once), just not sent.
 """
@@ -27,6 +30,9 @@ class OrderEventType(enum.Enum):
     CANCELLED = "OrderCancelled"
     SHIPPED = "OrderShipped"
     DELIVERED = "OrderDelivered"
+    REFUNDED = "OrderRefunded"
+    PAYMENT_VOIDED = "OrderPaymentVoided"
+    RESTOCKED = "OrderRestocked"
 
 
 TEMPLATES: Mapping[OrderEventType, str | None] = {
@@ -35,6 +41,9 @@ TEMPLATES: Mapping[OrderEventType, str | None] = {
     OrderEventType.CANCELLED: "order_cancelled",
     OrderEventType.SHIPPED: "order_shipped",
     OrderEventType.DELIVERED: "order_delivered",
+    OrderEventType.REFUNDED: "order_refunded",
+    OrderEventType.PAYMENT_VOIDED: None,
+    OrderEventType.RESTOCKED: None,
 }
 
 

@@ -89,12 +89,12 @@ def test_no_transition_leads_back_to_pending():
         domain.check_transition(CONFIRMED, PENDING)
 
 
-def test_a_ship_replay_with_another_tracking_number_is_refused_and_names_the_recorded_one():
-    domain.check_tracking_number(SHIPPED, "TRACK-1", "TRACK-1")
+def test_a_ship_replay_with_another_shipment_is_refused_and_names_the_recorded_one():
+    domain.check_shipment(SHIPPED, "shp-1", "shp-1")
     with pytest.raises(FailedPrecondition) as raised:
-        domain.check_tracking_number(DELIVERED, "TRACK-1", "TRACK-2")
+        domain.check_shipment(DELIVERED, "shp-1", "shp-2")
     assert raised.value.reason == "ORDER_ALREADY_SHIPPED"
-    assert raised.value.metadata == {"status": "ORDER_STATUS_DELIVERED", "trackingNumber": "TRACK-1"}
+    assert raised.value.metadata == {"status": "ORDER_STATUS_DELIVERED", "shipmentId": "shp-1"}
 
 
 # Amounts
@@ -135,7 +135,7 @@ def test_a_subtotal_that_is_not_the_sum_of_the_lines_is_named():
 
 def test_a_total_that_is_not_subtotal_plus_shipping_plus_tax_is_named():
     violations = amount_violations(total=usd(5469))
-    assert violations == {"total": "must be subtotal + shipping_cost + tax = 5468"}
+    assert violations == {"total": "must be subtotal - discount_total + shipping_cost + tax = 5468"}
 
 
 def test_every_amount_in_another_currency_than_the_subtotal_is_named():
@@ -148,3 +148,22 @@ def test_every_amount_in_another_currency_than_the_subtotal_is_named():
 
 def test_negative_shipping_or_tax_is_refused_even_when_the_sum_works_out():
     assert set(amount_violations(shipping_cost=usd(-1), tax=usd(971))) == {"shipping_cost.amount_minor"}
+
+
+def test_a_discount_comes_off_the_total_and_cannot_exceed_the_subtotal():
+    def check(discount: int, total: int) -> dict[str, str]:
+        try:
+            domain.check_amounts(
+                LINES,
+                subtotal=usd(4498),
+                shipping_cost=usd(599),
+                tax=usd(371),
+                total=usd(total),
+                discount_total=usd(discount),
+            )
+        except InvalidArgument as error:
+            return {v.field: v.description for v in error.violations}
+        return {}
+
+    assert check(498, 4970) == {}
+    assert set(check(5000, 468)) == {"discount_total"}

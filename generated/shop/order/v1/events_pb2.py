@@ -24,25 +24,32 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from shop.order.v1 import order_service_pb2 as shop_dot_order_dot_v1_dot_order__service__pb2
+from shop.type.v1 import money_pb2 as shop_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashop/order/v1/events.proto\x12\rshop.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!shop/order/v1/order_service.proto\"\xe5\x03\n\nOrderEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x12\n\ntracestate\x18\x06 \x01(\t\x12#\n\x05order\x18\x07 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x34\n\rorder_created\x18\n \x01(\x0b\x32\x1b.shop.order.v1.OrderCreatedH\x00\x12\x38\n\x0forder_confirmed\x18\x0b \x01(\x0b\x32\x1d.shop.order.v1.OrderConfirmedH\x00\x12\x38\n\x0forder_cancelled\x18\x0c \x01(\x0b\x32\x1d.shop.order.v1.OrderCancelledH\x00\x12\x34\n\rorder_shipped\x18\r \x01(\x0b\x32\x1b.shop.order.v1.OrderShippedH\x00\x12\x38\n\x0forder_delivered\x18\x0e \x01(\x0b\x32\x1d.shop.order.v1.OrderDeliveredH\x00\x42\t\n\x07payload\"7\n\x0cOrderCreated\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"$\n\x0eOrderConfirmed\x12\x12\n\npayment_id\x18\x01 \x01(\t\"K\n\x0eOrderCancelled\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.shop.order.v1.CancelReason\x12\x0c\n\x04note\x18\x02 \x01(\t\"8\n\x0cOrderShipped\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rrier\x18\x02 \x01(\t\"B\n\x0eOrderDelivered\x12\x30\n\x0c\x64\x65liver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ashop/order/v1/events.proto\x12\rshop.order.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!shop/order/v1/order_service.proto\x1a\x18shop/type/v1/money.proto\"\x9a\x05\n\nOrderEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12.\n\noccur_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x12\n\ntracestate\x18\x06 \x01(\t\x12#\n\x05order\x18\x07 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x34\n\rorder_created\x18\n \x01(\x0b\x32\x1b.shop.order.v1.OrderCreatedH\x00\x12\x38\n\x0forder_confirmed\x18\x0b \x01(\x0b\x32\x1d.shop.order.v1.OrderConfirmedH\x00\x12\x38\n\x0forder_cancelled\x18\x0c \x01(\x0b\x32\x1d.shop.order.v1.OrderCancelledH\x00\x12\x34\n\rorder_shipped\x18\r \x01(\x0b\x32\x1b.shop.order.v1.OrderShippedH\x00\x12\x38\n\x0forder_delivered\x18\x0e \x01(\x0b\x32\x1d.shop.order.v1.OrderDeliveredH\x00\x12\x36\n\x0eorder_refunded\x18\x0f \x01(\x0b\x32\x1c.shop.order.v1.OrderRefundedH\x00\x12\x41\n\x14order_payment_voided\x18\x10 \x01(\x0b\x32!.shop.order.v1.OrderPaymentVoidedH\x00\x12\x38\n\x0forder_restocked\x18\x11 \x01(\x0b\x32\x1d.shop.order.v1.OrderRestockedH\x00\x42\t\n\x07payload\"7\n\x0cOrderCreated\x12\x13\n\x0b\x63heckout_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"$\n\x0eOrderConfirmed\x12\x12\n\npayment_id\x18\x01 \x01(\t\"K\n\x0eOrderCancelled\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.shop.order.v1.CancelReason\x12\x0c\n\x04note\x18\x02 \x01(\t\"|\n\x0cOrderShipped\x12\x17\n\x0ftracking_number\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rrier\x18\x02 \x01(\t\x12-\n\tship_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bshipment_id\x18\x04 \x01(\t\"B\n\x0eOrderDelivered\x12\x30\n\x0c\x64\x65liver_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\rOrderRefunded\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x11\n\trefund_id\x18\x02 \x01(\t\x12#\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.Money\"(\n\x12OrderPaymentVoided\x12\x12\n\npayment_id\x18\x01 \x01(\t\"\"\n\x0eOrderRestocked\x12\x10\n\x08returned\x18\x01 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.order.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDEREVENT']._serialized_start=114
-  _globals['_ORDEREVENT']._serialized_end=599
-  _globals['_ORDERCREATED']._serialized_start=601
-  _globals['_ORDERCREATED']._serialized_end=656
-  _globals['_ORDERCONFIRMED']._serialized_start=658
-  _globals['_ORDERCONFIRMED']._serialized_end=694
-  _globals['_ORDERCANCELLED']._serialized_start=696
-  _globals['_ORDERCANCELLED']._serialized_end=771
-  _globals['_ORDERSHIPPED']._serialized_start=773
-  _globals['_ORDERSHIPPED']._serialized_end=829
-  _globals['_ORDERDELIVERED']._serialized_start=831
-  _globals['_ORDERDELIVERED']._serialized_end=897
+  _globals['_ORDEREVENT']._serialized_start=140
+  _globals['_ORDEREVENT']._serialized_end=806
+  _globals['_ORDERCREATED']._serialized_start=808
+  _globals['_ORDERCREATED']._serialized_end=863
+  _globals['_ORDERCONFIRMED']._serialized_start=865
+  _globals['_ORDERCONFIRMED']._serialized_end=901
+  _globals['_ORDERCANCELLED']._serialized_start=903
+  _globals['_ORDERCANCELLED']._serialized_end=978
+  _globals['_ORDERSHIPPED']._serialized_start=980
+  _globals['_ORDERSHIPPED']._serialized_end=1104
+  _globals['_ORDERDELIVERED']._serialized_start=1106
+  _globals['_ORDERDELIVERED']._serialized_end=1172
+  _globals['_ORDERREFUNDED']._serialized_start=1174
+  _globals['_ORDERREFUNDED']._serialized_end=1265
+  _globals['_ORDERPAYMENTVOIDED']._serialized_start=1267
+  _globals['_ORDERPAYMENTVOIDED']._serialized_end=1307
+  _globals['_ORDERRESTOCKED']._serialized_start=1309
+  _globals['_ORDERRESTOCKED']._serialized_end=1343
 # @@protoc_insertion_point(module_scope)

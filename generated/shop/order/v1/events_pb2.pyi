@@ -7,6 +7,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from shop.order.v1 import order_service_pb2 as _order_service_pb2
+from shop.type.v1 import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,13 +22,25 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class OrderEvent(_message.Message):
     """One change of an order, as published from the order service's transactional
-    outbox to the Redis stream "shop.order.v1.events". The stream entry holds the
-    binary-encoded OrderEvent in the field "event" (and its type name, e.g.
-    "OrderConfirmed", in the field "type" for filtering without decoding).
+    outbox to the event bus topic "shop.order.v1.events": a Redis stream by
+    default, a Kafka topic when EVENT_BUS=kafka. The message value is the
+    binary-encoded OrderEvent; its key is the order_id (on Kafka it picks the
+    partition, so one order's events stay in order); the type name (e.g.
+    "OrderConfirmed") travels beside it (Redis field "type", Kafka header
+    "type") for filtering without decoding. On Redis the entry's fields are
+    "event", "type" and "key".
 
-    Delivery is at least once: consumers deduplicate on `event_id` (inbox table).
-    Events of one order are published in `sequence` order; a consumer that sees
-    a sequence lower than one it has processed can drop the event.
+    Delivery is at least once: consumers deduplicate on `event_id` (an inbox
+    table written in the same transaction as the consumer's own change).
+    The relay publishes one order's events in `sequence` order, but a
+    redelivery (a relay that died before marking an event published, a
+    consumer that died before acknowledging) can arrive after later events of
+    the same order. Do NOT drop an event because its sequence is lower than
+    one already processed: that would lose, say, the e-mail of a retried
+    OrderConfirmed that arrives after OrderShipped. Instead: deduplicate side
+    effects (messages, refunds) by event_id only, and use `sequence` solely to
+    keep the newest `order` snapshot (apply a snapshot only when its sequence
+    is higher than the one stored).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -44,6 +57,9 @@ class OrderEvent(_message.Message):
     ORDER_CANCELLED_FIELD_NUMBER: _builtins.int
     ORDER_SHIPPED_FIELD_NUMBER: _builtins.int
     ORDER_DELIVERED_FIELD_NUMBER: _builtins.int
+    ORDER_REFUNDED_FIELD_NUMBER: _builtins.int
+    ORDER_PAYMENT_VOIDED_FIELD_NUMBER: _builtins.int
+    ORDER_RESTOCKED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique id of the event, 1..64 characters of [A-Za-z0-9._-]; stable across
     redeliveries (it is the outbox row's id).
@@ -87,6 +103,18 @@ class OrderEvent(_message.Message):
     def order_delivered(self) -> Global___OrderDelivered:
         """The order was delivered (DELIVERED)."""
 
+    @_builtins.property
+    def order_refunded(self) -> Global___OrderRefunded:
+        """A cancelled order's captured payment was refunded."""
+
+    @_builtins.property
+    def order_payment_voided(self) -> Global___OrderPaymentVoided:
+        """A cancelled order's authorized (uncaptured) payment was voided."""
+
+    @_builtins.property
+    def order_restocked(self) -> Global___OrderRestocked:
+        """A cancelled order's stock went back to inventory."""
+
     def __init__(
         self,
         *,
@@ -102,12 +130,15 @@ class OrderEvent(_message.Message):
         order_cancelled: Global___OrderCancelled | None = ...,
         order_shipped: Global___OrderShipped | None = ...,
         order_delivered: Global___OrderDelivered | None = ...,
+        order_refunded: Global___OrderRefunded | None = ...,
+        order_payment_voided: Global___OrderPaymentVoided | None = ...,
+        order_restocked: Global___OrderRestocked | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "order", b"order", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_delivered", b"order_delivered", "order_shipped", b"order_shipped", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "order", b"order", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_delivered", b"order_delivered", "order_payment_voided", b"order_payment_voided", "order_refunded", b"order_refunded", "order_restocked", b"order_restocked", "order_shipped", b"order_shipped", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occur_time", b"occur_time", "order", b"order", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_delivered", b"order_delivered", "order_id", b"order_id", "order_shipped", b"order_shipped", "payload", b"payload", "sequence", b"sequence", "traceparent", b"traceparent", "tracestate", b"tracestate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occur_time", b"occur_time", "order", b"order", "order_cancelled", b"order_cancelled", "order_confirmed", b"order_confirmed", "order_created", b"order_created", "order_delivered", b"order_delivered", "order_id", b"order_id", "order_payment_voided", b"order_payment_voided", "order_refunded", b"order_refunded", "order_restocked", b"order_restocked", "order_shipped", b"order_shipped", "payload", b"payload", "sequence", b"sequence", "traceparent", b"traceparent", "tracestate", b"tracestate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["order_created", "order_confirmed", "order_cancelled", "order_shipped", "order_delivered"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["order_created", "order_confirmed", "order_cancelled", "order_shipped", "order_delivered", "order_refunded", "order_payment_voided", "order_restocked"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -195,19 +226,31 @@ class OrderShipped(_message.Message):
 
     TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
     CARRIER_FIELD_NUMBER: _builtins.int
+    SHIP_TIME_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
     tracking_number: _builtins.str
-    """Carrier's tracking number."""
+    """Carrier's tracking number, as given to MarkShipped (the shipping service
+    holds tracking; this copy is for the customer's message).
+    """
     carrier: _builtins.str
     """Carrier name; may be empty."""
+    shipment_id: _builtins.str
+    """The shipping service's shipment."""
+    @_builtins.property
+    def ship_time(self) -> _timestamp_pb2.Timestamp:
+        """When the carrier collected the parcel."""
+
     def __init__(
         self,
         *,
         tracking_number: _builtins.str = ...,
         carrier: _builtins.str = ...,
+        ship_time: _timestamp_pb2.Timestamp | None = ...,
+        shipment_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ship_time", b"ship_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "ship_time", b"ship_time", "shipment_id", b"shipment_id", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -236,3 +279,85 @@ class OrderDelivered(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OrderDelivered: _TypeAlias = OrderDelivered  # noqa: Y015
+
+@_typing.final
+class OrderRefunded(_message.Message):
+    """The captured payment of a cancelled order was refunded, so "your refund was
+    issued" can be sent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """The refunded payment."""
+    refund_id: _builtins.str
+    """The payment service's refund id."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """Amount refunded."""
+
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "payment_id", b"payment_id", "refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderRefunded: _TypeAlias = OrderRefunded  # noqa: Y015
+
+@_typing.final
+class OrderPaymentVoided(_message.Message):
+    """The authorized payment of a cancelled order was voided: the hold on the
+    customer's card is released and nothing was charged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    """The voided payment."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderPaymentVoided: _TypeAlias = OrderPaymentVoided  # noqa: Y015
+
+@_typing.final
+class OrderRestocked(_message.Message):
+    """The stock of a cancelled order went back to inventory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETURNED_FIELD_NUMBER: _builtins.int
+    returned: _builtins.bool
+    """True when sold stock was returned (ReturnStock); false when an
+    unconfirmed reservation was released (ReleaseReservation).
+    """
+    def __init__(
+        self,
+        *,
+        returned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["returned", b"returned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderRestocked: _TypeAlias = OrderRestocked  # noqa: Y015

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from shop.shipping.v1 import shipping_service_pb2 as shop_dot_shipping_dot_v1_dot_shipping__service__pb2
@@ -29,7 +30,7 @@ from shop.type.v1 import address_pb2 as shop_dot_type_dot_v1_dot_address__pb2
 from shop.type.v1 import money_pb2 as shop_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'shop/shipping/v1/shipping_service.proto\x1a\x1ashop/type/v1/address.proto\x1a\x18shop/type/v1/money.proto\"\xb0\x01\n\tOrderLine\x12\x11\n\x03sku\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cproduct_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12-\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12-\n\nline_total\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\"\xb0\x02\n\x0c\x43\x61ncellation\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.shop.order.v1.CancelReason\x12\x0c\n\x04note\x18\x02 \x01(\t\x12/\n\x0b\x63\x61ncel_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\rrefund_status\x18\x04 \x01(\x0e\x32!.shop.order.v1.CompensationStatus\x12\x11\n\trefund_id\x18\x05 \x01(\t\x12,\n\x0frefunded_amount\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x39\n\x0erestock_status\x18\x07 \x01(\x0e\x32!.shop.order.v1.CompensationStatus\"\xdf\x06\n\x05Order\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63heckout_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x16\n\x0e\x63ustomer_email\x18\x04 \x01(\t\x12\x12\n\npayment_id\x18\x05 \x01(\t\x12\x30\n\x06status\x18\x06 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatusB\x04\xe2\x41\x01\x03\x12\'\n\x05lines\x18\x07 \x03(\x0b\x32\x18.shop.order.v1.OrderLine\x12%\n\x08subtotal\x18\x08 \x01(\x0b\x32\x13.shop.type.v1.Money\x12*\n\rshipping_cost\x18\t \x01(\x0b\x32\x13.shop.type.v1.Money\x12 \n\x03tax\x18\n \x01(\x0b\x32\x13.shop.type.v1.Money\x12\"\n\x05total\x18\x0b \x01(\x0b\x32\x13.shop.type.v1.Money\x12/\n\x10shipping_address\x18\x0c \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x39\n\x0fshipping_method\x18\r \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x1d\n\x0ftracking_number\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63\x61rrier\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x0c\x63\x61ncellation\x18\x10 \x01(\x0b\x32\x1b.shop.order.v1.CancellationB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63onfirm_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\tship_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x64\x65liver_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xd0\x03\n\x12\x43reateOrderRequest\x12\x19\n\x0b\x63heckout_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x63ustomer_email\x18\x03 \x01(\t\x12\x18\n\npayment_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x05lines\x18\x05 \x03(\x0b\x32\x18.shop.order.v1.OrderLineB\x04\xe2\x41\x01\x02\x12+\n\x08subtotal\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12\x30\n\rshipping_cost\x18\x07 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12&\n\x03tax\x18\x08 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12(\n\x05total\x18\t \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12\x35\n\x10shipping_address\x18\n \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12?\n\x0fshipping_method\x18\x0b \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\"L\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"-\n\x13\x43onfirmOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x14\x43onfirmOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\")\n\x0fGetOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"\x7f\n\x11ListOrdersRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12,\n\x08statuses\x18\x04 \x03(\x0e\x32\x1a.shop.order.v1.OrderStatus\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x12\x43\x61ncelOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.shop.order.v1.CancelReasonB\x04\xe2\x41\x01\x02\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12\x19\n\x11\x61lready_cancelled\x18\x03 \x01(\x08\"\x8b\x01\n\x12MarkShippedRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0ftracking_number\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63\x61rrier\x18\x03 \x01(\t\x12-\n\tship_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"L\n\x13MarkShippedResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"`\n\x14MarkDeliveredRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x0c\x64\x65liver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x15MarkDeliveredResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\xb3\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x03\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05*\xeb\x01\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41NCEL_REASON_CUSTOMER_REQUEST\x10\x01\x12 \n\x1c\x43\x41NCEL_REASON_PAYMENT_FAILED\x10\x02\x12\x1e\n\x1a\x43\x41NCEL_REASON_OUT_OF_STOCK\x10\x03\x12!\n\x1d\x43\x41NCEL_REASON_FRAUD_SUSPECTED\x10\x04\x12\x1a\n\x16\x43\x41NCEL_REASON_OPERATOR\x10\x05\x12\x17\n\x13\x43\x41NCEL_REASON_OTHER\x10\x06*\xc3\x01\n\x12\x43ompensationStatus\x12#\n\x1f\x43OMPENSATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43OMPENSATION_STATUS_PENDING\x10\x01\x12!\n\x1d\x43OMPENSATION_STATUS_SUCCEEDED\x10\x02\x12$\n COMPENSATION_STATUS_NOT_REQUIRED\x10\x03\x12\x1e\n\x1a\x43OMPENSATION_STATUS_FAILED\x10\x04\x32\xe5\x04\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12W\n\x0c\x43onfirmOrder\x12\".shop.order.v1.ConfirmOrderRequest\x1a#.shop.order.v1.ConfirmOrderResponse\x12K\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\x12Q\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\x12T\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponse\x12T\n\x0bMarkShipped\x12!.shop.order.v1.MarkShippedRequest\x1a\".shop.order.v1.MarkShippedResponse\x12Z\n\rMarkDelivered\x12#.shop.order.v1.MarkDeliveredRequest\x1a$.shop.order.v1.MarkDeliveredResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/v1/order_service.proto\x12\rshop.order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\'shop/shipping/v1/shipping_service.proto\x1a\x1ashop/type/v1/address.proto\x1a\x18shop/type/v1/money.proto\"\xb0\x01\n\tOrderLine\x12\x11\n\x03sku\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cproduct_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12-\n\nunit_price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12-\n\nline_total\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\"\xb0\x02\n\x0c\x43\x61ncellation\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.shop.order.v1.CancelReason\x12\x0c\n\x04note\x18\x02 \x01(\t\x12/\n\x0b\x63\x61ncel_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\rrefund_status\x18\x04 \x01(\x0e\x32!.shop.order.v1.CompensationStatus\x12\x11\n\trefund_id\x18\x05 \x01(\t\x12,\n\x0frefunded_amount\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x39\n\x0erestock_status\x18\x07 \x01(\x0e\x32!.shop.order.v1.CompensationStatus\"\x97\x07\n\x05Order\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63heckout_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x15\n\x07user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x16\n\x0e\x63ustomer_email\x18\x04 \x01(\t\x12\x12\n\npayment_id\x18\x05 \x01(\t\x12\x30\n\x06status\x18\x06 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatusB\x04\xe2\x41\x01\x03\x12\'\n\x05lines\x18\x07 \x03(\x0b\x32\x18.shop.order.v1.OrderLine\x12%\n\x08subtotal\x18\x08 \x01(\x0b\x32\x13.shop.type.v1.Money\x12*\n\rshipping_cost\x18\t \x01(\x0b\x32\x13.shop.type.v1.Money\x12 \n\x03tax\x18\n \x01(\x0b\x32\x13.shop.type.v1.Money\x12\"\n\x05total\x18\x0b \x01(\x0b\x32\x13.shop.type.v1.Money\x12+\n\x0e\x64iscount_total\x18\x16 \x01(\x0b\x32\x13.shop.type.v1.Money\x12/\n\x10shipping_address\x18\x0c \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x39\n\x0fshipping_method\x18\r \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x19\n\x0bshipment_id\x18\x17 \x01(\tB\x04\xe2\x41\x01\x03\x12\x37\n\x0c\x63\x61ncellation\x18\x10 \x01(\x0b\x32\x1b.shop.order.v1.CancellationB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63onfirm_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\tship_time\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x64\x65liver_time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03J\x04\x08\x0e\x10\x0fJ\x04\x08\x0f\x10\x10R\x0ftracking_numberR\x07\x63\x61rrier\"\xfd\x03\n\x12\x43reateOrderRequest\x12\x19\n\x0b\x63heckout_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x0e\x63ustomer_email\x18\x03 \x01(\t\x12\x18\n\npayment_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x05lines\x18\x05 \x03(\x0b\x32\x18.shop.order.v1.OrderLineB\x04\xe2\x41\x01\x02\x12+\n\x08subtotal\x18\x06 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12\x30\n\rshipping_cost\x18\x07 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12&\n\x03tax\x18\x08 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12(\n\x05total\x18\t \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\x12+\n\x0e\x64iscount_total\x18\x0c \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x35\n\x10shipping_address\x18\n \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12?\n\x0fshipping_method\x18\x0b \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\"L\n\x13\x43reateOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"-\n\x13\x43onfirmOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"M\n\x14\x43onfirmOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\")\n\x0fGetOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"\x7f\n\x11ListOrdersRequest\x12\x15\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12,\n\x08statuses\x18\x04 \x03(\x0e\x32\x1a.shop.order.v1.OrderStatus\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x12\x43\x61ncelOrderRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x31\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.shop.order.v1.CancelReasonB\x04\xe2\x41\x01\x02\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"g\n\x13\x43\x61ncelOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12\x19\n\x11\x61lready_cancelled\x18\x03 \x01(\x08\"\xa6\x01\n\x12MarkShippedRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0ftracking_number\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07\x63\x61rrier\x18\x03 \x01(\t\x12-\n\tship_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x0bshipment_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x13MarkShippedResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"`\n\x14MarkDeliveredRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\x0c\x64\x65liver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x15MarkDeliveredResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\xb3\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x03\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05*\xeb\x01\n\x0c\x43\x61ncelReason\x12\x1d\n\x19\x43\x41NCEL_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41NCEL_REASON_CUSTOMER_REQUEST\x10\x01\x12 \n\x1c\x43\x41NCEL_REASON_PAYMENT_FAILED\x10\x02\x12\x1e\n\x1a\x43\x41NCEL_REASON_OUT_OF_STOCK\x10\x03\x12!\n\x1d\x43\x41NCEL_REASON_FRAUD_SUSPECTED\x10\x04\x12\x1a\n\x16\x43\x41NCEL_REASON_OPERATOR\x10\x05\x12\x17\n\x13\x43\x41NCEL_REASON_OTHER\x10\x06*\xc3\x01\n\x12\x43ompensationStatus\x12#\n\x1f\x43OMPENSATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43OMPENSATION_STATUS_PENDING\x10\x01\x12!\n\x1d\x43OMPENSATION_STATUS_SUCCEEDED\x10\x02\x12$\n COMPENSATION_STATUS_NOT_REQUIRED\x10\x03\x12\x1e\n\x1a\x43OMPENSATION_STATUS_FAILED\x10\x04\x32\xd1\x05\n\x0cOrderService\x12T\n\x0b\x43reateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\x12W\n\x0c\x43onfirmOrder\x12\".shop.order.v1.ConfirmOrderRequest\x1a#.shop.order.v1.ConfirmOrderResponse\x12j\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12u\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/users/{user_id}/orders\x12}\n\x0b\x43\x61ncelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/orders/{order_id}:cancel:\x01*\x12T\n\x0bMarkShipped\x12!.shop.order.v1.MarkShippedRequest\x1a\".shop.order.v1.MarkShippedResponse\x12Z\n\rMarkDelivered\x12#.shop.order.v1.MarkDeliveredRequest\x1a$.shop.order.v1.MarkDeliveredResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,10 +55,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDER'].fields_by_name['user_id']._serialized_options = b'\342A\001\005'
   _globals['_ORDER'].fields_by_name['status']._loaded_options = None
   _globals['_ORDER'].fields_by_name['status']._serialized_options = b'\342A\001\003'
-  _globals['_ORDER'].fields_by_name['tracking_number']._loaded_options = None
-  _globals['_ORDER'].fields_by_name['tracking_number']._serialized_options = b'\342A\001\003'
-  _globals['_ORDER'].fields_by_name['carrier']._loaded_options = None
-  _globals['_ORDER'].fields_by_name['carrier']._serialized_options = b'\342A\001\003'
+  _globals['_ORDER'].fields_by_name['shipment_id']._loaded_options = None
+  _globals['_ORDER'].fields_by_name['shipment_id']._serialized_options = b'\342A\001\003'
   _globals['_ORDER'].fields_by_name['cancellation']._loaded_options = None
   _globals['_ORDER'].fields_by_name['cancellation']._serialized_options = b'\342A\001\003'
   _globals['_ORDER'].fields_by_name['create_time']._loaded_options = None
@@ -106,48 +105,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MARKSHIPPEDREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002'
   _globals['_MARKSHIPPEDREQUEST'].fields_by_name['tracking_number']._loaded_options = None
   _globals['_MARKSHIPPEDREQUEST'].fields_by_name['tracking_number']._serialized_options = b'\342A\001\002'
+  _globals['_MARKSHIPPEDREQUEST'].fields_by_name['shipment_id']._loaded_options = None
+  _globals['_MARKSHIPPEDREQUEST'].fields_by_name['shipment_id']._serialized_options = b'\342A\001\002'
   _globals['_MARKDELIVEREDREQUEST'].fields_by_name['order_id']._loaded_options = None
   _globals['_MARKDELIVEREDREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002'
-  _globals['_ORDERSTATUS']._serialized_start=3197
-  _globals['_ORDERSTATUS']._serialized_end=3376
-  _globals['_CANCELREASON']._serialized_start=3379
-  _globals['_CANCELREASON']._serialized_end=3614
-  _globals['_COMPENSATIONSTATUS']._serialized_start=3617
-  _globals['_COMPENSATIONSTATUS']._serialized_end=3812
-  _globals['_ORDERLINE']._serialized_start=214
-  _globals['_ORDERLINE']._serialized_end=390
-  _globals['_CANCELLATION']._serialized_start=393
-  _globals['_CANCELLATION']._serialized_end=697
-  _globals['_ORDER']._serialized_start=700
-  _globals['_ORDER']._serialized_end=1563
-  _globals['_CREATEORDERREQUEST']._serialized_start=1566
-  _globals['_CREATEORDERREQUEST']._serialized_end=2030
-  _globals['_CREATEORDERRESPONSE']._serialized_start=2032
-  _globals['_CREATEORDERRESPONSE']._serialized_end=2108
-  _globals['_CONFIRMORDERREQUEST']._serialized_start=2110
-  _globals['_CONFIRMORDERREQUEST']._serialized_end=2155
-  _globals['_CONFIRMORDERRESPONSE']._serialized_start=2157
-  _globals['_CONFIRMORDERRESPONSE']._serialized_end=2234
-  _globals['_GETORDERREQUEST']._serialized_start=2236
-  _globals['_GETORDERREQUEST']._serialized_end=2277
-  _globals['_GETORDERRESPONSE']._serialized_start=2279
-  _globals['_GETORDERRESPONSE']._serialized_end=2334
-  _globals['_LISTORDERSREQUEST']._serialized_start=2336
-  _globals['_LISTORDERSREQUEST']._serialized_end=2463
-  _globals['_LISTORDERSRESPONSE']._serialized_start=2465
-  _globals['_LISTORDERSRESPONSE']._serialized_end=2548
-  _globals['_CANCELORDERREQUEST']._serialized_start=2551
-  _globals['_CANCELORDERREQUEST']._serialized_end=2691
-  _globals['_CANCELORDERRESPONSE']._serialized_start=2693
-  _globals['_CANCELORDERRESPONSE']._serialized_end=2796
-  _globals['_MARKSHIPPEDREQUEST']._serialized_start=2799
-  _globals['_MARKSHIPPEDREQUEST']._serialized_end=2938
-  _globals['_MARKSHIPPEDRESPONSE']._serialized_start=2940
-  _globals['_MARKSHIPPEDRESPONSE']._serialized_end=3016
-  _globals['_MARKDELIVEREDREQUEST']._serialized_start=3018
-  _globals['_MARKDELIVEREDREQUEST']._serialized_end=3114
-  _globals['_MARKDELIVEREDRESPONSE']._serialized_start=3116
-  _globals['_MARKDELIVEREDRESPONSE']._serialized_end=3194
-  _globals['_ORDERSERVICE']._serialized_start=3815
-  _globals['_ORDERSERVICE']._serialized_end=4428
+  _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._loaded_options = None
+  _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/orders/{order_id}'
+  _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._loaded_options = None
+  _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._serialized_options = b'\202\323\344\223\002\034\022\032/v1/users/{user_id}/orders'
+  _globals['_ORDERSERVICE'].methods_by_name['CancelOrder']._loaded_options = None
+  _globals['_ORDERSERVICE'].methods_by_name['CancelOrder']._serialized_options = b'\202\323\344\223\002!\"\034/v1/orders/{order_id}:cancel:\001*'
+  _globals['_ORDERSTATUS']._serialized_start=3355
+  _globals['_ORDERSTATUS']._serialized_end=3534
+  _globals['_CANCELREASON']._serialized_start=3537
+  _globals['_CANCELREASON']._serialized_end=3772
+  _globals['_COMPENSATIONSTATUS']._serialized_start=3775
+  _globals['_COMPENSATIONSTATUS']._serialized_end=3970
+  _globals['_ORDERLINE']._serialized_start=244
+  _globals['_ORDERLINE']._serialized_end=420
+  _globals['_CANCELLATION']._serialized_start=423
+  _globals['_CANCELLATION']._serialized_end=727
+  _globals['_ORDER']._serialized_start=730
+  _globals['_ORDER']._serialized_end=1649
+  _globals['_CREATEORDERREQUEST']._serialized_start=1652
+  _globals['_CREATEORDERREQUEST']._serialized_end=2161
+  _globals['_CREATEORDERRESPONSE']._serialized_start=2163
+  _globals['_CREATEORDERRESPONSE']._serialized_end=2239
+  _globals['_CONFIRMORDERREQUEST']._serialized_start=2241
+  _globals['_CONFIRMORDERREQUEST']._serialized_end=2286
+  _globals['_CONFIRMORDERRESPONSE']._serialized_start=2288
+  _globals['_CONFIRMORDERRESPONSE']._serialized_end=2365
+  _globals['_GETORDERREQUEST']._serialized_start=2367
+  _globals['_GETORDERREQUEST']._serialized_end=2408
+  _globals['_GETORDERRESPONSE']._serialized_start=2410
+  _globals['_GETORDERRESPONSE']._serialized_end=2465
+  _globals['_LISTORDERSREQUEST']._serialized_start=2467
+  _globals['_LISTORDERSREQUEST']._serialized_end=2594
+  _globals['_LISTORDERSRESPONSE']._serialized_start=2596
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2679
+  _globals['_CANCELORDERREQUEST']._serialized_start=2682
+  _globals['_CANCELORDERREQUEST']._serialized_end=2822
+  _globals['_CANCELORDERRESPONSE']._serialized_start=2824
+  _globals['_CANCELORDERRESPONSE']._serialized_end=2927
+  _globals['_MARKSHIPPEDREQUEST']._serialized_start=2930
+  _globals['_MARKSHIPPEDREQUEST']._serialized_end=3096
+  _globals['_MARKSHIPPEDRESPONSE']._serialized_start=3098
+  _globals['_MARKSHIPPEDRESPONSE']._serialized_end=3174
+  _globals['_MARKDELIVEREDREQUEST']._serialized_start=3176
+  _globals['_MARKDELIVEREDREQUEST']._serialized_end=3272
+  _globals['_MARKDELIVEREDRESPONSE']._serialized_start=3274
+  _globals['_MARKDELIVEREDRESPONSE']._serialized_end=3352
+  _globals['_ORDERSERVICE']._serialized_start=3973
+  _globals['_ORDERSERVICE']._serialized_end=4694
 # @@protoc_insertion_point(module_scope)

@@ -36,7 +36,7 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_CONFIRMED: _OrderStatus.ValueType  # 2
     """Payment captured and stock sold; awaiting shipment."""
     ORDER_STATUS_SHIPPED: _OrderStatus.ValueType  # 3
-    """Handed to the carrier (see tracking_number)."""
+    """Handed to the carrier (see shipment_id)."""
     ORDER_STATUS_DELIVERED: _OrderStatus.ValueType  # 4
     """Delivered to the customer. Terminal."""
     ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 5
@@ -52,7 +52,7 @@ ORDER_STATUS_PENDING: OrderStatus.ValueType  # 1
 ORDER_STATUS_CONFIRMED: OrderStatus.ValueType  # 2
 """Payment captured and stock sold; awaiting shipment."""
 ORDER_STATUS_SHIPPED: OrderStatus.ValueType  # 3
-"""Handed to the carrier (see tracking_number)."""
+"""Handed to the carrier (see shipment_id)."""
 ORDER_STATUS_DELIVERED: OrderStatus.ValueType  # 4
 """Delivered to the customer. Terminal."""
 ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 5
@@ -244,10 +244,10 @@ class Order(_message.Message):
     SHIPPING_COST_FIELD_NUMBER: _builtins.int
     TAX_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    DISCOUNT_TOTAL_FIELD_NUMBER: _builtins.int
     SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
-    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
-    CARRIER_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
     CANCELLATION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
@@ -272,10 +272,10 @@ class Order(_message.Message):
     """Output only. Current state."""
     shipping_method: _shipping_service_pb2.ShippingMethod.ValueType
     """How to ship."""
-    tracking_number: _builtins.str
-    """Output only. Carrier's tracking number; set once SHIPPED (MarkShipped)."""
-    carrier: _builtins.str
-    """Output only. Carrier name; set once SHIPPED when known."""
+    shipment_id: _builtins.str
+    """Output only. The shipping service's shipment; set once SHIPPED
+    (MarkShipped).
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]:
         """Lines bought, in checkout order; 1..100."""
@@ -294,7 +294,11 @@ class Order(_message.Message):
 
     @_builtins.property
     def total(self) -> _money_pb2.Money:
-        """subtotal + shipping_cost + tax: what the customer paid."""
+        """subtotal - discount_total + shipping_cost + tax: what the customer paid."""
+
+    @_builtins.property
+    def discount_total(self) -> _money_pb2.Money:
+        """Discounts taken off the subtotal; zero until the shop has discounts."""
 
     @_builtins.property
     def shipping_address(self) -> _address_pb2.Address:
@@ -338,10 +342,10 @@ class Order(_message.Message):
         shipping_cost: _money_pb2.Money | None = ...,
         tax: _money_pb2.Money | None = ...,
         total: _money_pb2.Money | None = ...,
+        discount_total: _money_pb2.Money | None = ...,
         shipping_address: _address_pb2.Address | None = ...,
         shipping_method: _shipping_service_pb2.ShippingMethod.ValueType = ...,
-        tracking_number: _builtins.str = ...,
-        carrier: _builtins.str = ...,
+        shipment_id: _builtins.str = ...,
         cancellation: Global___Cancellation | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
@@ -349,9 +353,9 @@ class Order(_message.Message):
         ship_time: _timestamp_pb2.Timestamp | None = ...,
         deliver_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "confirm_time", b"confirm_time", "create_time", b"create_time", "deliver_time", b"deliver_time", "ship_time", b"ship_time", "shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "confirm_time", b"confirm_time", "create_time", b"create_time", "deliver_time", b"deliver_time", "discount_total", b"discount_total", "ship_time", b"ship_time", "shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "carrier", b"carrier", "checkout_id", b"checkout_id", "confirm_time", b"confirm_time", "create_time", b"create_time", "customer_email", b"customer_email", "deliver_time", b"deliver_time", "lines", b"lines", "order_id", b"order_id", "payment_id", b"payment_id", "ship_time", b"ship_time", "shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "shipping_method", b"shipping_method", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "tracking_number", b"tracking_number", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancellation", b"cancellation", "checkout_id", b"checkout_id", "confirm_time", b"confirm_time", "create_time", b"create_time", "customer_email", b"customer_email", "deliver_time", b"deliver_time", "discount_total", b"discount_total", "lines", b"lines", "order_id", b"order_id", "payment_id", b"payment_id", "ship_time", b"ship_time", "shipment_id", b"shipment_id", "shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "shipping_method", b"shipping_method", "status", b"status", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,6 +376,7 @@ class CreateOrderRequest(_message.Message):
     SHIPPING_COST_FIELD_NUMBER: _builtins.int
     TAX_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    DISCOUNT_TOTAL_FIELD_NUMBER: _builtins.int
     SHIPPING_ADDRESS_FIELD_NUMBER: _builtins.int
     SHIPPING_METHOD_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
@@ -404,7 +409,11 @@ class CreateOrderRequest(_message.Message):
 
     @_builtins.property
     def total(self) -> _money_pb2.Money:
-        """Required. subtotal + shipping_cost + tax."""
+        """Required. subtotal - discount_total + shipping_cost + tax."""
+
+    @_builtins.property
+    def discount_total(self) -> _money_pb2.Money:
+        """Discounts taken off the subtotal, 0..subtotal; unset means zero."""
 
     @_builtins.property
     def shipping_address(self) -> _address_pb2.Address:
@@ -422,12 +431,13 @@ class CreateOrderRequest(_message.Message):
         shipping_cost: _money_pb2.Money | None = ...,
         tax: _money_pb2.Money | None = ...,
         total: _money_pb2.Money | None = ...,
+        discount_total: _money_pb2.Money | None = ...,
         shipping_address: _address_pb2.Address | None = ...,
         shipping_method: _shipping_service_pb2.ShippingMethod.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discount_total", b"discount_total", "shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_id", b"checkout_id", "customer_email", b"customer_email", "lines", b"lines", "payment_id", b"payment_id", "shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "shipping_method", b"shipping_method", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_id", b"checkout_id", "customer_email", b"customer_email", "discount_total", b"discount_total", "lines", b"lines", "payment_id", b"payment_id", "shipping_address", b"shipping_address", "shipping_cost", b"shipping_cost", "shipping_method", b"shipping_method", "subtotal", b"subtotal", "tax", b"tax", "total", b"total", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -707,12 +717,19 @@ class MarkShippedRequest(_message.Message):
     TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
     CARRIER_FIELD_NUMBER: _builtins.int
     SHIP_TIME_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Required. Order handed to the carrier."""
     tracking_number: _builtins.str
-    """Required. Carrier's tracking number, 1..64 characters of [A-Za-z0-9-]."""
+    """Required. Carrier's tracking number, 1..64 characters of [A-Za-z0-9-]; goes
+    on the OrderShipped event (the order does not store it).
+    """
     carrier: _builtins.str
-    """Carrier name, 0..64 characters."""
+    """Carrier name, 0..64 characters; goes on the OrderShipped event."""
+    shipment_id: _builtins.str
+    """Required. The shipping service's shipment, 1..64 characters of
+    [A-Za-z0-9._-].
+    """
     @_builtins.property
     def ship_time(self) -> _timestamp_pb2.Timestamp:
         """When the carrier collected the parcel; unset means now. Not in the future."""
@@ -724,10 +741,11 @@ class MarkShippedRequest(_message.Message):
         tracking_number: _builtins.str = ...,
         carrier: _builtins.str = ...,
         ship_time: _timestamp_pb2.Timestamp | None = ...,
+        shipment_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ship_time", b"ship_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "order_id", b"order_id", "ship_time", b"ship_time", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "order_id", b"order_id", "ship_time", b"ship_time", "shipment_id", b"shipment_id", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -742,7 +760,7 @@ class MarkShippedResponse(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
     replayed: _builtins.bool
-    """True when the order was already SHIPPED with this tracking number."""
+    """True when the order was already SHIPPED with this shipment."""
     @_builtins.property
     def order(self) -> Global___Order:
         """The order, SHIPPED."""

@@ -28,20 +28,25 @@ if _version_not_supported:
 class OrderServiceStub:
     """Orders and their lifecycle. PostgreSQL is the source of truth; every state
     change writes, in the same transaction, an OrderEvent (events.proto) to a
-    transactional outbox that a relay publishes to the Redis stream
-    "shop.order.v1.events", so an event is published if and only if its change
-    committed.
+    transactional outbox that a relay publishes to the event bus topic
+    "shop.order.v1.events" (a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; keyed by order_id), so an event is published if and only if
+    its change committed (at least once; consumers deduplicate on event_id).
 
     State machine: PENDING -> CONFIRMED -> SHIPPED -> DELIVERED;
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT sent in the gRPC
-    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
-    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
-    MarkShipped and MarkDelivered are for trusted mesh callers only
-    (authenticated by mTLS: the gateway, fulfilment, operators); others get
-    PERMISSION_DENIED (CALLER_NOT_ALLOWED).
+    Scope: GetOrder, ListOrders and CancelOrder act for the signed-in customer
+    named by the JWT sent in the gRPC request header `authorization: Bearer
+    <jwt>` (claim `sub`); another user's order is reported as NOT_FOUND
+    (ORDER_NOT_FOUND), and an anonymous session has no orders. Trusted mesh
+    callers (the gateway, workers, operator tools) may act on any order; a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). CreateOrder, ConfirmOrder,
+    MarkShipped and MarkDelivered are for trusted callers only; customers get
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "order.shop" and a stable `reason`, listed on each RPC with its status
@@ -109,20 +114,25 @@ class OrderServiceStub:
 class OrderServiceServicer:
     """Orders and their lifecycle. PostgreSQL is the source of truth; every state
     change writes, in the same transaction, an OrderEvent (events.proto) to a
-    transactional outbox that a relay publishes to the Redis stream
-    "shop.order.v1.events", so an event is published if and only if its change
-    committed.
+    transactional outbox that a relay publishes to the event bus topic
+    "shop.order.v1.events" (a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; keyed by order_id), so an event is published if and only if
+    its change committed (at least once; consumers deduplicate on event_id).
 
     State machine: PENDING -> CONFIRMED -> SHIPPED -> DELIVERED;
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT sent in the gRPC
-    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
-    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
-    MarkShipped and MarkDelivered are for trusted mesh callers only
-    (authenticated by mTLS: the gateway, fulfilment, operators); others get
-    PERMISSION_DENIED (CALLER_NOT_ALLOWED).
+    Scope: GetOrder, ListOrders and CancelOrder act for the signed-in customer
+    named by the JWT sent in the gRPC request header `authorization: Bearer
+    <jwt>` (claim `sub`); another user's order is reported as NOT_FOUND
+    (ORDER_NOT_FOUND), and an anonymous session has no orders. Trusted mesh
+    callers (the gateway, workers, operator tools) may act on any order; a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). CreateOrder, ConfirmOrder,
+    MarkShipped and MarkDelivered are for trusted callers only; customers get
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "order.shop" and a stable `reason`, listed on each RPC with its status
@@ -149,9 +159,9 @@ class OrderServiceServicer:
         after the payment is authorized (the saga's pivot). Idempotent on
         `checkout_id`: a replay with the same payload returns the first order.
         The amounts must add up: each line_total = unit_price * quantity, subtotal
-        = sum of line totals, total = subtotal + shipping_cost + tax, all in one
-        currency; otherwise INVALID_ARGUMENT.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        = sum of line totals, total = subtotal - discount_total + shipping_cost +
+        tax, all in one currency; otherwise INVALID_ARGUMENT.
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         ALREADY_EXISTS (CHECKOUT_ALREADY_ORDERED: the checkout has an order with a
         different payload, metadata `orderId`).
         """
@@ -163,7 +173,7 @@ class OrderServiceServicer:
         """Moves a PENDING order to CONFIRMED once its payment is captured (the
         gateway's saga calls it after CapturePayment). Naturally idempotent:
         confirming a CONFIRMED (or later) order returns it.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED, metadata
         `status`).
         """
@@ -173,6 +183,7 @@ class OrderServiceServicer:
 
     def GetOrder(self, request, context):
         """Returns one order, always current (read from PostgreSQL).
+        HTTP: GET /v1/orders/{order_id}.
         Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -189,6 +200,7 @@ class OrderServiceServicer:
         tamper-evident: a token that was altered or forged, or is reused with
         different filters (user_id, statuses), is INVALID_ARGUMENT (reason
         INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+        HTTP: GET /v1/users/{user_id}/orders.
         Errors: INVALID_ARGUMENT (including a negative page_size or a bad
         page_token); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's
         `sub`).
@@ -207,24 +219,33 @@ class OrderServiceServicer:
         Idempotent on `idempotency_key`: a replay with the same key and payload
         returns the first result. Cancelling an order that is already CANCELLED
         with another key succeeds with `already_cancelled` set and changes nothing.
+        A customer cancels CONFIRMED orders only: a PENDING order belongs to its
+        checkout's saga, which is still running (trusted callers may cancel it),
+        and the reasons OPERATOR and FRAUD_SUSPECTED are for trusted callers only.
+        HTTP: POST /v1/orders/{order_id}:cancel.
         Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND);
-        FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata
-        `status`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a
-        different order or reason, metadata `idempotencyKey`).
+        PERMISSION_DENIED (CANCEL_REASON_NOT_ALLOWED: a customer chose OPERATOR
+        or FRAUD_SUSPECTED, metadata `reason`); FAILED_PRECONDITION
+        (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata `status`;
+        CHECKOUT_IN_PROGRESS: a customer asked to cancel a PENDING order, metadata
+        `status=ORDER_STATUS_PENDING`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the
+        key was used with a different order or reason, metadata `idempotencyKey`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def MarkShipped(self, request, context):
-        """Moves a CONFIRMED order to SHIPPED with the carrier's tracking number.
-        Naturally idempotent: marking a SHIPPED order with the same tracking number
-        returns it.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        """Moves a CONFIRMED order to SHIPPED with its shipment (the shipping
+        service's shipment_id; tracking lives there). The order stores the
+        shipment_id and ship_time; carrier and tracking number travel on the
+        OrderShipped event for the customer's e-mail. Naturally idempotent:
+        marking a SHIPPED order with the same shipment_id returns it.
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
         (ORDER_NOT_CONFIRMED: still PENDING; ORDER_CANCELLED;
-        ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different tracking
-        number, also metadata `trackingNumber`).
+        ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different shipment,
+        also metadata `shipmentId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -233,7 +254,7 @@ class OrderServiceServicer:
     def MarkDelivered(self, request, context):
         """Moves a SHIPPED order to DELIVERED. Naturally idempotent: marking a
         DELIVERED order returns it.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
         (ORDER_NOT_SHIPPED: PENDING or CONFIRMED, e.g. metadata
         `status=ORDER_STATUS_CONFIRMED`; ORDER_CANCELLED).
@@ -291,20 +312,25 @@ def add_OrderServiceServicer_to_server(servicer, server):
 class OrderService:
     """Orders and their lifecycle. PostgreSQL is the source of truth; every state
     change writes, in the same transaction, an OrderEvent (events.proto) to a
-    transactional outbox that a relay publishes to the Redis stream
-    "shop.order.v1.events", so an event is published if and only if its change
-    committed.
+    transactional outbox that a relay publishes to the event bus topic
+    "shop.order.v1.events" (a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; keyed by order_id), so an event is published if and only if
+    its change committed (at least once; consumers deduplicate on event_id).
 
     State machine: PENDING -> CONFIRMED -> SHIPPED -> DELIVERED;
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT sent in the gRPC
-    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
-    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
-    MarkShipped and MarkDelivered are for trusted mesh callers only
-    (authenticated by mTLS: the gateway, fulfilment, operators); others get
-    PERMISSION_DENIED (CALLER_NOT_ALLOWED).
+    Scope: GetOrder, ListOrders and CancelOrder act for the signed-in customer
+    named by the JWT sent in the gRPC request header `authorization: Bearer
+    <jwt>` (claim `sub`); another user's order is reported as NOT_FOUND
+    (ORDER_NOT_FOUND), and an anonymous session has no orders. Trusted mesh
+    callers (the gateway, workers, operator tools) may act on any order; a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). CreateOrder, ConfirmOrder,
+    MarkShipped and MarkDelivered are for trusted callers only; customers get
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "order.shop" and a stable `reason`, listed on each RPC with its status

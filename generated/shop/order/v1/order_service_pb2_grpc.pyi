@@ -29,20 +29,25 @@ GRPC_VERSION: str
 class OrderServiceStub:
     """Orders and their lifecycle. PostgreSQL is the source of truth; every state
     change writes, in the same transaction, an OrderEvent (events.proto) to a
-    transactional outbox that a relay publishes to the Redis stream
-    "shop.order.v1.events", so an event is published if and only if its change
-    committed.
+    transactional outbox that a relay publishes to the event bus topic
+    "shop.order.v1.events" (a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; keyed by order_id), so an event is published if and only if
+    its change committed (at least once; consumers deduplicate on event_id).
 
     State machine: PENDING -> CONFIRMED -> SHIPPED -> DELIVERED;
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT sent in the gRPC
-    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
-    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
-    MarkShipped and MarkDelivered are for trusted mesh callers only
-    (authenticated by mTLS: the gateway, fulfilment, operators); others get
-    PERMISSION_DENIED (CALLER_NOT_ALLOWED).
+    Scope: GetOrder, ListOrders and CancelOrder act for the signed-in customer
+    named by the JWT sent in the gRPC request header `authorization: Bearer
+    <jwt>` (claim `sub`); another user's order is reported as NOT_FOUND
+    (ORDER_NOT_FOUND), and an anonymous session has no orders. Trusted mesh
+    callers (the gateway, workers, operator tools) may act on any order; a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). CreateOrder, ConfirmOrder,
+    MarkShipped and MarkDelivered are for trusted callers only; customers get
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "order.shop" and a stable `reason`, listed on each RPC with its status
@@ -73,9 +78,9 @@ class OrderServiceStub:
     after the payment is authorized (the saga's pivot). Idempotent on
     `checkout_id`: a replay with the same payload returns the first order.
     The amounts must add up: each line_total = unit_price * quantity, subtotal
-    = sum of line totals, total = subtotal + shipping_cost + tax, all in one
-    currency; otherwise INVALID_ARGUMENT.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    = sum of line totals, total = subtotal - discount_total + shipping_cost +
+    tax, all in one currency; otherwise INVALID_ARGUMENT.
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     ALREADY_EXISTS (CHECKOUT_ALREADY_ORDERED: the checkout has an order with a
     different payload, metadata `orderId`).
     """
@@ -83,12 +88,13 @@ class OrderServiceStub:
     """Moves a PENDING order to CONFIRMED once its payment is captured (the
     gateway's saga calls it after CapturePayment). Naturally idempotent:
     confirming a CONFIRMED (or later) order returns it.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED, metadata
     `status`).
     """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.GetOrderRequest, _order_service_pb2.GetOrderResponse]
     """Returns one order, always current (read from PostgreSQL).
+    HTTP: GET /v1/orders/{order_id}.
     Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND).
     """
     ListOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListOrdersRequest, _order_service_pb2.ListOrdersResponse]
@@ -101,6 +107,7 @@ class OrderServiceStub:
     tamper-evident: a token that was altered or forged, or is reused with
     different filters (user_id, statuses), is INVALID_ARGUMENT (reason
     INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    HTTP: GET /v1/users/{user_id}/orders.
     Errors: INVALID_ARGUMENT (including a negative page_size or a bad
     page_token); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's
     `sub`).
@@ -115,25 +122,34 @@ class OrderServiceStub:
     Idempotent on `idempotency_key`: a replay with the same key and payload
     returns the first result. Cancelling an order that is already CANCELLED
     with another key succeeds with `already_cancelled` set and changes nothing.
+    A customer cancels CONFIRMED orders only: a PENDING order belongs to its
+    checkout's saga, which is still running (trusted callers may cancel it),
+    and the reasons OPERATOR and FRAUD_SUSPECTED are for trusted callers only.
+    HTTP: POST /v1/orders/{order_id}:cancel.
     Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND);
-    FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata
-    `status`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a
-    different order or reason, metadata `idempotencyKey`).
+    PERMISSION_DENIED (CANCEL_REASON_NOT_ALLOWED: a customer chose OPERATOR
+    or FRAUD_SUSPECTED, metadata `reason`); FAILED_PRECONDITION
+    (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata `status`;
+    CHECKOUT_IN_PROGRESS: a customer asked to cancel a PENDING order, metadata
+    `status=ORDER_STATUS_PENDING`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the
+    key was used with a different order or reason, metadata `idempotencyKey`).
     """
     MarkShipped: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.MarkShippedRequest, _order_service_pb2.MarkShippedResponse]
-    """Moves a CONFIRMED order to SHIPPED with the carrier's tracking number.
-    Naturally idempotent: marking a SHIPPED order with the same tracking number
-    returns it.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    """Moves a CONFIRMED order to SHIPPED with its shipment (the shipping
+    service's shipment_id; tracking lives there). The order stores the
+    shipment_id and ship_time; carrier and tracking number travel on the
+    OrderShipped event for the customer's e-mail. Naturally idempotent:
+    marking a SHIPPED order with the same shipment_id returns it.
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
     (ORDER_NOT_CONFIRMED: still PENDING; ORDER_CANCELLED;
-    ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different tracking
-    number, also metadata `trackingNumber`).
+    ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different shipment,
+    also metadata `shipmentId`).
     """
     MarkDelivered: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.MarkDeliveredRequest, _order_service_pb2.MarkDeliveredResponse]
     """Moves a SHIPPED order to DELIVERED. Naturally idempotent: marking a
     DELIVERED order returns it.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
     (ORDER_NOT_SHIPPED: PENDING or CONFIRMED, e.g. metadata
     `status=ORDER_STATUS_CONFIRMED`; ORDER_CANCELLED).
@@ -143,20 +159,25 @@ class OrderServiceStub:
 class OrderServiceAsyncStub(OrderServiceStub):
     """Orders and their lifecycle. PostgreSQL is the source of truth; every state
     change writes, in the same transaction, an OrderEvent (events.proto) to a
-    transactional outbox that a relay publishes to the Redis stream
-    "shop.order.v1.events", so an event is published if and only if its change
-    committed.
+    transactional outbox that a relay publishes to the event bus topic
+    "shop.order.v1.events" (a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; keyed by order_id), so an event is published if and only if
+    its change committed (at least once; consumers deduplicate on event_id).
 
     State machine: PENDING -> CONFIRMED -> SHIPPED -> DELIVERED;
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT sent in the gRPC
-    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
-    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
-    MarkShipped and MarkDelivered are for trusted mesh callers only
-    (authenticated by mTLS: the gateway, fulfilment, operators); others get
-    PERMISSION_DENIED (CALLER_NOT_ALLOWED).
+    Scope: GetOrder, ListOrders and CancelOrder act for the signed-in customer
+    named by the JWT sent in the gRPC request header `authorization: Bearer
+    <jwt>` (claim `sub`); another user's order is reported as NOT_FOUND
+    (ORDER_NOT_FOUND), and an anonymous session has no orders. Trusted mesh
+    callers (the gateway, workers, operator tools) may act on any order; a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). CreateOrder, ConfirmOrder,
+    MarkShipped and MarkDelivered are for trusted callers only; customers get
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "order.shop" and a stable `reason`, listed on each RPC with its status
@@ -184,9 +205,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     after the payment is authorized (the saga's pivot). Idempotent on
     `checkout_id`: a replay with the same payload returns the first order.
     The amounts must add up: each line_total = unit_price * quantity, subtotal
-    = sum of line totals, total = subtotal + shipping_cost + tax, all in one
-    currency; otherwise INVALID_ARGUMENT.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    = sum of line totals, total = subtotal - discount_total + shipping_cost +
+    tax, all in one currency; otherwise INVALID_ARGUMENT.
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     ALREADY_EXISTS (CHECKOUT_ALREADY_ORDERED: the checkout has an order with a
     different payload, metadata `orderId`).
     """
@@ -194,12 +215,13 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Moves a PENDING order to CONFIRMED once its payment is captured (the
     gateway's saga calls it after CapturePayment). Naturally idempotent:
     confirming a CONFIRMED (or later) order returns it.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED, metadata
     `status`).
     """
     GetOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.GetOrderRequest, _order_service_pb2.GetOrderResponse]  # type: ignore[assignment]
     """Returns one order, always current (read from PostgreSQL).
+    HTTP: GET /v1/orders/{order_id}.
     Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND).
     """
     ListOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListOrdersRequest, _order_service_pb2.ListOrdersResponse]  # type: ignore[assignment]
@@ -212,6 +234,7 @@ class OrderServiceAsyncStub(OrderServiceStub):
     tamper-evident: a token that was altered or forged, or is reused with
     different filters (user_id, statuses), is INVALID_ARGUMENT (reason
     INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+    HTTP: GET /v1/users/{user_id}/orders.
     Errors: INVALID_ARGUMENT (including a negative page_size or a bad
     page_token); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's
     `sub`).
@@ -226,25 +249,34 @@ class OrderServiceAsyncStub(OrderServiceStub):
     Idempotent on `idempotency_key`: a replay with the same key and payload
     returns the first result. Cancelling an order that is already CANCELLED
     with another key succeeds with `already_cancelled` set and changes nothing.
+    A customer cancels CONFIRMED orders only: a PENDING order belongs to its
+    checkout's saga, which is still running (trusted callers may cancel it),
+    and the reasons OPERATOR and FRAUD_SUSPECTED are for trusted callers only.
+    HTTP: POST /v1/orders/{order_id}:cancel.
     Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND);
-    FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata
-    `status`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a
-    different order or reason, metadata `idempotencyKey`).
+    PERMISSION_DENIED (CANCEL_REASON_NOT_ALLOWED: a customer chose OPERATOR
+    or FRAUD_SUSPECTED, metadata `reason`); FAILED_PRECONDITION
+    (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata `status`;
+    CHECKOUT_IN_PROGRESS: a customer asked to cancel a PENDING order, metadata
+    `status=ORDER_STATUS_PENDING`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the
+    key was used with a different order or reason, metadata `idempotencyKey`).
     """
     MarkShipped: _aio.UnaryUnaryMultiCallable[_order_service_pb2.MarkShippedRequest, _order_service_pb2.MarkShippedResponse]  # type: ignore[assignment]
-    """Moves a CONFIRMED order to SHIPPED with the carrier's tracking number.
-    Naturally idempotent: marking a SHIPPED order with the same tracking number
-    returns it.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    """Moves a CONFIRMED order to SHIPPED with its shipment (the shipping
+    service's shipment_id; tracking lives there). The order stores the
+    shipment_id and ship_time; carrier and tracking number travel on the
+    OrderShipped event for the customer's e-mail. Naturally idempotent:
+    marking a SHIPPED order with the same shipment_id returns it.
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
     (ORDER_NOT_CONFIRMED: still PENDING; ORDER_CANCELLED;
-    ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different tracking
-    number, also metadata `trackingNumber`).
+    ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different shipment,
+    also metadata `shipmentId`).
     """
     MarkDelivered: _aio.UnaryUnaryMultiCallable[_order_service_pb2.MarkDeliveredRequest, _order_service_pb2.MarkDeliveredResponse]  # type: ignore[assignment]
     """Moves a SHIPPED order to DELIVERED. Naturally idempotent: marking a
     DELIVERED order returns it.
-    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+    Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
     NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
     (ORDER_NOT_SHIPPED: PENDING or CONFIRMED, e.g. metadata
     `status=ORDER_STATUS_CONFIRMED`; ORDER_CANCELLED).
@@ -253,20 +285,25 @@ class OrderServiceAsyncStub(OrderServiceStub):
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Orders and their lifecycle. PostgreSQL is the source of truth; every state
     change writes, in the same transaction, an OrderEvent (events.proto) to a
-    transactional outbox that a relay publishes to the Redis stream
-    "shop.order.v1.events", so an event is published if and only if its change
-    committed.
+    transactional outbox that a relay publishes to the event bus topic
+    "shop.order.v1.events" (a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; keyed by order_id), so an event is published if and only if
+    its change committed (at least once; consumers deduplicate on event_id).
 
     State machine: PENDING -> CONFIRMED -> SHIPPED -> DELIVERED;
     PENDING | CONFIRMED -> CANCELLED. SHIPPED and DELIVERED orders are never
     cancelled (returns are a separate process).
 
-    Scope: reads act for the end user named by the signed JWT sent in the gRPC
-    request header `authorization: Bearer <jwt>` (claim `sub`); another user's
-    order is reported as NOT_FOUND (ORDER_NOT_FOUND). CreateOrder, ConfirmOrder,
-    MarkShipped and MarkDelivered are for trusted mesh callers only
-    (authenticated by mTLS: the gateway, fulfilment, operators); others get
-    PERMISSION_DENIED (CALLER_NOT_ALLOWED).
+    Scope: GetOrder, ListOrders and CancelOrder act for the signed-in customer
+    named by the JWT sent in the gRPC request header `authorization: Bearer
+    <jwt>` (claim `sub`); another user's order is reported as NOT_FOUND
+    (ORDER_NOT_FOUND), and an anonymous session has no orders. Trusted mesh
+    callers (the gateway, workers, operator tools) may act on any order; a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). CreateOrder, ConfirmOrder,
+    MarkShipped and MarkDelivered are for trusted callers only; customers get
+    PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "order.shop" and a stable `reason`, listed on each RPC with its status
@@ -298,9 +335,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         after the payment is authorized (the saga's pivot). Idempotent on
         `checkout_id`: a replay with the same payload returns the first order.
         The amounts must add up: each line_total = unit_price * quantity, subtotal
-        = sum of line totals, total = subtotal + shipping_cost + tax, all in one
-        currency; otherwise INVALID_ARGUMENT.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        = sum of line totals, total = subtotal - discount_total + shipping_cost +
+        tax, all in one currency; otherwise INVALID_ARGUMENT.
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         ALREADY_EXISTS (CHECKOUT_ALREADY_ORDERED: the checkout has an order with a
         different payload, metadata `orderId`).
         """
@@ -314,7 +351,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         """Moves a PENDING order to CONFIRMED once its payment is captured (the
         gateway's saga calls it after CapturePayment). Naturally idempotent:
         confirming a CONFIRMED (or later) order returns it.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION (ORDER_CANCELLED, metadata
         `status`).
         """
@@ -326,6 +363,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.GetOrderResponse, _abc.Awaitable[_order_service_pb2.GetOrderResponse]]:
         """Returns one order, always current (read from PostgreSQL).
+        HTTP: GET /v1/orders/{order_id}.
         Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND).
         """
 
@@ -344,6 +382,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         tamper-evident: a token that was altered or forged, or is reused with
         different filters (user_id, statuses), is INVALID_ARGUMENT (reason
         INVALID_ARGUMENT, a field violation on page_token), never a wrong page.
+        HTTP: GET /v1/users/{user_id}/orders.
         Errors: INVALID_ARGUMENT (including a negative page_size or a bad
         page_token); PERMISSION_DENIED (OWNER_MISMATCH: user_id is not the JWT's
         `sub`).
@@ -364,10 +403,17 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         Idempotent on `idempotency_key`: a replay with the same key and payload
         returns the first result. Cancelling an order that is already CANCELLED
         with another key succeeds with `already_cancelled` set and changes nothing.
+        A customer cancels CONFIRMED orders only: a PENDING order belongs to its
+        checkout's saga, which is still running (trusted callers may cancel it),
+        and the reasons OPERATOR and FRAUD_SUSPECTED are for trusted callers only.
+        HTTP: POST /v1/orders/{order_id}:cancel.
         Errors: INVALID_ARGUMENT; NOT_FOUND (ORDER_NOT_FOUND);
-        FAILED_PRECONDITION (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata
-        `status`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the key was used with a
-        different order or reason, metadata `idempotencyKey`).
+        PERMISSION_DENIED (CANCEL_REASON_NOT_ALLOWED: a customer chose OPERATOR
+        or FRAUD_SUSPECTED, metadata `reason`); FAILED_PRECONDITION
+        (ORDER_NOT_CANCELLABLE: SHIPPED or DELIVERED, metadata `status`;
+        CHECKOUT_IN_PROGRESS: a customer asked to cancel a PENDING order, metadata
+        `status=ORDER_STATUS_PENDING`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED: the
+        key was used with a different order or reason, metadata `idempotencyKey`).
         """
 
     @_abc_1.abstractmethod
@@ -376,14 +422,16 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.MarkShippedRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.MarkShippedResponse, _abc.Awaitable[_order_service_pb2.MarkShippedResponse]]:
-        """Moves a CONFIRMED order to SHIPPED with the carrier's tracking number.
-        Naturally idempotent: marking a SHIPPED order with the same tracking number
-        returns it.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        """Moves a CONFIRMED order to SHIPPED with its shipment (the shipping
+        service's shipment_id; tracking lives there). The order stores the
+        shipment_id and ship_time; carrier and tracking number travel on the
+        OrderShipped event for the customer's e-mail. Naturally idempotent:
+        marking a SHIPPED order with the same shipment_id returns it.
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
         (ORDER_NOT_CONFIRMED: still PENDING; ORDER_CANCELLED;
-        ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different tracking
-        number, also metadata `trackingNumber`).
+        ORDER_ALREADY_SHIPPED: SHIPPED or DELIVERED with a different shipment,
+        also metadata `shipmentId`).
         """
 
     @_abc_1.abstractmethod
@@ -394,7 +442,7 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_order_service_pb2.MarkDeliveredResponse, _abc.Awaitable[_order_service_pb2.MarkDeliveredResponse]]:
         """Moves a SHIPPED order to DELIVERED. Naturally idempotent: marking a
         DELIVERED order returns it.
-        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (CALLER_NOT_ALLOWED);
+        Errors: INVALID_ARGUMENT; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED);
         NOT_FOUND (ORDER_NOT_FOUND); FAILED_PRECONDITION, metadata `status`
         (ORDER_NOT_SHIPPED: PENDING or CONFIRMED, e.g. metadata
         `status=ORDER_STATUS_CONFIRMED`; ORDER_CANCELLED).

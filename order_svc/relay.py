@@ -1,0 +1,110 @@
+"""The outbox relay: publishes OrderEvents from the outbox table to the event bus, at least once, in
+each order's sequence, and prunes what was published long enough ago.
+
+Safe in every replica at once. A batch is claimed with `FOR UPDATE SKIP LOCKED` and held while it is
+published, so replicas do not publish the same rows in normal operation; rows are marked published in
+the same transaction. A relay that dies between publishing and marking leaves the rows unpublished:
+they are published again (consumers deduplicate on event_id).
+
+Per-order order: of an order's events, a batch publishes only the run that starts at the order's lowest
+unpublished sequence and has no gap; a row another replica holds (skipped by SKIP LOCKED) holds back the
+later events of its order until it is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from order_svc.repository import OrderStatements, OutboxEvent
+from service_runtime.events import BusMessage, EventBus, Publisher
+from service_runtime.sql import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+def publishable(batch: list[OutboxEvent], first_unpublished: dict[str, int]) -> list[OutboxEvent]:
+    """The events of `batch` that may go out now: per order, the gap-free run from its first unpublished."""
+    expected = dict(first_unpublished)
+    chosen: list[OutboxEvent] = []
+    for event in sorted(batch, key=lambda e: e.position):
+        if expected.get(event.order_id) == event.sequence:
+            chosen.append(event)
+            expected[event.order_id] = event.sequence + 1
+        else:
+            expected[event.order_id] = -1  # a gap: nothing more of this order in this batch
+    return chosen
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        work: UnitOfWork[OrderStatements],
+        bus: EventBus,
+        topic: str,
+        *,
+        batch_size: int = 500,
+        idle_seconds: float = 0.05,
+        retention_seconds: float = 86_400.0,
+        prune_interval_seconds: float = 60.0,
+    ) -> None:
+        self._work = work
+        self._bus = bus
+        self._topic = topic
+        self._batch_size = batch_size
+        self._idle = idle_seconds
+        self._retention = retention_seconds
+        self._prune_interval = prune_interval_seconds
+        self._publisher: Publisher | None = None
+        self._next_prune = 0.0
+
+    async def publish_batch(self) -> int:
+        """Publishes one batch and marks it published; returns how many events went out."""
+        if self._publisher is None:
+            await self._bus.ensure_topic(self._topic)
+            self._publisher = self._bus.publisher()
+        publisher = self._publisher
+
+        # Publishing happens inside the transaction that holds the rows' locks: a bus call, not an RPC to
+        # a service, and it must happen before the rows are marked. Not retried as a unit: a failure
+        # rolls back and the next round publishes the rows again.
+        async with self._work.transaction() as tx:
+            batch = await tx.claim_unpublished(self._batch_size)
+            if not batch:
+                return 0
+            first = await tx.first_unpublished(sorted({event.order_id for event in batch}))
+            ready = publishable(batch, first)
+            if not ready:
+                return 0
+            await publisher.publish(
+                self._topic, [BusMessage(key=e.order_id, type=e.event_type, value=bytes(e.payload)) for e in ready]
+            )
+            await tx.mark_published([event.event_id for event in ready])
+            return len(ready)
+
+    async def prune(self) -> int:
+        """Deletes events published longer ago than the retention, a batch per statement."""
+        total = 0
+        while True:
+            deleted = await self._work.run(lambda tx: tx.prune_published(self._retention, 5000))
+            total += deleted
+            if deleted < 5000:
+                return total
+
+    async def run(self) -> None:
+        try:
+            while True:
+                published = await self.publish_batch()
+                now = time.monotonic()
+                if now >= self._next_prune:
+                    pruned = await self.prune()
+                    if pruned:
+                        log.info("pruned %d published outbox event(s)", pruned)
+                    self._next_prune = now + self._prune_interval
+                if published < self._batch_size:
+                    await asyncio.sleep(self._idle)
+        finally:
+            if self._publisher is not None:
+                await self._publisher.close()
+                self._publisher = None

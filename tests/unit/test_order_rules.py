@@ -1,0 +1,89 @@
+"""Order rules beyond the lifecycle, no I/O: who may cancel what, the relay's per-order publication
+order, and the cancel worker's decisions and keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from order_svc import domain
+from order_svc.domain import CancelReason, OrderStatus, RefundAction, RestockAction
+from order_svc.relay import publishable
+from order_svc.repository import OutboxEvent
+from service_runtime.errors import FailedPrecondition, PermissionDenied
+from service_runtime.values import Address, Money
+
+
+def event(position: int, order_id: str, sequence: int) -> OutboxEvent:
+    return OutboxEvent(position, f"ev-{position}", order_id, sequence, "OrderConfirmed", b"")
+
+
+def test_the_relay_publishes_each_orders_events_from_its_first_unpublished_without_gaps():
+    batch = [event(1, "a", 1), event(2, "b", 3), event(3, "a", 2), event(5, "a", 4), event(6, "c", 1)]
+    # b's sequence 2 is unpublished and held by another relay; a's sequence 3 too (missing from the batch)
+    chosen = publishable(batch, {"a": 1, "b": 2, "c": 1})
+    assert [(e.order_id, e.sequence) for e in chosen] == [("a", 1), ("a", 2), ("c", 1)]
+
+
+def test_the_relay_publishes_nothing_of_an_order_whose_first_event_another_relay_holds():
+    assert publishable([event(2, "a", 2)], {"a": 1}) == []
+
+
+def _order(status: OrderStatus) -> domain.Order:
+    now = datetime.now(UTC)
+    money = Money("USD", 0)
+    return domain.Order(
+        order_id="o1",
+        checkout_id="c1",
+        user_id="u1",
+        customer_email="",
+        payment_id="p1",
+        status=status,
+        lines=(),
+        subtotal=money,
+        discount_total=money,
+        shipping_cost=money,
+        tax=money,
+        total=money,
+        shipping_address=Address("A", "1", "", "X", "", "", "US"),
+        shipping_method=domain.ShippingMethod.STANDARD,
+        shipment_id="",
+        created_at=now,
+        updated_at=now,
+        confirmed_at=None,
+        shipped_at=None,
+        delivered_at=None,
+        cancellation=None,
+        event_count=1,
+    )
+
+
+@pytest.mark.parametrize("reason", [CancelReason.OPERATOR, CancelReason.FRAUD_SUSPECTED])
+def test_customers_cannot_give_an_operators_reason(reason):
+    with pytest.raises(PermissionDenied) as raised:
+        domain.check_customer_may_cancel(_order(OrderStatus.CONFIRMED), reason)
+    assert raised.value.reason == "CANCEL_REASON_NOT_ALLOWED"
+
+
+def test_customers_cancel_confirmed_orders_but_not_pending_ones():
+    domain.check_customer_may_cancel(_order(OrderStatus.CONFIRMED), CancelReason.CUSTOMER_REQUEST)
+    with pytest.raises(FailedPrecondition) as raised:
+        domain.check_customer_may_cancel(_order(OrderStatus.PENDING), CancelReason.CUSTOMER_REQUEST)
+    assert (raised.value.reason, raised.value.metadata) == ("CHECKOUT_IN_PROGRESS", {"status": "ORDER_STATUS_PENDING"})
+
+
+def test_a_confirmed_order_is_refunded_and_restocked_a_pending_one_voided_and_released():
+    assert domain.refund_action(OrderStatus.CONFIRMED) is RefundAction.REFUND
+    assert domain.restock_action(OrderStatus.CONFIRMED) is RestockAction.RETURN
+    assert domain.refund_action(OrderStatus.PENDING) is RefundAction.VOID
+    assert domain.restock_action(OrderStatus.PENDING) is RestockAction.RELEASE
+
+
+def test_the_refund_key_is_derived_from_the_order_so_every_retry_reuses_it():
+    assert domain.refund_key("o1") == domain.refund_key("o1") == "order:o1:refund"
+
+
+def test_compensation_backoff_doubles_and_is_capped():
+    delays = [domain.compensation_delay(n, base_seconds=1, max_seconds=10) for n in range(1, 7)]
+    assert delays == [1, 2, 4, 8, 10, 10]
