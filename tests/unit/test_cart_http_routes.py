@@ -29,9 +29,10 @@ EXPECTED = {
 def route(method: MethodDescriptor) -> tuple[str, str, str] | None:
     options = descriptor_pb2.MethodOptions.FromString(method.GetOptions().SerializeToString())
     extensions: Any = options.Extensions
-    if not options.HasExtension(annotations_pb2.http):
+    http: Any = annotations_pb2.http
+    if not options.HasExtension(http):
         return None
-    rule = extensions[annotations_pb2.http]
+    rule = extensions[http]
     verb = rule.WhichOneof("pattern")
     return verb, getattr(rule, verb), rule.body
 

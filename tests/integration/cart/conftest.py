@@ -76,7 +76,7 @@ async def redis_snapshot(client: redis.Redis, prefix: str) -> dict[bytes, object
         if kind == b"hash":
             snapshot[key] = await client.hgetall(key)
         elif kind == b"zset":
-            snapshot[key] = [member for member, _ in await client.zrange(key, 0, -1, withscores=True)]
+            snapshot[key] = await client.zrange(key, 0, -1, withscores=True)
         else:
             snapshot[key] = await client.get(key)
     return snapshot

@@ -82,8 +82,8 @@ async def test_two_replicas_sweep_expired_carts_into_history_once_each(
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
             for _ in range(100):
                 await asyncio.sleep(0.1)
-                count = (await (await connection.execute("SELECT count(*) FROM cart.carts")).fetchone())[0]
-                if count == 30:
+                row = await (await connection.execute("SELECT count(*) FROM cart.carts")).fetchone()
+                if row is not None and row[0] == 30:
                     break
             rows = await (
                 await connection.execute(

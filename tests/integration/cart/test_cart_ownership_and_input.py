@@ -18,9 +18,12 @@ ALICE = as_customer("alice")
 
 async def _history_rows(database_url: str) -> tuple[int, int]:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
-        carts = (await (await connection.execute("SELECT count(*) FROM cart.carts")).fetchone())[0]
-        items = (await (await connection.execute("SELECT count(*) FROM cart.cart_items")).fetchone())[0]
-    return carts, items
+        cursor = await connection.execute(
+            "SELECT (SELECT count(*) FROM cart.carts), (SELECT count(*) FROM cart.cart_items)"
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return row[0], row[1]
 
 
 def _customer_calls(cart_id: str):
