@@ -2,7 +2,7 @@
 
     PENDING            ──▶ PROCESSING                          (sent to the PSP)
     PROCESSING         ──▶ AUTHORIZED | FAILED                 (the PSP answered)
-    AUTHORIZED         ──▶ CAPTURED | VOIDED
+    AUTHORIZED         ──▶ CAPTURED | VOIDED | EXPIRED         (EXPIRED: the PSP let the hold lapse)
     CAPTURED           ──▶ PARTIALLY_REFUNDED | REFUNDED
     PARTIALLY_REFUNDED ──▶ PARTIALLY_REFUNDED | REFUNDED       (another refund)
 
@@ -10,16 +10,22 @@ PENDING: recorded, nothing sent to the PSP. PROCESSING: sent, outcome not yet kn
 settles unknown outcomes); while a payment is PENDING or PROCESSING, a capture or void cannot be
 decided and answers UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN) so the caller retries.
 
-Money is integer minor units; a payment captures its full authorized amount, and refunds return at
-most what was captured, counting refunds still at the PSP so two concurrent refunds cannot together
+A capture or void sent to the PSP is recorded as pending on the AUTHORIZED payment first; its outcome,
+if lost, is settled by the reconciler like an unknown authorization.
+
+Money is integer minor units; a payment captures its authorized amount or part of it, and refunds return
+at most what was captured, counting refunds still at the PSP so two concurrent refunds cannot together
 exceed the capture.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
 from service_runtime.errors import FailedPrecondition, Unavailable, Violations
 from service_runtime.values import Money
@@ -40,6 +46,7 @@ class PaymentStatus(enum.Enum):
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
     FAILED = "failed"
+    EXPIRED = "expired"
 
     @property
     def contract_name(self) -> str:
@@ -49,12 +56,13 @@ class PaymentStatus(enum.Enum):
 TRANSITIONS: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
     PaymentStatus.PENDING: frozenset({PaymentStatus.PROCESSING}),
     PaymentStatus.PROCESSING: frozenset({PaymentStatus.AUTHORIZED, PaymentStatus.FAILED}),
-    PaymentStatus.AUTHORIZED: frozenset({PaymentStatus.CAPTURED, PaymentStatus.VOIDED}),
+    PaymentStatus.AUTHORIZED: frozenset({PaymentStatus.CAPTURED, PaymentStatus.VOIDED, PaymentStatus.EXPIRED}),
     PaymentStatus.CAPTURED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
     PaymentStatus.PARTIALLY_REFUNDED: frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED}),
     PaymentStatus.REFUNDED: frozenset(),
     PaymentStatus.VOIDED: frozenset(),
     PaymentStatus.FAILED: frozenset(),
+    PaymentStatus.EXPIRED: frozenset(),
 }
 
 TERMINAL = frozenset(status for status, targets in TRANSITIONS.items() if not targets)
@@ -79,12 +87,21 @@ class Transition(enum.Enum):
     ALREADY_DONE = "already_done"
 
 
-def outcome_unknown(payment_id: str) -> Unavailable:
+def outcome_unknown(payment_id: str, *, refund_id: str = "") -> Unavailable:
+    metadata = {"paymentId": payment_id, **({"refundId": refund_id} if refund_id else {})}
     return Unavailable(
-        f"the authorization of payment {payment_id} is not settled yet; retry",
+        f"the PSP's answer for payment {payment_id} is not known yet; retry the same call",
         reason="PAYMENT_OUTCOME_UNKNOWN",
-        metadata={"paymentId": payment_id},
+        metadata=metadata,
         retry_after_seconds=OUTCOME_UNKNOWN_RETRY_SECONDS,
+    )
+
+
+def authorization_expired(payment_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the authorization of payment {payment_id} has lapsed: the PSP no longer holds the funds",
+        reason="AUTHORIZATION_EXPIRED",
+        metadata={"paymentId": payment_id},
     )
 
 
@@ -102,6 +119,8 @@ def decide_capture(payment_id: str, status: PaymentStatus, *, captured_for: str,
         return Transition.ALREADY_DONE
     if status in _UNSETTLED:
         raise outcome_unknown(payment_id)
+    if status is PaymentStatus.EXPIRED:
+        raise authorization_expired(payment_id)
     raise FailedPrecondition(
         f"payment {payment_id} is {status.value}: nothing is held to capture",
         reason="PAYMENT_NOT_AUTHORIZED",
@@ -110,10 +129,10 @@ def decide_capture(payment_id: str, status: PaymentStatus, *, captured_for: str,
 
 
 def decide_void(payment_id: str, status: PaymentStatus) -> Transition:
-    """VoidPayment: AUTHORIZED proceeds; VOIDED, and FAILED (nothing is held), are replays."""
+    """VoidPayment: AUTHORIZED proceeds; VOIDED, and FAILED or EXPIRED (nothing is held), are replays."""
     if status is PaymentStatus.AUTHORIZED:
         return Transition.PROCEED
-    if status in (PaymentStatus.VOIDED, PaymentStatus.FAILED):
+    if status in (PaymentStatus.VOIDED, PaymentStatus.FAILED, PaymentStatus.EXPIRED):
         return Transition.ALREADY_DONE
     if status in _UNSETTLED:
         raise outcome_unknown(payment_id)
@@ -178,3 +197,175 @@ def status_after_refunds(*, captured_minor: int, refunded_minor: int) -> Payment
 def looks_like_card_number(payment_token: str) -> bool:
     """True for a "token" that is really a card number: refused (CARD_NUMBER_REJECTED), never logged or stored."""
     return bool(_CARD_NUMBER.match(payment_token.strip()))
+
+
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def contains_card_number(text: str) -> bool:
+    """True when `text` holds 13..19 digits (optionally grouped by spaces or dashes) that pass the Luhn check:
+    a card number, wherever it was typed. Such a request is refused (CARD_NUMBER_REJECTED) before anything."""
+    for match in _DIGIT_RUN.finditer(text):
+        digits = re.sub(r"[ -]", "", match.group(0))
+        if _luhn(digits):
+            return True
+    return False
+
+
+# The model
+
+
+class FailureReason(enum.Enum):
+    CARD_DECLINED = "card_declined"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    CARD_EXPIRED = "card_expired"
+    INCORRECT_CVC = "incorrect_cvc"
+    FRAUD_SUSPECTED = "fraud_suspected"
+    INVALID_PAYMENT_TOKEN = "invalid_payment_token"
+    AMOUNT_LIMIT_EXCEEDED = "amount_limit_exceeded"
+    PROCESSOR_DECLINED = "processor_declined"
+
+
+#: The PSP's decline codes and what they mean here; any other code is PROCESSOR_DECLINED.
+DECLINE_CODES: Mapping[str, FailureReason] = {
+    "generic_decline": FailureReason.CARD_DECLINED,
+    "card_declined": FailureReason.CARD_DECLINED,
+    "insufficient_funds": FailureReason.INSUFFICIENT_FUNDS,
+    "expired_card": FailureReason.CARD_EXPIRED,
+    "incorrect_cvc": FailureReason.INCORRECT_CVC,
+    "fraudulent": FailureReason.FRAUD_SUSPECTED,
+    "invalid_token": FailureReason.INVALID_PAYMENT_TOKEN,
+    "amount_too_large": FailureReason.AMOUNT_LIMIT_EXCEEDED,
+}
+
+_DECLINE_MESSAGES: Mapping[FailureReason, str] = {
+    FailureReason.CARD_DECLINED: "The card was declined.",
+    FailureReason.INSUFFICIENT_FUNDS: "The card has insufficient funds.",
+    FailureReason.CARD_EXPIRED: "The card has expired.",
+    FailureReason.INCORRECT_CVC: "The card's security code is incorrect.",
+    FailureReason.FRAUD_SUSPECTED: "The payment was blocked.",
+    FailureReason.INVALID_PAYMENT_TOKEN: "The payment details are no longer valid; enter them again.",
+    FailureReason.AMOUNT_LIMIT_EXCEEDED: "The amount exceeds the card's limit.",
+    FailureReason.PROCESSOR_DECLINED: "The payment could not be processed.",
+}
+
+
+def decline_message(reason: FailureReason) -> str:
+    return _DECLINE_MESSAGES[reason]
+
+
+class RefundStatus(enum.Enum):
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class RefundReason(enum.Enum):
+    CUSTOMER_REQUEST = "customer_request"
+    ORDER_CANCELLED = "order_cancelled"
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    funding: str
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    payment_id: str
+    idempotency_key: str
+    fingerprint: bytes
+    amount: Money
+    reason: RefundReason
+    note: str
+    status: RefundStatus
+    psp_reference: str
+    created_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    from_status: PaymentStatus | None
+    to_status: PaymentStatus
+    cause: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Payment:
+    payment_id: str
+    checkout_id: str
+    idempotency_key: str
+    fingerprint: bytes
+    status: PaymentStatus
+    amount: Money
+    captured_minor: int
+    refunded_minor: int
+    order_id: str
+    psp_reference: str
+    failure_reason: FailureReason | None
+    psp_decline_code: str
+    failure_message: str
+    card: CardSummary | None
+    pending_operation: str
+    pending_order_id: str
+    pending_amount_minor: int
+    capture_key: str
+    capture_fingerprint: bytes
+    created_at: datetime
+    updated_at: datetime
+    authorized_at: datetime | None
+    authorization_expires_at: datetime | None
+    captured_at: datetime | None
+    voided_at: datetime | None
+    refunds: tuple[Refund, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+
+    @property
+    def refundable_minor(self) -> int:
+        in_flight = sum(r.amount.amount_minor for r in self.refunds if r.status is RefundStatus.PROCESSING)
+        return refundable_minor(
+            captured_minor=self.captured_minor, refunded_minor=self.refunded_minor, in_flight_minor=in_flight
+        )
+
+    def psp_key(self, operation: str) -> str:
+        """The Idempotency-Key sent to the PSP: derived from the payment and the operation, never random."""
+        return f"{self.payment_id}:{operation}"
+
+
+def refund_psp_key(payment_id: str, refund_id: str) -> str:
+    return f"{payment_id}:refund:{refund_id}"
+
+
+def fingerprint(*parts: object) -> bytes:
+    """SHA-256 of a request's meaningful fields (so a replay can be compared without keeping a token)."""
+    return hashlib.sha256("\x1f".join(str(part) for part in parts).encode()).digest()
+
+
+def decline(payment: Payment) -> FailedPrecondition:
+    """The refusal a FAILED payment answers with, the first time and on every replay."""
+    reason = payment.failure_reason or FailureReason.PROCESSOR_DECLINED
+    return FailedPrecondition(
+        payment.failure_message or decline_message(reason),
+        reason=reason.name,
+        metadata={"paymentId": payment.payment_id},
+    )

@@ -25,6 +25,7 @@ def test_the_state_machine_has_exactly_the_contracts_edges():
         (S.PROCESSING, S.FAILED),
         (S.AUTHORIZED, S.CAPTURED),
         (S.AUTHORIZED, S.VOIDED),
+        (S.AUTHORIZED, S.EXPIRED),
         (S.CAPTURED, S.PARTIALLY_REFUNDED),
         (S.CAPTURED, S.REFUNDED),
         (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED),
@@ -32,8 +33,8 @@ def test_the_state_machine_has_exactly_the_contracts_edges():
     }
 
 
-def test_voided_refunded_and_failed_payments_are_terminal():
-    assert {S.VOIDED, S.REFUNDED, S.FAILED} == domain.TERMINAL
+def test_voided_refunded_failed_and_expired_payments_are_terminal():
+    assert {S.VOIDED, S.REFUNDED, S.FAILED, S.EXPIRED} == domain.TERMINAL
 
 
 def test_every_move_outside_the_state_machine_is_refused_with_a_stable_reason():
@@ -199,3 +200,32 @@ def test_a_token_that_looks_like_a_card_number_is_recognised(token):
 )
 def test_real_tokens_and_short_or_long_digit_runs_are_not_card_numbers(token):
     assert not domain.looks_like_card_number(token)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["4242424242424242", "note: card 4242 4242 4242 4242 please", "tok_4242424242424242", "x5555-5555-5555-4444x"],
+)
+def test_a_card_number_anywhere_in_a_string_is_found(text):
+    assert domain.contains_card_number(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["tok_visa", "checkout-1234567890123", "4242424242424241", "order 123456789012", "ch_" + "1" * 25]
+)
+def test_ids_and_digit_runs_that_fail_luhn_or_length_are_not_card_numbers(text):
+    assert not domain.contains_card_number(text)
+
+
+def test_an_expired_authorization_cannot_be_captured_but_voiding_it_is_a_replay():
+    with pytest.raises(FailedPrecondition) as raised:
+        domain.decide_capture("p1", S.EXPIRED, captured_for="", order_id="o1")
+    assert raised.value.reason == "AUTHORIZATION_EXPIRED"
+    assert domain.decide_void("p1", S.EXPIRED) is Transition.ALREADY_DONE
+
+
+def test_every_decline_code_maps_to_a_contract_failure_reason():
+    from shop.payment.v1 import payment_service_pb2 as pb
+
+    for reason in domain.DECLINE_CODES.values():
+        assert pb.PaymentFailureReason.Value(f"PAYMENT_FAILURE_REASON_{reason.name}")

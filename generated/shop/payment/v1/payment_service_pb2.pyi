@@ -47,6 +47,11 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     """The whole captured amount returned. Terminal."""
     PAYMENT_STATUS_FAILED: _PaymentStatus.ValueType  # 8
     """Declined or errored; nothing held or charged (see failure). Terminal."""
+    PAYMENT_STATUS_EXPIRED: _PaymentStatus.ValueType  # 9
+    """The authorization lapsed before it was captured (the PSP no longer holds
+    the funds; PAYMENT_AUTHORIZATION_TTL, default 7 days, or the PSP's own
+    expiry). Reached by the reconciler or on capture. Terminal.
+    """
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper):
     """Lifecycle of a payment."""
@@ -71,7 +76,32 @@ PAYMENT_STATUS_REFUNDED: PaymentStatus.ValueType  # 7
 """The whole captured amount returned. Terminal."""
 PAYMENT_STATUS_FAILED: PaymentStatus.ValueType  # 8
 """Declined or errored; nothing held or charged (see failure). Terminal."""
+PAYMENT_STATUS_EXPIRED: PaymentStatus.ValueType  # 9
+"""The authorization lapsed before it was captured (the PSP no longer holds
+the funds; PAYMENT_AUTHORIZATION_TTL, default 7 days, or the PSP's own
+expiry). Reached by the reconciler or on capture. Terminal.
+"""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
+
+class _PaymentMethodType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentMethodTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentMethodType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_METHOD_TYPE_UNSPECIFIED: _PaymentMethodType.ValueType  # 0
+    """Never returned."""
+    PAYMENT_METHOD_TYPE_CARD: _PaymentMethodType.ValueType  # 1
+    """A payment card, tokenized by the PSP."""
+
+class PaymentMethodType(_PaymentMethodType, metaclass=_PaymentMethodTypeEnumTypeWrapper):
+    """How a payment was paid."""
+
+PAYMENT_METHOD_TYPE_UNSPECIFIED: PaymentMethodType.ValueType  # 0
+"""Never returned."""
+PAYMENT_METHOD_TYPE_CARD: PaymentMethodType.ValueType  # 1
+"""A payment card, tokenized by the PSP."""
+Global___PaymentMethodType: _TypeAlias = PaymentMethodType  # noqa: Y015
 
 class _PaymentFailureReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -186,6 +216,74 @@ REFUND_STATUS_SUCCEEDED: RefundStatus.ValueType  # 2
 REFUND_STATUS_FAILED: RefundStatus.ValueType  # 3
 """The PSP refused; nothing returned. Terminal."""
 Global___RefundStatus: _TypeAlias = RefundStatus  # noqa: Y015
+
+@_typing.final
+class CardSummary(_message.Message):
+    """What the PSP's token says about the card: enough to show ("Visa ending
+    4242"), never the card number.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BRAND_FIELD_NUMBER: _builtins.int
+    LAST4_FIELD_NUMBER: _builtins.int
+    EXP_MONTH_FIELD_NUMBER: _builtins.int
+    EXP_YEAR_FIELD_NUMBER: _builtins.int
+    FUNDING_FIELD_NUMBER: _builtins.int
+    brand: _builtins.str
+    """Card network, lower case, e.g. "visa", "mastercard", "amex"."""
+    last4: _builtins.str
+    """Last four digits of the card number."""
+    exp_month: _builtins.int
+    """Expiry month, 1..12."""
+    exp_year: _builtins.int
+    """Expiry year, four digits."""
+    funding: _builtins.str
+    """"credit", "debit", "prepaid" or "unknown"."""
+    def __init__(
+        self,
+        *,
+        brand: _builtins.str = ...,
+        last4: _builtins.str = ...,
+        exp_month: _builtins.int = ...,
+        exp_year: _builtins.int = ...,
+        funding: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand", b"brand", "exp_month", b"exp_month", "exp_year", b"exp_year", "funding", b"funding", "last4", b"last4"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CardSummary: _TypeAlias = CardSummary  # noqa: Y015
+
+@_typing.final
+class PaymentMethod(_message.Message):
+    """The payment method of a payment, from the PSP's answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    CARD_FIELD_NUMBER: _builtins.int
+    type: Global___PaymentMethodType.ValueType
+    """Kind of method."""
+    @_builtins.property
+    def card(self) -> Global___CardSummary:
+        """Set when type is CARD."""
+
+    def __init__(
+        self,
+        *,
+        type: Global___PaymentMethodType.ValueType = ...,
+        card: Global___CardSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentMethod: _TypeAlias = PaymentMethod  # noqa: Y015
 
 @_typing.final
 class PaymentFailure(_message.Message):
@@ -334,6 +432,9 @@ class Payment(_message.Message):
     CAPTURE_TIME_FIELD_NUMBER: _builtins.int
     VOID_TIME_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    REFUNDABLE_AMOUNT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
     the service.
@@ -348,6 +449,8 @@ class Payment(_message.Message):
     """Output only. PSP's reference for the authorization; empty until the PSP
     answered.
     """
+    idempotency_key: _builtins.str
+    """Output only. The AuthorizePayment idempotency key that created it."""
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """Immutable. Amount requested for authorization, > 0."""
@@ -398,6 +501,18 @@ class Payment(_message.Message):
         while AUTHORIZED.
         """
 
+    @_builtins.property
+    def payment_method(self) -> Global___PaymentMethod:
+        """Output only. What paid; set once the PSP answered the authorization
+        (approved or declined).
+        """
+
+    @_builtins.property
+    def refundable_amount(self) -> _money_pb2.Money:
+        """Output only. What may still be refunded: captured less succeeded refunds
+        less refunds still at the PSP.
+        """
+
     def __init__(
         self,
         *,
@@ -418,10 +533,13 @@ class Payment(_message.Message):
         capture_time: _timestamp_pb2.Timestamp | None = ...,
         void_time: _timestamp_pb2.Timestamp | None = ...,
         authorization_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        payment_method: Global___PaymentMethod | None = ...,
+        refundable_amount: _money_pb2.Money | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorization_expire_time", b"authorization_expire_time", "authorize_time", b"authorize_time", "capture_time", b"capture_time", "captured_amount", b"captured_amount", "create_time", b"create_time", "failure", b"failure", "refunded_amount", b"refunded_amount", "update_time", b"update_time", "void_time", b"void_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorization_expire_time", b"authorization_expire_time", "authorize_time", b"authorize_time", "capture_time", b"capture_time", "captured_amount", b"captured_amount", "create_time", b"create_time", "failure", b"failure", "payment_method", b"payment_method", "refundable_amount", b"refundable_amount", "refunded_amount", b"refunded_amount", "update_time", b"update_time", "void_time", b"void_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorization_expire_time", b"authorization_expire_time", "authorize_time", b"authorize_time", "capture_time", b"capture_time", "captured_amount", b"captured_amount", "checkout_id", b"checkout_id", "create_time", b"create_time", "failure", b"failure", "history", b"history", "order_id", b"order_id", "payment_id", b"payment_id", "psp_reference", b"psp_reference", "refunded_amount", b"refunded_amount", "refunds", b"refunds", "status", b"status", "update_time", b"update_time", "void_time", b"void_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorization_expire_time", b"authorization_expire_time", "authorize_time", b"authorize_time", "capture_time", b"capture_time", "captured_amount", b"captured_amount", "checkout_id", b"checkout_id", "create_time", b"create_time", "failure", b"failure", "history", b"history", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "payment_id", b"payment_id", "payment_method", b"payment_method", "psp_reference", b"psp_reference", "refundable_amount", b"refundable_amount", "refunded_amount", b"refunded_amount", "refunds", b"refunds", "status", b"status", "update_time", b"update_time", "void_time", b"void_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -503,21 +621,35 @@ class CapturePaymentRequest(_message.Message):
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """Required. Payment to capture; must be AUTHORIZED (or already captured)."""
     order_id: _builtins.str
     """Required. Order being paid for, 1..64 characters of [A-Za-z0-9._-];
     recorded on the payment.
     """
+    idempotency_key: _builtins.str
+    """Required. Client-chosen key, 1..128 characters of [A-Za-z0-9._:-]; retries
+    of one capture reuse it.
+    """
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """Amount to capture, in the payment's currency, 1..the authorized amount;
+        unset means all of it. What is not captured is released.
+        """
+
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "order_id", b"order_id", "payment_id", b"payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -559,21 +691,33 @@ class VoidPaymentRequest(_message.Message):
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CHECKOUT_ID_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Required. Payment to void."""
+    """Payment to void. Exactly one of payment_id, or checkout_id with
+    authorization_idempotency_key, names the authorization.
+    """
     reason: _builtins.str
     """Required. Why, for the record, 1..200 characters (e.g.
     "order_creation_failed").
     """
+    checkout_id: _builtins.str
+    """Checkout of the authorization to void, with authorization_idempotency_key;
+    1..64 characters of [A-Za-z0-9._-].
+    """
+    authorization_idempotency_key: _builtins.str
+    """The idempotency_key the AuthorizePayment was sent with."""
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        checkout_id: _builtins.str = ...,
+        authorization_idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_idempotency_key", b"authorization_idempotency_key", "checkout_id", b"checkout_id", "payment_id", b"payment_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -587,21 +731,31 @@ class VoidPaymentResponse(_message.Message):
 
     PAYMENT_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    CANCELLED_BEFORE_AUTHORIZATION_FIELD_NUMBER: _builtins.int
     replayed: _builtins.bool
-    """True when there was nothing to do (already VOIDED, or FAILED)."""
+    """True when there was nothing to do (already VOIDED, FAILED, EXPIRED, or
+    already cancelled).
+    """
+    cancelled_before_authorization: _builtins.bool
+    """True when no payment existed for the checkout and key: the cancellation
+    is recorded and a late AuthorizePayment with that key is refused.
+    """
     @_builtins.property
     def payment(self) -> Global___Payment:
-        """The payment, VOIDED (or FAILED, when it never held anything)."""
+        """The payment, VOIDED (or FAILED or EXPIRED, when it holds nothing); unset
+        when cancelled_before_authorization.
+        """
 
     def __init__(
         self,
         *,
         payment: Global___Payment | None = ...,
         replayed: _builtins.bool = ...,
+        cancelled_before_authorization: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "replayed", b"replayed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_before_authorization", b"cancelled_before_authorization", "payment", b"payment", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -692,16 +846,26 @@ class GetPaymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    CHECKOUT_ID_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Required. Payment to read."""
+    """Payment to read. Exactly one of payment_id, or checkout_id with
+    authorization_idempotency_key, names it.
+    """
+    checkout_id: _builtins.str
+    """Checkout of the payment, with authorization_idempotency_key."""
+    authorization_idempotency_key: _builtins.str
+    """The idempotency_key the AuthorizePayment was sent with."""
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
+        checkout_id: _builtins.str = ...,
+        authorization_idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_idempotency_key", b"authorization_idempotency_key", "checkout_id", b"checkout_id", "payment_id", b"payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

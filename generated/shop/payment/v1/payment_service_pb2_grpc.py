@@ -28,7 +28,15 @@ if _version_not_supported:
 class PaymentServiceStub:
     """Payments against a payment service provider (PSP; in development a sandbox
     card network). PostgreSQL holds each payment and an append-only table of its
-    state changes; Redis caches payment status write-through.
+    state changes with the PSP's answers; Redis caches payments in a final state
+    write-through (a payment that can still change is always read from
+    PostgreSQL, so the cache never gives a stale answer).
+
+    Callers: every RPC is for trusted mesh callers only (the gateway's saga, the
+    order service and its cancel worker, operators' tools), identified by the
+    mesh service token; refunds, captures and voids move money. Customers see
+    their payment through the gateway and the order (Payment.payment_method is
+    safe to show). Anyone else gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Card data: this API takes only PSP payment tokens (e.g. "tok_visa_approve"),
     never card numbers, expiry dates or CVCs, and never returns a token. A
@@ -39,14 +47,19 @@ class PaymentServiceStub:
     Exactly-once charging: the idempotency key sent to the PSP is derived from
     the payment and the operation (never random), so a retry after a lost answer
     finds the first attempt at the PSP. When the PSP's answer is unknown
-    (timeout, dropped connection) the payment stays PROCESSING, the call answers
-    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata `paymentId`) and a
-    RetryInfo, and a reconciler settles it; retrying the same call is always
-    safe and eventually returns the settled result.
+    (timeout, 5xx, dropped connection, after retries with backoff inside the
+    caller's deadline) the payment stays PROCESSING (a capture or void stays
+    pending on an AUTHORIZED payment, a refund stays REFUND_STATUS_PROCESSING),
+    the call answers UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata
+    `paymentId`) and a RetryInfo, and a reconciler in every replica settles it
+    by looking the operation up at the PSP, never by charging again; an
+    operation the PSP never received is closed there for good first, so it
+    cannot land late. Retrying the same call is always safe and eventually
+    returns the settled result.
 
     State machine: PENDING -> PROCESSING -> AUTHORIZED | FAILED;
-    AUTHORIZED -> CAPTURED | VOIDED; CAPTURED -> PARTIALLY_REFUNDED | REFUNDED;
-    PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
+    AUTHORIZED -> CAPTURED | VOIDED | EXPIRED; CAPTURED -> PARTIALLY_REFUNDED |
+    REFUNDED; PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "payment.shop" and a stable `reason`, listed on each RPC with its
@@ -63,8 +76,14 @@ class PaymentServiceStub:
     token.
 
     Any RPC may also answer:
-    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
-    nothing was written;
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+    a bad token; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED): not a mesh
+    service; INVALID_ARGUMENT (CARD_NUMBER_REJECTED): a string field of the
+    request looks like a card number (13..19 digits passing the Luhn check);
+    the request is neither stored nor logged;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting
+    (for AuthorizePayment: a duplicate of a request still at the PSP); nothing
+    was written;
     UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
     RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
     INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
@@ -111,7 +130,15 @@ class PaymentServiceStub:
 class PaymentServiceServicer:
     """Payments against a payment service provider (PSP; in development a sandbox
     card network). PostgreSQL holds each payment and an append-only table of its
-    state changes; Redis caches payment status write-through.
+    state changes with the PSP's answers; Redis caches payments in a final state
+    write-through (a payment that can still change is always read from
+    PostgreSQL, so the cache never gives a stale answer).
+
+    Callers: every RPC is for trusted mesh callers only (the gateway's saga, the
+    order service and its cancel worker, operators' tools), identified by the
+    mesh service token; refunds, captures and voids move money. Customers see
+    their payment through the gateway and the order (Payment.payment_method is
+    safe to show). Anyone else gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Card data: this API takes only PSP payment tokens (e.g. "tok_visa_approve"),
     never card numbers, expiry dates or CVCs, and never returns a token. A
@@ -122,14 +149,19 @@ class PaymentServiceServicer:
     Exactly-once charging: the idempotency key sent to the PSP is derived from
     the payment and the operation (never random), so a retry after a lost answer
     finds the first attempt at the PSP. When the PSP's answer is unknown
-    (timeout, dropped connection) the payment stays PROCESSING, the call answers
-    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata `paymentId`) and a
-    RetryInfo, and a reconciler settles it; retrying the same call is always
-    safe and eventually returns the settled result.
+    (timeout, 5xx, dropped connection, after retries with backoff inside the
+    caller's deadline) the payment stays PROCESSING (a capture or void stays
+    pending on an AUTHORIZED payment, a refund stays REFUND_STATUS_PROCESSING),
+    the call answers UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata
+    `paymentId`) and a RetryInfo, and a reconciler in every replica settles it
+    by looking the operation up at the PSP, never by charging again; an
+    operation the PSP never received is closed there for good first, so it
+    cannot land late. Retrying the same call is always safe and eventually
+    returns the settled result.
 
     State machine: PENDING -> PROCESSING -> AUTHORIZED | FAILED;
-    AUTHORIZED -> CAPTURED | VOIDED; CAPTURED -> PARTIALLY_REFUNDED | REFUNDED;
-    PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
+    AUTHORIZED -> CAPTURED | VOIDED | EXPIRED; CAPTURED -> PARTIALLY_REFUNDED |
+    REFUNDED; PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "payment.shop" and a stable `reason`, listed on each RPC with its
@@ -146,8 +178,14 @@ class PaymentServiceServicer:
     token.
 
     Any RPC may also answer:
-    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
-    nothing was written;
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+    a bad token; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED): not a mesh
+    service; INVALID_ARGUMENT (CARD_NUMBER_REJECTED): a string field of the
+    request looks like a card number (13..19 digits passing the Luhn check);
+    the request is neither stored nor logged;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting
+    (for AuthorizePayment: a duplicate of a request still at the PSP); nothing
+    was written;
     UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
     RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
     INTERNAL (INTERNAL): a bug; the message discloses nothing internal.
@@ -158,12 +196,17 @@ class PaymentServiceServicer:
         on `idempotency_key`: a replay with the same key and payload returns the
         first outcome (the same payment, or the same decline) without contacting
         the PSP again. A checkout may have several payments (e.g. a retry with
-        another card after a decline) but at most one that is not FAILED or VOIDED.
+        another card after a decline) but at most one that is not FAILED, VOIDED or
+        EXPIRED. A replay of a payment still PROCESSING asks the PSP again with the
+        same derived key, which never charges twice. Callers: trusted only.
         Errors: INVALID_ARGUMENT (including CARD_NUMBER_REJECTED);
         FAILED_PRECONDITION (a decline: CARD_DECLINED, INSUFFICIENT_FUNDS,
         CARD_EXPIRED, INCORRECT_CVC, FRAUD_SUSPECTED, INVALID_PAYMENT_TOKEN,
         AMOUNT_LIMIT_EXCEEDED, PROCESSOR_DECLINED; or
-        CHECKOUT_HAS_ACTIVE_PAYMENT, metadata `paymentId`); ALREADY_EXISTS
+        CHECKOUT_HAS_ACTIVE_PAYMENT, metadata `paymentId`;
+        AUTHORIZATION_CANCELLED: VoidPayment already cancelled this checkout and
+        key before any payment existed, metadata `checkoutId` and
+        `idempotencyKey`); ALREADY_EXISTS
         (IDEMPOTENCY_KEY_REUSED: the key was used for a different authorization,
         metadata `idempotencyKey`);
         UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN; PSP_UNAVAILABLE: nothing reached the
@@ -174,9 +217,14 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CapturePayment(self, request, context):
-        """Captures the full authorized amount. Naturally idempotent on `payment_id`:
-        capturing a payment that is already CAPTURED (or later) returns it.
+        """Captures the authorized amount, or part of it (`amount`; the rest is
+        released). Idempotent on `payment_id` (one capture per payment): capturing
+        a payment that is already CAPTURED (or later) for the same order returns it;
+        a replay with the same `idempotency_key` but another order or amount is
+        ALREADY_EXISTS. An authorization past its expiry becomes EXPIRED.
+        Callers: trusted only.
         Errors: INVALID_ARGUMENT; NOT_FOUND (PAYMENT_NOT_FOUND);
+        ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED, metadata `idempotencyKey`);
         FAILED_PRECONDITION (PAYMENT_NOT_AUTHORIZED: the payment is FAILED or
         VOIDED, metadata `paymentId` and `status`, e.g. metadata
         `status=PAYMENT_STATUS_VOIDED`; AUTHORIZATION_EXPIRED: the PSP no longer
@@ -190,10 +238,16 @@ class PaymentServiceServicer:
 
     def VoidPayment(self, request, context):
         """Releases an authorization without charging; the saga's compensation for
-        AuthorizePayment. Naturally idempotent on `payment_id`: voiding a VOIDED
-        payment returns it, and voiding a FAILED payment succeeds without change
-        (nothing is held).
-        Errors: INVALID_ARGUMENT; NOT_FOUND (PAYMENT_NOT_FOUND);
+        AuthorizePayment. Names the payment by `payment_id`, or by `checkout_id`
+        and the authorization's `authorization_idempotency_key` (when
+        AuthorizePayment timed out and the caller has no payment id). Naturally
+        idempotent: voiding a VOIDED payment returns it, and voiding a FAILED or
+        EXPIRED payment succeeds without change (nothing is held). Voiding by key
+        when no payment exists yet records the cancellation and succeeds with no
+        payment (`cancelled_before_authorization`), so a late AuthorizePayment with
+        that key is refused (AUTHORIZATION_CANCELLED) and holds nothing.
+        Callers: trusted only.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (PAYMENT_NOT_FOUND, by payment_id);
         FAILED_PRECONDITION (PAYMENT_ALREADY_CAPTURED: refund instead, metadata
         `paymentId` and `status`);
         UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN: the authorization itself is not
@@ -205,15 +259,17 @@ class PaymentServiceServicer:
 
     def RefundPayment(self, request, context):
         """Returns captured money, in full or in part; several partial refunds may
-        follow one another up to the captured amount. Idempotent on
-        `idempotency_key`: a replay with the same key and payload returns the first
-        refund.
+        follow one another up to the captured amount, counting refunds still at the
+        PSP, so concurrent refunds can never return more than was captured.
+        Idempotent on `idempotency_key`: a replay with the same key and payload
+        returns the first refund. Callers: trusted only.
         Errors: INVALID_ARGUMENT (including a currency other than the payment's);
         NOT_FOUND (PAYMENT_NOT_FOUND); FAILED_PRECONDITION (PAYMENT_NOT_CAPTURED:
         void instead, metadata `paymentId` and `status`; REFUND_EXCEEDS_CAPTURED:
         amount is more than captured minus refunded, metadata `paymentId` and
         `refundableMinor`; REFUND_DECLINED: the PSP refused, the refund is recorded
-        FAILED, metadata `paymentId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED,
+        FAILED, metadata `paymentId` and `refundId`); ALREADY_EXISTS
+        (IDEMPOTENCY_KEY_REUSED,
         metadata `idempotencyKey`); UNAVAILABLE (PAYMENT_OUTCOME_UNKNOWN,
         PSP_UNAVAILABLE; with RetryInfo).
         """
@@ -222,8 +278,10 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPayment(self, request, context):
-        """Returns one payment with its refunds and state history. Strongly
-        consistent (read through the cache to PostgreSQL on a miss).
+        """Returns one payment with its refunds and state history, by `payment_id` or
+        by `checkout_id` and the authorization's `authorization_idempotency_key`.
+        Strongly consistent: only payments in a final state are served from the
+        cache. Callers: trusted only.
         Errors: INVALID_ARGUMENT; NOT_FOUND (PAYMENT_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -233,7 +291,7 @@ class PaymentServiceServicer:
     def ListPayments(self, request, context):
         """Returns the payments of a checkout, oldest first, a page at a time (a
         checkout has few: one per attempt). A checkout with no payments gives an
-        empty list, not NOT_FOUND.
+        empty list, not NOT_FOUND. Callers: trusted only.
 
         Pagination (AIP-158): a page_size of 0 means the default of 50; a
         page_size above the maximum of 200 is clamped to 200, not refused; a
@@ -292,7 +350,15 @@ def add_PaymentServiceServicer_to_server(servicer, server):
 class PaymentService:
     """Payments against a payment service provider (PSP; in development a sandbox
     card network). PostgreSQL holds each payment and an append-only table of its
-    state changes; Redis caches payment status write-through.
+    state changes with the PSP's answers; Redis caches payments in a final state
+    write-through (a payment that can still change is always read from
+    PostgreSQL, so the cache never gives a stale answer).
+
+    Callers: every RPC is for trusted mesh callers only (the gateway's saga, the
+    order service and its cancel worker, operators' tools), identified by the
+    mesh service token; refunds, captures and voids move money. Customers see
+    their payment through the gateway and the order (Payment.payment_method is
+    safe to show). Anyone else gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED).
 
     Card data: this API takes only PSP payment tokens (e.g. "tok_visa_approve"),
     never card numbers, expiry dates or CVCs, and never returns a token. A
@@ -303,14 +369,19 @@ class PaymentService:
     Exactly-once charging: the idempotency key sent to the PSP is derived from
     the payment and the operation (never random), so a retry after a lost answer
     finds the first attempt at the PSP. When the PSP's answer is unknown
-    (timeout, dropped connection) the payment stays PROCESSING, the call answers
-    UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata `paymentId`) and a
-    RetryInfo, and a reconciler settles it; retrying the same call is always
-    safe and eventually returns the settled result.
+    (timeout, 5xx, dropped connection, after retries with backoff inside the
+    caller's deadline) the payment stays PROCESSING (a capture or void stays
+    pending on an AUTHORIZED payment, a refund stays REFUND_STATUS_PROCESSING),
+    the call answers UNAVAILABLE with reason PAYMENT_OUTCOME_UNKNOWN (metadata
+    `paymentId`) and a RetryInfo, and a reconciler in every replica settles it
+    by looking the operation up at the PSP, never by charging again; an
+    operation the PSP never received is closed there for good first, so it
+    cannot land late. Retrying the same call is always safe and eventually
+    returns the settled result.
 
     State machine: PENDING -> PROCESSING -> AUTHORIZED | FAILED;
-    AUTHORIZED -> CAPTURED | VOIDED; CAPTURED -> PARTIALLY_REFUNDED | REFUNDED;
-    PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
+    AUTHORIZED -> CAPTURED | VOIDED | EXPIRED; CAPTURED -> PARTIALLY_REFUNDED |
+    REFUNDED; PARTIALLY_REFUNDED -> PARTIALLY_REFUNDED | REFUNDED.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "payment.shop" and a stable `reason`, listed on each RPC with its
@@ -327,8 +398,14 @@ class PaymentService:
     token.
 
     Any RPC may also answer:
-    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
-    nothing was written;
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING, AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED):
+    a bad token; PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED): not a mesh
+    service; INVALID_ARGUMENT (CARD_NUMBER_REJECTED): a string field of the
+    request looks like a card number (13..19 digits passing the Luhn check);
+    the request is neither stored nor logged;
+    ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting
+    (for AuthorizePayment: a duplicate of a request still at the PSP); nothing
+    was written;
     UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
     RetryInfo: PostgreSQL is unreachable, too slow or busy; nothing was written;
     INTERNAL (INTERNAL): a bug; the message discloses nothing internal.

@@ -1,0 +1,517 @@
+"""Use cases that move money: authorize, capture, void, refund; and the settlements the reconciler shares.
+
+Every use case has the same three steps, so that no transaction is open while the PSP is called and a
+crash at any point leaves a state the reconciler can finish:
+
+1. one unit of work records what is about to be sent (a PROCESSING payment, a pending capture or void,
+   a PROCESSING refund), or finds that it was already done (a replay);
+2. the PSP call, with an Idempotency-Key derived from the payment and the operation;
+3. one unit of work records the PSP's answer with it in the event history (`settle_*`), unless another
+   request or the reconciler settled it first.
+
+An answer that never came leaves step 1's state for the reconciler and tells the caller
+PAYMENT_OUTCOME_UNKNOWN; retrying the call re-sends the same key, which the PSP answers from its record.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from payment_svc import domain, psp
+from payment_svc.commands import AuthorizePayment, CapturePayment, PaymentName, RefundPayment, VoidPayment
+from payment_svc.domain import (
+    DECLINE_CODES,
+    CardSummary,
+    FailureReason,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+    Transition,
+)
+from payment_svc.repository import PaymentStatements
+from service_runtime.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from service_runtime.sql import CommitThenRaise, UnitOfWork, conflict_persisted
+
+log = logging.getLogger(__name__)
+
+Work = UnitOfWork[PaymentStatements]
+
+
+@dataclass(frozen=True)
+class Authorized:
+    payment: Payment
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Captured:
+    payment: Payment
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Voided:
+    payment: Payment | None
+    replayed: bool
+    cancelled_before_authorization: bool = False
+
+
+@dataclass(frozen=True)
+class Refunded:
+    payment: Payment
+    refund: Refund
+    replayed: bool
+
+
+def not_found(payment_id: str) -> NotFound:
+    return NotFound(
+        f"payment {payment_id} does not exist", reason="PAYMENT_NOT_FOUND", metadata={"paymentId": payment_id}
+    )
+
+
+def key_reused(key: str) -> AlreadyExists:
+    return AlreadyExists(
+        "this idempotency key was used for a different request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        metadata={"idempotencyKey": key},
+    )
+
+
+def psp_unavailable() -> Unavailable:
+    return Unavailable(
+        "the payment service provider could not be reached; nothing was sent; retry",
+        reason="PSP_UNAVAILABLE",
+        retry_after_seconds=1.0,
+    )
+
+
+def refund_declined(refund: Refund) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"the PSP declined refund {refund.refund_id}; it is recorded FAILED",
+        reason="REFUND_DECLINED",
+        metadata={"paymentId": refund.payment_id, "refundId": refund.refund_id},
+    )
+
+
+def _card(body: dict[str, Any]) -> CardSummary | None:
+    card = body.get("card") or body.get("error", {}).get("card")
+    if not isinstance(card, dict):
+        return None
+    return CardSummary(
+        brand=str(card.get("brand", "")),
+        last4=str(card.get("last4", "")),
+        exp_month=int(card.get("exp_month", 0)),
+        exp_year=int(card.get("exp_year", 0)),
+        funding=str(card.get("funding", "")),
+    )
+
+
+class PaymentHandlers:
+    def __init__(
+        self,
+        work: Work,
+        client: psp.PspClient,
+        *,
+        authorization_ttl_seconds: float,
+        reconcile_after_seconds: float,
+    ) -> None:
+        self._work = work
+        self._psp = client
+        self._ttl = timedelta(seconds=authorization_ttl_seconds)
+        self._grace = reconcile_after_seconds
+
+    async def details(self, payment: Payment) -> Payment:
+        return await self._work.read(lambda tx: tx.with_details(payment))
+
+    # AuthorizePayment
+
+    async def authorize(self, command: AuthorizePayment, budget: float | None) -> Authorized:
+        amount = command.validate()
+        fingerprint = domain.fingerprint(
+            command.checkout_id, amount.currency_code, amount.amount_minor, command.payment_token
+        )
+
+        async def begin(tx: PaymentStatements) -> tuple[Payment, bool]:
+            await tx.lock_checkout(command.checkout_id)
+            existing = await tx.payment_by_key(command.checkout_id, command.idempotency_key)
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    raise key_reused(command.idempotency_key)
+                return existing, True
+            if await tx.cancelled(command.checkout_id, command.idempotency_key):
+                raise FailedPrecondition(
+                    "this authorization was cancelled (VoidPayment) before it arrived; nothing is held",
+                    reason="AUTHORIZATION_CANCELLED",
+                    metadata={"checkoutId": command.checkout_id, "idempotencyKey": command.idempotency_key},
+                )
+            live = await tx.live_payment(command.checkout_id)
+            if live is not None:
+                raise FailedPrecondition(
+                    f"checkout {command.checkout_id} already has payment {live.payment_id}",
+                    reason="CHECKOUT_HAS_ACTIVE_PAYMENT",
+                    metadata={"paymentId": live.payment_id},
+                )
+            payment = await tx.insert_payment(
+                f"pay_{uuid.uuid4().hex}",
+                command.checkout_id,
+                command.idempotency_key,
+                fingerprint,
+                amount,
+                self._grace,
+            )
+            await tx.record(payment.payment_id, None, PaymentStatus.PENDING, "authorize")
+            await tx.record(
+                payment.payment_id, PaymentStatus.PENDING, PaymentStatus.PROCESSING, "authorize: sent to the PSP"
+            )
+            return payment, False
+
+        payment, replayed = await self._work.run(begin)
+        if payment.status is not PaymentStatus.PROCESSING:
+            if payment.status is PaymentStatus.FAILED:
+                raise domain.decline(payment)
+            return Authorized(await self.details(payment), replayed)
+        answer = await self._send(
+            payment,
+            "/v1/authorizations",
+            {"amount_minor": amount.amount_minor, "currency": amount.currency_code, "token": command.payment_token},
+            payment.psp_key("authorize"),
+            budget,
+        )
+        settled = await self.settle_authorization(payment.payment_id, answer.status, answer.body, "authorize")
+        if settled.status is PaymentStatus.FAILED:
+            raise domain.decline(settled)
+        return Authorized(await self.details(settled), replayed)
+
+    async def _send(
+        self, payment: Payment, path: str, body: dict[str, Any], key: str, budget: float | None, refund_id: str = ""
+    ) -> psp.Answered:
+        try:
+            return await self._psp.post(path, body, key, budget=budget)
+        except psp.InProgress:
+            raise conflict_persisted() from None
+        except (psp.OutcomeUnknown, psp.Fenced):
+            log.warning("PSP outcome unknown for %s; the reconciler will settle it", key)
+            raise domain.outcome_unknown(payment.payment_id, refund_id=refund_id) from None
+        except psp.Unreachable:
+            raise psp_unavailable() from None
+
+    async def settle_authorization(self, payment_id: str, status: int, body: dict[str, Any], cause: str) -> Payment:
+        """Records the PSP's answer to the authorization (2xx: AUTHORIZED; anything else: FAILED), once."""
+
+        async def work(tx: PaymentStatements) -> Payment:
+            payment = await tx.payment(payment_id, lock=True)
+            assert payment is not None
+            if payment.status is not PaymentStatus.PROCESSING:
+                return payment
+            card = _card(body)
+            if 200 <= status < 300:
+                expires = datetime.now(UTC) + self._ttl
+                if isinstance(body.get("expires_at"), str):
+                    expires = min(expires, datetime.fromisoformat(body["expires_at"]))
+                assert card is not None
+                settled = await tx.mark_authorized(payment_id, str(body["id"]), expires, card)
+                await tx.record(payment_id, PaymentStatus.PROCESSING, PaymentStatus.AUTHORIZED, cause, body)
+                return settled
+            error = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+            decline_code = str(error.get("decline_code") or error.get("code") or "")
+            reason = DECLINE_CODES.get(decline_code, FailureReason.PROCESSOR_DECLINED)
+            settled = await tx.mark_failed(payment_id, reason, decline_code, domain.decline_message(reason), card)
+            await tx.record(payment_id, PaymentStatus.PROCESSING, PaymentStatus.FAILED, cause, body)
+            return settled
+
+        return await self._work.run(work)
+
+    # CapturePayment
+
+    async def capture(self, command: CapturePayment, budget: float | None) -> Captured:
+        command.validate()
+        requested = command.amount
+        fingerprint = domain.fingerprint(
+            command.order_id, requested.currency_code if requested else "", requested.amount_minor if requested else ""
+        )
+
+        async def begin(tx: PaymentStatements) -> tuple[Payment, bool]:
+            payment = await tx.payment(command.payment_id, lock=True)
+            if payment is None:
+                raise not_found(command.payment_id)
+            if payment.capture_key == command.idempotency_key and payment.capture_fingerprint != fingerprint:
+                raise key_reused(command.idempotency_key)
+            if payment.pending_operation == "void":
+                raise domain.outcome_unknown(payment.payment_id)
+            if payment.pending_operation == "capture":
+                if payment.pending_order_id != command.order_id:
+                    raise FailedPrecondition(
+                        f"payment {payment.payment_id} is being captured for another order",
+                        reason="ORDER_MISMATCH",
+                        metadata={"paymentId": payment.payment_id, "orderId": payment.pending_order_id},
+                    )
+                return payment, True
+            decision = domain.decide_capture(
+                payment.payment_id, payment.status, captured_for=payment.order_id, order_id=command.order_id
+            )
+            if decision is Transition.ALREADY_DONE:
+                return payment, False
+            if payment.authorization_expires_at is not None and payment.authorization_expires_at <= datetime.now(UTC):
+                await tx.mark_expired(payment.payment_id)
+                await tx.record(
+                    payment.payment_id, PaymentStatus.AUTHORIZED, PaymentStatus.EXPIRED, "capture: authorization lapsed"
+                )
+                raise CommitThenRaise(domain.authorization_expired(payment.payment_id))
+            amount = payment.amount.amount_minor
+            if requested is not None:
+                if requested.currency_code != payment.amount.currency_code:
+                    raise _invalid(
+                        "amount.currency_code", f"must be {payment.amount.currency_code}, the payment's currency"
+                    )
+                if requested.amount_minor > payment.amount.amount_minor:
+                    raise _invalid(
+                        "amount.amount_minor", f"must be at most {payment.amount.amount_minor}, the authorized amount"
+                    )
+                amount = requested.amount_minor
+            pending = await tx.begin_pending(
+                payment.payment_id,
+                "capture",
+                grace=self._grace,
+                order_id=command.order_id,
+                amount_minor=amount,
+                capture_key=command.idempotency_key,
+                capture_fingerprint=fingerprint,
+            )
+            return pending, True
+
+        payment, send = await self._work.run(begin)
+        if not send:
+            return Captured(await self.details(payment), True)
+        answer = await self._send(
+            payment,
+            f"/v1/authorizations/{payment.psp_reference}/capture",
+            {"amount_minor": payment.pending_amount_minor},
+            payment.psp_key("capture"),
+            budget,
+        )
+        settled = await self.settle_capture(payment.payment_id, answer.status, answer.body, "capture")
+        return Captured(await self.details(settled), False)
+
+    async def settle_capture(self, payment_id: str, status: int, body: dict[str, Any], cause: str) -> Payment:
+        """Records the PSP's answer to the pending capture: CAPTURED, EXPIRED, or back to plain AUTHORIZED."""
+
+        async def work(tx: PaymentStatements) -> Payment:
+            payment = await tx.payment(payment_id, lock=True)
+            assert payment is not None
+            if payment.pending_operation != "capture":
+                return payment
+            if 200 <= status < 300:
+                captured = await tx.mark_captured(payment_id)
+                await tx.record(payment_id, PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED, cause, body)
+                return captured
+            return await _refused(tx, payment, status, body, cause)
+
+        return await self._work.run(work)
+
+    # VoidPayment
+
+    async def void(self, command: VoidPayment, budget: float | None) -> Voided:
+        command.validate()
+
+        async def begin(tx: PaymentStatements) -> tuple[Payment | None, bool, bool]:
+            if command.payment_id:
+                payment = await tx.payment(command.payment_id, lock=True)
+                if payment is None:
+                    raise not_found(command.payment_id)
+            else:
+                await tx.lock_checkout(command.checkout_id)
+                found = await tx.payment_by_key(command.checkout_id, command.authorization_idempotency_key)
+                if found is None:
+                    recorded = await tx.cancel(
+                        command.checkout_id, command.authorization_idempotency_key, command.reason
+                    )
+                    return None, not recorded, False
+                payment = await tx.payment(found.payment_id, lock=True)
+                assert payment is not None
+            if payment.pending_operation == "capture":
+                raise domain.outcome_unknown(payment.payment_id)
+            if payment.pending_operation == "void":
+                return payment, False, True
+            if domain.decide_void(payment.payment_id, payment.status) is Transition.ALREADY_DONE:
+                return payment, True, False
+            return await tx.begin_pending(payment.payment_id, "void", grace=self._grace), False, True
+
+        payment, replayed, send = await self._work.run(begin)
+        if payment is None:
+            return Voided(None, replayed, cancelled_before_authorization=True)
+        if not send:
+            return Voided(await self.details(payment), replayed)
+        answer = await self._send(
+            payment, f"/v1/authorizations/{payment.psp_reference}/void", {}, payment.psp_key("void"), budget
+        )
+        settled = await self.settle_void(payment.payment_id, answer.status, answer.body, f"void: {command.reason}")
+        return Voided(await self.details(settled), False)
+
+    async def settle_void(self, payment_id: str, status: int, body: dict[str, Any], cause: str) -> Payment:
+        async def work(tx: PaymentStatements) -> Payment:
+            payment = await tx.payment(payment_id, lock=True)
+            assert payment is not None
+            if payment.pending_operation != "void":
+                return payment
+            if 200 <= status < 300:
+                voided = await tx.mark_voided(payment_id)
+                await tx.record(payment_id, PaymentStatus.AUTHORIZED, PaymentStatus.VOIDED, cause, body)
+                return voided
+            return await _refused(tx, payment, status, body, cause)
+
+        return await self._work.run(work)
+
+    async def drop_pending(self, payment_id: str, operation: str) -> None:
+        """The PSP never received the pending capture or void (its key is now fenced): nothing happened."""
+
+        async def work(tx: PaymentStatements) -> None:
+            payment = await tx.payment(payment_id, lock=True)
+            if payment is not None and payment.pending_operation == operation:
+                await tx.clear_pending(payment_id)
+
+        await self._work.run(work)
+
+    # RefundPayment
+
+    async def refund(self, command: RefundPayment, budget: float | None) -> Refunded:
+        command.validate()
+        reason = command.reason
+        assert reason is not None
+        requested = command.amount
+        fingerprint = domain.fingerprint(
+            requested.currency_code if requested else "",
+            requested.amount_minor if requested else "",
+            reason.value,
+            command.note,
+        )
+
+        async def begin(tx: PaymentStatements) -> tuple[Payment, Refund, bool]:
+            payment = await tx.payment(command.payment_id, lock=True)
+            if payment is None:
+                raise not_found(command.payment_id)
+            existing = await tx.refund_by_key(payment, command.idempotency_key)
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    raise key_reused(command.idempotency_key)
+                if existing.status is RefundStatus.FAILED:
+                    raise refund_declined(existing)
+                return payment, existing, True
+            refundable = domain.refundable_minor(
+                captured_minor=payment.captured_minor,
+                refunded_minor=payment.refunded_minor,
+                in_flight_minor=await tx.refunds_in_flight(payment.payment_id),
+            )
+            amount = domain.check_refund(
+                payment.payment_id,
+                payment.status,
+                currency_code=payment.amount.currency_code,
+                refundable=refundable,
+                requested=requested,
+            )
+            refund = await tx.insert_refund(
+                f"re_{uuid.uuid4().hex}",
+                payment,
+                command.idempotency_key,
+                fingerprint,
+                amount,
+                reason,
+                command.note,
+                self._grace,
+            )
+            return payment, refund, False
+
+        payment, refund, replayed = await self._work.run(begin)
+        if refund.status is RefundStatus.SUCCEEDED:
+            return Refunded(await self.details(payment), refund, replayed)
+        answer = await self._send(
+            payment,
+            "/v1/refunds",
+            {"authorization": payment.psp_reference, "amount_minor": refund.amount.amount_minor},
+            domain.refund_psp_key(payment.payment_id, refund.refund_id),
+            budget,
+            refund_id=refund.refund_id,
+        )
+        settled_payment, settled_refund = await self.settle_refund(
+            payment.payment_id, refund.refund_id, answer.status, answer.body, f"refund:{refund.refund_id}"
+        )
+        if settled_refund.status is RefundStatus.FAILED:
+            raise refund_declined(settled_refund)
+        return Refunded(await self.details(settled_payment), settled_refund, replayed)
+
+    async def settle_refund(
+        self, payment_id: str, refund_id: str, status: int, body: dict[str, Any], cause: str
+    ) -> tuple[Payment, Refund]:
+        async def work(tx: PaymentStatements) -> tuple[Payment, Refund]:
+            payment = await tx.payment(payment_id, lock=True)
+            assert payment is not None
+            refund = await tx.lock_refund(refund_id, payment.amount.currency_code)
+            assert refund is not None
+            if refund.status is not RefundStatus.PROCESSING:
+                return payment, refund
+            currency = payment.amount.currency_code
+            if not 200 <= status < 300:
+                return payment, await tx.settle_refund(refund_id, RefundStatus.FAILED, None, currency)
+            settled = await tx.settle_refund(
+                refund_id, RefundStatus.SUCCEEDED, str(body.get("id", "")) or None, currency
+            )
+            target = domain.status_after_refunds(
+                captured_minor=payment.captured_minor,
+                refunded_minor=payment.refunded_minor + refund.amount.amount_minor,
+            )
+            updated = await tx.add_refunded(payment_id, refund.amount.amount_minor, target)
+            await tx.record(payment_id, payment.status, target, cause, body)
+            return updated, settled
+
+        return await self._work.run(work)
+
+    # Reads shared with the views
+
+    async def find(self, name: PaymentName) -> Payment:
+        name.validate()
+
+        async def work(tx: PaymentStatements) -> Payment:
+            if name.payment_id:
+                payment = await tx.payment(name.payment_id)
+                missing = name.payment_id
+            else:
+                payment = await tx.payment_by_key(name.checkout_id, name.authorization_idempotency_key)
+                missing = f"{name.checkout_id}/{name.authorization_idempotency_key}"
+            if payment is None:
+                raise not_found(missing)
+            return await tx.with_details(payment)
+
+        return await self._work.read(work)
+
+
+async def _refused(tx: PaymentStatements, payment: Payment, status: int, body: dict[str, Any], cause: str) -> Payment:
+    """The PSP refused a pending capture or void: an expired authorization becomes EXPIRED, anything else
+    leaves the payment AUTHORIZED; either way the caller is refused after the commit."""
+    code = str(body.get("error", {}).get("code", "")) if isinstance(body.get("error"), dict) else ""
+    if code == "authorization_expired":
+        expired = await tx.mark_expired(payment.payment_id)
+        await tx.record(payment.payment_id, PaymentStatus.AUTHORIZED, PaymentStatus.EXPIRED, cause, body)
+        raise CommitThenRaise(domain.authorization_expired(expired.payment_id))
+    await tx.clear_pending(payment.payment_id)
+    raise CommitThenRaise(
+        FailedPrecondition(
+            f"the PSP refused the {payment.pending_operation} of payment {payment.payment_id} ({code or status})",
+            reason="PAYMENT_NOT_AUTHORIZED",
+            metadata={"paymentId": payment.payment_id, "status": payment.status.contract_name},
+        )
+    )
+
+
+def _invalid(field: str, description: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation(field, description)])

@@ -1,0 +1,192 @@
+-- name: payment
+-- One payment by id.
+SELECT * FROM payment.payments WHERE payment_id = %(payment_id)s
+
+-- name: lock_payment
+-- One payment by id, locked for a state change.
+SELECT * FROM payment.payments WHERE payment_id = %(payment_id)s FOR UPDATE
+
+-- name: payment_by_key
+-- The payment AuthorizePayment created for a checkout and idempotency key.
+SELECT * FROM payment.payments WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s
+
+-- name: live_payment
+-- The checkout's payment that still holds or may hold funds (at most one, by a unique index).
+SELECT * FROM payment.payments
+WHERE checkout_id = %(checkout_id)s AND status NOT IN ('failed', 'voided', 'expired')
+
+-- name: lock_checkout
+-- Serializes AuthorizePayment and VoidPayment-by-key of one checkout (the cancellation marker race).
+SELECT pg_advisory_xact_lock(hashtextextended('payment.checkout:' || %(checkout_id)s, 0))
+
+-- name: cancellation
+-- The cancellation VoidPayment recorded for a checkout and authorization key, if any.
+SELECT * FROM payment.authorization_cancellations
+WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s
+
+-- name: insert_cancellation
+-- Records that the authorization with this key is cancelled before it existed.
+INSERT INTO payment.authorization_cancellations (checkout_id, idempotency_key, reason)
+VALUES (%(checkout_id)s, %(idempotency_key)s, %(reason)s)
+ON CONFLICT DO NOTHING
+RETURNING *
+
+-- name: insert_payment
+-- Records a payment about to be sent to the PSP (PROCESSING), due for the reconciler after a grace period.
+INSERT INTO payment.payments (payment_id, checkout_id, idempotency_key, request_fingerprint, status, currency_code,
+                              amount_minor, next_reconcile_at)
+VALUES (%(payment_id)s, %(checkout_id)s, %(idempotency_key)s, %(fingerprint)s, 'processing', %(currency_code)s,
+        %(amount_minor)s, now() + make_interval(secs => %(grace_seconds)s))
+RETURNING *
+
+-- name: insert_event
+-- Appends one state change with the PSP answer that caused it.
+INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)
+VALUES (%(payment_id)s, %(from_status)s, %(to_status)s, %(cause)s, %(psp_response)s)
+
+-- name: mark_authorized
+-- PROCESSING -> AUTHORIZED with the PSP's reference, expiry and card summary.
+UPDATE payment.payments
+SET status = 'authorized', psp_reference = %(psp_reference)s, authorized_at = now(),
+    authorization_expires_at = %(expires_at)s, method_type = 'card', card_brand = %(brand)s, card_last4 = %(last4)s,
+    card_exp_month = %(exp_month)s, card_exp_year = %(exp_year)s, card_funding = %(funding)s,
+    next_reconcile_at = NULL, updated_at = now()
+WHERE payment_id = %(payment_id)s
+RETURNING *
+
+-- name: mark_failed
+-- PROCESSING -> FAILED with why (and the card summary when the PSP gave one).
+UPDATE payment.payments
+SET status = 'failed', failure_reason = %(failure_reason)s, psp_decline_code = %(decline_code)s,
+    failure_message = %(message)s, method_type = %(method_type)s, card_brand = %(brand)s, card_last4 = %(last4)s,
+    card_exp_month = %(exp_month)s, card_exp_year = %(exp_year)s, card_funding = %(funding)s,
+    next_reconcile_at = NULL, updated_at = now()
+WHERE payment_id = %(payment_id)s
+RETURNING *
+
+-- name: begin_pending
+-- Records a capture or void about to be sent to the PSP; the reconciler settles it if the answer is lost.
+UPDATE payment.payments
+SET pending_operation = %(operation)s, pending_order_id = %(order_id)s, pending_amount_minor = %(amount_minor)s,
+    capture_idempotency_key = coalesce(%(capture_key)s, capture_idempotency_key),
+    capture_fingerprint = coalesce(%(capture_fingerprint)s, capture_fingerprint),
+    next_reconcile_at = now() + make_interval(secs => %(grace_seconds)s), updated_at = now()
+WHERE payment_id = %(payment_id)s
+RETURNING *
+
+-- name: clear_pending
+-- The PSP refused or never received the pending capture or void: the payment stays AUTHORIZED.
+UPDATE payment.payments
+SET pending_operation = NULL, pending_order_id = NULL, pending_amount_minor = NULL, next_reconcile_at = NULL,
+    updated_at = now()
+WHERE payment_id = %(payment_id)s
+RETURNING *
+
+-- name: mark_captured
+-- AUTHORIZED -> CAPTURED for the pending order and amount.
+UPDATE payment.payments
+SET status = 'captured', captured_minor = pending_amount_minor, order_id = pending_order_id, captured_at = now(),
+    pending_operation = NULL, pending_order_id = NULL, pending_amount_minor = NULL, next_reconcile_at = NULL,
+    updated_at = now()
+WHERE payment_id = %(payment_id)s AND pending_operation = 'capture'
+RETURNING *
+
+-- name: mark_voided
+-- AUTHORIZED -> VOIDED.
+UPDATE payment.payments
+SET status = 'voided', voided_at = now(), pending_operation = NULL, pending_order_id = NULL,
+    pending_amount_minor = NULL, next_reconcile_at = NULL, updated_at = now()
+WHERE payment_id = %(payment_id)s
+RETURNING *
+
+-- name: mark_expired
+-- AUTHORIZED -> EXPIRED: the PSP no longer holds the funds.
+UPDATE payment.payments
+SET status = 'expired', expired_at = now(), pending_operation = NULL, pending_order_id = NULL,
+    pending_amount_minor = NULL, next_reconcile_at = NULL, updated_at = now()
+WHERE payment_id = %(payment_id)s
+RETURNING *
+
+-- name: add_refunded
+-- A refund succeeded: adds it to the payment's refunded total and moves its state.
+UPDATE payment.payments
+SET refunded_minor = refunded_minor + %(amount_minor)s, status = %(status)s, updated_at = now()
+WHERE payment_id = %(payment_id)s
+RETURNING *
+
+-- name: refund_by_key
+-- The refund RefundPayment created for a payment and idempotency key.
+SELECT * FROM payment.refunds WHERE payment_id = %(payment_id)s AND idempotency_key = %(idempotency_key)s
+
+-- name: lock_refund
+-- One refund, locked for its settlement.
+SELECT * FROM payment.refunds WHERE refund_id = %(refund_id)s FOR UPDATE
+
+-- name: refunds_in_flight
+-- Sum of the payment's refunds still at the PSP (they count against what is refundable).
+SELECT coalesce(sum(amount_minor), 0)::bigint AS total FROM payment.refunds
+WHERE payment_id = %(payment_id)s AND status = 'processing'
+
+-- name: insert_refund
+-- Records a refund about to be sent to the PSP.
+INSERT INTO payment.refunds (refund_id, payment_id, idempotency_key, request_fingerprint, amount_minor, reason, note,
+                             status, next_reconcile_at)
+VALUES (%(refund_id)s, %(payment_id)s, %(idempotency_key)s, %(fingerprint)s, %(amount_minor)s, %(reason)s, %(note)s,
+        'processing', now() + make_interval(secs => %(grace_seconds)s))
+RETURNING *
+
+-- name: settle_refund
+-- PROCESSING -> SUCCEEDED or FAILED.
+UPDATE payment.refunds
+SET status = %(status)s, psp_reference = %(psp_reference)s, completed_at = now(), next_reconcile_at = NULL
+WHERE refund_id = %(refund_id)s
+RETURNING *
+
+-- name: refunds_of
+-- A payment's refunds, oldest first.
+SELECT * FROM payment.refunds WHERE payment_id = %(payment_id)s ORDER BY created_at, refund_id
+
+-- name: history_of
+-- A payment's state changes, in order.
+SELECT * FROM payment.payment_events WHERE payment_id = %(payment_id)s ORDER BY event_id
+
+-- name: list_payments
+-- A page of a checkout's payments, oldest first, after a (created_at, payment_id) position.
+SELECT * FROM payment.payments
+WHERE checkout_id = %(checkout_id)s
+  AND (%(after_created)s::timestamptz IS NULL OR (created_at, payment_id) > (%(after_created)s, %(after_id)s))
+ORDER BY created_at, payment_id
+LIMIT %(limit)s
+
+-- name: claim_unsettled_payments
+-- The reconciler's claim: due payments whose authorization, capture or void outcome is unknown; leased so
+-- other replicas skip them.
+UPDATE payment.payments SET next_reconcile_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE payment_id IN (
+    SELECT payment_id FROM payment.payments
+    WHERE (status IN ('pending', 'processing') OR pending_operation IS NOT NULL) AND next_reconcile_at <= now()
+    ORDER BY next_reconcile_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+
+-- name: claim_unsettled_refunds
+-- The reconciler's claim of due refunds whose outcome is unknown.
+UPDATE payment.refunds SET next_reconcile_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE refund_id IN (
+    SELECT refund_id FROM payment.refunds
+    WHERE status = 'processing' AND next_reconcile_at <= now()
+    ORDER BY next_reconcile_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+
+-- name: lapsed_authorizations
+-- Authorizations past their expiry with nothing pending, locked (skipping those another replica holds).
+SELECT * FROM payment.payments
+WHERE status = 'authorized' AND pending_operation IS NULL AND authorization_expires_at <= now()
+ORDER BY authorization_expires_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
