@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -187,14 +187,13 @@ class Sandbox:
             await asyncio.sleep(self._config.latency_ms / 1000)
         canonical = json.dumps({"path": request.path, "body": body}, sort_keys=True, separators=(",", ":"))
         request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+        prepared = await self._prepare(request, kind, body)
         claim = await self._ledger.claim(key, kind, request_hash)
         if claim.operation_id is None:
-            return self._replay(claim.existing, request_hash)
-        try:
-            prepared = await self._prepare(request, kind, body)
-        except BaseException:
-            await self._ledger.forget(claim.operation_id)
-            raise
+            replay = self._replay(claim.existing, request_hash)
+            if prepared.drop and replay.status < 300:
+                self._drop(request)  # the partition persists: replays are lost too
+            return replay
         if prepared.server_error:
             await self._ledger.forget(claim.operation_id)
             return web.json_response(_error("api_error", "server_error", "sandbox server error"), status=500)
@@ -208,11 +207,14 @@ class Sandbox:
             answer = {**answer, "operation_id": claim.operation_id}
             await tx.complete(claim.operation_id, status, answer)
         if prepared.drop:
-            # Processed and recorded; the client never hears the answer.
-            assert request.transport is not None
-            request.transport.abort()
-            raise asyncio.CancelledError
+            self._drop(request)  # processed and recorded; the client never hears the answer
         return web.json_response(answer, status=status, headers={"Idempotent-Replayed": "false"})
+
+    @staticmethod
+    def _drop(request: web.Request) -> NoReturn:
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
 
     @staticmethod
     def _replay(row: Row | None, request_hash: str) -> web.Response:

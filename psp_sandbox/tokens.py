@@ -7,7 +7,8 @@
 - `tok_hang`: the authorization is held `PSP_HANG_SECONDS` (default 30) unanswered, then processed;
 - `tok_slow_<ms>`: approved after `<ms>` milliseconds;
 - `tok_drop`, `tok_drop_capture`, `tok_drop_void`, `tok_drop_refund`: that operation is processed and
-  recorded, then the connection is dropped before the answer;
+  recorded, then the connection is dropped before the answer (replays of it are dropped too, as in a
+  lasting partition; `GET /v1/operations` still finds it);
 - `tok_lapse_<s>`: approved; the authorization lapses after `<s>` seconds (default lapse: 7 days);
 - `tok_refund_decline`: approved; its refunds are declined.
 
