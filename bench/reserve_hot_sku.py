@@ -288,11 +288,23 @@ async def run(
                 results[phase] = await _update_phase(database_url, clients, seconds)
         return results
     finally:
-        if service is not None:
-            service.terminate()
-            service.wait(timeout=15)
-        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-            await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        try:
+            if service is not None:
+                _stop(service)
+        finally:
+            async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
+                await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _stop(service: subprocess.Popen[bytes], grace_seconds: float = 15.0) -> None:
+    """SIGTERM (the service's graceful stop), then SIGKILL if it is still running after `grace_seconds`."""
+    service.terminate()
+    try:
+        service.wait(timeout=grace_seconds)
+    except subprocess.TimeoutExpired:
+        print(f"the inventory service (pid {service.pid}) did not stop in {grace_seconds:g} s; killing it", flush=True)
+        service.kill()
+        service.wait()
 
 
 def report(results: Mapping[str, Result]) -> None:
