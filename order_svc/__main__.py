@@ -49,7 +49,7 @@ def assemble(settings: OrderSettings, infrastructure: Infrastructure) -> Assembl
         order_service_pb2_grpc.add_OrderServiceServicer_to_server,
         OrderServicer(handlers, views),
         SERVICE_NAME,
-        background=[relay.run, worker.run],
+        background=[relay.run, worker.run] if settings.relay_enabled else [worker.run],
     )
 
 

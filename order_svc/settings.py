@@ -28,6 +28,9 @@ class OrderSettings:
     outbox_retention_seconds: float
     #: ORDER_RELAY_BATCH_SIZE: outbox rows published per transaction.
     relay_batch_size: int
+    #: ORDER_RELAY_ENABLED: "true" (the default) runs the outbox relay in this process; "false" leaves it to
+    #: other replicas (or, in tests, to a relay the test drives).
+    relay_enabled: bool
     #: ORDER_COMPENSATION_LEASE_SECONDS: how long a claimed cancellation is the claimer's before another
     #: worker may take it (a worker killed mid-call is replaced after this).
     compensation_lease_seconds: float
@@ -47,6 +50,7 @@ class OrderSettings:
                 "ORDER_OUTBOX_RETENTION_SECONDS", 86_400.0, minimum=0.0, maximum=90 * 86_400.0
             ),
             relay_batch_size=env.integer("ORDER_RELAY_BATCH_SIZE", 500, minimum=1, maximum=10_000),
+            relay_enabled=env.choice("ORDER_RELAY_ENABLED", "TRUE", ("TRUE", "FALSE")) == "TRUE",
             compensation_lease_seconds=env.seconds(
                 "ORDER_COMPENSATION_LEASE_SECONDS", 30.0, minimum=0.1, maximum=3600.0
             ),

@@ -18,6 +18,9 @@ class BusMessage:
     #: The payload's type name (e.g. "OrderConfirmed"), readable without decoding `value`.
     type: str
     value: bytes
+    #: Extra (name, value) pairs, e.g. a dead letter's ("reason", "..."): Redis entry fields "h:<name>",
+    #: Kafka headers.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

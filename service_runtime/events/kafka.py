@@ -70,7 +70,10 @@ class KafkaPublisher:
         producer = await self._started()
         futures = [
             await producer.send(
-                topic, value=message.value, key=message.key.encode(), headers=[("type", message.type.encode())]
+                topic,
+                value=message.value,
+                key=message.key.encode(),
+                headers=[("type", message.type.encode()), *((k, v.encode()) for k, v in message.headers)],
             )
             for message in messages
         ]
@@ -112,11 +115,12 @@ class KafkaConsumer:
         deliveries: list[Delivery] = []
         for partition, records in batches.items():
             for record in records:
-                headers = dict(record.headers or ())
+                headers = [(name, bytes(value).decode()) for name, value in record.headers or ()]
                 message = BusMessage(
                     key=(record.key or b"").decode(),
-                    type=bytes(headers.get("type", b"")).decode(),
+                    type=next((value for name, value in headers if name == "type"), ""),
                     value=bytes(record.value or b""),
+                    headers=tuple((name, value) for name, value in headers if name != "type"),
                 )
                 deliveries.append(
                     Delivery(

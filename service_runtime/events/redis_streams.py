@@ -22,8 +22,12 @@ def _text(value: Any) -> str:
 
 
 def _delivery(topic: str, entry_id: Any, fields: dict[Any, Any]) -> Delivery:
+    headers = tuple((_text(name)[2:], _text(value)) for name, value in fields.items() if _text(name).startswith("h:"))
     message = BusMessage(
-        key=_text(fields.get(b"key", b"")), type=_text(fields.get(b"type", b"")), value=bytes(fields.get(b"event", b""))
+        key=_text(fields.get(b"key", b"")),
+        type=_text(fields.get(b"type", b"")),
+        value=bytes(fields.get(b"event", b"")),
+        headers=headers,
     )
     entry = _text(entry_id)
     return Delivery(message=message, id=entry, topic=topic, handle=entry)
@@ -61,9 +65,11 @@ class RedisStreamsPublisher:
         stream = self._bus.stream(topic)
         async with self._bus._redis.pipeline(transaction=False) as pipe:
             for message in messages:
+                fields: dict[Any, Any] = {"event": message.value, "type": message.type, "key": message.key}
+                fields.update({f"h:{name}": value for name, value in message.headers})
                 pipe.xadd(
                     stream,
-                    {"event": message.value, "type": message.type, "key": message.key},
+                    fields,
                     maxlen=self._bus._config.redis_max_length,
                     approximate=True,
                 )

@@ -1,0 +1,296 @@
+"""The order-event consumer and the retry worker: every event handled once, every message sent or
+dead-lettered.
+
+**Consuming** (`EventConsumer.run`): reads the order event topic with a consumer group. For each batch,
+one transaction records every event in the inbox (`processed_events`, keyed by event_id: a redelivered
+event finds its row and is only acknowledged) together with the notification it renders; then the batch
+is acknowledged, then the new notifications are sent. A consumer that dies before acknowledging leaves
+its messages pending: on Redis another member reclaims them (XAUTOCLAIM) after the idle limit, on Kafka
+the group rebalances; either way the inbox makes the second handling a no-op. A message that cannot be
+decoded (a poison message) goes straight to the dead-letter topic with the reason and is acknowledged.
+
+**Sending and retrying**: a failed send makes the notification FAILED with `next_attempt_time` after an
+exponential backoff; the retry worker claims due ones with `FOR UPDATE SKIP LOCKED` (and PENDING ones
+whose first attempt was never made, e.g. the consumer died between commit and send). The attempt that
+uses up NOTIFICATION_MAX_ATTEMPTS makes it DEAD_LETTERED and publishes the original event to the
+dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+
+from google.protobuf.message import DecodeError
+
+from notification_svc import domain, templates
+from notification_svc.domain import Channel, NotificationStatus, OrderEventType
+from notification_svc.repository import NewNotification, Notification, NotificationStatements
+from notification_svc.senders import Sender, SendFailed
+from service_runtime.events import BusMessage, Consumer, Delivery, EventBus, Publisher
+from service_runtime.sql import UnitOfWork
+from shop.order.v1 import events_pb2 as events
+from shop.order.v1 import order_service_pb2 as order_pb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    topic: str
+    group: str
+    name: str
+    dead_letter_topic: str
+    max_attempts: int = 5
+    batch_size: int = 200
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    lease_seconds: float = 30.0
+    retry_poll_seconds: float = 0.5
+
+
+def notification_id(event_id: str, channel: Channel) -> str:
+    """Derived from the event and channel, so handling an event twice can never make two notifications."""
+    return "ntf_" + hashlib.sha256(f"{event_id}/{channel.value}".encode()).hexdigest()[:32]
+
+
+def values_of(event: events.OrderEvent) -> dict[str, str]:
+    """The template values an OrderEvent provides (see notification_svc.templates)."""
+    order = event.order
+    values = {
+        "order_id": event.order_id,
+        "total": templates.format_money(order.total.amount_minor, order.total.currency_code),
+        "lines": "\n".join(f"{line.quantity} × {line.product_name}" for line in order.lines),
+    }
+    payload = event.WhichOneof("payload")
+    if payload == "order_shipped":
+        shipped = event.order_shipped
+        values |= {
+            "carrier": shipped.carrier or "our carrier",
+            "tracking_number": shipped.tracking_number,
+            "ship_date": shipped.ship_time.ToDatetime(tzinfo=UTC).date().isoformat(),
+        }
+    elif payload == "order_delivered":
+        values["deliver_date"] = event.order_delivered.deliver_time.ToDatetime(tzinfo=UTC).date().isoformat()
+    elif payload == "order_cancelled":
+        reason = order_pb.CancelReason.Name(event.order_cancelled.reason)
+        values["reason"] = reason.removeprefix("CANCEL_REASON_").replace("_", " ").lower()
+    elif payload == "order_refunded":
+        refunded = event.order_refunded
+        values |= {
+            "refund_amount": templates.format_money(refunded.amount.amount_minor, refunded.amount.currency_code),
+            "refund_id": refunded.refund_id,
+        }
+    return values
+
+
+class Poison(Exception):
+    """A message no attempt can handle (undecodable, no event id, unknown type); it is dead-lettered."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    delivery: Delivery
+    event: events.OrderEvent
+    event_type: OrderEventType
+
+
+def decode(delivery: Delivery) -> Decoded:
+    try:
+        event = events.OrderEvent.FromString(delivery.message.value)
+    except DecodeError as error:
+        raise Poison(f"undecodable OrderEvent: {error}") from None
+    payload = event.WhichOneof("payload")
+    if not event.event_id or not event.order_id or payload is None:
+        raise Poison("the OrderEvent has no event_id, order_id or payload")
+    type_name = type(getattr(event, payload)).__name__
+    try:
+        event_type = OrderEventType(type_name)
+    except ValueError:
+        raise Poison(f"unknown order event type {type_name}") from None
+    return Decoded(delivery, event, event_type)
+
+
+class Dispatcher:
+    """Sends notifications and records the outcome; shared by the consumer and the retry worker."""
+
+    def __init__(
+        self,
+        work: UnitOfWork[NotificationStatements],
+        senders: Mapping[Channel, Sender],
+        dead_letters: Publisher,
+        settings: ConsumerSettings,
+    ) -> None:
+        self._work = work
+        self._senders = senders
+        self._dead_letters = dead_letters
+        self._settings = settings
+
+    async def attempt(self, notification: Notification) -> NotificationStatus:
+        try:
+            await self._senders[notification.channel].send(
+                recipient=notification.recipient,
+                subject=notification.subject,
+                body=notification.body,
+                notification_id=notification.notification_id,
+            )
+        except SendFailed as failure:
+            return await self._failed(notification, str(failure))
+        await self._work.run(lambda tx: tx.mark_sent(notification.notification_id))
+        return NotificationStatus.SENT
+
+    async def _failed(self, notification: Notification, error: str) -> NotificationStatus:
+        s = self._settings
+        status = domain.status_after_failed_attempt(min(notification.attempts + 1, s.max_attempts), s.max_attempts)
+        if status is NotificationStatus.DEAD_LETTERED:
+            payload, event_type = await self._work.read(lambda tx: tx.event_payload(notification.event_id))
+            await self._dead_letters.publish(
+                s.dead_letter_topic,
+                [
+                    BusMessage(
+                        key=notification.order_id,
+                        type=event_type,
+                        value=payload,
+                        headers=(
+                            ("reason", f"send failed {notification.attempts + 1} times: {error}"[:1000]),
+                            ("notificationId", notification.notification_id),
+                            ("eventId", notification.event_id),
+                        ),
+                    )
+                ],
+            )
+            await self._work.run(lambda tx: tx.mark_dead_lettered(notification.notification_id, error))
+            log.error("notification %s dead-lettered: %s", notification.notification_id, error)
+            return status
+        delay = min(s.retry_max_seconds, s.retry_base_seconds * 2**notification.attempts)
+        await self._work.run(lambda tx: tx.mark_failed(notification.notification_id, error, delay))
+        return status
+
+    async def dead_letter_poison(self, delivery: Delivery, reason: str) -> None:
+        message = delivery.message
+        await self._dead_letters.publish(
+            self._settings.dead_letter_topic,
+            [
+                BusMessage(
+                    key=message.key,
+                    type=message.type,
+                    value=message.value,
+                    headers=(("reason", reason[:1000]), ("sourceId", delivery.id)),
+                )
+            ],
+        )
+        log.error("poison message %s dead-lettered: %s", delivery.id, reason)
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        work: UnitOfWork[NotificationStatements],
+        bus: EventBus,
+        dispatcher: Dispatcher,
+        settings: ConsumerSettings,
+        *,
+        send_concurrency: int = 32,
+    ) -> None:
+        self._work = work
+        self._bus = bus
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._sending = asyncio.Semaphore(send_concurrency)
+        self._consumer: Consumer | None = None
+
+    async def run(self) -> None:
+        await self._bus.ensure_topic(self._settings.topic)
+        await self._bus.ensure_topic(self._settings.dead_letter_topic)
+        s = self._settings
+        self._consumer = self._bus.consumer(s.topic, group=s.group, name=s.name)
+        try:
+            while True:
+                await self.handle_batch(await self._consumer.fetch(s.batch_size, timeout_seconds=1.0))
+        finally:
+            await self._consumer.close()
+
+    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        assert self._consumer is not None
+        good: list[Decoded] = []
+        for delivery in deliveries:
+            try:
+                good.append(decode(delivery))
+            except Poison as poison:
+                await self._dispatcher.dead_letter_poison(delivery, str(poison))
+        created = await self._work.run(lambda tx: self._record(tx, good), retry_duplicates=True)
+        await self._consumer.ack(deliveries)
+        await asyncio.gather(*(self._send(notification) for notification in created))
+
+    async def _send(self, notification: Notification) -> None:
+        async with self._sending:
+            await self._dispatcher.attempt(notification)
+
+    @staticmethod
+    async def _record(tx: NotificationStatements, batch: Sequence[Decoded]) -> list[Notification]:
+        """The inbox rows and notifications of a batch, in one transaction; redeliveries add nothing."""
+        created: list[Notification] = []
+        for item in batch:
+            event = item.event
+            is_new = await tx.record_event(
+                event.event_id,
+                event.order_id,
+                max(1, event.sequence),
+                item.event_type.value,
+                item.delivery.id,
+                item.delivery.message.value,
+            )
+            template = domain.template_for(item.event_type)
+            if not is_new or template is None:
+                continue
+            email = event.order.customer_email
+            channel = domain.channel_for(email)
+            try:
+                subject, body = templates.render(template, values_of(event))
+            except KeyError as error:  # a template without its value: recorded, not sent
+                log.error("event %s cannot be rendered with %s: %s", event.event_id, template, error)
+                continue
+            notification = await tx.insert_notification(
+                NewNotification(
+                    notification_id=notification_id(event.event_id, channel),
+                    event_id=event.event_id,
+                    user_id=event.order.user_id,
+                    order_id=event.order_id,
+                    channel=channel,
+                    template=template,
+                    recipient=email.strip() if channel is Channel.EMAIL else "",
+                    subject=subject,
+                    body=body,
+                )
+            )
+            if notification is not None:
+                created.append(notification)
+        return created
+
+
+class RetryWorker:
+    """Retries due FAILED notifications (and PENDING ones never attempted), in every replica at once."""
+
+    def __init__(
+        self, work: UnitOfWork[NotificationStatements], dispatcher: Dispatcher, settings: ConsumerSettings
+    ) -> None:
+        self._work = work
+        self._dispatcher = dispatcher
+        self._settings = settings
+
+    async def run_once(self) -> int:
+        s = self._settings
+        due = await self._work.run(lambda tx: tx.claim_due(s.lease_seconds, s.batch_size))
+        await asyncio.gather(*(self._dispatcher.attempt(notification) for notification in due))
+        return len(due)
+
+    async def run(self) -> None:
+        while True:
+            if await self.run_once() < self._settings.batch_size:
+                await asyncio.sleep(self._settings.retry_poll_seconds)

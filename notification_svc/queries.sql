@@ -1,0 +1,68 @@
+-- name: record_event
+-- The inbox: records an order event once; no row when it was handled before (a redelivery).
+INSERT INTO notification.processed_events (event_id, order_id, sequence, event_type, stream_entry_id, payload)
+VALUES (%(event_id)s, %(order_id)s, %(sequence)s, %(event_type)s, %(stream_entry_id)s, %(payload)s)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+
+-- name: insert_notification
+-- A rendered notification, PENDING its first attempt.
+INSERT INTO notification.notifications (notification_id, event_id, user_id, order_id, channel, template, recipient,
+                                        subject, body)
+VALUES (%(notification_id)s, %(event_id)s, %(user_id)s, %(order_id)s, %(channel)s, %(template)s, %(recipient)s,
+        %(subject)s, %(body)s)
+ON CONFLICT (event_id, channel) DO NOTHING
+RETURNING *
+
+-- name: mark_sent
+-- A send attempt succeeded.
+UPDATE notification.notifications
+SET status = 'sent', attempts = attempts + 1, sent_at = now(), updated_at = now(), next_attempt_at = NULL
+WHERE notification_id = %(notification_id)s AND status IN ('pending', 'failed')
+RETURNING *
+
+-- name: mark_failed
+-- A send attempt failed and another is due later.
+UPDATE notification.notifications
+SET status = 'failed', attempts = attempts + 1, last_error = left(%(error)s, 1000), updated_at = now(),
+    next_attempt_at = now() + make_interval(secs => %(delay_seconds)s)
+WHERE notification_id = %(notification_id)s AND status IN ('pending', 'failed')
+RETURNING *
+
+-- name: mark_dead_lettered
+-- The last allowed attempt failed.
+UPDATE notification.notifications
+SET status = 'dead_lettered', attempts = attempts + 1, last_error = left(%(error)s, 1000), updated_at = now(),
+    next_attempt_at = NULL, dead_lettered_at = now()
+WHERE notification_id = %(notification_id)s AND status IN ('pending', 'failed')
+RETURNING *
+
+-- name: event_payload
+-- The original bytes of an event, for the dead-letter topic.
+SELECT payload, event_type FROM notification.processed_events WHERE event_id = %(event_id)s
+
+-- name: claim_due
+-- The retry worker's batch: FAILED notifications whose next attempt is due, and PENDING ones whose first
+-- attempt was never made; skips rows another worker holds, and leases them (next_attempt_at / updated_at
+-- move forward) so a worker that dies mid-send leaves them to be claimed again.
+UPDATE notification.notifications n
+SET updated_at = now(),
+    next_attempt_at = CASE WHEN n.status = 'failed' THEN now() + make_interval(secs => %(lease_seconds)s) END
+WHERE n.notification_id IN (
+    SELECT notification_id FROM notification.notifications
+    WHERE (status = 'failed' AND next_attempt_at <= now())
+       OR (status = 'pending' AND updated_at < now() - make_interval(secs => %(lease_seconds)s))
+    ORDER BY updated_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING *
+
+-- name: list_notifications
+-- One user's or one order's notifications (of that user, unless the caller is trusted), newest first,
+-- after a (created_at, notification_id) position.
+SELECT * FROM notification.notifications
+WHERE (%(user_id)s::text IS NULL OR user_id = %(user_id)s)
+  AND (%(order_id)s::text IS NULL OR order_id = %(order_id)s)
+  AND (%(after_time)s::timestamptz IS NULL OR (created_at, notification_id) < (%(after_time)s::timestamptz, %(after_id)s))
+ORDER BY created_at DESC, notification_id DESC
+LIMIT %(limit)s

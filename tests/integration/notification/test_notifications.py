@@ -1,0 +1,253 @@
+"""The notification service on Redis Streams: e-mail through a real SMTP server (aiosmtpd on a free
+port), retries while it is down, dead-lettering after the last attempt, templates, ListNotifications."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from email import message_from_bytes
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as redis
+from aiosmtpd.controller import Controller
+
+from notification_svc.__main__ import SPEC
+from service_runtime.events import BusConfig, BusMessage, EventBus, open_bus
+from service_runtime.keyspace import KeySpace
+from service_runtime.server import RunningService
+from shop.notification.v1 import notification_service_pb2 as pb
+from shop.notification.v1 import notification_service_pb2_grpc as pb_grpc
+from shop.order.v1 import events_pb2 as events
+from shop.order.v1 import order_service_pb2 as order_pb
+from shop.type.v1 import money_pb2
+from tests.identity import as_customer, as_session
+from tests.integration.events.conftest import free_port, read_all
+from tests.integration.order.conftest import TRUSTED, scalar
+from tests.rpc_errors import expect_failure
+
+TOPIC = "shop.order.v1.events"
+DEAD = "shop.order.v1.events.dead"
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what the server received."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 OK"
+
+
+class SmtpServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.inbox = Inbox()
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer(free_port())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def event_bus(redis_url: str, redis_prefix: str) -> AsyncIterator[EventBus]:
+    client = redis.Redis.from_url(redis_url)
+    yield open_bus(BusConfig(kind="redis"), client, KeySpace(redis_prefix))
+    await client.aclose()
+
+
+def order_event(order_id: str, sequence: int, payload: str, *, email: str = "ada@example.com", **fields: Any) -> bytes:
+    event = events.OrderEvent(
+        event_id=f"ev-{uuid.uuid4().hex}",
+        order_id=order_id,
+        sequence=sequence,
+        order=order_pb.Order(
+            order_id=order_id,
+            user_id="u1",
+            customer_email=email,
+            total=money_pb2.Money(currency_code="USD", amount_minor=5468),
+            lines=[order_pb.OrderLine(sku="A", product_name="Mug", quantity=2)],
+        ),
+    )
+    getattr(event, payload).SetInParent()
+    for name, value in fields.items():
+        getattr(getattr(event, payload), name).CopyFrom(value) if hasattr(value, "CopyFrom") else setattr(
+            getattr(event, payload), name, value
+        )
+    return event.SerializeToString()
+
+
+async def publish(event_bus: EventBus, *values: bytes) -> None:
+    publisher = event_bus.publisher()
+    await publisher.publish(TOPIC, [BusMessage(key="k", type="OrderEvent", value=value) for value in values])
+
+
+async def listed(service: RunningService, order_id: str) -> list[pb.Notification]:
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = pb_grpc.NotificationServiceStub(channel)
+        return list(
+            (
+                await stub.ListNotifications(pb.ListNotificationsRequest(order_id=order_id), metadata=TRUSTED)
+            ).notifications
+        )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def test_an_email_waits_while_smtp_is_down_and_is_sent_once_when_it_returns(start_service, smtp, event_bus):
+    service = await start_service(
+        SPEC,
+        NOTIFICATION_SENDER="smtp",
+        SMTP_PORT=str(smtp.port),
+        NOTIFICATION_RETRY_BASE_SECONDS="0.2",
+        NOTIFICATION_RETRY_MAX_SECONDS="0.5",
+        NOTIFICATION_MAX_ATTEMPTS="20",
+    )
+    await publish(event_bus, order_event("ord-1", 2, "order_confirmed"))
+
+    async def failed_at_least_twice() -> bool:
+        found = await listed(service, "ord-1")
+        return bool(found) and found[0].status == pb.NOTIFICATION_STATUS_FAILED and found[0].attempts >= 2
+
+    assert await eventually(failed_at_least_twice)
+    failed = (await listed(service, "ord-1"))[0]
+    assert failed.last_error.startswith("smtp") and failed.HasField("next_attempt_time")
+
+    smtp.start()
+
+    async def sent() -> bool:
+        found = await listed(service, "ord-1")
+        return found[0].status == pb.NOTIFICATION_STATUS_SENT
+
+    assert await eventually(sent)
+    await asyncio.sleep(1.0)
+    assert len(smtp.inbox.messages) == 1
+    recipients, content = smtp.inbox.messages[0]
+    assert recipients == ["ada@example.com"]
+    mail = message_from_bytes(content)
+    assert mail["Subject"] == "Your order ord-1 is confirmed"
+    body = mail.get_payload(decode=True)
+    assert isinstance(body, bytes) and "2 × Mug" in body.decode()
+
+
+async def test_after_the_last_attempt_a_notification_is_dead_lettered_with_the_reason(
+    start_service, event_bus, database_url
+):
+    service = await start_service(
+        SPEC,
+        NOTIFICATION_SENDER="smtp",
+        SMTP_PORT=str(free_port()),
+        NOTIFICATION_RETRY_BASE_SECONDS="0.05",
+        NOTIFICATION_MAX_ATTEMPTS="3",
+    )
+    value = order_event("ord-2", 3, "order_cancelled", reason=order_pb.CANCEL_REASON_CUSTOMER_REQUEST)
+    await publish(event_bus, value)
+
+    async def dead() -> bool:
+        found = await listed(service, "ord-2")
+        return bool(found) and found[0].status == pb.NOTIFICATION_STATUS_DEAD_LETTERED
+
+    assert await eventually(dead)
+    notification = (await listed(service, "ord-2"))[0]
+    assert notification.attempts == 3 and notification.template == "order_cancelled"
+    letters = await read_all(event_bus, DEAD, expect=1)
+    assert len(letters) == 1 and letters[0].message.value == value
+    headers = dict(letters[0].message.headers)
+    assert headers["reason"].startswith("send failed 3 times: smtp")
+    assert headers["notificationId"] == notification.notification_id
+    assert await scalar(database_url, "SELECT count(*) FROM notification.processed_events") == 1
+
+
+async def test_each_event_gets_its_template_and_events_without_one_are_only_recorded(
+    start_service, event_bus, database_url
+):
+    service = await start_service(SPEC)
+    refund = order_event(
+        "ord-3", 5, "order_refunded", refund_id="rf-1", amount=money_pb2.Money(currency_code="USD", amount_minor=5468)
+    )
+    await publish(
+        event_bus,
+        order_event("ord-3", 1, "order_created"),
+        order_event("ord-3", 4, "order_restocked"),
+        refund,
+        order_event("ord-3", 2, "order_confirmed", email=""),
+        refund,  # a duplicate: the inbox already has it
+    )
+
+    async def two() -> bool:
+        return len(await listed(service, "ord-3")) == 2 and all(
+            n.status == pb.NOTIFICATION_STATUS_SENT for n in await listed(service, "ord-3")
+        )
+
+    assert await eventually(two)
+    by_template = {n.template: n for n in await listed(service, "ord-3")}
+    assert by_template["order_refunded"].subject == "Your refund for order ord-3 was issued"
+    assert by_template["order_refunded"].channel == pb.NOTIFICATION_CHANNEL_EMAIL
+    assert by_template["order_confirmed"].channel == pb.NOTIFICATION_CHANNEL_LOG
+    assert by_template["order_confirmed"].recipient == ""
+    assert await scalar(database_url, "SELECT count(*) FROM notification.processed_events") == 4
+
+
+async def test_list_notifications_is_scoped_to_the_customer_and_refuses_bad_input(start_service, event_bus):
+    service = await start_service(SPEC)
+    await publish(event_bus, *(order_event(f"ord-{i}", 2, "order_confirmed") for i in range(3)))
+
+    async def three() -> bool:
+        return all([await listed(service, f"ord-{i}") for i in range(3)])
+
+    assert await eventually(three)
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = pb_grpc.NotificationServiceStub(channel)
+        mine = await stub.ListNotifications(
+            pb.ListNotificationsRequest(user_id="u1", page_size=2), metadata=as_customer("u1")
+        )
+        rest = await stub.ListNotifications(
+            pb.ListNotificationsRequest(user_id="u1", page_size=2, page_token=mine.next_page_token),
+            metadata=as_customer("u1"),
+        )
+        assert len(mine.notifications) == 2 and len(rest.notifications) == 1 and not rest.next_page_token
+        times = [n.create_time.ToNanoseconds() for n in [*mine.notifications, *rest.notifications]]
+        assert times == sorted(times, reverse=True)
+        others = await stub.ListNotifications(pb.ListNotificationsRequest(order_id="ord-0"), metadata=as_customer("u2"))
+        assert list(others.notifications) == []
+        failure = await expect_failure(
+            stub.ListNotifications(pb.ListNotificationsRequest(user_id="u1"), metadata=as_customer("u2"))
+        )
+        assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OWNER_MISMATCH")
+        failure = await expect_failure(stub.ListNotifications(pb.ListNotificationsRequest(user_id="u1")))
+        assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+        for request, fields in [
+            (pb.ListNotificationsRequest(), {"filter"}),
+            (pb.ListNotificationsRequest(user_id="bad id"), {"user_id"}),
+            (pb.ListNotificationsRequest(order_id="ord-0", page_size=-1), {"page_size"}),
+            (pb.ListNotificationsRequest(user_id="u1", page_token=mine.next_page_token + "x"), {"page_token"}),
+            (pb.ListNotificationsRequest(order_id="ord-0", page_token=mine.next_page_token), {"page_token"}),
+        ]:
+            failure = await expect_failure(stub.ListNotifications(request, metadata=as_customer("u1")))
+            assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and set(failure.field_violations) == fields
+        session = await stub.ListNotifications(pb.ListNotificationsRequest(order_id="ord-0"), metadata=as_session("s"))
+        assert list(session.notifications) == []
