@@ -85,3 +85,24 @@ async def test_untrusted_callers_are_refused(payment) -> None:
         payment.AuthorizePayment(authorize_request(), metadata=as_customer("u1")), grpc.StatusCode.PERMISSION_DENIED
     )
     assert info.reason == "TRUSTED_CALLER_REQUIRED"
+
+
+async def test_only_payments_in_a_final_state_are_cached_and_the_cache_serves_them(
+    payment, psp: Psp, redis_url: str, redis_prefix: str
+) -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        authorized = await payment.AuthorizePayment(authorize_request(), metadata=TRUSTED)
+        payment_id = authorized.payment.payment_id
+        await payment.GetPayment(pb.GetPaymentRequest(payment_id=payment_id), metadata=TRUSTED)
+        assert [key async for key in client.scan_iter(match=f"{redis_prefix}*")] == []
+        voided = await payment.VoidPayment(pb.VoidPaymentRequest(payment_id=payment_id, reason="x"), metadata=TRUSTED)
+        [key] = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
+        assert pb.Payment.FromString(await client.get(key)) == voided.payment
+        await client.delete(key)  # a missing entry is only a miss
+        again = await payment.GetPayment(pb.GetPaymentRequest(payment_id=payment_id), metadata=TRUSTED)
+        assert again.payment == voided.payment
+    finally:
+        await client.aclose()
