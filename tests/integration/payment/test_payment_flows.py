@@ -100,7 +100,8 @@ async def test_only_payments_in_a_final_state_are_cached_and_the_cache_serves_th
         assert [key async for key in client.scan_iter(match=f"{redis_prefix}*")] == []
         voided = await payment.VoidPayment(pb.VoidPaymentRequest(payment_id=payment_id, reason="x"), metadata=TRUSTED)
         [key] = [key async for key in client.scan_iter(match=f"{redis_prefix}*")]
-        assert pb.Payment.FromString(await client.get(key)) == voided.payment
+        raw = await client.get(key)
+        assert isinstance(raw, bytes) and pb.Payment.FromString(raw) == voided.payment
         await client.delete(key)  # a missing entry is only a miss
         again = await payment.GetPayment(pb.GetPaymentRequest(payment_id=payment_id), metadata=TRUSTED)
         assert again.payment == voided.payment
