@@ -6,7 +6,8 @@ convert one.
 
 Round trips: GetCart, UpdateItemQuantity, RemoveItem and ClearCart make one Redis call (the script
 that checks, changes and slides the TTL) and one BatchGetProducts. AddItem makes two Redis calls
-(read the lines, then the add script) and one BatchGetProducts for the new SKU and the lines together.
+(HKEYS of the lines, then the add script) and one BatchGetProducts for the new SKU and the lines
+together.
 """
 
 from __future__ import annotations
@@ -112,10 +113,8 @@ class CartHandlers:
     ) -> Added:
         domain.validate_add(cart_id, sku, quantity, idempotency_key)
         owner = _scope()
-        before = await self._store.read(cart_id, owner)
-        await self._refuse_unless_ok(cart_id, owner, before)
-        assert before.cart is not None
-        catalogue = await self._catalogue.entries([sku, *(line.sku for line in before.cart.lines)], deadline)
+        # One lookup prices the new SKU and the lines together; the add script checks everything.
+        catalogue = await self._catalogue.entries([sku, *await self._store.skus(cart_id)], deadline)
         entry = catalogue.get(sku)
         if entry is None:
             raise domain.product_not_found(sku)

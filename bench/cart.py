@@ -1,0 +1,314 @@
+"""Cart AddItem and GetCart (20 lines) through gRPC, against the grpc.aio echo floor of the same run.
+
+Starts, as their own processes on free loopback ports, an inventory service (20 products), a cart service
+pricing from it, and a bare grpc.aio echo server; then, from one client event loop (uvloop when
+installed) with `--clients` concurrent clients for `--seconds` each, runs three phases:
+
+1. echo: a unary call the echo server answers with its request (the floor: a gRPC round trip, no work).
+2. add-item: AddItem of one unit, a new idempotency key each call, each client on its own customer's
+   cart (20 SKUs in rotation, so the cart grows to 20 lines and its lines fill towards 99 units).
+3. get-cart: GetCart of a cart holding 20 lines, each client its own customer's cart.
+
+Each cart call is a customer's (a verified JWT), makes its Redis script calls (AddItem 2: read, add;
+GetCart 1) and one BatchGetProducts to inventory, which serves it from its product cache. It prints rate
+and p50/p99 per phase, each cart phase's rate as a ratio to the echo floor, and the cart's Redis script
+calls per operation, counted with Redis' INFO commandstats (EVALSHA, and EVAL when a script is loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import jwt
+import psycopg
+import redis.asyncio as redis
+from grpc_health.v1 import health_pb2_grpc
+from psycopg import sql
+
+from cart_svc.__main__ import SPEC as CART
+from devstack.endpoints import free_port
+from devstack.mesh import health_of
+from inventory_svc.__main__ import SPEC as INVENTORY
+from service_runtime.identity import AUTHORIZATION
+from service_runtime.migrations import apply_migrations
+from service_runtime.settings import CommonSettings, EnvReader
+from shop.cart.v1 import cart_service_pb2 as pb
+from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
+from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from shop.type.v1 import money_pb2
+
+SKUS = [f"BENCH-{index:02d}" for index in range(20)]
+ECHO_METHOD = "/bench.Echo/Echo"
+PHASES = ("echo", "add-item", "get-cart")
+
+
+@dataclass
+class Result:
+    phase: str
+    latencies: list[float]
+    seconds: float
+    scripts_per_call: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def percentile_ms(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+def _database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _token(user: str) -> tuple[tuple[str, str], ...]:
+    settings = CommonSettings.from_env(EnvReader(os.environ), service_name="bench", default_port=0)
+    now = int(time.time())
+    claims = {
+        "iss": settings.auth_jwt_issuer,
+        "aud": settings.auth_jwt_audience,
+        "sub": user,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    token = jwt.encode(claims, settings.auth_jwt_keys[0], algorithm=settings.auth_jwt_algorithm)
+    return ((AUTHORIZATION, f"Bearer {token}"),)
+
+
+async def _echo_server(port: int) -> None:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{address}: the process exited with {process.returncode}")
+            if await health_of(health) == "SERVING":
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{address} did not become SERVING within {timeout} s")
+
+
+async def _drive(phase: str, clients: int, seconds: float, operation: Callable[[int, int], Awaitable[None]]) -> Result:
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def client(index: int) -> None:
+        sequence = 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            await operation(index, sequence)
+            latencies.append(time.perf_counter() - started)
+            sequence += 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(index) for index in range(clients)))
+    return Result(phase, latencies, time.monotonic() - started)
+
+
+async def _script_calls(client: redis.Redis) -> int:
+    stats: dict[str, Any] = await client.info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def run(clients: int, seconds: float) -> dict[str, Result]:
+    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    name = f"bench_cart_{uuid.uuid4().hex[:8]}"
+    database_url = _database(server_url, name)
+    prefix = f"bench:{name}:"
+    ports = {"inventory": free_port(), "cart": free_port(), "echo": free_port()}
+    environment = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "LOG_LEVEL": "WARNING",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    admin = await psycopg.AsyncConnection.connect(server_url, autocommit=True)
+    await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    monitor = redis.Redis.from_url(redis_url)
+    results: dict[str, Result] = {}
+    try:
+        for spec in (INVENTORY, CART):
+            await apply_migrations(database_url, schema=spec.schema, directory=spec.migrations)
+        addresses = {service: f"127.0.0.1:{port}" for service, port in ports.items()}
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "inventory_svc"],
+                env={**environment, "GRPC_LISTEN_ADDRESS": addresses["inventory"]},
+            )
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "cart_svc"],
+                env={
+                    **environment,
+                    "GRPC_LISTEN_ADDRESS": addresses["cart"],
+                    "INVENTORY_TARGET": addresses["inventory"],
+                },
+            )
+        )
+        processes.append(subprocess.Popen([sys.executable, "-m", "bench.cart", "echo-server", str(ports["echo"])]))
+        await _wait_serving(addresses["inventory"], processes[0])
+        await _wait_serving(addresses["cart"], processes[1])
+        print(f"inventory {addresses['inventory']}, cart {addresses['cart']}, echo {addresses['echo']}")
+
+        async with (
+            grpc.aio.insecure_channel(addresses["inventory"]) as inventory_channel,
+            grpc.aio.insecure_channel(addresses["cart"]) as cart_channel,
+            grpc.aio.insecure_channel(addresses["echo"]) as echo_channel,
+        ):
+            inventory = inventory_grpc.InventoryServiceStub(inventory_channel)
+            for index, sku in enumerate(SKUS):
+                await inventory.UpsertProduct(
+                    inventory_pb.UpsertProductRequest(
+                        sku=sku,
+                        name=f"Bench product {index}",
+                        price=money_pb2.Money(currency_code="USD", amount_minor=1000 + index),
+                        weight_grams=100,
+                    )
+                )
+            cart = pb_grpc.CartServiceStub(cart_channel)
+
+            async def customer_cart(user: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+                metadata = _token(user)
+                created = await cart.CreateCart(pb.CreateCartRequest(user_id=user), metadata=metadata)
+                return created.cart.cart_id, metadata
+
+            # echo floor
+            echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = echo_channel.unary_unary(ECHO_METHOD)
+            payload = pb.GetCartRequest(cart_id=uuid.uuid4().hex).SerializeToString()
+
+            async def echo_once(client: int, sequence: int) -> None:
+                await echo(payload)
+
+            for _ in range(100):  # warm up the channel
+                await echo(payload)
+            results["echo"] = await _drive("echo", clients, seconds, echo_once)
+            print(f"  echo: {results['echo'].rate:,.0f}/s", flush=True)
+
+            # AddItem
+            add_carts = [await customer_cart(f"adder-{index}") for index in range(clients)]
+
+            async def add_once(client: int, sequence: int) -> None:
+                cart_id, metadata = add_carts[client]
+                if sequence and sequence % (len(SKUS) * 99) == 0:
+                    await cart.ClearCart(pb.ClearCartRequest(cart_id=cart_id), metadata=metadata)
+                await cart.AddItem(
+                    pb.AddItemRequest(
+                        cart_id=cart_id,
+                        sku=SKUS[sequence % len(SKUS)],
+                        quantity=1,
+                        idempotency_key=f"{client}-{sequence}",
+                    ),
+                    metadata=metadata,
+                )
+
+            for client in range(clients):  # warm up: every cart has its 20 lines
+                for sequence in range(len(SKUS)):
+                    await add_once(client, sequence + 10_000_000)
+            before = await _script_calls(monitor)
+            results["add-item"] = await _drive("add-item", clients, seconds, add_once)
+            calls = len(results["add-item"].latencies)
+            results["add-item"].scripts_per_call = (await _script_calls(monitor) - before) / calls
+            print(f"  add-item: {results['add-item'].rate:,.0f}/s", flush=True)
+
+            # GetCart of 20 lines
+            get_carts = add_carts
+            for cart_id, metadata in get_carts:
+                got = await cart.GetCart(pb.GetCartRequest(cart_id=cart_id), metadata=metadata)
+                assert len(got.cart.lines) == len(SKUS), len(got.cart.lines)
+
+            async def get_once(client: int, sequence: int) -> None:
+                cart_id, metadata = get_carts[client]
+                await cart.GetCart(pb.GetCartRequest(cart_id=cart_id), metadata=metadata)
+
+            before = await _script_calls(monitor)
+            results["get-cart"] = await _drive("get-cart", clients, seconds, get_once)
+            calls = len(results["get-cart"].latencies)
+            results["get-cart"].scripts_per_call = (await _script_calls(monitor) - before) / calls
+            print(f"  get-cart: {results['get-cart'].rate:,.0f}/s", flush=True)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        keys = [key async for key in monitor.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await monitor.delete(*keys)
+        await monitor.aclose()
+        await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        await admin.close()
+    return results
+
+
+def report(results: dict[str, Result], clients: int) -> None:
+    floor = results["echo"].rate
+    print(f"\n{clients} concurrent clients")
+    print(f"{'phase':<10} {'ops':>8} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/echo':>7} {'scripts/op':>11}")
+    for phase in PHASES:
+        result = results[phase]
+        scripts = f"{result.scripts_per_call:.2f}" if result.scripts_per_call is not None else "-"
+        print(
+            f"{phase:<10} {len(result.latencies):>8} {result.rate:>9,.0f} {result.percentile_ms(0.5):>8.2f}"
+            f" {result.percentile_ms(0.99):>8.2f} {result.rate / floor:>7.2f} {scripts:>11}"
+        )
+    print(
+        f"ratios to the echo floor: AddItem {results['add-item'].rate / floor:.2f} (target >= 0.5), "
+        f"GetCart {results['get-cart'].rate / floor:.2f} (target >= 0.4)"
+    )
+
+
+def _runner() -> Callable[[Any], Any]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+def main(argv: Sequence[str]) -> int:
+    if argv and argv[0] == "echo-server":
+        _runner()(_echo_server(int(argv[1])))
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m bench cart", description=__doc__)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (default 10)")
+    args = parser.parse_args(argv)
+    results: dict[str, Result] = _runner()(run(args.clients, args.seconds))
+    report(results, args.clients)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
