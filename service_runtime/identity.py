@@ -54,6 +54,9 @@ class Caller:
     kind: CallerKind
     #: The user id (CUSTOMER), session id (SESSION) or service name (SERVICE); "" when ANONYMOUS.
     subject: str = ""
+    #: A CUSTOMER's token that also names the anonymous session it signed in from (`sid` beside `sub`):
+    #: that session's id, e.g. for the cart's sign-in merge; "" otherwise.
+    session: str = ""
 
     @property
     def owner(self) -> str:
@@ -130,7 +133,8 @@ class Verifier:
         )
         subject, session = claims.get("sub"), claims.get("sid")
         if isinstance(subject, str) and 0 < len(subject) <= 128:
-            return Caller(CallerKind.CUSTOMER, subject)
+            signed_in_from = session if isinstance(session, str) and 0 < len(session) <= 128 else ""
+            return Caller(CallerKind.CUSTOMER, subject, signed_in_from)
         if subject is None and isinstance(session, str) and 0 < len(session) <= 128:
             return Caller(CallerKind.SESSION, session)
         raise _invalid("the token names no user (sub) or session (sid)")
