@@ -41,8 +41,7 @@ def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly
         batch_size=settings.sweep_batch_size,
         lease_seconds=max(30.0, settings.sweep_interval_seconds * 10),
     )
-    # MergeCarts is not built yet (UNIMPLEMENTED); warn_unused_ignores flags this ignore once it is.
-    servicer = CartServicer(handlers, ttl_seconds=settings.cart_ttl_seconds)  # type: ignore[abstract]
+    servicer = CartServicer(handlers, ttl_seconds=settings.cart_ttl_seconds)
     return Assembly.of(
         cart_service_pb2_grpc.add_CartServiceServicer_to_server,
         servicer,

@@ -320,6 +320,27 @@ def recorded_lines(lines: Sequence[StoredLine], catalogue: Mapping[str, Catalogu
     return tuple(recorded)
 
 
+def merged_stored_lines(
+    target: Sequence[StoredLine], plan: Merge, catalogue: Mapping[str, CatalogueEntry], now: datetime
+) -> tuple[StoredLine, ...]:
+    """The target cart's lines after a merge: its own lines first (quantities as merged, times kept unless
+    the quantity changed), then the lines the merge added, priced now from the catalogue."""
+    held = {line.sku: line for line in target}
+    lines = []
+    for line in plan.lines:
+        existing = held.get(line.sku)
+        if existing is not None:
+            lines.append(
+                existing
+                if existing.quantity == line.quantity
+                else dataclasses_replace(existing, quantity=line.quantity, update_time=now)
+            )
+        else:
+            entry = catalogue[line.sku]
+            lines.append(StoredLine(line.sku, line.quantity, entry.price, entry.name, now, now))
+    return tuple(lines)
+
+
 def validate_cart_id(cart_id: str) -> None:
     violations = Violations()
     check_id(violations, cart_id, "cart_id")

@@ -17,6 +17,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from dataclasses import replace as dataclasses_replace
+from datetime import UTC, datetime
 
 from cart_svc import domain
 from cart_svc.catalogue import Catalogue
@@ -61,6 +62,13 @@ class Changed:
     cart: PricedCart
     #: Lines removed by this call.
     removed: int
+
+
+@dataclass(frozen=True)
+class Merged:
+    cart: PricedCart
+    merged_lines: tuple[domain.MergedLine, ...]
+    replayed: bool
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,98 @@ class CartHandlers:
         if recorded.checkout_id != checkout_id:
             raise domain.already_converted(recorded.checkout_id)
         return Converted(self.as_recorded(recorded), not fresh)
+
+    async def merge(self, source_cart_id: str, user_id: str, deadline: HasDeadline | None) -> Merged:
+        """Moves a session cart's lines into the user's ACTIVE cart (created when missing).
+
+        Steps, each safe to repeat: claim the source (`merging:<target>`: no change can follow), write the
+        merged lines into the target with one script (refused if the target changed since it was read,
+        then recomputed; a marker makes a repeat a no-op), record the source MERGED, drop it from Redis.
+        """
+        domain.validate_merge(source_cart_id, user_id)
+        caller = current_caller()
+        if caller.trusted:
+            source_owner = ""
+        else:
+            customer = require_customer()
+            if customer.owner != f"user:{user_id}":
+                raise domain.owner_mismatch()
+            source_owner = f"session:{customer.session}" if customer.session else "session:"
+        user_owner = f"user:{user_id}"
+
+        recorded = await self._work.read(lambda tx: tx.cart(source_cart_id))
+        if recorded is not None:
+            return await self._merged_already(recorded, source_owner, user_owner, deadline)
+        source = await self._store.read(source_cart_id, source_owner)
+        if source.outcome is Outcome.OK and source.cart is not None and source.cart.user_id:
+            raise domain.source_not_anonymous(source_cart_id)
+        if source.outcome is Outcome.MISSING and source_owner == "":
+            raise domain.cart_not_found(source_cart_id)
+        target_id, _ = await self._store.create(uuid.uuid4().hex, user_owner, user_id, "")
+        claimed = await self._store.claim(source_cart_id, source_owner, f"merging:{target_id}", which="live")
+        if claimed.outcome is not Outcome.OK or claimed.cart is None:
+            await self._refuse_unless_ok(source_cart_id, source_owner, claimed)
+            raise AssertionError("unreachable")
+        source_cart = claimed.cart
+        if source_cart.user_id:
+            raise domain.source_not_anonymous(source_cart_id)
+
+        for _ in range(_SETTLE_ATTEMPTS):
+            target = await self._store.read(target_id, user_owner)
+            await self._refuse_unless_ok(target_id, user_owner, target)
+            assert target.cart is not None
+            catalogue = await self._catalogue.entries(
+                [*(line.sku for line in source_cart.lines), *(line.sku for line in target.cart.lines)], deadline
+            )
+            plan = domain.merge_lines(
+                [domain.Line(line.sku, line.quantity) for line in target.cart.lines],
+                target.cart.currency_code,
+                [domain.Line(line.sku, line.quantity) for line in source_cart.lines],
+                {sku: entry.price.currency_code for sku, entry in catalogue.items()},
+                max_lines=self._max_lines,
+            )
+            written = await self._store.replace_lines(
+                target_id,
+                user_owner,
+                target.cart.update_time,
+                plan.currency_code,
+                domain.merged_stored_lines(target.cart.lines, plan, catalogue, datetime.now(UTC)),
+                source_cart_id,
+            )
+            if written.outcome is Outcome.MOVED:
+                continue
+            await self._refuse_unless_ok(target_id, user_owner, written)
+            merged_cart = dataclasses_replace(
+                source_cart,
+                status=CartStatus.MERGED,
+                merged_into_cart_id=target_id,
+                lines=domain.recorded_lines(source_cart.lines, catalogue),
+            )
+            await self._record(merged_cart)
+            await self._store.drop(source_cart_id)
+            if written.outcome is Outcome.REPLAYED:
+                return Merged(
+                    await self._active(target_id, await self._store.read(target_id, user_owner), deadline), (), True
+                )
+            return Merged(await self._priced(target_id, written, catalogue, deadline), plan.merged_lines, False)
+        raise Aborted(
+            "the user's cart kept changing during the merge; retry", reason="CONFLICT", retry_after_seconds=0.2
+        )
+
+    async def _merged_already(
+        self, recorded: StoredCart, source_owner: str, user_owner: str, deadline: HasDeadline | None
+    ) -> Merged:
+        if source_owner and recorded.owner != source_owner:
+            raise domain.cart_not_found(recorded.cart_id)
+        if recorded.user_id:
+            raise domain.source_not_anonymous(recorded.cart_id)
+        if recorded.status is not CartStatus.MERGED:
+            raise domain.cart_not_active(recorded.cart_id, recorded.status)
+        target = await self._store.read(recorded.merged_into_cart_id, user_owner)
+        if target.outcome is not Outcome.OK:
+            # merged into a cart that is no longer the user's ACTIVE one (or someone else's)
+            raise domain.cart_not_active(recorded.cart_id, CartStatus.MERGED)
+        return Merged(await self._active(recorded.merged_into_cart_id, target, deadline), (), True)
 
     async def abandon(self, cart_id: str) -> bool:
         """Records an expired cart ABANDONED and drops it from Redis (the sweeper, or a read that finds it

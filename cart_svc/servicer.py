@@ -1,7 +1,4 @@
-"""gRPC face of the cart service: proto → use case → proto, nothing else.
-
-MergeCarts is not built yet and answers UNIMPLEMENTED (the generated base's default).
-"""
+"""gRPC face of the cart service: proto → use case → proto, nothing else."""
 
 from __future__ import annotations
 
@@ -9,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from cart_svc.domain import CartStatus, PricedCart, etag
+from cart_svc.domain import CartStatus, MergeOutcome, PricedCart, etag
 from cart_svc.handlers import CartHandlers
 from service_runtime.values import Money
 from service_runtime.wire import duration_out, money_out, timestamp_out
@@ -25,6 +22,15 @@ _STATUS = {
     CartStatus.CONVERTED: pb.CART_STATUS_CONVERTED,
     CartStatus.ABANDONED: pb.CART_STATUS_ABANDONED,
     CartStatus.MERGED: pb.CART_STATUS_MERGED,
+}
+
+_OUTCOMES = {
+    MergeOutcome.ADDED: pb.MERGE_OUTCOME_ADDED,
+    MergeOutcome.COMBINED: pb.MERGE_OUTCOME_COMBINED,
+    MergeOutcome.CAPPED: pb.MERGE_OUTCOME_CAPPED,
+    MergeOutcome.DROPPED_LINE_LIMIT: pb.MERGE_OUTCOME_DROPPED_LINE_LIMIT,
+    MergeOutcome.DROPPED_CURRENCY: pb.MERGE_OUTCOME_DROPPED_CURRENCY,
+    MergeOutcome.DROPPED_UNAVAILABLE: pb.MERGE_OUTCOME_DROPPED_UNAVAILABLE,
 }
 
 
@@ -62,6 +68,22 @@ class CartServicer(pb_grpc.CartServiceServicer):
     async def ClearCart(self, request: pb.ClearCartRequest, context: Context) -> pb.ClearCartResponse:
         changed = await self._handlers.clear(request.cart_id, context)
         return pb.ClearCartResponse(cart=self._cart_out(changed.cart), removed_line_count=changed.removed)
+
+    async def MergeCarts(self, request: pb.MergeCartsRequest, context: Context) -> pb.MergeCartsResponse:
+        merged = await self._handlers.merge(request.source_cart_id, request.user_id, context)
+        return pb.MergeCartsResponse(
+            cart=self._cart_out(merged.cart),
+            merged_lines=[
+                pb.MergedLine(
+                    sku=line.sku,
+                    source_quantity=line.source_quantity,
+                    resulting_quantity=line.resulting_quantity,
+                    outcome=_OUTCOMES[line.outcome],
+                )
+                for line in merged.merged_lines
+            ],
+            replayed=merged.replayed,
+        )
 
     async def ConvertCart(self, request: pb.ConvertCartRequest, context: Context) -> pb.ConvertCartResponse:
         converted = await self._handlers.convert(request.cart_id, request.checkout_id, request.order_id, context)

@@ -217,20 +217,22 @@ for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonu
 return ids
 """
 
-# Replaces every line of an ACTIVE cart, if its lines are still the ones the caller read (`updated_ms`
-# unchanged): the write of a merge computed in Python. ARGV[6] expected updated_ms, ARGV[7] currency,
-# ARGV[8..] sku, line record pairs.
+# Replaces every line of an ACTIVE cart with the result of a merge computed in Python, if its lines are
+# still the ones the caller read (`updated_ms` unchanged) and this source was not merged into it yet.
+# ARGV[6] expected updated_ms, [7] currency, [8] source cart id, [9..] sku, line record pairs.
 _REPLACE_LINES = (
     _HEAD
     + """
+local marker = 'm:' .. ARGV[8]
+if redis.call('HEXISTS', cart, marker) == 1 then return {'replayed'} end
 if redis.call('HGET', cart, 'updated_ms') ~= ARGV[6] then return {'moved'} end
 redis.call('DEL', items)
 local count = 0
-for index = 8, #ARGV, 2 do
+for index = 9, #ARGV, 2 do
   redis.call('HSET', items, ARGV[index], ARGV[index + 1])
   count = count + 1
 end
-redis.call('HSET', cart, 'currency', ARGV[7], 'seq', count + tonumber(redis.call('HGET', cart, 'seq')))
+redis.call('HSET', cart, 'currency', ARGV[7], 'seq', count, marker, '1')
 changed()
 touch()
 return state('ok')
@@ -274,7 +276,7 @@ def _text(value: bytes | str | None) -> str:
 def encode_line(line: StoredLine, position: int) -> str:
     return (
         f"{line.quantity}|{position}|{line.added_unit_price.amount_minor}|"
-        f"{int(line.add_time.timestamp() * 1000)}|{int(line.update_time.timestamp() * 1000)}|{line.product_name}"
+        f"{round(line.add_time.timestamp() * 1000)}|{round(line.update_time.timestamp() * 1000)}|{line.product_name}"
     )
 
 
@@ -415,14 +417,15 @@ class CartStore:
         expected_update: datetime,
         currency: str,
         lines: Sequence[StoredLine],
-        first: int,
+        source: str,
     ) -> Result:
+        """Writes a merge's result (`lines`, in order) into the target cart; MOVED when its lines changed
+        since `expected_update`, REPLAYED when `source` was already merged into it."""
         pairs: list[str] = []
-        for offset, line in enumerate(lines):
-            pairs += [line.sku, encode_line(line, first + offset)]
-        return await self._run(
-            "replace", cart_id, owner, str(int(expected_update.timestamp() * 1000)), currency, *pairs
-        )
+        for position, line in enumerate(lines, start=1):
+            pairs += [line.sku, encode_line(line, position)]
+        expected = str(round(expected_update.timestamp() * 1000))
+        return await self._run("replace", cart_id, owner, expected, currency, source, *pairs)
 
     async def drop(self, cart_id: str) -> None:
         await self._scripts["drop"](keys=self._index_keys(), args=[cart_id])
