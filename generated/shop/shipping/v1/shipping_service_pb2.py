@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import date_pb2 as google_dot_type_dot_date__pb2
@@ -30,7 +31,7 @@ from shop.type.v1 import line_item_pb2 as shop_dot_type_dot_v1_dot_line__item__p
 from shop.type.v1 import money_pb2 as shop_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'shop/shipping/v1/shipping_service.proto\x12\x10shop.shipping.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x1ashop/type/v1/address.proto\x1a\x1cshop/type/v1/line_item.proto\x1a\x18shop/type/v1/money.proto\"l\n\x10\x41\x64\x64ressViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32&.shop.shipping.v1.AddressViolationType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"F\n\x16ValidateAddressRequest\x12,\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\"\xd1\x01\n\x17ValidateAddressResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x36\n\nviolations\x18\x02 \x03(\x0b\x32\".shop.shipping.v1.AddressViolation\x12\x31\n\x12normalized_address\x18\x03 \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x19\n\x11normalized_fields\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65liverable\x18\x05 \x01(\x08\x12\x0c\n\x04zone\x18\x06 \x01(\t\"\xb8\x01\n\x10\x44\x65liveryEstimate\x12\x19\n\x11min_business_days\x18\x01 \x01(\x05\x12\x19\n\x11max_business_days\x18\x02 \x01(\x05\x12\x31\n\x16\x65\x61rliest_delivery_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12/\n\x14latest_delivery_date\x18\x06 \x01(\x0b\x32\x11.google.type.DateJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"\x8a\x02\n\x0eShippingOption\x12\x39\n\x0fshipping_method\x18\x01 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12!\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.Money\x12&\n\tlist_cost\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x1d\n\x15\x66ree_shipping_applied\x18\x05 \x01(\x08\x12=\n\x11\x64\x65livery_estimate\x18\x06 \x01(\x0b\x32\".shop.shipping.v1.DeliveryEstimate\"\xac\x01\n\x19GetShippingOptionsRequest\x12\x35\n\x10shipping_address\x18\x01 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12+\n\x05items\x18\x02 \x03(\x0b\x32\x16.shop.type.v1.LineItemB\x04\xe2\x41\x01\x02\x12+\n\x08subtotal\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\"\xe5\x01\n\x1aGetShippingOptionsResponse\x12\x31\n\x07options\x18\x01 \x03(\x0b\x32 .shop.shipping.v1.ShippingOption\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x1a\n\x12total_weight_grams\x18\x03 \x01(\x03\x12\x34\n\x17\x66ree_shipping_threshold\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x34\n\x17\x61mount_to_free_shipping\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.Money\"\xe8\x01\n\x14QuoteShippingRequest\x12?\n\x0fshipping_method\x18\x01 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\x12\x35\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12+\n\x05items\x18\x03 \x03(\x0b\x32\x16.shop.type.v1.LineItemB\x04\xe2\x41\x01\x02\x12+\n\x08subtotal\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\"\xa3\x01\n\x15QuoteShippingResponse\x12\x30\n\x06option\x18\x01 \x01(\x0b\x32 .shop.shipping.v1.ShippingOption\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x1a\n\x12total_weight_grams\x18\x03 \x01(\x03\x12.\n\nquote_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdc\x03\n\x08Shipment\x12\x19\n\x0bshipment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x1d\n\x0ftracking_number\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63\x61rrier\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x0fshipping_method\x18\x05 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12/\n\x10shipping_address\x18\x06 \x01(\x0b\x32\x15.shop.type.v1.Address\x12%\n\x05items\x18\x07 \x03(\x0b\x32\x16.shop.type.v1.LineItem\x12 \n\x12total_weight_grams\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x36\n\x06status\x18\t \x01(\x0e\x32 .shop.shipping.v1.ShipmentStatusB\x04\xe2\x41\x01\x03\x12\x43\n\x11\x64\x65livery_estimate\x18\n \x01(\x0b\x32\".shop.shipping.v1.DeliveryEstimateB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xd4\x01\n\x15\x43reateShipmentRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12?\n\x0fshipping_method\x18\x03 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x16.shop.type.v1.LineItemB\x04\xe2\x41\x01\x02\"X\n\x16\x43reateShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\x8b\x01\n\x0eShippingMethod\x12\x1f\n\x1bSHIPPING_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18SHIPPING_METHOD_STANDARD\x10\x01\x12\x1b\n\x17SHIPPING_METHOD_EXPRESS\x10\x02\x12\x1d\n\x19SHIPPING_METHOD_OVERNIGHT\x10\x03*\x9e\x03\n\x14\x41\x64\x64ressViolationType\x12&\n\"ADDRESS_VIOLATION_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1f\x41\x44\x44RESS_VIOLATION_TYPE_REQUIRED\x10\x01\x12#\n\x1f\x41\x44\x44RESS_VIOLATION_TYPE_TOO_LONG\x10\x02\x12-\n)ADDRESS_VIOLATION_TYPE_INVALID_CHARACTERS\x10\x03\x12*\n&ADDRESS_VIOLATION_TYPE_UNKNOWN_COUNTRY\x10\x04\x12)\n%ADDRESS_VIOLATION_TYPE_UNKNOWN_REGION\x10\x05\x12-\n)ADDRESS_VIOLATION_TYPE_POSTAL_CODE_FORMAT\x10\x06\x12\x36\n2ADDRESS_VIOLATION_TYPE_POSTAL_CODE_REGION_MISMATCH\x10\x07\x12\'\n#ADDRESS_VIOLATION_TYPE_PHONE_FORMAT\x10\x08*\x8c\x01\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SHIPMENT_STATUS_BOOKED\x10\x01\x12\x1e\n\x1aSHIPMENT_STATUS_IN_TRANSIT\x10\x02\x12\x1d\n\x19SHIPMENT_STATUS_DELIVERED\x10\x03\x32\xb1\x03\n\x0fShippingService\x12\x66\n\x0fValidateAddress\x12(.shop.shipping.v1.ValidateAddressRequest\x1a).shop.shipping.v1.ValidateAddressResponse\x12o\n\x12GetShippingOptions\x12+.shop.shipping.v1.GetShippingOptionsRequest\x1a,.shop.shipping.v1.GetShippingOptionsResponse\x12`\n\rQuoteShipping\x12&.shop.shipping.v1.QuoteShippingRequest\x1a\'.shop.shipping.v1.QuoteShippingResponse\x12\x63\n\x0e\x43reateShipment\x12\'.shop.shipping.v1.CreateShipmentRequest\x1a(.shop.shipping.v1.CreateShipmentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'shop/shipping/v1/shipping_service.proto\x12\x10shop.shipping.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x1ashop/type/v1/address.proto\x1a\x1cshop/type/v1/line_item.proto\x1a\x18shop/type/v1/money.proto\"l\n\x10\x41\x64\x64ressViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32&.shop.shipping.v1.AddressViolationType\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"F\n\x16ValidateAddressRequest\x12,\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\"\xd1\x01\n\x17ValidateAddressResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x36\n\nviolations\x18\x02 \x03(\x0b\x32\".shop.shipping.v1.AddressViolation\x12\x31\n\x12normalized_address\x18\x03 \x01(\x0b\x32\x15.shop.type.v1.Address\x12\x19\n\x11normalized_fields\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65liverable\x18\x05 \x01(\x08\x12\x0c\n\x04zone\x18\x06 \x01(\t\"\xb8\x01\n\x10\x44\x65liveryEstimate\x12\x19\n\x11min_business_days\x18\x01 \x01(\x05\x12\x19\n\x11max_business_days\x18\x02 \x01(\x05\x12\x31\n\x16\x65\x61rliest_delivery_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12/\n\x14latest_delivery_date\x18\x06 \x01(\x0b\x32\x11.google.type.DateJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"\x8a\x02\n\x0eShippingOption\x12\x39\n\x0fshipping_method\x18\x01 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12!\n\x04\x63ost\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.Money\x12&\n\tlist_cost\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x1d\n\x15\x66ree_shipping_applied\x18\x05 \x01(\x08\x12=\n\x11\x64\x65livery_estimate\x18\x06 \x01(\x0b\x32\".shop.shipping.v1.DeliveryEstimate\"\xac\x01\n\x19GetShippingOptionsRequest\x12\x35\n\x10shipping_address\x18\x01 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12+\n\x05items\x18\x02 \x03(\x0b\x32\x16.shop.type.v1.LineItemB\x04\xe2\x41\x01\x02\x12+\n\x08subtotal\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\"\xe5\x01\n\x1aGetShippingOptionsResponse\x12\x31\n\x07options\x18\x01 \x03(\x0b\x32 .shop.shipping.v1.ShippingOption\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x1a\n\x12total_weight_grams\x18\x03 \x01(\x03\x12\x34\n\x17\x66ree_shipping_threshold\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.Money\x12\x34\n\x17\x61mount_to_free_shipping\x18\x05 \x01(\x0b\x32\x13.shop.type.v1.Money\"\xe8\x01\n\x14QuoteShippingRequest\x12?\n\x0fshipping_method\x18\x01 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\x12\x35\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12+\n\x05items\x18\x03 \x03(\x0b\x32\x16.shop.type.v1.LineItemB\x04\xe2\x41\x01\x02\x12+\n\x08subtotal\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x04\xe2\x41\x01\x02\"\xa3\x01\n\x15QuoteShippingResponse\x12\x30\n\x06option\x18\x01 \x01(\x0b\x32 .shop.shipping.v1.ShippingOption\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12\x1a\n\x12total_weight_grams\x18\x03 \x01(\x03\x12.\n\nquote_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x93\x04\n\x08Shipment\x12\x19\n\x0bshipment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x1d\n\x0ftracking_number\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63\x61rrier\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x0fshipping_method\x18\x05 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethod\x12/\n\x10shipping_address\x18\x06 \x01(\x0b\x32\x15.shop.type.v1.Address\x12%\n\x05items\x18\x07 \x03(\x0b\x32\x16.shop.type.v1.LineItem\x12 \n\x12total_weight_grams\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x36\n\x06status\x18\t \x01(\x0e\x32 .shop.shipping.v1.ShipmentStatusB\x04\xe2\x41\x01\x03\x12\x43\n\x11\x64\x65livery_estimate\x18\n \x01(\x0b\x32\".shop.shipping.v1.DeliveryEstimateB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xd4\x01\n\x15\x43reateShipmentRequest\x12\x16\n\x08order_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x10shipping_address\x18\x02 \x01(\x0b\x32\x15.shop.type.v1.AddressB\x04\xe2\x41\x01\x02\x12?\n\x0fshipping_method\x18\x03 \x01(\x0e\x32 .shop.shipping.v1.ShippingMethodB\x04\xe2\x41\x01\x02\x12+\n\x05items\x18\x04 \x03(\x0b\x32\x16.shop.type.v1.LineItemB\x04\xe2\x41\x01\x02\"X\n\x16\x43reateShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"/\n\x12GetShipmentRequest\x12\x19\n\x0bshipment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x13GetShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\"2\n\x15\x43\x61ncelShipmentRequest\x12\x19\n\x0bshipment_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"X\n\x16\x43\x61ncelShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\xb9\x01\n\x18RecordCarrierScanRequest\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0bshipment_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x04kind\x18\x03 \x01(\x0e\x32!.shop.shipping.v1.CarrierScanKindB\x04\xe2\x41\x01\x02\x12\x33\n\tscan_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02\"[\n\x19RecordCarrierScanResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\x8b\x01\n\x0eShippingMethod\x12\x1f\n\x1bSHIPPING_METHOD_UNSPECIFIED\x10\x00\x12\x1c\n\x18SHIPPING_METHOD_STANDARD\x10\x01\x12\x1b\n\x17SHIPPING_METHOD_EXPRESS\x10\x02\x12\x1d\n\x19SHIPPING_METHOD_OVERNIGHT\x10\x03*\x9e\x03\n\x14\x41\x64\x64ressViolationType\x12&\n\"ADDRESS_VIOLATION_TYPE_UNSPECIFIED\x10\x00\x12#\n\x1f\x41\x44\x44RESS_VIOLATION_TYPE_REQUIRED\x10\x01\x12#\n\x1f\x41\x44\x44RESS_VIOLATION_TYPE_TOO_LONG\x10\x02\x12-\n)ADDRESS_VIOLATION_TYPE_INVALID_CHARACTERS\x10\x03\x12*\n&ADDRESS_VIOLATION_TYPE_UNKNOWN_COUNTRY\x10\x04\x12)\n%ADDRESS_VIOLATION_TYPE_UNKNOWN_REGION\x10\x05\x12-\n)ADDRESS_VIOLATION_TYPE_POSTAL_CODE_FORMAT\x10\x06\x12\x36\n2ADDRESS_VIOLATION_TYPE_POSTAL_CODE_REGION_MISMATCH\x10\x07\x12\'\n#ADDRESS_VIOLATION_TYPE_PHONE_FORMAT\x10\x08*\xab\x01\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SHIPMENT_STATUS_BOOKED\x10\x01\x12\x1e\n\x1aSHIPMENT_STATUS_IN_TRANSIT\x10\x02\x12\x1d\n\x19SHIPMENT_STATUS_DELIVERED\x10\x03\x12\x1d\n\x19SHIPMENT_STATUS_CANCELLED\x10\x04*w\n\x0f\x43\x61rrierScanKind\x12!\n\x1d\x43\x41RRIER_SCAN_KIND_UNSPECIFIED\x10\x00\x12 \n\x1c\x43\x41RRIER_SCAN_KIND_IN_TRANSIT\x10\x01\x12\x1f\n\x1b\x43\x41RRIER_SCAN_KIND_DELIVERED\x10\x02\x32\x82\x06\n\x0fShippingService\x12\x66\n\x0fValidateAddress\x12(.shop.shipping.v1.ValidateAddressRequest\x1a).shop.shipping.v1.ValidateAddressResponse\x12\x90\x01\n\x12GetShippingOptions\x12+.shop.shipping.v1.GetShippingOptionsRequest\x1a,.shop.shipping.v1.GetShippingOptionsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/shipping:options:\x01*\x12`\n\rQuoteShipping\x12&.shop.shipping.v1.QuoteShippingRequest\x1a\'.shop.shipping.v1.QuoteShippingResponse\x12\x63\n\x0e\x43reateShipment\x12\'.shop.shipping.v1.CreateShipmentRequest\x1a(.shop.shipping.v1.CreateShipmentResponse\x12Z\n\x0bGetShipment\x12$.shop.shipping.v1.GetShipmentRequest\x1a%.shop.shipping.v1.GetShipmentResponse\x12\x63\n\x0e\x43\x61ncelShipment\x12\'.shop.shipping.v1.CancelShipmentRequest\x1a(.shop.shipping.v1.CancelShipmentResponse\x12l\n\x11RecordCarrierScan\x12*.shop.shipping.v1.RecordCarrierScanRequest\x1a+.shop.shipping.v1.RecordCarrierScanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -69,6 +70,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHIPMENT'].fields_by_name['delivery_estimate']._serialized_options = b'\342A\001\003'
   _globals['_SHIPMENT'].fields_by_name['create_time']._loaded_options = None
   _globals['_SHIPMENT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SHIPMENT'].fields_by_name['update_time']._loaded_options = None
+  _globals['_SHIPMENT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_CREATESHIPMENTREQUEST'].fields_by_name['order_id']._loaded_options = None
   _globals['_CREATESHIPMENTREQUEST'].fields_by_name['order_id']._serialized_options = b'\342A\001\002'
   _globals['_CREATESHIPMENTREQUEST'].fields_by_name['shipping_address']._loaded_options = None
@@ -77,36 +80,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESHIPMENTREQUEST'].fields_by_name['shipping_method']._serialized_options = b'\342A\001\002'
   _globals['_CREATESHIPMENTREQUEST'].fields_by_name['items']._loaded_options = None
   _globals['_CREATESHIPMENTREQUEST'].fields_by_name['items']._serialized_options = b'\342A\001\002'
-  _globals['_SHIPPINGMETHOD']._serialized_start=2678
-  _globals['_SHIPPINGMETHOD']._serialized_end=2817
-  _globals['_ADDRESSVIOLATIONTYPE']._serialized_start=2820
-  _globals['_ADDRESSVIOLATIONTYPE']._serialized_end=3234
-  _globals['_SHIPMENTSTATUS']._serialized_start=3237
-  _globals['_SHIPMENTSTATUS']._serialized_end=3377
-  _globals['_ADDRESSVIOLATION']._serialized_start=235
-  _globals['_ADDRESSVIOLATION']._serialized_end=343
-  _globals['_VALIDATEADDRESSREQUEST']._serialized_start=345
-  _globals['_VALIDATEADDRESSREQUEST']._serialized_end=415
-  _globals['_VALIDATEADDRESSRESPONSE']._serialized_start=418
-  _globals['_VALIDATEADDRESSRESPONSE']._serialized_end=627
-  _globals['_DELIVERYESTIMATE']._serialized_start=630
-  _globals['_DELIVERYESTIMATE']._serialized_end=814
-  _globals['_SHIPPINGOPTION']._serialized_start=817
-  _globals['_SHIPPINGOPTION']._serialized_end=1083
-  _globals['_GETSHIPPINGOPTIONSREQUEST']._serialized_start=1086
-  _globals['_GETSHIPPINGOPTIONSREQUEST']._serialized_end=1258
-  _globals['_GETSHIPPINGOPTIONSRESPONSE']._serialized_start=1261
-  _globals['_GETSHIPPINGOPTIONSRESPONSE']._serialized_end=1490
-  _globals['_QUOTESHIPPINGREQUEST']._serialized_start=1493
-  _globals['_QUOTESHIPPINGREQUEST']._serialized_end=1725
-  _globals['_QUOTESHIPPINGRESPONSE']._serialized_start=1728
-  _globals['_QUOTESHIPPINGRESPONSE']._serialized_end=1891
-  _globals['_SHIPMENT']._serialized_start=1894
-  _globals['_SHIPMENT']._serialized_end=2370
-  _globals['_CREATESHIPMENTREQUEST']._serialized_start=2373
-  _globals['_CREATESHIPMENTREQUEST']._serialized_end=2585
-  _globals['_CREATESHIPMENTRESPONSE']._serialized_start=2587
-  _globals['_CREATESHIPMENTRESPONSE']._serialized_end=2675
-  _globals['_SHIPPINGSERVICE']._serialized_start=3380
-  _globals['_SHIPPINGSERVICE']._serialized_end=3813
+  _globals['_GETSHIPMENTREQUEST'].fields_by_name['shipment_id']._loaded_options = None
+  _globals['_GETSHIPMENTREQUEST'].fields_by_name['shipment_id']._serialized_options = b'\342A\001\002'
+  _globals['_CANCELSHIPMENTREQUEST'].fields_by_name['shipment_id']._loaded_options = None
+  _globals['_CANCELSHIPMENTREQUEST'].fields_by_name['shipment_id']._serialized_options = b'\342A\001\002'
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['event_id']._loaded_options = None
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['event_id']._serialized_options = b'\342A\001\002'
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['shipment_id']._loaded_options = None
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['shipment_id']._serialized_options = b'\342A\001\002'
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['kind']._loaded_options = None
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['scan_time']._loaded_options = None
+  _globals['_RECORDCARRIERSCANREQUEST'].fields_by_name['scan_time']._serialized_options = b'\342A\001\002'
+  _globals['_SHIPPINGSERVICE'].methods_by_name['GetShippingOptions']._loaded_options = None
+  _globals['_SHIPPINGSERVICE'].methods_by_name['GetShippingOptions']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/shipping:options:\001*'
+  _globals['_SHIPPINGMETHOD']._serialized_start=3304
+  _globals['_SHIPPINGMETHOD']._serialized_end=3443
+  _globals['_ADDRESSVIOLATIONTYPE']._serialized_start=3446
+  _globals['_ADDRESSVIOLATIONTYPE']._serialized_end=3860
+  _globals['_SHIPMENTSTATUS']._serialized_start=3863
+  _globals['_SHIPMENTSTATUS']._serialized_end=4034
+  _globals['_CARRIERSCANKIND']._serialized_start=4036
+  _globals['_CARRIERSCANKIND']._serialized_end=4155
+  _globals['_ADDRESSVIOLATION']._serialized_start=265
+  _globals['_ADDRESSVIOLATION']._serialized_end=373
+  _globals['_VALIDATEADDRESSREQUEST']._serialized_start=375
+  _globals['_VALIDATEADDRESSREQUEST']._serialized_end=445
+  _globals['_VALIDATEADDRESSRESPONSE']._serialized_start=448
+  _globals['_VALIDATEADDRESSRESPONSE']._serialized_end=657
+  _globals['_DELIVERYESTIMATE']._serialized_start=660
+  _globals['_DELIVERYESTIMATE']._serialized_end=844
+  _globals['_SHIPPINGOPTION']._serialized_start=847
+  _globals['_SHIPPINGOPTION']._serialized_end=1113
+  _globals['_GETSHIPPINGOPTIONSREQUEST']._serialized_start=1116
+  _globals['_GETSHIPPINGOPTIONSREQUEST']._serialized_end=1288
+  _globals['_GETSHIPPINGOPTIONSRESPONSE']._serialized_start=1291
+  _globals['_GETSHIPPINGOPTIONSRESPONSE']._serialized_end=1520
+  _globals['_QUOTESHIPPINGREQUEST']._serialized_start=1523
+  _globals['_QUOTESHIPPINGREQUEST']._serialized_end=1755
+  _globals['_QUOTESHIPPINGRESPONSE']._serialized_start=1758
+  _globals['_QUOTESHIPPINGRESPONSE']._serialized_end=1921
+  _globals['_SHIPMENT']._serialized_start=1924
+  _globals['_SHIPMENT']._serialized_end=2455
+  _globals['_CREATESHIPMENTREQUEST']._serialized_start=2458
+  _globals['_CREATESHIPMENTREQUEST']._serialized_end=2670
+  _globals['_CREATESHIPMENTRESPONSE']._serialized_start=2672
+  _globals['_CREATESHIPMENTRESPONSE']._serialized_end=2760
+  _globals['_GETSHIPMENTREQUEST']._serialized_start=2762
+  _globals['_GETSHIPMENTREQUEST']._serialized_end=2809
+  _globals['_GETSHIPMENTRESPONSE']._serialized_start=2811
+  _globals['_GETSHIPMENTRESPONSE']._serialized_end=2878
+  _globals['_CANCELSHIPMENTREQUEST']._serialized_start=2880
+  _globals['_CANCELSHIPMENTREQUEST']._serialized_end=2930
+  _globals['_CANCELSHIPMENTRESPONSE']._serialized_start=2932
+  _globals['_CANCELSHIPMENTRESPONSE']._serialized_end=3020
+  _globals['_RECORDCARRIERSCANREQUEST']._serialized_start=3023
+  _globals['_RECORDCARRIERSCANREQUEST']._serialized_end=3208
+  _globals['_RECORDCARRIERSCANRESPONSE']._serialized_start=3210
+  _globals['_RECORDCARRIERSCANRESPONSE']._serialized_end=3301
+  _globals['_SHIPPINGSERVICE']._serialized_start=4158
+  _globals['_SHIPPINGSERVICE']._serialized_end=4928
 # @@protoc_insertion_point(module_scope)

@@ -126,6 +126,8 @@ class _ShipmentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Shipme
     """Collected by the carrier and in transit."""
     SHIPMENT_STATUS_DELIVERED: _ShipmentStatus.ValueType  # 3
     """Delivered to the recipient. Terminal."""
+    SHIPMENT_STATUS_CANCELLED: _ShipmentStatus.ValueType  # 4
+    """Cancelled before the carrier collected it. Terminal."""
 
 class ShipmentStatus(_ShipmentStatus, metaclass=_ShipmentStatusEnumTypeWrapper):
     """Lifecycle of a shipment, as far as this service knows it."""
@@ -138,7 +140,33 @@ SHIPMENT_STATUS_IN_TRANSIT: ShipmentStatus.ValueType  # 2
 """Collected by the carrier and in transit."""
 SHIPMENT_STATUS_DELIVERED: ShipmentStatus.ValueType  # 3
 """Delivered to the recipient. Terminal."""
+SHIPMENT_STATUS_CANCELLED: ShipmentStatus.ValueType  # 4
+"""Cancelled before the carrier collected it. Terminal."""
 Global___ShipmentStatus: _TypeAlias = ShipmentStatus  # noqa: Y015
+
+class _CarrierScanKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CarrierScanKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CarrierScanKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CARRIER_SCAN_KIND_UNSPECIFIED: _CarrierScanKind.ValueType  # 0
+    """Not allowed in requests."""
+    CARRIER_SCAN_KIND_IN_TRANSIT: _CarrierScanKind.ValueType  # 1
+    """Collected by the carrier, or seen in its network."""
+    CARRIER_SCAN_KIND_DELIVERED: _CarrierScanKind.ValueType  # 2
+    """Delivered to the recipient."""
+
+class CarrierScanKind(_CarrierScanKind, metaclass=_CarrierScanKindEnumTypeWrapper):
+    """What a carrier scan says about a parcel."""
+
+CARRIER_SCAN_KIND_UNSPECIFIED: CarrierScanKind.ValueType  # 0
+"""Not allowed in requests."""
+CARRIER_SCAN_KIND_IN_TRANSIT: CarrierScanKind.ValueType  # 1
+"""Collected by the carrier, or seen in its network."""
+CARRIER_SCAN_KIND_DELIVERED: CarrierScanKind.ValueType  # 2
+"""Delivered to the recipient."""
+Global___CarrierScanKind: _TypeAlias = CarrierScanKind  # noqa: Y015
 
 @_typing.final
 class AddressViolation(_message.Message):
@@ -526,6 +554,7 @@ class Shipment(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DELIVERY_ESTIMATE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     shipment_id: _builtins.str
     """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
     the service.
@@ -558,6 +587,10 @@ class Shipment(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the shipment was booked."""
 
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When the status last changed."""
+
     def __init__(
         self,
         *,
@@ -572,10 +605,11 @@ class Shipment(_message.Message):
         status: Global___ShipmentStatus.ValueType = ...,
         delivery_estimate: Global___DeliveryEstimate | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_estimate", b"delivery_estimate", "shipping_address", b"shipping_address"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_estimate", b"delivery_estimate", "shipping_address", b"shipping_address", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "create_time", b"create_time", "delivery_estimate", b"delivery_estimate", "items", b"items", "order_id", b"order_id", "shipment_id", b"shipment_id", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "status", b"status", "total_weight_grams", b"total_weight_grams", "tracking_number", b"tracking_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "create_time", b"create_time", "delivery_estimate", b"delivery_estimate", "items", b"items", "order_id", b"order_id", "shipment_id", b"shipment_id", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "status", b"status", "total_weight_grams", b"total_weight_grams", "tracking_number", b"tracking_number", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,3 +682,165 @@ class CreateShipmentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateShipmentResponse: _TypeAlias = CreateShipmentResponse  # noqa: Y015
+
+@_typing.final
+class GetShipmentRequest(_message.Message):
+    """Request for GetShipment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    shipment_id: _builtins.str
+    """Required. The shipment."""
+    def __init__(
+        self,
+        *,
+        shipment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shipment_id", b"shipment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShipmentRequest: _TypeAlias = GetShipmentRequest  # noqa: Y015
+
+@_typing.final
+class GetShipmentResponse(_message.Message):
+    """Response for GetShipment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shipment(self) -> Global___Shipment:
+        """The shipment."""
+
+    def __init__(
+        self,
+        *,
+        shipment: Global___Shipment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipment", b"shipment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shipment", b"shipment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShipmentResponse: _TypeAlias = GetShipmentResponse  # noqa: Y015
+
+@_typing.final
+class CancelShipmentRequest(_message.Message):
+    """Request for CancelShipment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    shipment_id: _builtins.str
+    """Required. The shipment to cancel; the idempotency key of this call."""
+    def __init__(
+        self,
+        *,
+        shipment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shipment_id", b"shipment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelShipmentRequest: _TypeAlias = CancelShipmentRequest  # noqa: Y015
+
+@_typing.final
+class CancelShipmentResponse(_message.Message):
+    """Response for CancelShipment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when it was already CANCELLED."""
+    @_builtins.property
+    def shipment(self) -> Global___Shipment:
+        """The shipment, CANCELLED."""
+
+    def __init__(
+        self,
+        *,
+        shipment: Global___Shipment | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipment", b"shipment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "shipment", b"shipment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelShipmentResponse: _TypeAlias = CancelShipmentResponse  # noqa: Y015
+
+@_typing.final
+class RecordCarrierScanRequest(_message.Message):
+    """Request for RecordCarrierScan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SCAN_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Required. The carrier's id of this scan event, 1..128 characters of
+    [A-Za-z0-9._:-]; the idempotency key.
+    """
+    shipment_id: _builtins.str
+    """Required. The shipment scanned."""
+    kind: Global___CarrierScanKind.ValueType
+    """Required. What the scan says; must not be UNSPECIFIED."""
+    @_builtins.property
+    def scan_time(self) -> _timestamp_pb2.Timestamp:
+        """Required. When the carrier scanned the parcel."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        shipment_id: _builtins.str = ...,
+        kind: Global___CarrierScanKind.ValueType = ...,
+        scan_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scan_time", b"scan_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "kind", b"kind", "scan_time", b"scan_time", "shipment_id", b"shipment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCarrierScanRequest: _TypeAlias = RecordCarrierScanRequest  # noqa: Y015
+
+@_typing.final
+class RecordCarrierScanResponse(_message.Message):
+    """Response for RecordCarrierScan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this event id was already recorded."""
+    @_builtins.property
+    def shipment(self) -> Global___Shipment:
+        """The shipment after the scan."""
+
+    def __init__(
+        self,
+        *,
+        shipment: Global___Shipment | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipment", b"shipment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "shipment", b"shipment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordCarrierScanResponse: _TypeAlias = RecordCarrierScanResponse  # noqa: Y015

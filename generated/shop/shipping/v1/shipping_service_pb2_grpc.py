@@ -53,6 +53,18 @@ class ShippingServiceStub:
     `shipmentId`), and a status in metadata is the enum value name (metadata
     `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
 
+    Callers: ValidateAddress, GetShippingOptions and QuoteShipping are open to
+    any caller (a shopper's token is not needed); GetShippingOptions has a
+    google.api.http route for the BFF. CreateShipment, GetShipment,
+    CancelShipment and RecordCarrierScan are for trusted mesh callers only (the
+    order service, the gateway, the carrier-webhook adapter), proved by the
+    mesh's service token: anyone else gets PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
+    (AUTH_TOKEN_MISSING).
+
+    Tracking lives here only: an order refers to its shipment by `shipment_id`
+    and reads carrier and tracking number from GetShipment.
+
     Any RPC may also answer:
     ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
     nothing was written;
@@ -91,6 +103,21 @@ class ShippingServiceStub:
                 request_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CreateShipmentRequest.SerializeToString,
                 response_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CreateShipmentResponse.FromString,
                 _registered_method=True)
+        self.GetShipment = channel.unary_unary(
+                '/shop.shipping.v1.ShippingService/GetShipment',
+                request_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.GetShipmentRequest.SerializeToString,
+                response_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.GetShipmentResponse.FromString,
+                _registered_method=True)
+        self.CancelShipment = channel.unary_unary(
+                '/shop.shipping.v1.ShippingService/CancelShipment',
+                request_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CancelShipmentRequest.SerializeToString,
+                response_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CancelShipmentResponse.FromString,
+                _registered_method=True)
+        self.RecordCarrierScan = channel.unary_unary(
+                '/shop.shipping.v1.ShippingService/RecordCarrierScan',
+                request_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.RecordCarrierScanRequest.SerializeToString,
+                response_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.RecordCarrierScanResponse.FromString,
+                _registered_method=True)
 
 
 class ShippingServiceServicer:
@@ -120,6 +147,18 @@ class ShippingServiceServicer:
     MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
     `shipmentId`), and a status in metadata is the enum value name (metadata
     `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
+
+    Callers: ValidateAddress, GetShippingOptions and QuoteShipping are open to
+    any caller (a shopper's token is not needed); GetShippingOptions has a
+    google.api.http route for the BFF. CreateShipment, GetShipment,
+    CancelShipment and RecordCarrierScan are for trusted mesh callers only (the
+    order service, the gateway, the carrier-webhook adapter), proved by the
+    mesh's service token: anyone else gets PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
+    (AUTH_TOKEN_MISSING).
+
+    Tracking lives here only: an order refers to its shipment by `shipment_id`
+    and reads carrier and tracking number from GetShipment.
 
     Any RPC may also answer:
     ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
@@ -180,15 +219,57 @@ class ShippingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateShipment(self, request, context):
-        """Books a shipment for an order with the (sandbox) carrier and returns its
-        tracking number. Idempotent on `order_id`: one shipment per order; a replay
-        with the same address, method and items returns the first shipment.
+        """Books a shipment for an order with the carrier and returns its tracking
+        number; the carrier adapter of this build is a deterministic sandbox
+        ("sandbox-post"). Trusted mesh callers only (the order service).
+        Idempotent on `order_id`: one shipment per order; a replay with the same
+        address, method and items returns the first shipment.
         Errors: INVALID_ARGUMENT (bad address, ADDRESS_INVALID; unknown SKUs);
         FAILED_PRECONDITION (DESTINATION_NOT_SERVED, SHIPPING_METHOD_NOT_AVAILABLE);
         ALREADY_EXISTS (SHIPMENT_ALREADY_EXISTS: the order already has a shipment
         with a different address, method or items; metadata `shipmentId` and
         `orderId`); UNAVAILABLE (DOWNSTREAM_UNAVAILABLE, or inventory's reason
         passed on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetShipment(self, request, context):
+        """Returns a shipment with its carrier, tracking number and status. Trusted
+        mesh callers only. Read-only.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+        `shipmentId`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelShipment(self, request, context):
+        """Cancels a shipment the carrier has not collected yet (BOOKED); the order
+        service calls it when a confirmed order is cancelled. Trusted mesh callers
+        only. Naturally idempotent: cancelling a CANCELLED shipment succeeds.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+        `shipmentId`); FAILED_PRECONDITION (SHIPMENT_NOT_CANCELLABLE: the carrier
+        already has it, metadata `shipmentId` and `status`, e.g.
+        `status=SHIPMENT_STATUS_IN_TRANSIT`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordCarrierScan(self, request, context):
+        """Records a carrier's scan of a parcel: what a carrier-webhook adapter calls.
+        BOOKED -> IN_TRANSIT on a collection or transit scan, BOOKED or IN_TRANSIT
+        -> DELIVERED on a delivery scan; a scan that arrives after a later one (an
+        IN_TRANSIT scan after DELIVERED) is recorded without moving the status
+        back. Trusted mesh callers only. Idempotent on `event_id`: a repeat
+        returns the shipment with `replayed` set.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+        `shipmentId`); FAILED_PRECONDITION (SHIPMENT_CANCELLED: the shipment was
+        cancelled, metadata `shipmentId`); ALREADY_EXISTS (EVENT_ID_REUSED: the
+        event id was recorded for another shipment or status, metadata
+        `eventId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -216,6 +297,21 @@ def add_ShippingServiceServicer_to_server(servicer, server):
                     servicer.CreateShipment,
                     request_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CreateShipmentRequest.FromString,
                     response_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CreateShipmentResponse.SerializeToString,
+            ),
+            'GetShipment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShipment,
+                    request_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.GetShipmentRequest.FromString,
+                    response_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.GetShipmentResponse.SerializeToString,
+            ),
+            'CancelShipment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelShipment,
+                    request_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CancelShipmentRequest.FromString,
+                    response_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CancelShipmentResponse.SerializeToString,
+            ),
+            'RecordCarrierScan': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCarrierScan,
+                    request_deserializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.RecordCarrierScanRequest.FromString,
+                    response_serializer=shop_dot_shipping_dot_v1_dot_shipping__service__pb2.RecordCarrierScanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -252,6 +348,18 @@ class ShippingService:
     MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
     `shipmentId`), and a status in metadata is the enum value name (metadata
     `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
+
+    Callers: ValidateAddress, GetShippingOptions and QuoteShipping are open to
+    any caller (a shopper's token is not needed); GetShippingOptions has a
+    google.api.http route for the BFF. CreateShipment, GetShipment,
+    CancelShipment and RecordCarrierScan are for trusted mesh callers only (the
+    order service, the gateway, the carrier-webhook adapter), proved by the
+    mesh's service token: anyone else gets PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
+    (AUTH_TOKEN_MISSING).
+
+    Tracking lives here only: an order refers to its shipment by `shipment_id`
+    and reads carrier and tracking number from GetShipment.
 
     Any RPC may also answer:
     ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
@@ -363,6 +471,87 @@ class ShippingService:
             '/shop.shipping.v1.ShippingService/CreateShipment',
             shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CreateShipmentRequest.SerializeToString,
             shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CreateShipmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShipment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.shipping.v1.ShippingService/GetShipment',
+            shop_dot_shipping_dot_v1_dot_shipping__service__pb2.GetShipmentRequest.SerializeToString,
+            shop_dot_shipping_dot_v1_dot_shipping__service__pb2.GetShipmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelShipment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.shipping.v1.ShippingService/CancelShipment',
+            shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CancelShipmentRequest.SerializeToString,
+            shop_dot_shipping_dot_v1_dot_shipping__service__pb2.CancelShipmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCarrierScan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.shipping.v1.ShippingService/RecordCarrierScan',
+            shop_dot_shipping_dot_v1_dot_shipping__service__pb2.RecordCarrierScanRequest.SerializeToString,
+            shop_dot_shipping_dot_v1_dot_shipping__service__pb2.RecordCarrierScanResponse.FromString,
             options,
             channel_credentials,
             insecure,

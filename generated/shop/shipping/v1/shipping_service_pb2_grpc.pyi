@@ -54,6 +54,18 @@ class ShippingServiceStub:
     `shipmentId`), and a status in metadata is the enum value name (metadata
     `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
 
+    Callers: ValidateAddress, GetShippingOptions and QuoteShipping are open to
+    any caller (a shopper's token is not needed); GetShippingOptions has a
+    google.api.http route for the BFF. CreateShipment, GetShipment,
+    CancelShipment and RecordCarrierScan are for trusted mesh callers only (the
+    order service, the gateway, the carrier-webhook adapter), proved by the
+    mesh's service token: anyone else gets PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
+    (AUTH_TOKEN_MISSING).
+
+    Tracking lives here only: an order refers to its shipment by `shipment_id`
+    and reads carrier and tracking number from GetShipment.
+
     Any RPC may also answer:
       ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
       nothing was written;
@@ -105,15 +117,45 @@ class ShippingServiceStub:
     inventory's reason passed on).
     """
     CreateShipment: _grpc.UnaryUnaryMultiCallable[_shipping_service_pb2.CreateShipmentRequest, _shipping_service_pb2.CreateShipmentResponse]
-    """Books a shipment for an order with the (sandbox) carrier and returns its
-    tracking number. Idempotent on `order_id`: one shipment per order; a replay
-    with the same address, method and items returns the first shipment.
+    """Books a shipment for an order with the carrier and returns its tracking
+    number; the carrier adapter of this build is a deterministic sandbox
+    ("sandbox-post"). Trusted mesh callers only (the order service).
+    Idempotent on `order_id`: one shipment per order; a replay with the same
+    address, method and items returns the first shipment.
     Errors: INVALID_ARGUMENT (bad address, ADDRESS_INVALID; unknown SKUs);
     FAILED_PRECONDITION (DESTINATION_NOT_SERVED, SHIPPING_METHOD_NOT_AVAILABLE);
     ALREADY_EXISTS (SHIPMENT_ALREADY_EXISTS: the order already has a shipment
     with a different address, method or items; metadata `shipmentId` and
     `orderId`); UNAVAILABLE (DOWNSTREAM_UNAVAILABLE, or inventory's reason
     passed on).
+    """
+    GetShipment: _grpc.UnaryUnaryMultiCallable[_shipping_service_pb2.GetShipmentRequest, _shipping_service_pb2.GetShipmentResponse]
+    """Returns a shipment with its carrier, tracking number and status. Trusted
+    mesh callers only. Read-only.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+    `shipmentId`).
+    """
+    CancelShipment: _grpc.UnaryUnaryMultiCallable[_shipping_service_pb2.CancelShipmentRequest, _shipping_service_pb2.CancelShipmentResponse]
+    """Cancels a shipment the carrier has not collected yet (BOOKED); the order
+    service calls it when a confirmed order is cancelled. Trusted mesh callers
+    only. Naturally idempotent: cancelling a CANCELLED shipment succeeds.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+    `shipmentId`); FAILED_PRECONDITION (SHIPMENT_NOT_CANCELLABLE: the carrier
+    already has it, metadata `shipmentId` and `status`, e.g.
+    `status=SHIPMENT_STATUS_IN_TRANSIT`).
+    """
+    RecordCarrierScan: _grpc.UnaryUnaryMultiCallable[_shipping_service_pb2.RecordCarrierScanRequest, _shipping_service_pb2.RecordCarrierScanResponse]
+    """Records a carrier's scan of a parcel: what a carrier-webhook adapter calls.
+    BOOKED -> IN_TRANSIT on a collection or transit scan, BOOKED or IN_TRANSIT
+    -> DELIVERED on a delivery scan; a scan that arrives after a later one (an
+    IN_TRANSIT scan after DELIVERED) is recorded without moving the status
+    back. Trusted mesh callers only. Idempotent on `event_id`: a repeat
+    returns the shipment with `replayed` set.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+    `shipmentId`); FAILED_PRECONDITION (SHIPMENT_CANCELLED: the shipment was
+    cancelled, metadata `shipmentId`); ALREADY_EXISTS (EVENT_ID_REUSED: the
+    event id was recorded for another shipment or status, metadata
+    `eventId`).
     """
 
 @_typing.type_check_only
@@ -144,6 +186,18 @@ class ShippingServiceAsyncStub(ShippingServiceStub):
     MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
     `shipmentId`), and a status in metadata is the enum value name (metadata
     `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
+
+    Callers: ValidateAddress, GetShippingOptions and QuoteShipping are open to
+    any caller (a shopper's token is not needed); GetShippingOptions has a
+    google.api.http route for the BFF. CreateShipment, GetShipment,
+    CancelShipment and RecordCarrierScan are for trusted mesh callers only (the
+    order service, the gateway, the carrier-webhook adapter), proved by the
+    mesh's service token: anyone else gets PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
+    (AUTH_TOKEN_MISSING).
+
+    Tracking lives here only: an order refers to its shipment by `shipment_id`
+    and reads carrier and tracking number from GetShipment.
 
     Any RPC may also answer:
       ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
@@ -193,15 +247,45 @@ class ShippingServiceAsyncStub(ShippingServiceStub):
     inventory's reason passed on).
     """
     CreateShipment: _aio.UnaryUnaryMultiCallable[_shipping_service_pb2.CreateShipmentRequest, _shipping_service_pb2.CreateShipmentResponse]  # type: ignore[assignment]
-    """Books a shipment for an order with the (sandbox) carrier and returns its
-    tracking number. Idempotent on `order_id`: one shipment per order; a replay
-    with the same address, method and items returns the first shipment.
+    """Books a shipment for an order with the carrier and returns its tracking
+    number; the carrier adapter of this build is a deterministic sandbox
+    ("sandbox-post"). Trusted mesh callers only (the order service).
+    Idempotent on `order_id`: one shipment per order; a replay with the same
+    address, method and items returns the first shipment.
     Errors: INVALID_ARGUMENT (bad address, ADDRESS_INVALID; unknown SKUs);
     FAILED_PRECONDITION (DESTINATION_NOT_SERVED, SHIPPING_METHOD_NOT_AVAILABLE);
     ALREADY_EXISTS (SHIPMENT_ALREADY_EXISTS: the order already has a shipment
     with a different address, method or items; metadata `shipmentId` and
     `orderId`); UNAVAILABLE (DOWNSTREAM_UNAVAILABLE, or inventory's reason
     passed on).
+    """
+    GetShipment: _aio.UnaryUnaryMultiCallable[_shipping_service_pb2.GetShipmentRequest, _shipping_service_pb2.GetShipmentResponse]  # type: ignore[assignment]
+    """Returns a shipment with its carrier, tracking number and status. Trusted
+    mesh callers only. Read-only.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+    `shipmentId`).
+    """
+    CancelShipment: _aio.UnaryUnaryMultiCallable[_shipping_service_pb2.CancelShipmentRequest, _shipping_service_pb2.CancelShipmentResponse]  # type: ignore[assignment]
+    """Cancels a shipment the carrier has not collected yet (BOOKED); the order
+    service calls it when a confirmed order is cancelled. Trusted mesh callers
+    only. Naturally idempotent: cancelling a CANCELLED shipment succeeds.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+    `shipmentId`); FAILED_PRECONDITION (SHIPMENT_NOT_CANCELLABLE: the carrier
+    already has it, metadata `shipmentId` and `status`, e.g.
+    `status=SHIPMENT_STATUS_IN_TRANSIT`).
+    """
+    RecordCarrierScan: _aio.UnaryUnaryMultiCallable[_shipping_service_pb2.RecordCarrierScanRequest, _shipping_service_pb2.RecordCarrierScanResponse]  # type: ignore[assignment]
+    """Records a carrier's scan of a parcel: what a carrier-webhook adapter calls.
+    BOOKED -> IN_TRANSIT on a collection or transit scan, BOOKED or IN_TRANSIT
+    -> DELIVERED on a delivery scan; a scan that arrives after a later one (an
+    IN_TRANSIT scan after DELIVERED) is recorded without moving the status
+    back. Trusted mesh callers only. Idempotent on `event_id`: a repeat
+    returns the shipment with `replayed` set.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+    `shipmentId`); FAILED_PRECONDITION (SHIPMENT_CANCELLED: the shipment was
+    cancelled, metadata `shipmentId`); ALREADY_EXISTS (EVENT_ID_REUSED: the
+    event id was recorded for another shipment or status, metadata
+    `eventId`).
     """
 
 class ShippingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -231,6 +315,18 @@ class ShippingServiceServicer(metaclass=_abc_1.ABCMeta):
     MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
     `shipmentId`), and a status in metadata is the enum value name (metadata
     `status=SHIPMENT_STATUS_BOOKED`), never a lower-case word.
+
+    Callers: ValidateAddress, GetShippingOptions and QuoteShipping are open to
+    any caller (a shopper's token is not needed); GetShippingOptions has a
+    google.api.http route for the BFF. CreateShipment, GetShipment,
+    CancelShipment and RecordCarrierScan are for trusted mesh callers only (the
+    order service, the gateway, the carrier-webhook adapter), proved by the
+    mesh's service token: anyone else gets PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
+    (AUTH_TOKEN_MISSING).
+
+    Tracking lives here only: an order refers to its shipment by `shipment_id`
+    and reads carrier and tracking number from GetShipment.
 
     Any RPC may also answer:
       ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
@@ -302,15 +398,63 @@ class ShippingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _shipping_service_pb2.CreateShipmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_shipping_service_pb2.CreateShipmentResponse, _abc.Awaitable[_shipping_service_pb2.CreateShipmentResponse]]:
-        """Books a shipment for an order with the (sandbox) carrier and returns its
-        tracking number. Idempotent on `order_id`: one shipment per order; a replay
-        with the same address, method and items returns the first shipment.
+        """Books a shipment for an order with the carrier and returns its tracking
+        number; the carrier adapter of this build is a deterministic sandbox
+        ("sandbox-post"). Trusted mesh callers only (the order service).
+        Idempotent on `order_id`: one shipment per order; a replay with the same
+        address, method and items returns the first shipment.
         Errors: INVALID_ARGUMENT (bad address, ADDRESS_INVALID; unknown SKUs);
         FAILED_PRECONDITION (DESTINATION_NOT_SERVED, SHIPPING_METHOD_NOT_AVAILABLE);
         ALREADY_EXISTS (SHIPMENT_ALREADY_EXISTS: the order already has a shipment
         with a different address, method or items; metadata `shipmentId` and
         `orderId`); UNAVAILABLE (DOWNSTREAM_UNAVAILABLE, or inventory's reason
         passed on).
+        """
+
+    @_abc_1.abstractmethod
+    def GetShipment(
+        self,
+        request: _shipping_service_pb2.GetShipmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shipping_service_pb2.GetShipmentResponse, _abc.Awaitable[_shipping_service_pb2.GetShipmentResponse]]:
+        """Returns a shipment with its carrier, tracking number and status. Trusted
+        mesh callers only. Read-only.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+        `shipmentId`).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelShipment(
+        self,
+        request: _shipping_service_pb2.CancelShipmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shipping_service_pb2.CancelShipmentResponse, _abc.Awaitable[_shipping_service_pb2.CancelShipmentResponse]]:
+        """Cancels a shipment the carrier has not collected yet (BOOKED); the order
+        service calls it when a confirmed order is cancelled. Trusted mesh callers
+        only. Naturally idempotent: cancelling a CANCELLED shipment succeeds.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+        `shipmentId`); FAILED_PRECONDITION (SHIPMENT_NOT_CANCELLABLE: the carrier
+        already has it, metadata `shipmentId` and `status`, e.g.
+        `status=SHIPMENT_STATUS_IN_TRANSIT`).
+        """
+
+    @_abc_1.abstractmethod
+    def RecordCarrierScan(
+        self,
+        request: _shipping_service_pb2.RecordCarrierScanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_shipping_service_pb2.RecordCarrierScanResponse, _abc.Awaitable[_shipping_service_pb2.RecordCarrierScanResponse]]:
+        """Records a carrier's scan of a parcel: what a carrier-webhook adapter calls.
+        BOOKED -> IN_TRANSIT on a collection or transit scan, BOOKED or IN_TRANSIT
+        -> DELIVERED on a delivery scan; a scan that arrives after a later one (an
+        IN_TRANSIT scan after DELIVERED) is recorded without moving the status
+        back. Trusted mesh callers only. Idempotent on `event_id`: a repeat
+        returns the shipment with `replayed` set.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (SHIPMENT_NOT_FOUND, metadata
+        `shipmentId`); FAILED_PRECONDITION (SHIPMENT_CANCELLED: the shipment was
+        cancelled, metadata `shipmentId`); ALREADY_EXISTS (EVENT_ID_REUSED: the
+        event id was recorded for another shipment or status, metadata
+        `eventId`).
         """
 
 def add_ShippingServiceServicer_to_server(servicer: ShippingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
