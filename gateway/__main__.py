@@ -1,7 +1,7 @@
-"""Composition root: settings → servicer → server.
+"""Composition root: settings → database → statements → activities → saga and runner → handlers →
+servicer → server, with the runner's recovery worker in the background from boot.
 
-`python -m gateway` serves; `python -m gateway migrate` applies migrations and exits. The downstream
-clients, the checkout saga and its recovery worker are wired here by the issue that builds them.
+`python -m gateway` serves; `python -m gateway migrate` applies migrations and exits.
 """
 
 from __future__ import annotations
@@ -9,19 +9,54 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from gateway.activities import Activities
+from gateway.handlers import CheckoutHandlers
+from gateway.ratelimit import RateLimiter
+from gateway.repository import GatewayStatements
+from gateway.runner import RunnerSettings, SagaRunner
+from gateway.saga import CheckoutSaga, SagaPolicy
 from gateway.servicer import SERVICE_NAME, CheckoutServicer
 from gateway.settings import GatewaySettings
+from gateway.tax import TaxTable
 from service_runtime.cli import run_service
 from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
+from service_runtime.sql import UnitOfWork
 from shop.gateway.v1 import gateway_service_pb2_grpc
+from shop.shipping.v1 import shipping_service_pb2_grpc
 
 
 def assemble(settings: GatewaySettings, infrastructure: Infrastructure) -> Assembly:
-    # The generated stub marks every RPC abstract and none is built yet (the gateway issue builds them);
-    # warn_unused_ignores flags this ignore once they are.
-    servicer = CheckoutServicer()  # type: ignore[abstract]
-
-    return Assembly.of(gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server, servicer, SERVICE_NAME)
+    work = UnitOfWork(infrastructure.database, GatewayStatements)
+    activities = Activities(settings, infrastructure.channels)
+    policy = SagaPolicy(
+        step_max_attempts=settings.step_max_attempts,
+        compensation_max_attempts=settings.compensation_max_attempts,
+        backoff_initial_seconds=settings.backoff_initial_seconds,
+        backoff_max_seconds=settings.backoff_max_seconds,
+        failpoint=settings.failpoint,
+    )
+    saga = CheckoutSaga(activities, extend_ttl_seconds=settings.reservation_extend_seconds)
+    runner = SagaRunner(
+        work,
+        saga,
+        activities,
+        policy,
+        RunnerSettings(
+            lease_seconds=settings.lease_seconds,
+            recovery_interval_seconds=settings.recovery_interval_seconds,
+            recovery_batch_size=settings.recovery_batch_size,
+        ),
+    )
+    shipping = shipping_service_pb2_grpc.ShippingServiceStub(infrastructure.channels.get(settings.shipping.target))
+    handlers = CheckoutHandlers(work, activities, shipping, runner, TaxTable.load(), settings)
+    limiter = RateLimiter(infrastructure.redis, infrastructure.keys.child("gateway"))
+    servicer = CheckoutServicer(handlers, limiter, settings)
+    return Assembly.of(
+        gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server,
+        servicer,
+        SERVICE_NAME,
+        background=[runner.run],
+    )
 
 
 SPEC = ServiceSpec(
@@ -30,7 +65,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     load_settings=GatewaySettings.from_environ,
     assemble=assemble,
-    # idempotency records and rate limits live in Redis.
+    # rate limits live in Redis.
     redis=Need.REQUIRED,
 )
 

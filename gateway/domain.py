@@ -8,11 +8,12 @@
             ──▶ EXPIRED      (the reservation lapsed before the pivot; the authorization is voided)
             ──▶ FAILED       (it could neither finish nor compensate; an operator resolves it)
 
-The saga, in order (the contract's SagaStep): reserve inventory (run by StartCheckout), authorize
-payment, create order — the pivot —, confirm reservation, capture payment, confirm order, convert
-cart. Only the steps before the pivot have an undo: release the reservation, void the payment. Each
-undo is registered before its step runs, since a call that timed out may still have succeeded.
-After the pivot the saga only moves forward, retrying each step with the same step key.
+The saga, in order (the contract's SagaStep): reserve inventory (run by StartCheckout), extend the
+reservation (so it cannot lapse under the saga), authorize payment, create order — the pivot —,
+confirm reservation, capture payment, confirm order, convert cart. Only the steps before the pivot
+have an undo: release the reservation, void the payment. Each undo is registered before its step
+runs, since a call that timed out may still have succeeded. After the pivot the saga only moves
+forward, retrying each step with the same step key.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 
 from service_runtime.errors import FailedPrecondition
 
@@ -94,6 +96,7 @@ def check_transition(current: CheckoutStatus, target: CheckoutStatus, *, order_i
 
 class SagaStep(enum.Enum):
     RESERVE_INVENTORY = "reserve_inventory"
+    EXTEND_RESERVATION = "extend_reservation"
     AUTHORIZE_PAYMENT = "authorize_payment"
     CREATE_ORDER = "create_order"
     CONFIRM_RESERVATION = "confirm_reservation"
@@ -118,6 +121,7 @@ _CART = "/shop.cart.v1.CartService/"
 
 SAGA: tuple[StepDefinition, ...] = (
     StepDefinition(SagaStep.RESERVE_INVENTORY, _INVENTORY + "ReserveInventory", _INVENTORY + "ReleaseReservation"),
+    StepDefinition(SagaStep.EXTEND_RESERVATION, _INVENTORY + "ExtendReservation", None),
     StepDefinition(SagaStep.AUTHORIZE_PAYMENT, _PAYMENT + "AuthorizePayment", _PAYMENT + "VoidPayment"),
     StepDefinition(SagaStep.CREATE_ORDER, _ORDER + "CreateOrder", None),
     StepDefinition(SagaStep.CONFIRM_RESERVATION, _INVENTORY + "ConfirmReservation", None),
@@ -175,3 +179,158 @@ def step_key(checkout_id: str, attempt: int, step: SagaStep) -> str:
     if attempt < 0:
         raise ValueError(f"attempt {attempt} is negative")
     return f"{checkout_id}:{attempt}:{step.value}"
+
+
+# How a saga that stopped ends
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Where a PLACING checkout goes when a step could not be done, and what is undone on the way."""
+
+    status: CheckoutStatus
+    #: Undo the reservation too (the checkout cannot go on); the payment is always voided.
+    release_reservation: bool
+
+
+#: Reservation refusals that mean the stock is no longer held for this checkout.
+RESERVATION_GONE = frozenset({"RESERVATION_EXPIRED", "RESERVATION_RELEASED", "RESERVATION_NOT_FOUND"})
+
+
+def ending_for(step: SagaStep, *, refused: bool, reason: str) -> Ending:
+    """The end of a saga whose `step` was refused (a business answer) or given up on (transport failures
+    outlived the retries). Before the pivot, nothing is charged in the end:
+
+    - the reservation lapsed (extend refused): EXPIRED, released;
+    - the card was declined, or payment could not be reached: back to QUOTED, stock still held, so the
+      shopper can try again (another card, a new key);
+    - the order could not be created: FAILED for an operator, payment voided and stock released.
+
+    From the pivot on nothing is undone: a step that cannot be done leaves the checkout FAILED.
+    """
+    if step is SagaStep.EXTEND_RESERVATION:
+        if refused and reason in RESERVATION_GONE:
+            return Ending(CheckoutStatus.EXPIRED, release_reservation=True)
+        return Ending(CheckoutStatus.QUOTED, release_reservation=False)
+    if step is SagaStep.AUTHORIZE_PAYMENT:
+        return Ending(CheckoutStatus.QUOTED, release_reservation=False)
+    if step is SagaStep.CREATE_ORDER:
+        return Ending(CheckoutStatus.FAILED, release_reservation=True)
+    return Ending(CheckoutStatus.FAILED, release_reservation=False)
+
+
+# What the gateway keeps (rows of its schema, as the repository returns them)
+
+
+@dataclass(frozen=True)
+class CheckoutLine:
+    sku: str
+    product_name: str
+    quantity: int
+    unit_price_minor: int
+
+    @property
+    def line_total_minor(self) -> int:
+        return self.unit_price_minor * self.quantity
+
+
+@dataclass(frozen=True)
+class Quote:
+    currency_code: str
+    subtotal_minor: int
+    discount_minor: int
+    shipping_minor: int
+    tax_minor: int
+    tax_rate_ppm: int
+    shipping_taxed: bool
+    free_shipping_applied: bool
+    min_business_days: int
+    max_business_days: int
+    earliest_delivery_date: date
+    latest_delivery_date: date
+
+    @property
+    def total_minor(self) -> int:
+        return self.subtotal_minor - self.discount_minor + self.shipping_minor + self.tax_minor
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    step: SagaStep
+    at: datetime
+    code: str
+    attempt: int
+    payment_id: str
+
+
+@dataclass(frozen=True)
+class Checkout:
+    checkout_id: str
+    user_id: str
+    cart_id: str
+    status: CheckoutStatus
+    #: shop.type.v1.Address fields, as normalised by the shipping service.
+    shipping_address: Mapping[str, str]
+    #: "standard", "express" or "overnight".
+    shipping_method: str
+    contact_email: str
+    quote: Quote
+    lines: tuple[CheckoutLine, ...]
+    reservation_expires_at: datetime
+    attempt: int
+    current_step: SagaStep | None
+    order_id: str
+    payment_id: str
+    payment_token: str
+    cart_etag: str
+    card_brand: str
+    card_last4: str
+    shipping_options: bytes
+    last_failure: Failure | None
+    lease_owner: str
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+
+class StepStatus(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    checkout_id: str
+    attempt: int
+    step: SagaStep
+    step_key: str
+    status: StepStatus
+    compensation: str | None
+    attempts: int
+    last_error_reason: str
+    last_error_code: str
+    payment_id: str
+    result: Mapping[str, str]
+    started_at: datetime
+    ended_at: datetime | None
+
+
+class KeyState(enum.Enum):
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    fingerprint: bytes
+    state: KeyState
+    locked_until: datetime | None
+    checkout_id: str
+    response_code: int | None
+    response: bytes | None

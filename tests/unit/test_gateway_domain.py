@@ -101,13 +101,19 @@ def test_a_quoted_checkout_cannot_complete_without_being_placed():
 # The saga
 
 
-def test_the_saga_runs_the_contract_s_steps_in_the_contract_s_order():
-    contract = [
-        value.name.removeprefix("SAGA_STEP_")
-        for value in sorted(gateway_service_pb2.SagaStep.DESCRIPTOR.values, key=lambda v: v.number)
-        if value.number
+def test_the_saga_runs_every_contract_step_in_execution_order():
+    contract = {value.name.removeprefix("SAGA_STEP_") for value in gateway_service_pb2.SagaStep.DESCRIPTOR.values}
+    assert [definition.step.name for definition in domain.SAGA] == [
+        "RESERVE_INVENTORY",
+        "EXTEND_RESERVATION",  # numbered 8 in the contract (added last), runs second
+        "AUTHORIZE_PAYMENT",
+        "CREATE_ORDER",
+        "CONFIRM_RESERVATION",
+        "CAPTURE_PAYMENT",
+        "CONFIRM_ORDER",
+        "CONVERT_CART",
     ]
-    assert [definition.step.name for definition in domain.SAGA] == contract
+    assert {definition.step.name for definition in domain.SAGA} == contract - {"UNSPECIFIED"}
 
 
 def test_every_action_and_compensation_is_a_real_rpc_of_the_contracts():
@@ -184,3 +190,25 @@ def test_the_longest_step_key_is_still_a_valid_downstream_idempotency_key():
 def test_a_negative_attempt_is_a_bug():
     with pytest.raises(ValueError):
         domain.step_key("chk_1", -1, SagaStep.RESERVE_INVENTORY)
+
+
+# How a stopped saga ends
+
+
+@pytest.mark.parametrize(
+    ("step", "refused", "reason", "status", "release"),
+    [
+        (SagaStep.EXTEND_RESERVATION, True, "RESERVATION_EXPIRED", C.EXPIRED, True),
+        (SagaStep.EXTEND_RESERVATION, True, "RESERVATION_RELEASED", C.EXPIRED, True),
+        (SagaStep.EXTEND_RESERVATION, False, "UNAVAILABLE", C.QUOTED, False),
+        (SagaStep.AUTHORIZE_PAYMENT, True, "CARD_DECLINED", C.QUOTED, False),
+        (SagaStep.AUTHORIZE_PAYMENT, False, "PAYMENT_OUTCOME_UNKNOWN", C.QUOTED, False),
+        (SagaStep.CREATE_ORDER, False, "UNAVAILABLE", C.FAILED, True),
+        (SagaStep.CREATE_ORDER, True, "INVALID_ARGUMENT", C.FAILED, True),
+        (SagaStep.CONFIRM_RESERVATION, True, "RESERVATION_EXPIRED", C.FAILED, False),
+        (SagaStep.CAPTURE_PAYMENT, False, "UNAVAILABLE", C.FAILED, False),
+    ],
+)
+def test_a_stopped_saga_ends_as_the_failure_table_says(step, refused, reason, status, release):
+    ending = domain.ending_for(step, refused=refused, reason=reason)
+    assert (ending.status, ending.release_reservation) == (status, release)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from shop.payment.v1 import payment_service_pb2 as _payment_service_pb2
 from shop.shipping.v1 import shipping_service_pb2 as _shipping_service_pb2
 from shop.type.v1 import address_pb2 as _address_pb2
 from shop.type.v1 import money_pb2 as _money_pb2
@@ -105,6 +106,13 @@ class _SagaStepEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SagaStep.Val
     """Mark the order paid (order ConfirmOrder)."""
     SAGA_STEP_CONVERT_CART: _SagaStep.ValueType  # 7
     """Close the cart (cart ConvertCart)."""
+    SAGA_STEP_EXTEND_RESERVATION: _SagaStep.ValueType  # 8
+    """Move the reservation's expiry past the rest of the saga (inventory
+    ExtendReservation), so it cannot lapse under a running saga; runs after
+    RESERVE_INVENTORY and before AUTHORIZE_PAYMENT (numbered last because it
+    was added last). A reservation that already lapsed ends the checkout
+    EXPIRED with nothing charged.
+    """
 
 class SagaStep(_SagaStep, metaclass=_SagaStepEnumTypeWrapper):
     """A step of the checkout saga, in execution order."""
@@ -129,6 +137,13 @@ SAGA_STEP_CONFIRM_ORDER: SagaStep.ValueType  # 6
 """Mark the order paid (order ConfirmOrder)."""
 SAGA_STEP_CONVERT_CART: SagaStep.ValueType  # 7
 """Close the cart (cart ConvertCart)."""
+SAGA_STEP_EXTEND_RESERVATION: SagaStep.ValueType  # 8
+"""Move the reservation's expiry past the rest of the saga (inventory
+ExtendReservation), so it cannot lapse under a running saga; runs after
+RESERVE_INVENTORY and before AUTHORIZE_PAYMENT (numbered last because it
+was added last). A reservation that already lapsed ends the checkout
+EXPIRED with nothing charged.
+"""
 Global___SagaStep: _TypeAlias = SagaStep  # noqa: Y015
 
 class _SagaStepStatus:
@@ -183,6 +198,9 @@ class SagaStepState(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     LAST_ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_CODE_FIELD_NUMBER: _builtins.int
     step: Global___SagaStep.ValueType
     """The step."""
     status: Global___SagaStepStatus.ValueType
@@ -192,6 +210,19 @@ class SagaStepState(_message.Message):
     last_error_reason: _builtins.str
     """ErrorInfo reason of the last failed attempt (e.g. "CARD_DECLINED",
     "UNAVAILABLE"); empty when none failed.
+    """
+    attempt: _builtins.int
+    """The PlaceOrder attempt this step belongs to: 0 for StartCheckout's
+    reservation, then 1, 2, ... (a new attempt after a decline starts again
+    at EXTEND_RESERVATION). Part of the step's idempotency key.
+    """
+    payment_id: _builtins.str
+    """The payment of this attempt, once AUTHORIZE_PAYMENT has one; empty
+    before.
+    """
+    last_error_code: _builtins.str
+    """gRPC status code name of the last failed attempt (e.g. "UNAVAILABLE",
+    "FAILED_PRECONDITION"), apart from its reason; empty when none failed.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
@@ -210,10 +241,13 @@ class SagaStepState(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         last_error_reason: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        payment_id: _builtins.str = ...,
+        last_error_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "end_time", b"end_time", "last_error_reason", b"last_error_reason", "start_time", b"start_time", "status", b"status", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "attempts", b"attempts", "end_time", b"end_time", "last_error_code", b"last_error_code", "last_error_reason", b"last_error_reason", "payment_id", b"payment_id", "start_time", b"start_time", "status", b"status", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -229,12 +263,21 @@ class CheckoutFailure(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     STEP_FIELD_NUMBER: _builtins.int
     FAIL_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """ErrorInfo reason, e.g. "INSUFFICIENT_FUNDS"."""
     message: _builtins.str
     """Human-readable English explanation, safe to show to the customer."""
     step: Global___SagaStep.ValueType
     """The step that failed."""
+    attempt: _builtins.int
+    """The PlaceOrder attempt that failed (see SagaStepState.attempt)."""
+    payment_id: _builtins.str
+    """That attempt's payment, when it had one (a decline names it)."""
+    code: _builtins.str
+    """gRPC status code name of the failure, e.g. "FAILED_PRECONDITION"."""
     @_builtins.property
     def fail_time(self) -> _timestamp_pb2.Timestamp:
         """When it failed."""
@@ -246,10 +289,13 @@ class CheckoutFailure(_message.Message):
         message: _builtins.str = ...,
         step: Global___SagaStep.ValueType = ...,
         fail_time: _timestamp_pb2.Timestamp | None = ...,
+        attempt: _builtins.int = ...,
+        payment_id: _builtins.str = ...,
+        code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fail_time", b"fail_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fail_time", b"fail_time", "message", b"message", "reason", b"reason", "step", b"step"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "code", b"code", "fail_time", b"fail_time", "message", b"message", "payment_id", b"payment_id", "reason", b"reason", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -312,10 +358,25 @@ class CheckoutQuote(_message.Message):
     TAX_RATE_BASIS_POINTS_FIELD_NUMBER: _builtins.int
     FREE_SHIPPING_APPLIED_FIELD_NUMBER: _builtins.int
     DELIVERY_ESTIMATE_FIELD_NUMBER: _builtins.int
+    TAX_RATE_PPM_FIELD_NUMBER: _builtins.int
+    DISCOUNT_TOTAL_FIELD_NUMBER: _builtins.int
+    SHIPPING_TAXED_FIELD_NUMBER: _builtins.int
     tax_rate_basis_points: _builtins.int
-    """Tax rate applied, in basis points (825 = 8.25%), 0..10000."""
+    """Deprecated: basis points cannot express 8.875%; read tax_rate_ppm. The
+    rate rounded to basis points, 0..10000.
+    """
     free_shipping_applied: _builtins.bool
     """True when the free-shipping threshold made shipping free."""
+    tax_rate_ppm: _builtins.int
+    """Tax rate applied, in parts per million (88750 = 8.875%), 0..1000000,
+    from the gateway's tax table for the destination's country and region.
+    tax = round_half_up((subtotal - discount_total [+ shipping_cost where the
+    jurisdiction taxes shipping]) * tax_rate_ppm / 1000000), in minor units.
+    """
+    shipping_taxed: _builtins.bool
+    """True when the jurisdiction taxes shipping (shipping_cost is in the tax
+    base).
+    """
     @_builtins.property
     def subtotal(self) -> _money_pb2.Money:
         """Sum of the lines' line_total."""
@@ -336,6 +397,10 @@ class CheckoutQuote(_message.Message):
     def delivery_estimate(self) -> _shipping_service_pb2.DeliveryEstimate:
         """Expected delivery window for the chosen method."""
 
+    @_builtins.property
+    def discount_total(self) -> _money_pb2.Money:
+        """Discounts taken off the subtotal; zero (no promotions yet)."""
+
     def __init__(
         self,
         *,
@@ -346,10 +411,13 @@ class CheckoutQuote(_message.Message):
         tax_rate_basis_points: _builtins.int = ...,
         free_shipping_applied: _builtins.bool = ...,
         delivery_estimate: _shipping_service_pb2.DeliveryEstimate | None = ...,
+        tax_rate_ppm: _builtins.int = ...,
+        discount_total: _money_pb2.Money | None = ...,
+        shipping_taxed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "discount_total", b"discount_total", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "free_shipping_applied", b"free_shipping_applied", "shipping_cost", b"shipping_cost", "subtotal", b"subtotal", "tax", b"tax", "tax_rate_basis_points", b"tax_rate_basis_points", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_estimate", b"delivery_estimate", "discount_total", b"discount_total", "free_shipping_applied", b"free_shipping_applied", "shipping_cost", b"shipping_cost", "shipping_taxed", b"shipping_taxed", "subtotal", b"subtotal", "tax", b"tax", "tax_rate_basis_points", b"tax_rate_basis_points", "tax_rate_ppm", b"tax_rate_ppm", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -379,6 +447,10 @@ class Checkout(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    PAYMENT_CARD_FIELD_NUMBER: _builtins.int
+    CART_ETAG_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    AVAILABLE_SHIPPING_OPTIONS_FIELD_NUMBER: _builtins.int
     checkout_id: _builtins.str
     """Output only. Identifier, 1..64 characters of [A-Za-z0-9._-]; assigned by
     the gateway.
@@ -403,6 +475,12 @@ class Checkout(_message.Message):
     """Output only. The payment of the current (or last) attempt; set once
     authorization began.
     """
+    cart_etag: _builtins.str
+    """Output only. The cart's `etag` when the checkout was quoted; PlaceOrder
+    refuses with CART_CHANGED when the cart's etag differs.
+    """
+    attempt: _builtins.int
+    """Output only. The PlaceOrder attempts so far (0 before the first)."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckoutLine]:
         """Output only. Lines as priced at the start, in cart order."""
@@ -441,6 +519,19 @@ class Checkout(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it reached COMPLETED, FAILED, CANCELLED or EXPIRED."""
 
+    @_builtins.property
+    def payment_card(self) -> _payment_service_pb2.CardSummary:
+        """Output only. The card that paid (or was declined) in the last attempt,
+        as the payment service reports it (brand and last four digits only);
+        unset before authorization.
+        """
+
+    @_builtins.property
+    def available_shipping_options(self) -> _containers.RepeatedCompositeFieldContainer[_shipping_service_pb2.ShippingOption]:
+        """Output only. Every shipping method that serves the address for these
+        lines, cheapest first, as quoted when the checkout started.
+        """
+
     def __init__(
         self,
         *,
@@ -462,10 +553,14 @@ class Checkout(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        payment_card: _payment_service_pb2.CardSummary | None = ...,
+        cart_etag: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        available_shipping_options: _abc.Iterable[_shipping_service_pb2.ShippingOption] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "last_failure", b"last_failure", "quote", b"quote", "reservation_expire_time", b"reservation_expire_time", "shipping_address", b"shipping_address", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "last_failure", b"last_failure", "payment_card", b"payment_card", "quote", b"quote", "reservation_expire_time", b"reservation_expire_time", "shipping_address", b"shipping_address", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_id", b"cart_id", "checkout_id", b"checkout_id", "create_time", b"create_time", "current_step", b"current_step", "customer_email", b"customer_email", "end_time", b"end_time", "last_failure", b"last_failure", "lines", b"lines", "order_id", b"order_id", "payment_id", b"payment_id", "quote", b"quote", "reservation_expire_time", b"reservation_expire_time", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "status", b"status", "steps", b"steps", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "available_shipping_options", b"available_shipping_options", "cart_etag", b"cart_etag", "cart_id", b"cart_id", "checkout_id", b"checkout_id", "create_time", b"create_time", "current_step", b"current_step", "customer_email", b"customer_email", "end_time", b"end_time", "last_failure", b"last_failure", "lines", b"lines", "order_id", b"order_id", "payment_card", b"payment_card", "payment_id", b"payment_id", "quote", b"quote", "reservation_expire_time", b"reservation_expire_time", "shipping_address", b"shipping_address", "shipping_method", b"shipping_method", "status", b"status", "steps", b"steps", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

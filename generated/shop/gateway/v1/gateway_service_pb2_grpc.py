@@ -247,7 +247,10 @@ class CheckoutServiceServicer:
         checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
         CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
         CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
-        metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
+        metadata `status=CHECKOUT_STATUS_PLACING`; CART_CHANGED: the cart's
+        lines changed since the quote, nothing was charged, start a new checkout,
+        metadata `checkoutId`; CHECKOUT_EXPIRED also when the reservation lapsed
+        before payment, nothing charged); ALREADY_EXISTS
         (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -139,7 +139,10 @@ class CheckoutServiceStub:
     checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
     CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
     CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
-    metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
+    metadata `status=CHECKOUT_STATUS_PLACING`; CART_CHANGED: the cart's
+    lines changed since the quote, nothing was charged, start a new checkout,
+    metadata `checkoutId`; CHECKOUT_EXPIRED also when the reservation lapsed
+    before payment, nothing charged); ALREADY_EXISTS
     (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
     """
     CancelCheckout: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelCheckoutRequest, _gateway_service_pb2.CancelCheckoutResponse]
@@ -276,7 +279,10 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
     CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
     CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
-    metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
+    metadata `status=CHECKOUT_STATUS_PLACING`; CART_CHANGED: the cart's
+    lines changed since the quote, nothing was charged, start a new checkout,
+    metadata `checkoutId`; CHECKOUT_EXPIRED also when the reservation lapsed
+    before payment, nothing charged); ALREADY_EXISTS
     (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
     """
     CancelCheckout: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelCheckoutRequest, _gateway_service_pb2.CancelCheckoutResponse]  # type: ignore[assignment]
@@ -428,7 +434,10 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         checkout's state, metadata `status`: CHECKOUT_EXPIRED, CHECKOUT_CANCELLED,
         CHECKOUT_FAILED, CHECKOUT_ALREADY_COMPLETED (also metadata `orderId`),
         CHECKOUT_PLACING: another PlaceOrder, with a different key, is running,
-        metadata `status=CHECKOUT_STATUS_PLACING`); ALREADY_EXISTS
+        metadata `status=CHECKOUT_STATUS_PLACING`; CART_CHANGED: the cart's
+        lines changed since the quote, nothing was charged, start a new checkout,
+        metadata `checkoutId`; CHECKOUT_EXPIRED also when the reservation lapsed
+        before payment, nothing charged); ALREADY_EXISTS
         (IDEMPOTENCY_KEY_REUSED); ABORTED (IDEMPOTENCY_REQUEST_IN_PROGRESS).
         """
 

@@ -1,0 +1,190 @@
+-- name: idempotency_key
+-- The record of an idempotency key of a user's RPC, locked until the transaction ends.
+SELECT fingerprint, state, locked_until, checkout_id, response_code, response
+FROM checkout.idempotency_keys
+WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s AND expires_at > now()
+FOR UPDATE
+
+-- name: forget_expired_key
+-- Drops a key older than its 24 hours, so its reuse is a new request.
+DELETE FROM checkout.idempotency_keys
+WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s AND expires_at <= now()
+
+-- name: insert_idempotency_key
+-- Takes a key for a first request: in progress, held for `hold_seconds`.
+INSERT INTO checkout.idempotency_keys (user_id, rpc, idempotency_key, fingerprint, locked_until, checkout_id)
+VALUES (%(user_id)s, %(rpc)s, %(key)s, %(fingerprint)s, now() + make_interval(secs => %(hold_seconds)s), %(checkout_id)s)
+
+-- name: complete_idempotency_key
+-- Records a request's outcome for replays: status code 0 (the checkout, read afresh) or an error.
+UPDATE checkout.idempotency_keys
+SET state = 'completed', locked_until = NULL, completed_at = now(), response_code = %(code)s, response = %(response)s
+WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s
+
+-- name: delete_idempotency_key
+-- Lets a key go after a transient failure: a retry with it runs again.
+DELETE FROM checkout.idempotency_keys WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s
+
+-- name: insert_checkout
+-- A new QUOTED checkout with its frozen quote.
+INSERT INTO checkout.checkouts (
+    checkout_id, user_id, cart_id, status, shipping_address, shipping_method, contact_email, currency_code,
+    subtotal_minor, discount_minor, shipping_minor, tax_minor, total_minor, tax_rate_basis_points, tax_rate_ppm,
+    shipping_taxed, free_shipping_applied, min_business_days, max_business_days, earliest_delivery_date,
+    latest_delivery_date, reservation_expires_at, cart_etag, shipping_options, current_step)
+VALUES (
+    %(checkout_id)s, %(user_id)s, %(cart_id)s, 'quoted', %(shipping_address)s, %(shipping_method)s, %(contact_email)s,
+    %(currency_code)s, %(subtotal_minor)s, %(discount_minor)s, %(shipping_minor)s, %(tax_minor)s, %(total_minor)s,
+    %(tax_rate_basis_points)s, %(tax_rate_ppm)s, %(shipping_taxed)s, %(free_shipping_applied)s, %(min_business_days)s,
+    %(max_business_days)s, %(earliest_delivery_date)s, %(latest_delivery_date)s, %(reservation_expires_at)s,
+    %(cart_etag)s, %(shipping_options)s, 'reserve_inventory')
+
+-- name: insert_line
+-- One priced line of a checkout.
+INSERT INTO checkout.checkout_lines (checkout_id, sku, position, product_name, quantity, currency_code,
+    unit_price_minor, line_total_minor)
+VALUES (%(checkout_id)s, %(sku)s, %(position)s, %(product_name)s, %(quantity)s, %(currency_code)s,
+    %(unit_price_minor)s, %(line_total_minor)s)
+
+-- name: checkout
+-- A checkout by id.
+SELECT * FROM checkout.checkouts WHERE checkout_id = %(checkout_id)s
+
+-- name: checkout_for_update
+-- A checkout by id, locked until the transaction ends.
+SELECT * FROM checkout.checkouts WHERE checkout_id = %(checkout_id)s FOR UPDATE
+
+-- name: lines
+-- A checkout's lines in cart order.
+SELECT * FROM checkout.checkout_lines WHERE checkout_id = %(checkout_id)s ORDER BY position
+
+-- name: open_checkouts_of_cart
+-- The cart's QUOTED or PLACING checkout (at most one), locked.
+SELECT checkout_id, status FROM checkout.checkouts
+WHERE cart_id = %(cart_id)s AND status IN ('quoted', 'placing')
+FOR UPDATE
+
+-- name: start_attempt
+-- QUOTED → PLACING for a new PlaceOrder attempt, leased to this replica.
+UPDATE checkout.checkouts
+SET status = 'placing', place_attempt = place_attempt + 1, payment_token = %(payment_token)s,
+    payment_id = NULL, current_step = 'extend_reservation', recoveries = 0,
+    lease_owner = %(owner)s, lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), updated_at = now()
+WHERE checkout_id = %(checkout_id)s AND status = 'quoted'
+RETURNING place_attempt
+
+-- name: end_checkout
+-- Moves a checkout to its next state (QUOTED after a decline, or a terminal one) and lets its lease go.
+UPDATE checkout.checkouts
+SET status = %(status)s, ended_at = CASE WHEN %(status)s IN ('quoted', 'placing') THEN NULL ELSE now() END,
+    current_step = %(current_step)s, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+WHERE checkout_id = %(checkout_id)s
+
+-- name: record_failure
+-- Why the last attempt failed.
+UPDATE checkout.checkouts
+SET last_failure_reason = %(reason)s, last_failure_message = %(message)s, last_failure_step = %(step)s,
+    last_failure_at = now(), last_failure_code = %(code)s, last_failure_attempt = %(attempt)s,
+    last_failure_payment = %(payment_id)s, updated_at = now()
+WHERE checkout_id = %(checkout_id)s
+
+-- name: record_progress
+-- The step the saga is on, and what the finished steps produced.
+UPDATE checkout.checkouts
+SET current_step = %(current_step)s, payment_id = COALESCE(%(payment_id)s, payment_id),
+    order_id = COALESCE(%(order_id)s, order_id), card_brand = COALESCE(%(card_brand)s, card_brand),
+    card_last4 = COALESCE(%(card_last4)s, card_last4), updated_at = now()
+WHERE checkout_id = %(checkout_id)s
+
+-- name: step_intent
+-- Before a step's call: the step is running (one more attempt), its undo registered.
+INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts)
+VALUES (%(checkout_id)s, %(attempt)s, %(step)s, %(step_key)s, 'running', %(compensation)s, 1)
+ON CONFLICT (checkout_id, attempt, step) DO UPDATE
+SET attempts = checkout.saga_steps.attempts + 1, status = 'running', updated_at = now()
+RETURNING attempts
+
+-- name: step_succeeded
+-- After a step's call: done, with what it returned.
+UPDATE checkout.saga_steps
+SET status = 'succeeded', result = %(result)s, payment_id = COALESCE(%(payment_id)s, payment_id),
+    ended_at = now(), updated_at = now()
+WHERE checkout_id = %(checkout_id)s AND attempt = %(attempt)s AND step = %(step)s
+
+-- name: step_error
+-- After a failed call: the error (a refusal ends the step FAILED; a transport failure leaves it RUNNING).
+UPDATE checkout.saga_steps
+SET status = %(status)s, last_error_reason = %(reason)s, last_error_code = %(code)s,
+    payment_id = COALESCE(%(payment_id)s, payment_id),
+    ended_at = CASE WHEN %(status)s = 'failed' THEN now() ELSE NULL END, updated_at = now()
+WHERE checkout_id = %(checkout_id)s AND attempt = %(attempt)s AND step = %(step)s
+
+-- name: step_compensation
+-- A step being undone ('compensating') or undone ('compensated').
+UPDATE checkout.saga_steps
+SET status = %(status)s, ended_at = CASE WHEN %(status)s = 'compensated' THEN now() ELSE NULL END,
+    updated_at = now()
+WHERE checkout_id = %(checkout_id)s AND attempt = %(attempt)s AND step = %(step)s
+
+-- name: insert_reserved_step
+-- StartCheckout's reservation in the step log (attempt 0), its release registered.
+INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts, ended_at)
+VALUES (%(checkout_id)s, 0, 'reserve_inventory', %(step_key)s, 'succeeded', %(compensation)s, 1, now())
+
+-- name: steps
+-- Every step of a checkout, in the order they started.
+SELECT * FROM checkout.saga_steps WHERE checkout_id = %(checkout_id)s ORDER BY attempt, started_at, step
+
+-- name: renew_lease
+-- Keeps this replica's lease on a saga it is running; no row when another replica took it.
+UPDATE checkout.checkouts SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE checkout_id = %(checkout_id)s AND status = 'placing' AND lease_owner = %(owner)s
+RETURNING checkout_id
+
+-- name: claim_lapsed
+-- The recovery worker's claim: PLACING sagas whose lease lapsed (their replica died), skipping locked rows.
+UPDATE checkout.checkouts SET lease_owner = %(owner)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), recoveries = recoveries + 1
+WHERE checkout_id IN (
+    SELECT checkout_id FROM checkout.checkouts
+    WHERE status = 'placing' AND (lease_expires_at IS NULL OR lease_expires_at < now())
+    ORDER BY lease_expires_at NULLS FIRST
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING checkout_id
+
+-- name: expire_lapsed_quotes
+-- QUOTED checkouts whose reservation lapsed become EXPIRED (skipping locked rows).
+UPDATE checkout.checkouts SET status = 'expired', ended_at = now(), updated_at = now()
+WHERE checkout_id IN (
+    SELECT checkout_id FROM checkout.checkouts
+    WHERE status = 'quoted' AND reservation_expires_at < now()
+    ORDER BY reservation_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING checkout_id, user_id, contact_email
+
+-- name: extend_reservation_time
+-- The reservation's new expiry after an extend.
+UPDATE checkout.checkouts SET reservation_expires_at = %(expires_at)s WHERE checkout_id = %(checkout_id)s
+
+-- name: insert_event
+-- A checkout event in the outbox, in the transaction that changed the checkout.
+INSERT INTO checkout.checkout_events (event_id, checkout_id, event_type, payload)
+VALUES (%(event_id)s, %(checkout_id)s, %(event_type)s, %(payload)s)
+ON CONFLICT (event_id) DO NOTHING
+
+-- name: unfinished_releases
+-- Reservations of ended checkouts whose release was registered but not confirmed done.
+SELECT s.checkout_id FROM checkout.saga_steps s JOIN checkout.checkouts c USING (checkout_id)
+WHERE s.step = 'reserve_inventory' AND s.status = 'compensating'
+  AND c.status IN ('cancelled', 'expired', 'failed') AND s.updated_at < now() - make_interval(secs => %(after_seconds)s)
+LIMIT %(limit)s
+
+-- name: list_checkouts
+-- Checkouts in a status, oldest change first, for operators (optionally unchanged for a while).
+SELECT * FROM checkout.checkouts
+WHERE status = %(status)s AND updated_at <= now() - make_interval(secs => %(older_than_seconds)s)
+  AND (%(after)s::text IS NULL OR checkout_id > %(after)s)
+ORDER BY checkout_id
+LIMIT %(limit)s

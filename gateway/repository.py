@@ -1,0 +1,368 @@
+"""The gateway's only SQL: checkouts, their lines, the saga's step log, idempotency keys, events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from gateway.domain import (
+    Checkout,
+    CheckoutLine,
+    CheckoutStatus,
+    Failure,
+    IdempotencyRecord,
+    KeyState,
+    Quote,
+    SagaStep,
+    StepRecord,
+    StepStatus,
+)
+from service_runtime.sql import QueryFile, Row, Statements
+
+
+class GatewayStatements(Statements):
+    queries = QueryFile(Path(__file__).with_name("queries.sql"))
+
+    # Idempotency keys
+
+    async def idempotency_key(self, user_id: str, rpc: str, key: str) -> IdempotencyRecord | None:
+        params = {"user_id": user_id, "rpc": rpc, "key": key}
+        await self._rows("forget_expired_key", params)
+        row = await self._row("idempotency_key", params)
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            fingerprint=bytes(row["fingerprint"]),
+            state=KeyState(row["state"]),
+            locked_until=row["locked_until"],
+            checkout_id=row["checkout_id"] or "",
+            response_code=row["response_code"],
+            response=bytes(row["response"]) if row["response"] is not None else None,
+        )
+
+    async def insert_idempotency_key(
+        self, user_id: str, rpc: str, key: str, fingerprint: bytes, checkout_id: str, hold_seconds: float
+    ) -> None:
+        await self._rows(
+            "insert_idempotency_key",
+            {
+                "user_id": user_id,
+                "rpc": rpc,
+                "key": key,
+                "fingerprint": fingerprint,
+                "checkout_id": checkout_id,
+                "hold_seconds": hold_seconds,
+            },
+        )
+
+    async def complete_idempotency_key(self, user_id: str, rpc: str, key: str, code: int, response: bytes) -> None:
+        await self._rows(
+            "complete_idempotency_key",
+            {"user_id": user_id, "rpc": rpc, "key": key, "code": code, "response": response},
+        )
+
+    async def delete_idempotency_key(self, user_id: str, rpc: str, key: str) -> None:
+        await self._rows("delete_idempotency_key", {"user_id": user_id, "rpc": rpc, "key": key})
+
+    # Checkouts
+
+    async def insert_checkout(self, checkout: Checkout, tax_rate_basis_points: int) -> None:
+        q = checkout.quote
+        await self._rows(
+            "insert_checkout",
+            {
+                "checkout_id": checkout.checkout_id,
+                "user_id": checkout.user_id,
+                "cart_id": checkout.cart_id,
+                "shipping_address": Jsonb(dict(checkout.shipping_address)),
+                "shipping_method": checkout.shipping_method,
+                "contact_email": checkout.contact_email,
+                "currency_code": q.currency_code,
+                "subtotal_minor": q.subtotal_minor,
+                "discount_minor": q.discount_minor,
+                "shipping_minor": q.shipping_minor,
+                "tax_minor": q.tax_minor,
+                "total_minor": q.total_minor,
+                "tax_rate_basis_points": tax_rate_basis_points,
+                "tax_rate_ppm": q.tax_rate_ppm,
+                "shipping_taxed": q.shipping_taxed,
+                "free_shipping_applied": q.free_shipping_applied,
+                "min_business_days": q.min_business_days,
+                "max_business_days": q.max_business_days,
+                "earliest_delivery_date": q.earliest_delivery_date,
+                "latest_delivery_date": q.latest_delivery_date,
+                "reservation_expires_at": checkout.reservation_expires_at,
+                "cart_etag": checkout.cart_etag,
+                "shipping_options": checkout.shipping_options,
+            },
+        )
+        for position, line in enumerate(checkout.lines):
+            await self._rows(
+                "insert_line",
+                {
+                    "checkout_id": checkout.checkout_id,
+                    "sku": line.sku,
+                    "position": position,
+                    "product_name": line.product_name,
+                    "quantity": line.quantity,
+                    "currency_code": q.currency_code,
+                    "unit_price_minor": line.unit_price_minor,
+                    "line_total_minor": line.line_total_minor,
+                },
+            )
+
+    async def checkout(self, checkout_id: str, *, lock: bool = False) -> Checkout | None:
+        row = await self._row("checkout_for_update" if lock else "checkout", {"checkout_id": checkout_id})
+        if row is None:
+            return None
+        lines = await self._rows("lines", {"checkout_id": checkout_id})
+        return _checkout(row, lines)
+
+    async def open_checkouts_of_cart(self, cart_id: str) -> list[tuple[str, CheckoutStatus]]:
+        rows = await self._rows("open_checkouts_of_cart", {"cart_id": cart_id})
+        return [(row["checkout_id"], CheckoutStatus(row["status"])) for row in rows]
+
+    async def start_attempt(self, checkout_id: str, payment_token: str, owner: str, lease_seconds: float) -> int:
+        row = await self._one(
+            "start_attempt",
+            {
+                "checkout_id": checkout_id,
+                "payment_token": payment_token,
+                "owner": owner,
+                "lease_seconds": lease_seconds,
+            },
+        )
+        return int(row["place_attempt"])
+
+    async def end_checkout(self, checkout_id: str, status: CheckoutStatus, current_step: SagaStep | None) -> None:
+        await self._rows(
+            "end_checkout",
+            {
+                "checkout_id": checkout_id,
+                "status": status.value,
+                "current_step": current_step.value if current_step else None,
+            },
+        )
+
+    async def record_failure(self, checkout_id: str, failure: Failure) -> None:
+        await self._rows(
+            "record_failure",
+            {
+                "checkout_id": checkout_id,
+                "reason": failure.reason,
+                "message": failure.message[:500],
+                "step": failure.step.value,
+                "code": failure.code,
+                "attempt": failure.attempt,
+                "payment_id": failure.payment_id,
+            },
+        )
+
+    async def record_progress(
+        self,
+        checkout_id: str,
+        current_step: SagaStep | None,
+        *,
+        payment_id: str | None = None,
+        order_id: str | None = None,
+        card_brand: str | None = None,
+        card_last4: str | None = None,
+    ) -> None:
+        await self._rows(
+            "record_progress",
+            {
+                "checkout_id": checkout_id,
+                "current_step": current_step.value if current_step else None,
+                "payment_id": payment_id,
+                "order_id": order_id,
+                "card_brand": card_brand,
+                "card_last4": card_last4,
+            },
+        )
+
+    async def extend_reservation_time(self, checkout_id: str, expires_at: datetime) -> None:
+        await self._rows("extend_reservation_time", {"checkout_id": checkout_id, "expires_at": expires_at})
+
+    # The step log
+
+    async def step_intent(
+        self, checkout_id: str, attempt: int, step: SagaStep, step_key: str, compensation: str | None
+    ) -> int:
+        row = await self._one(
+            "step_intent",
+            {
+                "checkout_id": checkout_id,
+                "attempt": attempt,
+                "step": step.value,
+                "step_key": step_key,
+                "compensation": compensation,
+            },
+        )
+        return int(row["attempts"])
+
+    async def step_succeeded(
+        self, checkout_id: str, attempt: int, step: SagaStep, result: Mapping[str, str], payment_id: str | None
+    ) -> None:
+        await self._rows(
+            "step_succeeded",
+            {
+                "checkout_id": checkout_id,
+                "attempt": attempt,
+                "step": step.value,
+                "result": Jsonb(dict(result)),
+                "payment_id": payment_id,
+            },
+        )
+
+    async def step_error(
+        self,
+        checkout_id: str,
+        attempt: int,
+        step: SagaStep,
+        *,
+        final: bool,
+        reason: str,
+        code: str,
+        payment_id: str | None,
+    ) -> None:
+        await self._rows(
+            "step_error",
+            {
+                "checkout_id": checkout_id,
+                "attempt": attempt,
+                "step": step.value,
+                "status": StepStatus.FAILED.value if final else StepStatus.RUNNING.value,
+                "reason": reason[:64],
+                "code": code,
+                "payment_id": payment_id,
+            },
+        )
+
+    async def step_compensation(self, checkout_id: str, attempt: int, step: SagaStep, status: StepStatus) -> None:
+        await self._rows(
+            "step_compensation",
+            {"checkout_id": checkout_id, "attempt": attempt, "step": step.value, "status": status.value},
+        )
+
+    async def insert_reserved_step(self, checkout_id: str, step_key: str, compensation: str) -> None:
+        await self._rows(
+            "insert_reserved_step", {"checkout_id": checkout_id, "step_key": step_key, "compensation": compensation}
+        )
+
+    async def steps(self, checkout_id: str) -> list[StepRecord]:
+        return [_step(row) for row in await self._rows("steps", {"checkout_id": checkout_id})]
+
+    # Leases and background work
+
+    async def renew_lease(self, checkout_id: str, owner: str, lease_seconds: float) -> bool:
+        row = await self._row(
+            "renew_lease", {"checkout_id": checkout_id, "owner": owner, "lease_seconds": lease_seconds}
+        )
+        return row is not None
+
+    async def claim_lapsed(self, owner: str, lease_seconds: float, limit: int) -> list[str]:
+        rows = await self._rows("claim_lapsed", {"owner": owner, "lease_seconds": lease_seconds, "limit": limit})
+        return [row["checkout_id"] for row in rows]
+
+    async def expire_lapsed_quotes(self, limit: int) -> list[tuple[str, str, str]]:
+        rows = await self._rows("expire_lapsed_quotes", {"limit": limit})
+        return [(row["checkout_id"], row["user_id"], row["contact_email"]) for row in rows]
+
+    async def insert_event(self, event_id: str, checkout_id: str, event_type: str, payload: Mapping[str, Any]) -> None:
+        await self._rows(
+            "insert_event",
+            {"event_id": event_id, "checkout_id": checkout_id, "event_type": event_type, "payload": Jsonb(payload)},
+        )
+
+    async def unfinished_releases(self, after_seconds: float, limit: int) -> list[str]:
+        rows = await self._rows("unfinished_releases", {"after_seconds": after_seconds, "limit": limit})
+        return [row["checkout_id"] for row in rows]
+
+    async def list_checkouts(
+        self, status: CheckoutStatus, older_than_seconds: float, after: str | None, limit: int
+    ) -> list[Checkout]:
+        rows = await self._rows(
+            "list_checkouts",
+            {"status": status.value, "older_than_seconds": older_than_seconds, "after": after, "limit": limit},
+        )
+        return [_checkout(row, await self._rows("lines", {"checkout_id": row["checkout_id"]})) for row in rows]
+
+
+def _checkout(row: Row, lines: Sequence[Row]) -> Checkout:
+    failure = None
+    if row["last_failure_reason"] is not None:
+        failure = Failure(
+            reason=row["last_failure_reason"],
+            message=row["last_failure_message"],
+            step=SagaStep(row["last_failure_step"]),
+            at=row["last_failure_at"],
+            code=row["last_failure_code"],
+            attempt=row["last_failure_attempt"],
+            payment_id=row["last_failure_payment"],
+        )
+    address = row["shipping_address"]
+    return Checkout(
+        checkout_id=row["checkout_id"],
+        user_id=row["user_id"],
+        cart_id=row["cart_id"],
+        status=CheckoutStatus(row["status"]),
+        shipping_address=json.loads(address) if isinstance(address, str) else dict(address),
+        shipping_method=row["shipping_method"],
+        contact_email=row["contact_email"],
+        quote=Quote(
+            currency_code=row["currency_code"],
+            subtotal_minor=row["subtotal_minor"],
+            discount_minor=row["discount_minor"],
+            shipping_minor=row["shipping_minor"],
+            tax_minor=row["tax_minor"],
+            tax_rate_ppm=row["tax_rate_ppm"],
+            shipping_taxed=row["shipping_taxed"],
+            free_shipping_applied=row["free_shipping_applied"],
+            min_business_days=row["min_business_days"],
+            max_business_days=row["max_business_days"],
+            earliest_delivery_date=row["earliest_delivery_date"],
+            latest_delivery_date=row["latest_delivery_date"],
+        ),
+        lines=tuple(
+            CheckoutLine(line["sku"], line["product_name"], line["quantity"], line["unit_price_minor"])
+            for line in lines
+        ),
+        reservation_expires_at=row["reservation_expires_at"],
+        attempt=row["place_attempt"],
+        current_step=SagaStep(row["current_step"]) if row["current_step"] else None,
+        order_id=row["order_id"] or "",
+        payment_id=row["payment_id"] or "",
+        payment_token=row["payment_token"] or "",
+        cart_etag=row["cart_etag"],
+        card_brand=row["card_brand"],
+        card_last4=row["card_last4"],
+        shipping_options=bytes(row["shipping_options"]),
+        last_failure=failure,
+        lease_owner=row["lease_owner"] or "",
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        ended_at=row["ended_at"],
+    )
+
+
+def _step(row: Row) -> StepRecord:
+    return StepRecord(
+        checkout_id=row["checkout_id"],
+        attempt=row["attempt"],
+        step=SagaStep(row["step"]),
+        step_key=row["step_key"],
+        status=StepStatus(row["status"]),
+        compensation=row["compensation"],
+        attempts=row["attempts"],
+        last_error_reason=row["last_error_reason"],
+        last_error_code=row["last_error_code"],
+        payment_id=row["payment_id"],
+        result={str(k): str(v) for k, v in dict(row["result"]).items()},
+        started_at=row["started_at"],
+        ended_at=row["ended_at"],
+    )

@@ -1,0 +1,248 @@
+"""Runs sagas: in the background for PlaceOrder (never inside the request's own task), and from boot in
+every replica's recovery worker, which claims PLACING sagas whose lease lapsed (their replica died),
+expires QUOTED checkouts whose reservation lapsed, and finishes releases that were left undone.
+
+A saga runs under a lease (`lease_owner`, `lease_expires_at`), renewed while it runs; a replica that
+loses its lease stops driving that saga, and whoever claims it next resumes from the step log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+
+from gateway import domain
+from gateway.activities import Activities, ReleaseReservation, client_deadline
+from gateway.domain import CheckoutStatus, Failure, SagaStep, StepStatus
+from gateway.repository import GatewayStatements
+from gateway.saga import CheckoutSaga, CompensationFailed, SagaLog, SagaPolicy, StepStopped
+from service_runtime.sql import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+#: Sagas that ended FAILED since start (exported for metrics; an operator resolves each).
+failed_sagas = 0
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    lease_seconds: float
+    recovery_interval_seconds: float
+    recovery_batch_size: int
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class SagaRunner:
+    def __init__(
+        self,
+        work: UnitOfWork[GatewayStatements],
+        saga: CheckoutSaga,
+        activities: Activities,
+        policy: SagaPolicy,
+        settings: RunnerSettings,
+    ) -> None:
+        self._work = work
+        self._saga = saga
+        self._activities = activities
+        self._policy = policy
+        self.settings = settings
+        self.owner = replica_id()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    # Starting and driving
+
+    def start(self, checkout_id: str, deadline: float | None) -> asyncio.Task[None]:
+        """The saga's task, owned by the runner: a client that stops waiting does not stop it."""
+        running = self._tasks.get(checkout_id)
+        if running is not None and not running.done():
+            return running
+
+        async def drive() -> None:
+            client_deadline.set(deadline)
+            try:
+                await self.drive(checkout_id)
+            except Exception:
+                log.exception("saga %s stopped on an unexpected error; the recovery worker resumes it", checkout_id)
+
+        task = asyncio.get_running_loop().create_task(drive(), name=f"saga:{checkout_id}")
+        self._tasks[checkout_id] = task
+        task.add_done_callback(lambda done: self._forget(checkout_id, done))
+        return task
+
+    def _forget(self, checkout_id: str, done: asyncio.Task[None]) -> None:
+        if self._tasks.get(checkout_id) is done:
+            del self._tasks[checkout_id]
+
+    async def drive(self, checkout_id: str) -> None:
+        """Drives a PLACING checkout this replica holds the lease of to its next state."""
+        checkout = await self._work.read(lambda tx: tx.checkout(checkout_id))
+        if checkout is None or checkout.status is not CheckoutStatus.PLACING or checkout.lease_owner != self.owner:
+            return
+        records = await self._work.read(lambda tx: tx.steps(checkout_id))
+        saga = SagaLog(self._work, checkout, records, self._policy)
+        renewer = asyncio.create_task(self._keep_lease(checkout_id, asyncio.current_task()))
+        try:
+            try:
+                placed = await self._saga.run(saga, checkout)
+            except StepStopped as stop:
+                if stop.step is SagaStep.CONVERT_CART:
+                    # The order is placed and paid; a cart that cannot be converted (e.g. it expired) stays as it is.
+                    log.warning("checkout %s completed, but its cart was not converted: %s", checkout_id, stop.reason)
+                    await self._end(checkout_id, CheckoutStatus.COMPLETED, None)
+                    return
+                await self._stop(saga, checkout.attempt, stop)
+                return
+            await self._end(checkout_id, CheckoutStatus.COMPLETED, None)
+            log.info("checkout %s completed: order %s, payment %s", checkout_id, placed.order_id, placed.payment_id)
+        finally:
+            renewer.cancel()
+
+    async def _stop(self, saga: SagaLog, attempt: int, stop: StepStopped) -> None:
+        ending = domain.ending_for(stop.step, refused=stop.refused, reason=stop.reason)
+        failure = Failure(
+            reason=stop.reason,
+            message=stop.message or f"{stop.step.value} failed ({stop.reason})",
+            step=stop.step,
+            at=datetime.now(UTC),
+            code=stop.code,
+            attempt=attempt,
+            payment_id=stop.payment_id,
+        )
+        status = ending.status
+        if not domain.is_past_pivot([stop.step]) or stop.step is domain.PIVOT:
+            try:
+                await saga.compensate(release_reservation=ending.release_reservation)
+            except CompensationFailed as failed:
+                status = CheckoutStatus.FAILED
+                failure = Failure(
+                    reason="COMPENSATION_FAILED",
+                    message=f"{failure.message}; then {failed}",
+                    step=failed.step,
+                    at=failure.at,
+                    code="INTERNAL",
+                    attempt=attempt,
+                    payment_id=stop.payment_id,
+                )
+        await self._end(saga.checkout_id, status, failure)
+
+    async def _end(self, checkout_id: str, status: CheckoutStatus, failure: Failure | None) -> None:
+        global failed_sagas
+
+        async def work(tx: GatewayStatements) -> None:
+            if failure is not None:
+                await tx.record_failure(checkout_id, failure)
+            stopped_at = failure.step if failure is not None and status is CheckoutStatus.FAILED else None
+            await tx.end_checkout(checkout_id, status, stopped_at)
+            if status is CheckoutStatus.EXPIRED:
+                await _expired_event(tx, checkout_id)
+
+        await self._work.run(work)
+        if status is CheckoutStatus.FAILED:
+            failed_sagas += 1
+            log.error(
+                "checkout %s FAILED and needs an operator: %s at %s (%s)",
+                checkout_id,
+                failure.reason if failure else "",
+                failure.step.value if failure else "",
+                failure.message if failure else "",
+            )
+
+    async def _keep_lease(self, checkout_id: str, driver: asyncio.Task[object] | None) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                held = await self._work.run(
+                    lambda tx: tx.renew_lease(checkout_id, self.owner, self.settings.lease_seconds)
+                )
+            except Exception:
+                log.warning("could not renew the lease of saga %s", checkout_id, exc_info=True)
+                continue
+            if not held:
+                log.warning("lost the lease of saga %s; another replica resumes it", checkout_id)
+                if driver is not None:
+                    driver.cancel()
+                return
+
+    # The recovery worker
+
+    async def run(self) -> None:
+        """The background worker of every replica, from boot until shutdown."""
+        while True:
+            try:
+                await self.recover_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("recovery pass failed; trying again", exc_info=True)
+            await asyncio.sleep(self.settings.recovery_interval_seconds)
+
+    async def recover_once(self) -> int:
+        claimed = await self._work.run(
+            lambda tx: tx.claim_lapsed(self.owner, self.settings.lease_seconds, self.settings.recovery_batch_size)
+        )
+        for checkout_id in claimed:
+            log.info("recovering saga %s", checkout_id)
+            self.start(checkout_id, None)
+        expired = await self._work.run(lambda tx: _expire_quotes(tx, self.settings.recovery_batch_size))
+        for checkout_id in expired:
+            await self.release(checkout_id, attempt=0, reason="reservation_expired")
+        for checkout_id in await self._work.read(
+            lambda tx: tx.unfinished_releases(self.settings.lease_seconds, self.settings.recovery_batch_size)
+        ):
+            await self.release(checkout_id, attempt=0, reason="checkout_ended")
+        return len(claimed)
+
+    async def release(self, checkout_id: str, *, attempt: int, reason: str) -> bool:
+        """Releases a checkout's reservation (its registered undo), recording it; False if it must wait."""
+        await self._work.run(
+            lambda tx: tx.step_compensation(checkout_id, attempt, SagaStep.RESERVE_INVENTORY, StepStatus.COMPENSATING)
+        )
+        try:
+            await self._activities.release_reservation(ReleaseReservation(checkout_id, reason))
+        except grpc.aio.AioRpcError as failure:
+            # It stays COMPENSATING; the recovery worker's next pass retries it.
+            log.warning("release of %s failed (%s); the recovery worker retries it", checkout_id, failure.code().name)
+            return False
+        await self._work.run(
+            lambda tx: tx.step_compensation(checkout_id, attempt, SagaStep.RESERVE_INVENTORY, StepStatus.COMPENSATED)
+        )
+        return True
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+async def _expired_event(tx: GatewayStatements, checkout_id: str) -> None:
+    checkout = await tx.checkout(checkout_id)
+    if checkout is None:
+        return
+    await tx.insert_event(
+        f"{checkout_id}:expired",
+        checkout_id,
+        "CheckoutExpired",
+        {
+            "checkoutId": checkout_id,
+            "userId": checkout.user_id,
+            "customerEmail": checkout.contact_email,
+            "cartId": checkout.cart_id,
+        },
+    )
+
+
+async def _expire_quotes(tx: GatewayStatements, limit: int) -> list[str]:
+    expired = await tx.expire_lapsed_quotes(limit)
+    for checkout_id, _user, _email in expired:
+        await _expired_event(tx, checkout_id)
+    return [checkout_id for checkout_id, _user, _email in expired]
