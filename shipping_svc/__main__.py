@@ -1,7 +1,7 @@
-"""Composition root: settings → servicer → server.
+"""Composition root: settings (with the validated rate table) → database → weights client, sandbox
+carrier → use cases → servicer → server.
 
-`python -m shipping_svc` serves; `python -m shipping_svc migrate` applies migrations and exits. The
-rate table, inventory client and shipments repository are wired here by the issue that builds them.
+`python -m shipping_svc` serves; `python -m shipping_svc migrate` applies migrations and exits.
 """
 
 from __future__ import annotations
@@ -11,17 +11,26 @@ from pathlib import Path
 
 from service_runtime.cli import run_service
 from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
+from service_runtime.sql import UnitOfWork
+from shipping_svc.carrier import SandboxCarrier
+from shipping_svc.catalogue import Weights
+from shipping_svc.handlers import ShippingHandlers
+from shipping_svc.repository import ShippingStatements
 from shipping_svc.servicer import SERVICE_NAME, ShippingServicer
 from shipping_svc.settings import ShippingSettings
 from shop.shipping.v1 import shipping_service_pb2_grpc
 
 
 def assemble(settings: ShippingSettings, infrastructure: Infrastructure) -> Assembly:
-    # The generated stub marks every RPC abstract and none is built yet (the shipping issue builds them);
-    # warn_unused_ignores flags this ignore once they are.
-    servicer = ShippingServicer()  # type: ignore[abstract]
-
-    return Assembly.of(shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server, servicer, SERVICE_NAME)
+    handlers = ShippingHandlers(
+        UnitOfWork(infrastructure.database, ShippingStatements),
+        settings.rates,
+        Weights(infrastructure.channels, settings.inventory_target),
+        SandboxCarrier(),
+    )
+    return Assembly.of(
+        shipping_service_pb2_grpc.add_ShippingServiceServicer_to_server, ShippingServicer(handlers), SERVICE_NAME
+    )
 
 
 SPEC = ServiceSpec(
