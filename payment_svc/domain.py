@@ -199,7 +199,10 @@ def looks_like_card_number(payment_token: str) -> bool:
     return bool(_CARD_NUMBER.match(payment_token.strip()))
 
 
-_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
+_GROUPED = re.compile(r"(?<![0-9])[0-9]{4}(?:([ -])[0-9]{4,6})(?:\1[0-9]{1,5}){1,3}(?![0-9])")
+#: How card numbers are written in groups: 4-4-4-4 (and 4-4-4-4-1..3 for 17..19 digits), 4-6-5, 4-6-4.
+_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 1), (4, 4, 4, 4, 2), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
 
 
 def _luhn(digits: str) -> bool:
@@ -213,11 +216,15 @@ def _luhn(digits: str) -> bool:
 
 
 def contains_card_number(text: str) -> bool:
-    """True when `text` holds 13..19 digits (optionally grouped by spaces or dashes) that pass the Luhn check:
-    a card number, wherever it was typed. Such a request is refused (CARD_NUMBER_REJECTED) before anything."""
-    for match in _DIGIT_RUN.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group(0))
-        if _luhn(digits):
+    """True when `text` holds a card number wherever it was typed: 13..19 digits in a row, or grouped the way
+    cards print them (4-4-4-4, 4-6-5, with spaces or dashes), passing the Luhn check. Such a request is refused
+    (CARD_NUMBER_REJECTED) before anything else. Ids that merely contain digits and dashes (`ord-2026-0001`)
+    are not card numbers."""
+    if any(_luhn(match.group(0)) for match in _DIGIT_RUN.finditer(text)):
+        return True
+    for match in _GROUPED.finditer(text):
+        groups = re.split(r"[ -]", match.group(0))
+        if tuple(len(group) for group in groups) in _GROUPINGS and _luhn("".join(groups)):
             return True
     return False
 

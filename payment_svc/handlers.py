@@ -15,6 +15,7 @@ PAYMENT_OUTCOME_UNKNOWN; retrying the call re-sends the same key, which the PSP 
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from dataclasses import dataclass
@@ -73,6 +74,12 @@ class Refunded:
     payment: Payment
     refund: Refund
     replayed: bool
+
+
+def new_id(prefix: str) -> str:
+    """A new payment or refund id: 26 characters of base32 (letters and 2..7), so that an id can never look like a
+    card number to the card-number scan of every request field (a hex id can: 13 digits in a row happen)."""
+    return f"{prefix}_{base64.b32encode(uuid.uuid4().bytes).decode().rstrip('=').lower()}"
 
 
 def not_found(payment_id: str) -> NotFound:
@@ -145,35 +152,32 @@ class PaymentHandlers:
 
         async def begin(tx: PaymentStatements) -> tuple[Payment, bool]:
             await tx.lock_checkout(command.checkout_id)
-            existing = await tx.payment_by_key(command.checkout_id, command.idempotency_key)
-            if existing is not None:
+            existing_id, cancelled, live_id = await tx.authorization_state(command.checkout_id, command.idempotency_key)
+            if existing_id is not None:
+                existing = await tx.payment(existing_id)
+                assert existing is not None
                 if existing.fingerprint != fingerprint:
                     raise key_reused(command.idempotency_key)
                 return existing, True
-            if await tx.cancelled(command.checkout_id, command.idempotency_key):
+            if cancelled:
                 raise FailedPrecondition(
                     "this authorization was cancelled (VoidPayment) before it arrived; nothing is held",
                     reason="AUTHORIZATION_CANCELLED",
                     metadata={"checkoutId": command.checkout_id, "idempotencyKey": command.idempotency_key},
                 )
-            live = await tx.live_payment(command.checkout_id)
-            if live is not None:
+            if live_id is not None:
                 raise FailedPrecondition(
-                    f"checkout {command.checkout_id} already has payment {live.payment_id}",
+                    f"checkout {command.checkout_id} already has payment {live_id}",
                     reason="CHECKOUT_HAS_ACTIVE_PAYMENT",
-                    metadata={"paymentId": live.payment_id},
+                    metadata={"paymentId": live_id},
                 )
             payment = await tx.insert_payment(
-                f"pay_{uuid.uuid4().hex}",
+                new_id("pay"),
                 command.checkout_id,
                 command.idempotency_key,
                 fingerprint,
                 amount,
                 self._grace,
-            )
-            await tx.record(payment.payment_id, None, PaymentStatus.PENDING, "authorize")
-            await tx.record(
-                payment.payment_id, PaymentStatus.PENDING, PaymentStatus.PROCESSING, "authorize: sent to the PSP"
             )
             return payment, False
 
@@ -192,7 +196,7 @@ class PaymentHandlers:
         settled = await self.settle_authorization(payment.payment_id, answer.status, answer.body, "authorize")
         if settled.status is PaymentStatus.FAILED:
             raise domain.decline(settled)
-        return Authorized(await self.details(settled), replayed)
+        return Authorized(settled, replayed)
 
     async def _send(
         self, payment: Payment, path: str, body: dict[str, Any], key: str, budget: float | None, refund_id: str = ""
@@ -211,27 +215,27 @@ class PaymentHandlers:
         """Records the PSP's answer to the authorization (2xx: AUTHORIZED; anything else: FAILED), once."""
 
         async def work(tx: PaymentStatements) -> Payment:
-            payment = await tx.payment(payment_id, lock=True)
-            assert payment is not None
-            if payment.status is not PaymentStatus.PROCESSING:
-                return payment
+            # One conditional UPDATE (WHERE status = 'processing') with its event, in autocommit: a concurrent
+            # settlement of the same payment finds no row and reads what the first one recorded.
             card = _card(body)
             if 200 <= status < 300:
                 expires = datetime.now(UTC) + self._ttl
                 if isinstance(body.get("expires_at"), str):
                     expires = min(expires, datetime.fromisoformat(body["expires_at"]))
                 assert card is not None
-                settled = await tx.mark_authorized(payment_id, str(body["id"]), expires, card)
-                await tx.record(payment_id, PaymentStatus.PROCESSING, PaymentStatus.AUTHORIZED, cause, body)
-                return settled
-            error = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
-            decline_code = str(error.get("decline_code") or error.get("code") or "")
-            reason = DECLINE_CODES.get(decline_code, FailureReason.PROCESSOR_DECLINED)
-            settled = await tx.mark_failed(payment_id, reason, decline_code, domain.decline_message(reason), card)
-            await tx.record(payment_id, PaymentStatus.PROCESSING, PaymentStatus.FAILED, cause, body)
-            return settled
+                settled = await tx.mark_authorized(payment_id, str(body["id"]), expires, card, cause, body)
+            else:
+                error = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
+                decline_code = str(error.get("decline_code") or error.get("code") or "")
+                reason = DECLINE_CODES.get(decline_code, FailureReason.PROCESSOR_DECLINED)
+                message = domain.decline_message(reason)
+                settled = await tx.mark_failed(payment_id, reason, decline_code, message, card, cause, body)
+            if settled is None:
+                settled = await tx.payment(payment_id)
+                assert settled is not None
+            return await tx.with_details(settled)
 
-        return await self._work.run(work)
+        return await self._work.statement(work)
 
     # CapturePayment
 
@@ -291,7 +295,21 @@ class PaymentHandlers:
             )
             return pending, True
 
-        payment, send = await self._work.run(begin)
+        async def fast(tx: PaymentStatements) -> Payment | None:
+            return await tx.begin_capture(
+                command.payment_id,
+                order_id=command.order_id,
+                amount=requested,
+                capture_key=command.idempotency_key,
+                capture_fingerprint=fingerprint,
+                grace=self._grace,
+            )
+
+        pending = await self._work.statement(fast)
+        if pending is not None:
+            payment, send = pending, True
+        else:
+            payment, send = await self._work.run(begin)
         if not send:
             return Captured(await self.details(payment), True)
         answer = await self._send(
@@ -302,20 +320,23 @@ class PaymentHandlers:
             budget,
         )
         settled = await self.settle_capture(payment.payment_id, answer.status, answer.body, "capture")
-        return Captured(await self.details(settled), False)
+        return Captured(settled, False)
 
     async def settle_capture(self, payment_id: str, status: int, body: dict[str, Any], cause: str) -> Payment:
         """Records the PSP's answer to the pending capture: CAPTURED, EXPIRED, or back to plain AUTHORIZED."""
 
+        async def captured(tx: PaymentStatements) -> Payment | None:
+            done = await tx.mark_captured(payment_id, cause, body)  # one statement with its event
+            return await tx.with_details(done) if done is not None else None
+
+        if 200 <= status < 300 and (done := await self._work.statement(captured)) is not None:
+            return done
+
         async def work(tx: PaymentStatements) -> Payment:
             payment = await tx.payment(payment_id, lock=True)
             assert payment is not None
-            if payment.pending_operation != "capture":
-                return payment
-            if 200 <= status < 300:
-                captured = await tx.mark_captured(payment_id)
-                await tx.record(payment_id, PaymentStatus.AUTHORIZED, PaymentStatus.CAPTURED, cause, body)
-                return captured
+            if payment.pending_operation != "capture" or 200 <= status < 300:
+                return await tx.with_details(payment)
             return await _refused(tx, payment, status, body, cause)
 
         return await self._work.run(work)
@@ -357,18 +378,18 @@ class PaymentHandlers:
             payment, f"/v1/authorizations/{payment.psp_reference}/void", {}, payment.psp_key("void"), budget
         )
         settled = await self.settle_void(payment.payment_id, answer.status, answer.body, f"void: {command.reason}")
-        return Voided(await self.details(settled), False)
+        return Voided(settled, False)
 
     async def settle_void(self, payment_id: str, status: int, body: dict[str, Any], cause: str) -> Payment:
         async def work(tx: PaymentStatements) -> Payment:
+            if 200 <= status < 300:
+                voided = await tx.mark_voided(payment_id, cause, body)
+                if voided is not None:
+                    return await tx.with_details(voided)
             payment = await tx.payment(payment_id, lock=True)
             assert payment is not None
-            if payment.pending_operation != "void":
-                return payment
-            if 200 <= status < 300:
-                voided = await tx.mark_voided(payment_id)
-                await tx.record(payment_id, PaymentStatus.AUTHORIZED, PaymentStatus.VOIDED, cause, body)
-                return voided
+            if payment.pending_operation != "void" or 200 <= status < 300:
+                return await tx.with_details(payment)
             return await _refused(tx, payment, status, body, cause)
 
         return await self._work.run(work)
@@ -421,7 +442,7 @@ class PaymentHandlers:
                 requested=requested,
             )
             refund = await tx.insert_refund(
-                f"re_{uuid.uuid4().hex}",
+                new_id("re"),
                 payment,
                 command.idempotency_key,
                 fingerprint,
@@ -448,7 +469,7 @@ class PaymentHandlers:
         )
         if settled_refund.status is RefundStatus.FAILED:
             raise refund_declined(settled_refund)
-        return Refunded(await self.details(settled_payment), settled_refund, replayed)
+        return Refunded(settled_payment, settled_refund, replayed)
 
     async def settle_refund(
         self, payment_id: str, refund_id: str, status: int, body: dict[str, Any], cause: str
@@ -459,7 +480,7 @@ class PaymentHandlers:
             refund = await tx.lock_refund(refund_id, payment.amount.currency_code)
             assert refund is not None
             if refund.status is not RefundStatus.PROCESSING:
-                return payment, refund
+                return await tx.with_details(payment), refund
             currency = payment.amount.currency_code
             if not 200 <= status < 300:
                 return payment, await tx.settle_refund(refund_id, RefundStatus.FAILED, None, currency)
@@ -472,7 +493,7 @@ class PaymentHandlers:
             )
             updated = await tx.add_refunded(payment_id, refund.amount.amount_minor, target)
             await tx.record(payment_id, payment.status, target, cause, body)
-            return updated, settled
+            return await tx.with_details(updated), settled
 
         return await self._work.run(work)
 

@@ -10,19 +10,9 @@ SELECT * FROM payment.payments WHERE payment_id = %(payment_id)s FOR UPDATE
 -- The payment AuthorizePayment created for a checkout and idempotency key.
 SELECT * FROM payment.payments WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s
 
--- name: live_payment
--- The checkout's payment that still holds or may hold funds (at most one, by a unique index).
-SELECT * FROM payment.payments
-WHERE checkout_id = %(checkout_id)s AND status NOT IN ('failed', 'voided', 'expired')
-
 -- name: lock_checkout
 -- Serializes AuthorizePayment and VoidPayment-by-key of one checkout (the cancellation marker race).
 SELECT pg_advisory_xact_lock(hashtextextended('payment.checkout:' || %(checkout_id)s, 0))
-
--- name: cancellation
--- The cancellation VoidPayment recorded for a checkout and authorization key, if any.
-SELECT * FROM payment.authorization_cancellations
-WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s
 
 -- name: insert_cancellation
 -- Records that the authorization with this key is cancelled before it existed.
@@ -31,13 +21,34 @@ VALUES (%(checkout_id)s, %(idempotency_key)s, %(reason)s)
 ON CONFLICT DO NOTHING
 RETURNING *
 
+-- name: authorization_state
+-- What AuthorizePayment must know of a checkout, read after lock_checkout: the payment with this key, a
+-- cancellation of the key, and the checkout's live payment.
+SELECT
+    (SELECT payment_id FROM payment.payments
+     WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s) AS existing_id,
+    EXISTS (SELECT 1 FROM payment.authorization_cancellations
+            WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s) AS cancelled,
+    (SELECT payment_id FROM payment.payments
+     WHERE checkout_id = %(checkout_id)s AND status NOT IN ('failed', 'voided', 'expired')) AS live_id
+
 -- name: insert_payment
--- Records a payment about to be sent to the PSP (PROCESSING), due for the reconciler after a grace period.
-INSERT INTO payment.payments (payment_id, checkout_id, idempotency_key, request_fingerprint, status, currency_code,
-                              amount_minor, next_reconcile_at)
-VALUES (%(payment_id)s, %(checkout_id)s, %(idempotency_key)s, %(fingerprint)s, 'processing', %(currency_code)s,
-        %(amount_minor)s, now() + make_interval(secs => %(grace_seconds)s))
-RETURNING *
+-- Records a payment about to be sent to the PSP (PROCESSING) with its first two events, due for the
+-- reconciler after a grace period.
+WITH p AS (
+    INSERT INTO payment.payments (payment_id, checkout_id, idempotency_key, request_fingerprint, status,
+                                  currency_code, amount_minor, next_reconcile_at)
+    VALUES (%(payment_id)s, %(checkout_id)s, %(idempotency_key)s, %(fingerprint)s, 'processing', %(currency_code)s,
+            %(amount_minor)s, now() + make_interval(secs => %(grace_seconds)s))
+    RETURNING *
+), e AS (
+    INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause)
+    SELECT p.payment_id, v.from_status, v.to_status, v.cause
+    FROM p, (VALUES (1, NULL, 'pending', 'authorize'),
+                    (2, 'pending', 'processing', 'authorize: sent to the PSP')) AS v(n, from_status, to_status, cause)
+    ORDER BY v.n
+)
+SELECT * FROM p
 
 -- name: insert_event
 -- Appends one state change with the PSP answer that caused it.
@@ -45,24 +56,38 @@ INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, p
 VALUES (%(payment_id)s, %(from_status)s, %(to_status)s, %(cause)s, %(psp_response)s)
 
 -- name: mark_authorized
--- PROCESSING -> AUTHORIZED with the PSP's reference, expiry and card summary.
-UPDATE payment.payments
-SET status = 'authorized', psp_reference = %(psp_reference)s, authorized_at = now(),
-    authorization_expires_at = %(expires_at)s, method_type = 'card', card_brand = %(brand)s, card_last4 = %(last4)s,
-    card_exp_month = %(exp_month)s, card_exp_year = %(exp_year)s, card_funding = %(funding)s,
-    next_reconcile_at = NULL, updated_at = now()
-WHERE payment_id = %(payment_id)s
-RETURNING *
+-- PROCESSING -> AUTHORIZED with the PSP's reference, expiry and card summary, and its event; no row when the
+-- payment was settled already.
+WITH p AS (
+    UPDATE payment.payments
+    SET status = 'authorized', psp_reference = %(psp_reference)s, authorized_at = now(),
+        authorization_expires_at = %(expires_at)s, method_type = 'card', card_brand = %(brand)s,
+        card_last4 = %(last4)s, card_exp_month = %(exp_month)s, card_exp_year = %(exp_year)s,
+        card_funding = %(funding)s, next_reconcile_at = NULL, updated_at = now()
+    WHERE payment_id = %(payment_id)s AND status = 'processing'
+    RETURNING *
+), e AS (
+    INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)
+    SELECT payment_id, 'processing', 'authorized', %(cause)s, %(psp_response)s FROM p
+)
+SELECT * FROM p
 
 -- name: mark_failed
--- PROCESSING -> FAILED with why (and the card summary when the PSP gave one).
-UPDATE payment.payments
-SET status = 'failed', failure_reason = %(failure_reason)s, psp_decline_code = %(decline_code)s,
-    failure_message = %(message)s, method_type = %(method_type)s, card_brand = %(brand)s, card_last4 = %(last4)s,
-    card_exp_month = %(exp_month)s, card_exp_year = %(exp_year)s, card_funding = %(funding)s,
-    next_reconcile_at = NULL, updated_at = now()
-WHERE payment_id = %(payment_id)s
-RETURNING *
+-- PROCESSING -> FAILED with why (and the card summary when the PSP gave one), and its event; no row when the
+-- payment was settled already.
+WITH p AS (
+    UPDATE payment.payments
+    SET status = 'failed', failure_reason = %(failure_reason)s, psp_decline_code = %(decline_code)s,
+        failure_message = %(message)s, method_type = %(method_type)s, card_brand = %(brand)s,
+        card_last4 = %(last4)s, card_exp_month = %(exp_month)s, card_exp_year = %(exp_year)s,
+        card_funding = %(funding)s, next_reconcile_at = NULL, updated_at = now()
+    WHERE payment_id = %(payment_id)s AND status = 'processing'
+    RETURNING *
+), e AS (
+    INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)
+    SELECT payment_id, 'processing', 'failed', %(cause)s, %(psp_response)s FROM p
+)
+SELECT * FROM p
 
 -- name: begin_pending
 -- Records a capture or void about to be sent to the PSP; the reconciler settles it if the answer is lost.
@@ -74,6 +99,20 @@ SET pending_operation = %(operation)s, pending_order_id = %(order_id)s, pending_
 WHERE payment_id = %(payment_id)s
 RETURNING *
 
+-- name: begin_capture
+-- The common capture in one statement: an AUTHORIZED payment with nothing pending and an unexpired hold
+-- gets its capture recorded as pending; no row means the careful path (lock, decide) must run.
+UPDATE payment.payments
+SET pending_operation = 'capture', pending_order_id = %(order_id)s,
+    pending_amount_minor = coalesce(%(amount_minor)s, amount_minor),
+    capture_idempotency_key = %(capture_key)s, capture_fingerprint = %(capture_fingerprint)s,
+    next_reconcile_at = now() + make_interval(secs => %(grace_seconds)s), updated_at = now()
+WHERE payment_id = %(payment_id)s AND status = 'authorized' AND pending_operation IS NULL
+  AND authorization_expires_at > now()
+  AND (%(amount_minor)s::bigint IS NULL OR (%(amount_minor)s::bigint <= amount_minor AND currency_code = %(currency_code)s))
+  AND (capture_idempotency_key IS DISTINCT FROM %(capture_key)s OR capture_fingerprint = %(capture_fingerprint)s)
+RETURNING *
+
 -- name: clear_pending
 -- The PSP refused or never received the pending capture or void: the payment stays AUTHORIZED.
 UPDATE payment.payments
@@ -83,21 +122,33 @@ WHERE payment_id = %(payment_id)s
 RETURNING *
 
 -- name: mark_captured
--- AUTHORIZED -> CAPTURED for the pending order and amount.
-UPDATE payment.payments
-SET status = 'captured', captured_minor = pending_amount_minor, order_id = pending_order_id, captured_at = now(),
-    pending_operation = NULL, pending_order_id = NULL, pending_amount_minor = NULL, next_reconcile_at = NULL,
-    updated_at = now()
-WHERE payment_id = %(payment_id)s AND pending_operation = 'capture'
-RETURNING *
+-- AUTHORIZED -> CAPTURED for the pending order and amount, and its event; no row when nothing is pending.
+WITH p AS (
+    UPDATE payment.payments
+    SET status = 'captured', captured_minor = pending_amount_minor, order_id = pending_order_id,
+        captured_at = now(), pending_operation = NULL, pending_order_id = NULL, pending_amount_minor = NULL,
+        next_reconcile_at = NULL, updated_at = now()
+    WHERE payment_id = %(payment_id)s AND pending_operation = 'capture'
+    RETURNING *
+), e AS (
+    INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)
+    SELECT payment_id, 'authorized', 'captured', %(cause)s, %(psp_response)s FROM p
+)
+SELECT * FROM p
 
 -- name: mark_voided
--- AUTHORIZED -> VOIDED.
-UPDATE payment.payments
-SET status = 'voided', voided_at = now(), pending_operation = NULL, pending_order_id = NULL,
-    pending_amount_minor = NULL, next_reconcile_at = NULL, updated_at = now()
-WHERE payment_id = %(payment_id)s
-RETURNING *
+-- AUTHORIZED -> VOIDED, and its event; no row when no void is pending.
+WITH p AS (
+    UPDATE payment.payments
+    SET status = 'voided', voided_at = now(), pending_operation = NULL, pending_order_id = NULL,
+        pending_amount_minor = NULL, next_reconcile_at = NULL, updated_at = now()
+    WHERE payment_id = %(payment_id)s AND pending_operation = 'void'
+    RETURNING *
+), e AS (
+    INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)
+    SELECT payment_id, 'authorized', 'voided', %(cause)s, %(psp_response)s FROM p
+)
+SELECT * FROM p
 
 -- name: mark_expired
 -- AUTHORIZED -> EXPIRED: the PSP no longer holds the funds.
@@ -142,13 +193,19 @@ SET status = %(status)s, psp_reference = %(psp_reference)s, completed_at = now()
 WHERE refund_id = %(refund_id)s
 RETURNING *
 
--- name: refunds_of
--- A payment's refunds, oldest first.
-SELECT * FROM payment.refunds WHERE payment_id = %(payment_id)s ORDER BY created_at, refund_id
-
--- name: history_of
--- A payment's state changes, in order.
-SELECT * FROM payment.payment_events WHERE payment_id = %(payment_id)s ORDER BY event_id
+-- name: details_of
+-- A payment's refunds (oldest first) and state changes (in order), in one round trip.
+SELECT
+    (SELECT coalesce(json_agg(json_build_object(
+         'refund_id', refund_id, 'payment_id', payment_id, 'idempotency_key', idempotency_key,
+         'request_fingerprint', encode(request_fingerprint, 'hex'), 'amount_minor', amount_minor, 'reason', reason,
+         'note', note, 'status', status, 'psp_reference', psp_reference, 'created_at', created_at,
+         'completed_at', completed_at) ORDER BY created_at, refund_id), '[]')
+     FROM payment.refunds WHERE payment_id = %(payment_id)s) AS refunds,
+    (SELECT coalesce(json_agg(json_build_object(
+         'from_status', from_status, 'to_status', to_status, 'cause', cause, 'created_at', created_at)
+         ORDER BY event_id), '[]')
+     FROM payment.payment_events WHERE payment_id = %(payment_id)s) AS history
 
 -- name: list_payments
 -- A page of a checkout's payments, oldest first, after a (created_at, payment_id) position.

@@ -87,18 +87,8 @@ class PaymentStatements(Statements):
         row = await self._row("payment_by_key", {"checkout_id": checkout_id, "idempotency_key": idempotency_key})
         return _payment(row) if row else None
 
-    async def live_payment(self, checkout_id: str) -> Payment | None:
-        row = await self._row("live_payment", {"checkout_id": checkout_id})
-        return _payment(row) if row else None
-
     async def lock_checkout(self, checkout_id: str) -> None:
         await self._rows("lock_checkout", {"checkout_id": checkout_id})
-
-    async def cancelled(self, checkout_id: str, idempotency_key: str) -> bool:
-        return (
-            await self._row("cancellation", {"checkout_id": checkout_id, "idempotency_key": idempotency_key})
-            is not None
-        )
 
     async def cancel(self, checkout_id: str, idempotency_key: str, reason: str) -> bool:
         """Records the cancellation; False when it was already recorded."""
@@ -106,6 +96,11 @@ class PaymentStatements(Statements):
             "insert_cancellation", {"checkout_id": checkout_id, "idempotency_key": idempotency_key, "reason": reason}
         )
         return row is not None
+
+    async def authorization_state(self, checkout_id: str, idempotency_key: str) -> tuple[str | None, bool, str | None]:
+        """(the payment id with this key, whether the key was cancelled, the checkout's live payment id)."""
+        row = await self._one("authorization_state", {"checkout_id": checkout_id, "idempotency_key": idempotency_key})
+        return row["existing_id"], bool(row["cancelled"]), row["live_id"]
 
     async def insert_payment(
         self, payment_id: str, checkout_id: str, idempotency_key: str, fingerprint: bytes, amount: Money, grace: float
@@ -144,18 +139,37 @@ class PaymentStatements(Statements):
         )
 
     async def mark_authorized(
-        self, payment_id: str, psp_reference: str, expires_at: datetime, card: CardSummary
-    ) -> Payment:
-        row = await self._one(
+        self,
+        payment_id: str,
+        psp_reference: str,
+        expires_at: datetime,
+        card: CardSummary,
+        cause: str,
+        psp_response: dict[str, Any],
+    ) -> Payment | None:
+        row = await self._row(
             "mark_authorized",
-            {"payment_id": payment_id, "psp_reference": psp_reference, "expires_at": expires_at, **_card(card)},
+            {
+                "payment_id": payment_id,
+                "psp_reference": psp_reference,
+                "expires_at": expires_at,
+                **_card(card),
+                **_event(cause, psp_response),
+            },
         )
-        return _payment(row)
+        return _payment(row) if row else None
 
     async def mark_failed(
-        self, payment_id: str, reason: FailureReason, decline_code: str, message: str, card: CardSummary | None
-    ) -> Payment:
-        row = await self._one(
+        self,
+        payment_id: str,
+        reason: FailureReason,
+        decline_code: str,
+        message: str,
+        card: CardSummary | None,
+        cause: str,
+        psp_response: dict[str, Any],
+    ) -> Payment | None:
+        row = await self._row(
             "mark_failed",
             {
                 "payment_id": payment_id,
@@ -164,9 +178,10 @@ class PaymentStatements(Statements):
                 "message": message[:500],
                 "method_type": "card" if card else None,
                 **_card(card),
+                **_event(cause, psp_response),
             },
         )
-        return _payment(row)
+        return _payment(row) if row else None
 
     async def begin_pending(
         self,
@@ -193,14 +208,40 @@ class PaymentStatements(Statements):
         )
         return _payment(row)
 
+    async def begin_capture(
+        self,
+        payment_id: str,
+        *,
+        order_id: str,
+        amount: Money | None,
+        capture_key: str,
+        capture_fingerprint: bytes,
+        grace: float,
+    ) -> Payment | None:
+        row = await self._row(
+            "begin_capture",
+            {
+                "payment_id": payment_id,
+                "order_id": order_id,
+                "amount_minor": amount.amount_minor if amount else None,
+                "currency_code": amount.currency_code if amount else None,
+                "capture_key": capture_key,
+                "capture_fingerprint": capture_fingerprint,
+                "grace_seconds": grace,
+            },
+        )
+        return _payment(row) if row else None
+
     async def clear_pending(self, payment_id: str) -> Payment:
         return _payment(await self._one("clear_pending", {"payment_id": payment_id}))
 
-    async def mark_captured(self, payment_id: str) -> Payment:
-        return _payment(await self._one("mark_captured", {"payment_id": payment_id}))
+    async def mark_captured(self, payment_id: str, cause: str, psp_response: dict[str, Any]) -> Payment | None:
+        row = await self._row("mark_captured", {"payment_id": payment_id, **_event(cause, psp_response)})
+        return _payment(row) if row else None
 
-    async def mark_voided(self, payment_id: str) -> Payment:
-        return _payment(await self._one("mark_voided", {"payment_id": payment_id}))
+    async def mark_voided(self, payment_id: str, cause: str, psp_response: dict[str, Any]) -> Payment | None:
+        row = await self._row("mark_voided", {"payment_id": payment_id, **_event(cause, psp_response)})
+        return _payment(row) if row else None
 
     async def mark_expired(self, payment_id: str) -> Payment:
         return _payment(await self._one("mark_expired", {"payment_id": payment_id}))
@@ -259,19 +300,27 @@ class PaymentStatements(Statements):
 
     async def with_details(self, payment: Payment) -> Payment:
         """The payment with its refunds and history."""
-        refunds = await self._rows("refunds_of", {"payment_id": payment.payment_id})
-        history = await self._rows("history_of", {"payment_id": payment.payment_id})
+        row = await self._one("details_of", {"payment_id": payment.payment_id})
+        refunds = [
+            {
+                **item,
+                "request_fingerprint": bytes.fromhex(item["request_fingerprint"]),
+                "created_at": datetime.fromisoformat(item["created_at"]),
+                "completed_at": datetime.fromisoformat(item["completed_at"]) if item["completed_at"] else None,
+            }
+            for item in row["refunds"]
+        ]
         return replace(
             payment,
-            refunds=tuple(_refund(row, payment.amount.currency_code) for row in refunds),
+            refunds=tuple(_refund(item, payment.amount.currency_code) for item in refunds),
             history=tuple(
                 HistoryEntry(
-                    PaymentStatus(row["from_status"]) if row["from_status"] else None,
-                    PaymentStatus(row["to_status"]),
-                    row["cause"],
-                    row["created_at"],
+                    PaymentStatus(item["from_status"]) if item["from_status"] else None,
+                    PaymentStatus(item["to_status"]),
+                    item["cause"],
+                    datetime.fromisoformat(item["created_at"]),
                 )
-                for row in history
+                for item in row["history"]
             ),
         )
 
@@ -298,6 +347,10 @@ class PaymentStatements(Statements):
 
     async def lapsed_authorizations(self, limit: int) -> list[Payment]:
         return [_payment(row) for row in await self._rows("lapsed_authorizations", {"limit": limit})]
+
+
+def _event(cause: str, psp_response: dict[str, Any]) -> dict[str, Any]:
+    return {"cause": cause[:200], "psp_response": Jsonb(psp_response)}
 
 
 def _card(card: CardSummary | None) -> dict[str, Any]:

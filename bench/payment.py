@@ -1,0 +1,221 @@
+"""Authorize+capture pairs through the payment service against the same two PSP calls made directly.
+
+One run starts the sandbox PSP (`python -m psp_sandbox`, approve token, zero added latency) and a payment
+service (`python -m payment_svc`) as their own processes on free ports, against a fresh database, and then
+runs `--rounds` rounds (default 3). Each round has two phases of `--seconds`, each with `--clients`
+concurrent clients on the same client event loop:
+
+1. service: AuthorizePayment then CapturePayment through gRPC, as a trusted mesh caller (a new checkout
+   each pair): everything the service adds (validation, card-number scan, PostgreSQL writes of the payment,
+   its events and its pending capture, the PSP calls over HTTP, the reconciler running beside it);
+2. direct: the same two PSP HTTP calls (POST /v1/authorizations, POST /v1/authorizations/{id}/capture,
+   each with an Idempotency-Key) from the bench itself.
+
+It prints each round's pair rates, the median of the rounds per phase, and the ratio service/direct of the
+medians (the target is >= 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2_grpc
+from psycopg import sql
+
+from devstack.mesh import health_of
+from payment_svc.__main__ import SPEC
+from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
+from service_runtime.migrations import apply_migrations
+from service_runtime.settings import CommonSettings, EnvReader
+from shop.payment.v1 import payment_service_pb2 as pb
+from shop.payment.v1 import payment_service_pb2_grpc as pb_grpc
+from shop.type.v1 import money_pb2
+
+_LISTENING = "psp_sandbox listening on "
+
+
+def _database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _drive(clients: int, seconds: float, pair: Callable[[str], Awaitable[None]]) -> tuple[int, float]:
+    done = 0
+    began = time.perf_counter()
+    stop_at = began + seconds
+
+    async def client(index: int) -> None:
+        nonlocal done
+        while time.perf_counter() < stop_at:
+            await pair(f"b{index}-{uuid.uuid4().hex[:12]}")
+            done += 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return done, time.perf_counter() - began
+
+
+async def _start_psp(database_url: str) -> tuple[subprocess.Popen[bytes], str]:
+    environment = {**os.environ, "DATABASE_URL": database_url, "PSP_LISTEN_PORT": "0", "LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen([sys.executable, "-m", "psp_sandbox"], env=environment, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    line = (await asyncio.to_thread(process.stdout.readline)).decode()
+    if not line.startswith(_LISTENING):
+        process.kill()
+        raise RuntimeError(f"psp_sandbox did not start: {line!r}")
+    return process, line[len(_LISTENING) :].strip()
+
+
+async def _wait_serving(address: str, service: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if service.poll() is not None:
+                raise RuntimeError(f"the payment service exited with status {service.returncode}")
+            if await health_of(health) == "SERVING":
+                return
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"payment service at {address} did not become SERVING in {timeout} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float]]:
+    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
+    name = f"shop_bench_{uuid.uuid4().hex[:8]}"
+    database_url = _database(server_url, name)
+    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
+        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    processes: list[subprocess.Popen[bytes]] = []
+    rates: dict[str, list[float]] = {"service": [], "direct": []}
+    try:
+        await apply_migrations(database_url, schema=SPEC.schema, directory=SPEC.migrations)
+        psp, base_url = await _start_psp(database_url)
+        processes.append(psp)
+        address = f"127.0.0.1:{_free_port()}"
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "GRPC_LISTEN_ADDRESS": address,
+            "REDIS_KEY_PREFIX": f"bench:{name}:",
+            "PSP_BASE_URL": base_url,
+            "LOG_LEVEL": "WARNING",
+        }
+        service = subprocess.Popen([sys.executable, "-m", "payment_svc"], env=environment)
+        processes.append(service)
+        await _wait_serving(address, service)
+        print(f"sandbox PSP pid {psp.pid} at {base_url}; payment service pid {service.pid} at {address}; db {name}")
+        print(f"{clients} clients, {rounds} rounds of 2 x {seconds:g} s", flush=True)
+        tokens = ServiceTokens(CommonSettings.from_env(EnvReader({}), service_name="bench", default_port=0).identity)
+        amount = money_pb2.Money(currency_code="USD", amount_minor=4999)
+        async with grpc.aio.insecure_channel(address) as channel, aiohttp.ClientSession() as http:
+            stub = pb_grpc.PaymentServiceStub(channel)
+
+            async def through_service(checkout: str) -> None:
+                metadata = ((SERVICE_TOKEN, tokens.current()),)
+                authorized = await stub.AuthorizePayment(
+                    pb.AuthorizePaymentRequest(
+                        checkout_id=checkout, amount=amount, payment_token="tok_visa", idempotency_key="a"
+                    ),
+                    metadata=metadata,
+                    timeout=10,
+                )
+                await stub.CapturePayment(
+                    pb.CapturePaymentRequest(
+                        payment_id=authorized.payment.payment_id, order_id=checkout, idempotency_key="c"
+                    ),
+                    metadata=metadata,
+                    timeout=10,
+                )
+
+            async def direct(checkout: str) -> None:
+                async with http.post(
+                    f"{base_url}/v1/authorizations",
+                    json={"amount_minor": 4999, "currency": "USD", "token": "tok_visa"},
+                    headers={"Idempotency-Key": f"{checkout}:authorize"},
+                ) as response:
+                    authorization = await response.json()
+                    assert response.status == 201, authorization
+                async with http.post(
+                    f"{base_url}/v1/authorizations/{authorization['id']}/capture",
+                    json={"amount_minor": 4999},
+                    headers={"Idempotency-Key": f"{checkout}:capture"},
+                ) as response:
+                    assert response.status == 200, await response.text()
+
+            pids = {"service": service.pid, "psp": psp.pid, "bench": os.getpid()}
+            for number in range(1, rounds + 1):
+                for phase, pair in (("service", through_service), ("direct", direct)):
+                    before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                    done, elapsed = await _drive(clients, seconds, pair)
+                    cpu = {name: (_cpu_seconds(pid) - before[name]) * 1000 / max(done, 1) for name, pid in pids.items()}
+                    rates[phase].append(done / elapsed)
+                    print(
+                        f"round {number} {phase:<8} {done:>6} pairs {done / elapsed:8.1f} pairs/s   CPU ms/pair: "
+                        + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items() if ms or name != "service"),
+                        flush=True,
+                    )
+        return rates
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
+            await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench payment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients in each phase (default 16)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both phases (default 3)")
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.seconds <= 0 or args.rounds < 1:
+        parser.error("--clients and --rounds must be >= 1 and --seconds > 0")
+    try:
+        import uvloop
+
+        runner: Callable[..., dict[str, list[float]]] = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    rates = runner(run(args.clients, args.seconds, args.rounds))
+    service, direct = statistics.median(rates["service"]), statistics.median(rates["direct"])
+    print()
+    print(f"median of {args.rounds}: service {service:.1f} pairs/s, direct PSP {direct:.1f} pairs/s")
+    print(f"ratio service/direct {service / direct:.2f} (target >= 0.5)")
+    return 0
