@@ -66,6 +66,8 @@ class Result:
     phase: str
     latencies: list[float]
     seconds: float
+    #: Cores each party kept busy during the phase (client, service, PostgreSQL, everything else), if known.
+    cores: Mapping[str, float] | None = None
 
     @property
     def rate(self) -> float:
@@ -89,6 +91,67 @@ class ServiceSetup:
     pool_source: str
     tracing: str
     reservation_ttl_seconds: float
+
+
+class CpuMeter:
+    """CPU time, from /proc (Linux), of the bench's clients (this process), the service process, the
+    PostgreSQL backends of the bench database, and the rest of the machine, so a phase's cost can be read
+    per operation and a busy machine is visible in the numbers. Backends that exit mid-phase are missed."""
+
+    PARTIES = ("client", "service", "PostgreSQL", "other processes")
+
+    def __init__(self, service_pid: int, database_name: str) -> None:
+        self._service_pid = service_pid
+        self._title = f" {database_name} "
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def available() -> bool:
+        return os.path.exists("/proc/stat") and hasattr(os, "sysconf")
+
+    def _ticks(self, pid: int | str) -> int:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+
+    def _backends(self) -> dict[str, int]:
+        ticks: dict[str, int] = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    title = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                if title.startswith("postgres:") and self._title in title:
+                    ticks[pid] = self._ticks(pid)
+            except OSError:  # the process ended meanwhile
+                continue
+        return ticks
+
+    @staticmethod
+    def _machine_busy_ticks() -> int:
+        with open("/proc/stat") as stat:
+            values = [int(value) for value in stat.readline().split()[1:]]
+        return sum(values) - values[3] - values[4]  # all but idle and iowait
+
+    def sample(self) -> tuple[float, float, dict[str, int], int]:
+        return (
+            time.process_time(),
+            self._ticks(self._service_pid) / self._tick,
+            self._backends(),
+            self._machine_busy_ticks(),
+        )
+
+    def cores(self, before: tuple[float, float, dict[str, int], int], seconds: float) -> dict[str, float]:
+        after = self.sample()
+        client = after[0] - before[0]
+        service = after[1] - before[1]
+        database = sum(ticks - before[2].get(pid, 0) for pid, ticks in after[2].items()) / self._tick
+        machine = (after[3] - before[3]) / self._tick
+        other = max(0.0, machine - client - service - database)
+        return {
+            party: cpu / seconds for party, cpu in zip(self.PARTIES, (client, service, database, other), strict=True)
+        }
 
 
 def _database(url: str, name: str) -> str:
@@ -141,8 +204,15 @@ def service_setup(database_url: str, address: str, prefix: str, overrides: Mappi
     )
 
 
-async def _drive(phase: str, clients: int, seconds: float, operation: Callable[[int, int], Awaitable[None]]) -> Result:
+async def _drive(
+    phase: str,
+    clients: int,
+    seconds: float,
+    operation: Callable[[int, int], Awaitable[None]],
+    meter: CpuMeter | None,
+) -> Result:
     latencies: list[float] = []
+    cpu_before = meter.sample() if meter else None
     began = time.perf_counter()
     stop_at = began + seconds
 
@@ -168,7 +238,9 @@ async def _drive(phase: str, clients: int, seconds: float, operation: Callable[[
         await asyncio.gather(*(client(i) for i in range(clients)))
     finally:
         reporter.cancel()
-    return Result(phase, latencies, time.perf_counter() - began)
+    elapsed = time.perf_counter() - began
+    cores = meter.cores(cpu_before, elapsed) if meter and cpu_before else None
+    return Result(phase, latencies, elapsed, cores)
 
 
 async def _wait_serving(address: str, service: subprocess.Popen[bytes], timeout: float) -> None:
@@ -200,7 +272,7 @@ async def _seed(address: str) -> None:
         )
 
 
-async def _grpc_phase(address: str, clients: int, seconds: float) -> Result:
+async def _grpc_phase(address: str, clients: int, seconds: float, meter: CpuMeter | None) -> Result:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.InventoryServiceStub(channel)
         line = [line_item_pb2.LineItem(sku=HOT_SKU, quantity=1)]
@@ -210,7 +282,7 @@ async def _grpc_phase(address: str, clients: int, seconds: float) -> Result:
                 pb.ReserveInventoryRequest(checkout_id=f"g{client}-{sequence}", items=line), timeout=10
             )
 
-        return await _drive("grpc", clients, seconds, reserve)
+        return await _drive("grpc", clients, seconds, reserve, meter)
 
 
 async def _with_connections(
@@ -224,7 +296,9 @@ async def _with_connections(
             await connection.close()
 
 
-async def _statement_phase(database_url: str, clients: int, seconds: float, ttl_seconds: float) -> Result:
+async def _statement_phase(
+    database_url: str, clients: int, seconds: float, ttl_seconds: float, meter: CpuMeter | None
+) -> Result:
     statement = InventoryStatements.queries["reserve_all_or_nothing"]
 
     async def body(connections: list[psycopg.AsyncConnection[Any]]) -> Result:
@@ -240,18 +314,18 @@ async def _statement_phase(database_url: str, clients: int, seconds: float, ttl_
             )
             assert await cursor.fetchone() is not None
 
-        return await _drive("statement", clients, seconds, reserve)
+        return await _drive("statement", clients, seconds, reserve, meter)
 
     return await _with_connections(database_url, clients, body)
 
 
-async def _update_phase(database_url: str, clients: int, seconds: float) -> Result:
+async def _update_phase(database_url: str, clients: int, seconds: float, meter: CpuMeter | None) -> Result:
     async def body(connections: list[psycopg.AsyncConnection[Any]]) -> Result:
         async def conditional_update(client: int, sequence: int) -> None:
             cursor = await connections[client].execute(CONDITIONAL_UPDATE, (HOT_SKU,))
             assert await cursor.fetchone() is not None
 
-        return await _drive("update", clients, seconds, conditional_update)
+        return await _drive("update", clients, seconds, conditional_update, meter)
 
     return await _with_connections(database_url, clients, body)
 
@@ -278,14 +352,17 @@ async def run(
             print(f"  --service-env {' '.join(f'{key}={value}' for key, value in service_env.items())}")
         print(f"{clients} clients, {seconds:g} s per phase; phases: {', '.join(phases)}", flush=True)
         await _seed(address)
+        meter = CpuMeter(service.pid, name) if CpuMeter.available() else None
         for number, phase in enumerate(phases, start=1):
             print(f"phase {number}/{len(phases)}: {LABELS[phase]}", flush=True)
             if phase == "grpc":
-                results[phase] = await _grpc_phase(address, clients, seconds)
+                results[phase] = await _grpc_phase(address, clients, seconds, meter)
             elif phase == "statement":
-                results[phase] = await _statement_phase(database_url, clients, seconds, setup.reservation_ttl_seconds)
+                results[phase] = await _statement_phase(
+                    database_url, clients, seconds, setup.reservation_ttl_seconds, meter
+                )
             else:
-                results[phase] = await _update_phase(database_url, clients, seconds)
+                results[phase] = await _update_phase(database_url, clients, seconds, meter)
         return results
     finally:
         try:
@@ -328,6 +405,19 @@ def report(results: Mapping[str, Result]) -> None:
             latency = results[top].median_ms / results[bottom].median_ms
             label = f"{top}/{bottom}".replace("grpc", "gRPC").replace("update", "UPDATE")
             print(f"ratio {label:<17} throughput {throughput:5.2f}   median latency x{latency:5.2f}   ({meaning})")
+    measured = [phase for phase in PHASES if phase in results and results[phase].cores]
+    if measured:
+        print("\nCPU, in cores kept busy during the phase (and CPU ms per operation):")
+        print(f"{'path':<30} " + " ".join(f"{party:>21}" for party in CpuMeter.PARTIES))
+        for phase in measured:
+            result = results[phase]
+            assert result.cores is not None
+            cells = []
+            for party in CpuMeter.PARTIES:
+                cores = result.cores[party]
+                per_op = "" if party == "other processes" else f" ({cores * 1000 / result.rate:.2f} ms)"
+                cells.append(f"{cores:.2f}{per_op}".rjust(21))
+            print(f"{LABELS[phase]:<30} " + " ".join(cells))
 
 
 def _event_loop_runner(name: str) -> tuple[str, Callable[[Coroutine[Any, Any, dict[str, Result]]], dict[str, Result]]]:
