@@ -23,8 +23,9 @@ class Catalogue:
         self._target = target
 
     async def entries(self, skus: Iterable[str], deadline: HasDeadline | None) -> dict[str, CatalogueEntry]:
-        """The catalogue entries of the SKUs that exist; a SKU missing from the result is not in the
-        catalogue. A failed call escapes as grpc.aio.AioRpcError, which the runtime passes on."""
+        """The catalogue entries of the SKUs that are sold; a SKU missing from the result is not in the
+        catalogue (unknown or discontinued). A failed call escapes as grpc.aio.AioRpcError, which the
+        runtime passes on."""
         wanted = list(dict.fromkeys(skus))
         if not wanted:
             return {}
@@ -36,5 +37,6 @@ class Catalogue:
                 timeout=outbound_timeout(deadline, cap=LOOKUP_CAP_SECONDS),
             )
             for product in response.products:
-                found[product.sku] = CatalogueEntry(product.sku, product.name, money_in(product.price))
+                if not product.discontinued:  # it left the catalogue: its lines are unavailable
+                    found[product.sku] = CatalogueEntry(product.sku, product.name, money_in(product.price))
         return found

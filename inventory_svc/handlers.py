@@ -92,6 +92,15 @@ class InventoryHandlers:
         await self._cache.invalidate([command.sku])
         return result
 
+    async def discontinue_product(self, sku: str) -> Upserted:
+        """Takes a product out of the catalogue; `created` is whether this call did (False on a repeat)."""
+        rules.validate_sku(sku)
+        discontinued = await self._work.run(lambda tx: tx.discontinue_product(sku))
+        if discontinued is None:
+            raise refusals.product_not_found(sku)
+        await self._cache.invalidate([sku])
+        return Upserted(*discontinued)
+
     async def adjust_stock(self, command: AdjustStock) -> Adjusted:
         reason = rules.validate_adjustment(command)
 
@@ -139,6 +148,7 @@ class InventoryHandlers:
                 return Reserved(existing, replayed=True)
             products = await tx.products([line.sku for line in lines])
             rules.check_known_skus(command.lines, set(products))
+            rules.check_not_discontinued(lines, {sku for sku, p in products.items() if p.discontinued_at is not None})
             short = rules.shortages(lines, {sku: product.available for sku, product in products.items()})
             if short:
                 raise refusals.InsufficientStock(short)

@@ -36,6 +36,7 @@ def _encode(product: Product) -> str:
             "stock_on_hand": product.stock_on_hand,
             "reserved": product.reserved,
             "updated_at": product.updated_at.isoformat(),
+            "discontinued_at": product.discontinued_at.isoformat() if product.discontinued_at else None,
         },
         separators=(",", ":"),
     )
@@ -51,6 +52,7 @@ def _decode(raw: str | bytes) -> Product:
         stock_on_hand=data["stock_on_hand"],
         reserved=data["reserved"],
         updated_at=datetime.fromisoformat(data["updated_at"]),
+        discontinued_at=datetime.fromisoformat(data["discontinued_at"]) if data.get("discontinued_at") else None,
     )
 
 

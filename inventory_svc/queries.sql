@@ -68,7 +68,7 @@ WITH wanted AS (
     UPDATE inventory.products p
        SET reserved = p.reserved + w.quantity, updated_at = now()
       FROM wanted w, reservation r
-     WHERE p.sku = w.sku AND p.stock_on_hand - p.reserved >= w.quantity
+     WHERE p.sku = w.sku AND p.stock_on_hand - p.reserved >= w.quantity AND p.discontinued_at IS NULL
     RETURNING p.sku
 )
 SELECT r.expires_at, r.created_at
@@ -76,6 +76,14 @@ SELECT r.expires_at, r.created_at
   LEFT JOIN reservation r ON true
  WHERE (t.lines_taken = cardinality(%(skus)s::text[]) AND r.checkout_id IS NOT NULL)
     OR inventory.refuse_reservation(%(checkout_id)s)
+
+-- name: discontinue_product
+-- Takes a product out of the catalogue (once: a repeat keeps the first time); no row when unknown.
+UPDATE inventory.products
+   SET discontinued_at = coalesce(discontinued_at, now()),
+       updated_at = CASE WHEN discontinued_at IS NULL THEN now() ELSE updated_at END
+ WHERE sku = %(sku)s
+RETURNING *, (discontinued_at = now()) AS changed
 
 -- name: give_back_units
 -- Returns reserved units of one SKU to availability (release or expiry).

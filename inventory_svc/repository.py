@@ -38,6 +38,7 @@ def _product(row: Row) -> Product:
         stock_on_hand=row["stock_on_hand"],
         reserved=row["reserved"],
         updated_at=row["updated_at"],
+        discontinued_at=row.get("discontinued_at"),
     )
 
 
@@ -87,6 +88,11 @@ class InventoryStatements(Statements):
             },
         )
         return _product(row), bool(row["created"])
+
+    async def discontinue_product(self, sku: str) -> tuple[Product, bool] | None:
+        """The product after discontinuing it and whether this call did; None for an unknown SKU."""
+        row = await self._row("discontinue_product", {"sku": sku})
+        return (_product(row), bool(row["changed"])) if row else None
 
     async def products(self, skus: Sequence[str]) -> dict[str, Product]:
         rows = await self._rows("products_by_sku", {"skus": list(skus)})

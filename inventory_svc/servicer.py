@@ -63,6 +63,12 @@ class InventoryServicer(pb_grpc.InventoryServiceServicer):
         )
         return pb.UpsertProductResponse(product=_product_out(upserted.product), created=upserted.created)
 
+    async def DiscontinueProduct(
+        self, request: pb.DiscontinueProductRequest, context: Context
+    ) -> pb.DiscontinueProductResponse:
+        discontinued = await self._handlers.discontinue_product(request.sku)
+        return pb.DiscontinueProductResponse(product=_product_out(discontinued.product), changed=discontinued.created)
+
     async def GetProduct(self, request: pb.GetProductRequest, context: Context) -> pb.GetProductResponse:
         return pb.GetProductResponse(product=_product_out(await self._views.get_product(request.sku)))
 
@@ -176,6 +182,8 @@ def _product_out(product: Product) -> pb.Product:
         reserved=product.reserved,
         available=product.available,
         update_time=timestamp_out(product.updated_at),
+        discontinued=product.discontinued_at is not None,
+        discontinue_time=timestamp_out(product.discontinued_at),
     )
 
 

@@ -55,6 +55,8 @@ class Product:
     stock_on_hand: int
     reserved: int
     updated_at: datetime
+    #: When DiscontinueProduct took it out of the catalogue; None while it is sold.
+    discontinued_at: datetime | None = None
 
     @property
     def available(self) -> int:

@@ -29,7 +29,7 @@ from inventory_svc.domain.model import (
     Reservation,
     ReservationStatus,
 )
-from service_runtime.errors import Violations
+from service_runtime.errors import FailedPrecondition, Violations
 from service_runtime.validation import check_id, check_line_items, check_money, check_text
 from service_runtime.values import LineItem, Money
 
@@ -60,6 +60,12 @@ def validate_upsert(command: UpsertProduct, *, shop_currency: str) -> Money:
     v.raise_if_any()
     assert command.price is not None  # checked above
     return command.price
+
+
+def validate_sku(sku: str) -> None:
+    v = Violations()
+    check_id(v, sku, "sku")
+    v.raise_if_any()
 
 
 def validate_skus(skus: Sequence[str], field: str) -> None:
@@ -164,6 +170,17 @@ def check_known_skus(lines: Sequence[LineItem], known: set[str], field: str = "i
         if line.sku not in known:
             v.add(f"{field}[{index}].sku", f"unknown SKU {line.sku}")
     v.raise_if_any()
+
+
+def check_not_discontinued(lines: Sequence[LineItem], discontinued: set[str]) -> None:
+    """FAILED_PRECONDITION PRODUCT_DISCONTINUED naming the first line whose product left the catalogue."""
+    for line in lines:
+        if line.sku in discontinued:
+            raise FailedPrecondition(
+                f"product {line.sku} is discontinued and can no longer be reserved",
+                reason="PRODUCT_DISCONTINUED",
+                metadata={"sku": line.sku},
+            )
 
 
 # Decisions

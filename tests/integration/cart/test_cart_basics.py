@@ -180,3 +180,24 @@ async def test_inventory_stock_is_not_needed_to_add(mesh: Mesh):
     await mesh.cart.AddItem(
         pb.AddItemRequest(cart_id=cart.cart_id, sku="SKU-0", quantity=1, idempotency_key="k"), metadata=ALICE
     )
+
+
+async def test_a_discontinued_products_line_is_unavailable_and_left_out_of_the_subtotal(mesh: Mesh):
+    cart = await new_cart(mesh.cart)
+    for index, sku in enumerate(["SKU-0", "SKU-1"]):
+        await mesh.cart.AddItem(
+            pb.AddItemRequest(cart_id=cart.cart_id, sku=sku, quantity=2, idempotency_key=f"k{index}"), metadata=ALICE
+        )
+    await mesh.inventory.DiscontinueProduct(inventory_pb.DiscontinueProductRequest(sku="SKU-1"))
+    got = (await mesh.cart.GetCart(pb.GetCartRequest(cart_id=cart.cart_id), metadata=ALICE)).cart
+    assert [(line.sku, line.unavailable) for line in got.lines] == [("SKU-0", False), ("SKU-1", True)]
+    assert got.has_unavailable_lines and got.subtotal.amount_minor == 2000 and got.item_count == 2
+    assert got.lines[1].unit_price.amount_minor == 1001  # its last known price
+    refused = await expect_failure(
+        mesh.cart.AddItem(
+            pb.AddItemRequest(cart_id=cart.cart_id, sku="SKU-1", quantity=1, idempotency_key="k9"), metadata=ALICE
+        )
+    )
+    assert (refused.code, refused.reason) == (grpc.StatusCode.NOT_FOUND, "PRODUCT_NOT_FOUND")
+    removed = await mesh.cart.RemoveItem(pb.RemoveItemRequest(cart_id=cart.cart_id, sku="SKU-1"), metadata=ALICE)
+    assert not removed.cart.has_unavailable_lines

@@ -105,3 +105,18 @@ async def test_only_the_signed_in_owner_of_the_session_may_merge(mesh: Mesh):
     # nothing moved
     got = (await mesh.cart.GetCart(pb.GetCartRequest(cart_id=source), metadata=as_session("s1"))).cart
     assert got.status == pb.CART_STATUS_ACTIVE and [(line.sku, line.quantity) for line in got.lines] == [("SKU-1", 1)]
+
+
+async def test_merge_drops_lines_whose_product_was_discontinued(mesh: Mesh):
+    from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
+
+    source = await _cart_with(mesh.cart, as_session("s1"), {"session_id": "s1"}, [("SKU-1", 2), ("SKU-2", 1)])
+    await mesh.inventory.DiscontinueProduct(inventory_pb.DiscontinueProductRequest(sku="SKU-1"))
+    merged = await mesh.cart.MergeCarts(
+        pb.MergeCartsRequest(source_cart_id=source, user_id="alice"), metadata=ALICE_FROM_S1
+    )
+    assert [(m.sku, m.resulting_quantity, m.outcome) for m in merged.merged_lines] == [
+        ("SKU-1", 0, pb.MERGE_OUTCOME_DROPPED_UNAVAILABLE),
+        ("SKU-2", 1, pb.MERGE_OUTCOME_ADDED),
+    ]
+    assert [line.sku for line in merged.cart.lines] == ["SKU-2"]

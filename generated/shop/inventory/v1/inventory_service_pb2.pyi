@@ -105,6 +105,8 @@ class Product(_message.Message):
     RESERVED_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DISCONTINUED_FIELD_NUMBER: _builtins.int
+    DISCONTINUE_TIME_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     """Immutable. Stock-keeping unit, 1..64 characters of [A-Za-z0-9._-]; unique."""
     name: _builtins.str
@@ -119,6 +121,10 @@ class Product(_message.Message):
     """Output only. Units held by active reservations."""
     available: _builtins.int
     """Output only. stock_on_hand - reserved: what a new reservation can take."""
+    discontinued: _builtins.bool
+    """Output only. True once DiscontinueProduct took it out of the catalogue: it
+    can no longer be reserved, and carts show its lines as unavailable.
+    """
     @_builtins.property
     def price(self) -> _money_pb2.Money:
         """Current unit price (the cart and the gateway price lines from it)."""
@@ -126,6 +132,10 @@ class Product(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the product or its stock last changed."""
+
+    @_builtins.property
+    def discontinue_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When it was discontinued; unset while it is sold."""
 
     def __init__(
         self,
@@ -138,14 +148,66 @@ class Product(_message.Message):
         reserved: _builtins.int = ...,
         available: _builtins.int = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        discontinued: _builtins.bool = ...,
+        discontinue_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discontinue_time", b"discontinue_time", "price", b"price", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "name", b"name", "price", b"price", "reserved", b"reserved", "sku", b"sku", "stock_on_hand", b"stock_on_hand", "update_time", b"update_time", "weight_grams", b"weight_grams"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "discontinue_time", b"discontinue_time", "discontinued", b"discontinued", "name", b"name", "price", b"price", "reserved", b"reserved", "sku", b"sku", "stock_on_hand", b"stock_on_hand", "update_time", b"update_time", "weight_grams", b"weight_grams"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Product: _TypeAlias = Product  # noqa: Y015
+
+@_typing.final
+class DiscontinueProductRequest(_message.Message):
+    """Request for DiscontinueProduct."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKU_FIELD_NUMBER: _builtins.int
+    sku: _builtins.str
+    """Required. SKU to take out of the catalogue."""
+    def __init__(
+        self,
+        *,
+        sku: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscontinueProductRequest: _TypeAlias = DiscontinueProductRequest  # noqa: Y015
+
+@_typing.final
+class DiscontinueProductResponse(_message.Message):
+    """Response for DiscontinueProduct."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    changed: _builtins.bool
+    """True when this call discontinued it; false when it already was."""
+    @_builtins.property
+    def product(self) -> Global___Product:
+        """The product, discontinued."""
+
+    def __init__(
+        self,
+        *,
+        product: Global___Product | None = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscontinueProductResponse: _TypeAlias = DiscontinueProductResponse  # noqa: Y015
 
 @_typing.final
 class UpsertProductRequest(_message.Message):

@@ -64,6 +64,11 @@ class InventoryServiceStub:
                 request_serializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.UpsertProductRequest.SerializeToString,
                 response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.UpsertProductResponse.FromString,
                 _registered_method=True)
+        self.DiscontinueProduct = channel.unary_unary(
+                '/shop.inventory.v1.InventoryService/DiscontinueProduct',
+                request_serializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.DiscontinueProductRequest.SerializeToString,
+                response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.DiscontinueProductResponse.FromString,
+                _registered_method=True)
         self.GetProduct = channel.unary_unary(
                 '/shop.inventory.v1.InventoryService/GetProduct',
                 request_serializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.GetProductRequest.SerializeToString,
@@ -161,6 +166,19 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiscontinueProduct(self, request, context):
+        """Takes a product out of the catalogue, for good: it stays readable
+        (GetProduct, BatchGetProducts and ListProducts show `discontinued`, so carts
+        mark its lines unavailable) and new reservations of it are refused
+        (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
+        idempotent: discontinuing again returns the product with `changed` false.
+        Catalogue administration, like UpsertProduct.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetProduct(self, request, context):
         """Returns one product with its current stock figures, possibly as old as the
         product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
@@ -226,7 +244,8 @@ class InventoryServiceServicer:
         reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
         whatever the TTL asked.
         Errors: INVALID_ARGUMENT (including unknown SKUs);
-        FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
+        FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
+        discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities, metadata
         `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
         checkout was released before this call arrived, metadata `checkoutId` and
@@ -314,6 +333,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.UpsertProduct,
                     request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.UpsertProductRequest.FromString,
                     response_serializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.UpsertProductResponse.SerializeToString,
+            ),
+            'DiscontinueProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscontinueProduct,
+                    request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.DiscontinueProductRequest.FromString,
+                    response_serializer=shop_dot_inventory_dot_v1_dot_inventory__service__pb2.DiscontinueProductResponse.SerializeToString,
             ),
             'GetProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProduct,
@@ -423,6 +447,33 @@ class InventoryService:
             '/shop.inventory.v1.InventoryService/UpsertProduct',
             shop_dot_inventory_dot_v1_dot_inventory__service__pb2.UpsertProductRequest.SerializeToString,
             shop_dot_inventory_dot_v1_dot_inventory__service__pb2.UpsertProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscontinueProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.inventory.v1.InventoryService/DiscontinueProduct',
+            shop_dot_inventory_dot_v1_dot_inventory__service__pb2.DiscontinueProductRequest.SerializeToString,
+            shop_dot_inventory_dot_v1_dot_inventory__service__pb2.DiscontinueProductResponse.FromString,
             options,
             channel_credentials,
             insecure,

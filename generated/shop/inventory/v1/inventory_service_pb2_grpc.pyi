@@ -66,6 +66,15 @@ class InventoryServiceStub:
     (the gateway's identity work will), so keep it off public routes.
     Errors: INVALID_ARGUMENT.
     """
+    DiscontinueProduct: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.DiscontinueProductRequest, _inventory_service_pb2.DiscontinueProductResponse]
+    """Takes a product out of the catalogue, for good: it stays readable
+    (GetProduct, BatchGetProducts and ListProducts show `discontinued`, so carts
+    mark its lines unavailable) and new reservations of it are refused
+    (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
+    idempotent: discontinuing again returns the product with `changed` false.
+    Catalogue administration, like UpsertProduct.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+    """
     GetProduct: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.GetProductRequest, _inventory_service_pb2.GetProductResponse]
     """Returns one product with its current stock figures, possibly as old as the
     product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
@@ -111,7 +120,8 @@ class InventoryServiceStub:
     reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
     whatever the TTL asked.
     Errors: INVALID_ARGUMENT (including unknown SKUs);
-    FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
+    FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
+    discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities, metadata
     `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
     checkout was released before this call arrived, metadata `checkoutId` and
@@ -207,6 +217,15 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     (the gateway's identity work will), so keep it off public routes.
     Errors: INVALID_ARGUMENT.
     """
+    DiscontinueProduct: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.DiscontinueProductRequest, _inventory_service_pb2.DiscontinueProductResponse]  # type: ignore[assignment]
+    """Takes a product out of the catalogue, for good: it stays readable
+    (GetProduct, BatchGetProducts and ListProducts show `discontinued`, so carts
+    mark its lines unavailable) and new reservations of it are refused
+    (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
+    idempotent: discontinuing again returns the product with `changed` false.
+    Catalogue administration, like UpsertProduct.
+    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+    """
     GetProduct: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.GetProductRequest, _inventory_service_pb2.GetProductResponse]  # type: ignore[assignment]
     """Returns one product with its current stock figures, possibly as old as the
     product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
@@ -252,7 +271,8 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
     whatever the TTL asked.
     Errors: INVALID_ARGUMENT (including unknown SKUs);
-    FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
+    FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
+    discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities, metadata
     `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
     checkout was released before this call arrived, metadata `checkoutId` and
@@ -353,6 +373,21 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def DiscontinueProduct(
+        self,
+        request: _inventory_service_pb2.DiscontinueProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_service_pb2.DiscontinueProductResponse, _abc.Awaitable[_inventory_service_pb2.DiscontinueProductResponse]]:
+        """Takes a product out of the catalogue, for good: it stays readable
+        (GetProduct, BatchGetProducts and ListProducts show `discontinued`, so carts
+        mark its lines unavailable) and new reservations of it are refused
+        (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
+        idempotent: discontinuing again returns the product with `changed` false.
+        Catalogue administration, like UpsertProduct.
+        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+        """
+
+    @_abc_1.abstractmethod
     def GetProduct(
         self,
         request: _inventory_service_pb2.GetProductRequest,
@@ -432,7 +467,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
         whatever the TTL asked.
         Errors: INVALID_ARGUMENT (including unknown SKUs);
-        FAILED_PRECONDITION (INSUFFICIENT_STOCK, with an InsufficientStock detail
+        FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
+        discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities, metadata
         `skus` (the short SKUs, comma-separated); or RESERVATION_RELEASED when the
         checkout was released before this call arrived, metadata `checkoutId` and
