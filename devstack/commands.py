@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from devstack import console, leftovers, mesh, servers
+from devstack import console, leftovers, mesh, sandboxes, servers
 from devstack.endpoints import Server, redact
 from devstack.errors import DevstackError
 from devstack.processes import POLL_SECONDS, ManagedProcess, ProcessGroup
@@ -129,6 +129,7 @@ async def bring_up_and_watch(settings: DevstackSettings, group: ProcessGroup) ->
     started = loop.time()
     mesh.check_packages_exist()
     mesh.check_ports_free(settings.port_base)
+    sandboxes.check_psp_port_free(settings.port_base)
     console.step("PostgreSQL and Redis")
     postgres = await servers.provide_postgres(group, settings, database_name=MESH_DATABASE)
     redis = await servers.provide_redis(group, settings, database_number=MESH_REDIS_DATABASE)
@@ -137,8 +138,12 @@ async def bring_up_and_watch(settings: DevstackSettings, group: ProcessGroup) ->
     console.step(f"starting {len(mesh.SERVICES)} services (logs in {display_path(settings.logs_dir)}/)")
     mesh.check_ports_free(settings.port_base)
     processes = mesh.start_all(group, settings, postgres, redis)
+    psp = sandboxes.start_psp(group, settings, postgres)
+    console.detail(f"{sandboxes.PSP_PACKAGE}: pid {psp.pid}, {sandboxes.psp_url(settings.port_base)}")
     console.step(f"waiting for every service to report SERVING (at most {settings.start_timeout_seconds:.0f} s)")
     states = await mesh.wait_until_serving(settings, processes)
+    states[sandboxes.PSP_PACKAGE] = await sandboxes.wait_psp_ready(settings, psp)
+    processes[sandboxes.PSP_PACKAGE] = psp
     console.step("demo catalogue")
     inventory = next(s for s in mesh.SERVICES if s.package == "inventory_svc")
     seeded = await seed.seed_catalogue(mesh.address_of(inventory, settings.port_base))
@@ -164,6 +169,11 @@ def print_mesh_table(
         [s.package, mesh.address_of(s, settings.port_base), states[s.package], str(processes[s.package].pid)]
         for s in mesh.SERVICES
     ]
+    if sandboxes.PSP_PACKAGE in processes:
+        psp = processes[sandboxes.PSP_PACKAGE]
+        rows.append(
+            [sandboxes.PSP_PACKAGE, sandboxes.psp_url(settings.port_base), states[sandboxes.PSP_PACKAGE], str(psp.pid)]
+        )
     for server in (postgres, redis):
         rows.append([server.name, server.address, server.origin, str(server.process.pid) if server.process else "-"])
     print(flush=True)

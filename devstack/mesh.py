@@ -20,7 +20,7 @@ from typing import NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack import console
+from devstack import console, sandboxes
 from devstack.endpoints import LOOPBACK, Server, database_of
 from devstack.errors import DevstackError
 from devstack.processes import ManagedProcess, ProcessGroup, wait_for_exit
@@ -110,6 +110,7 @@ def service_environment(
     for other in SERVICES:
         if other.target_variable:
             env[other.target_variable] = address_of(other, settings.port_base)
+    env["PSP_BASE_URL"] = sandboxes.psp_url(settings.port_base)
     if service is not None:
         env["GRPC_LISTEN_ADDRESS"] = address_of(service, settings.port_base)
     return env
