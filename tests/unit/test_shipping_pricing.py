@@ -61,7 +61,8 @@ def test_free_shipping_from_the_threshold_on_and_standard_only():
 
 
 def test_zones_and_windows():
-    assert TABLE.zone_of("DE").name == "eu" and TABLE.zone_of("BR") is None
+    eu = TABLE.zone_of("DE")
+    assert eu is not None and eu.name == "eu" and TABLE.zone_of("BR") is None
     option = quote(TABLE, "US", 400, Money("USD", 0), Method.EXPRESS, MONDAY)
     assert (option.window.earliest, option.window.latest) == (date(2026, 12, 1), date(2026, 12, 3))
     with pytest.raises(FailedPrecondition) as refused:
