@@ -59,6 +59,8 @@ _ERROR_TYPES: Mapping[str, type[errors.ServiceError]] = {
     "UNAUTHENTICATED": errors.Unauthenticated,
     "PERMISSION_DENIED": errors.PermissionDenied,
 }
+#: How long a replay waits for a live first request to record its answer after its checkout settled.
+KEY_FINISH_GRACE_SECONDS = 1.0
 TRANSIENT = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"})
 
 
@@ -207,12 +209,20 @@ class CheckoutHandlers:
             )
         loop = asyncio.get_running_loop()
         current: IdempotencyRecord | None = record
+        settled_at: float | None = None
         while (
             current is not None
             and current.state is KeyState.IN_PROGRESS
             and current.locked_until is not None
             and current.locked_until > datetime.now(UTC)
         ):
+            # A first request that died leaves its key in progress until `locked_until`; once its checkout has
+            # moved on (the recovery worker finished the saga) and the key stays unfinished, answer from it.
+            checkout = await self._read(record.checkout_id)
+            if checkout is not None and checkout.status is not CheckoutStatus.PLACING:
+                settled_at = settled_at or loop.time()
+                if loop.time() - settled_at > KEY_FINISH_GRACE_SECONDS:
+                    break
             if loop.time() >= wait_until:
                 raise errors.Aborted(
                     "the first request with this key is still running; retry shortly",

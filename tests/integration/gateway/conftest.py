@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import os
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -306,15 +306,32 @@ async def shop(start_service, database_url: str) -> AsyncIterator[Shop]:
         await psp.stop()
 
 
+StartGateway = Callable[..., Awaitable[Shop]]
+
+
 @pytest.fixture
-async def gateway(start_service, shop: Shop) -> AsyncIterator[Shop]:
-    """The shop with an in-process gateway."""
-    service = await start_service(GATEWAY, **shop.targets, **FAST_GATEWAY)
-    async with grpc.aio.insecure_channel(service.address) as channel:
+async def start_gateway(start_service, shop: Shop) -> AsyncIterator[StartGateway]:
+    """Starts an in-process gateway with extra settings; checks the invariants when the test ends."""
+    channels: list[grpc.aio.Channel] = []
+
+    async def start(**env: str) -> Shop:
+        service = await start_service(GATEWAY, **{**shop.targets, **FAST_GATEWAY, **env})
+        channel = grpc.aio.insecure_channel(service.address)
+        channels.append(channel)
         shop.gateway = pb_grpc.CheckoutServiceStub(channel)
         shop.gateway_address = service.address
-        yield shop
-        assert await shop.invariant_violations() == []
+        return shop
+
+    yield start
+    for channel in channels:
+        await channel.close()
+    assert await shop.invariant_violations() == []
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Shop:
+    """The shop with an in-process gateway."""
+    return await start_gateway()
 
 
 @dataclass
@@ -340,6 +357,7 @@ async def start_gateway_process(
         "GRPC_LISTEN_ADDRESS": f"127.0.0.1:{port}",
         "LOG_LEVEL": "WARNING",
         "OTEL_SDK_DISABLED": "true",
+        "GRPC_SHUTDOWN_GRACE_SECONDS": "0.5",
         **shop.targets,
         **FAST_GATEWAY,
         **env,
