@@ -212,6 +212,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
             async def echo_once(client: int, sequence: int) -> None:
                 await echo(payload)
 
+            await echo(payload, wait_for_ready=True, timeout=30)  # the echo process may still be starting
             for _ in range(100):  # warm up the channel
                 await echo(payload)
             results["echo"] = await _drive("echo", clients, seconds, echo_once)
