@@ -187,6 +187,12 @@ class CancellationWorker:
             response = await stub.RefundPayment(request, timeout=self._settings.call_timeout_seconds)
         except grpc.aio.AioRpcError as error:
             return self._refusal_or_retry("payment", error)
+        if response.refund.status == payment_pb.REFUND_STATUS_FAILED:
+            log.error("cancellation of %s: the refund %s failed at the PSP", order.order_id, response.refund.refund_id)
+            return RefundOutcome(CompensationStatus.FAILED, refund_id=response.refund.refund_id)
+        if response.refund.status != payment_pb.REFUND_STATUS_SUCCEEDED:
+            # still in flight at the PSP: ask again later with the same key, which replays this refund
+            raise Retry(f"refund {response.refund.refund_id} is still processing")
         return RefundOutcome(
             CompensationStatus.SUCCEEDED,
             refund_id=response.refund.refund_id,

@@ -1,0 +1,107 @@
+"""The transactional outbox: an event exists if and only if its change committed, a committed event is
+published even if the bus was down at commit time, and published rows are pruned after the retention."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+import redis.asyncio as redis
+
+from order_svc.handlers import record_event
+from order_svc.relay import OutboxRelay
+from order_svc.repository import OrderStatements
+from service_runtime.database import Database
+from service_runtime.events import BusConfig, open_bus
+from service_runtime.keyspace import KeySpace
+from service_runtime.sql import UnitOfWork
+from shop.order.v1 import events_pb2 as events
+from shop.order.v1 import order_service_pb2 as pb
+from tests.integration.order.conftest import outbox, place, scalar
+
+Store = UnitOfWork[OrderStatements]
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    database = Database(database_url, min_size=1, max_size=2, statement_timeout_ms=10_000, application_name="test")
+    await database.open()
+    try:
+        yield UnitOfWork(database, OrderStatements)
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+async def quiet_orders(start_service: Any) -> AsyncIterator[Any]:
+    """An order service whose relay is off, so the test decides when rows are published."""
+    import grpc
+
+    from order_svc.__main__ import SPEC
+    from shop.order.v1 import order_service_pb2_grpc as pb_grpc
+
+    service = await start_service(
+        SPEC, ORDER_RELAY_ENABLED="false", PAYMENT_TARGET="127.0.0.1:1", INVENTORY_TARGET="127.0.0.1:1"
+    )
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        yield pb_grpc.OrderServiceStub(channel)
+
+
+async def test_a_rolled_back_change_leaves_no_event(quiet_orders, store: Store, database_url: str):
+    order = await place(quiet_orders, confirm=False)
+
+    async def confirm_then_fail(tx: OrderStatements) -> None:
+        confirmed = await tx.confirm(order.order_id)
+        await record_event(tx, confirmed, events.OrderConfirmed(payment_id=confirmed.payment_id))
+        raise RuntimeError("the change fails after its event was written")
+
+    with pytest.raises(RuntimeError):
+        await store.run(confirm_then_fail)
+    assert [kind for _, _, kind, _ in await outbox(database_url)] == ["OrderCreated"]
+    assert await scalar(database_url, "SELECT status FROM orders.orders") == "pending"
+
+
+async def test_a_committed_event_is_published_after_the_bus_comes_back(
+    quiet_orders, store: Store, redis_url: str, redis_prefix: str, database_url: str
+):
+    order = await place(quiet_orders)
+    dead_redis = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    live_redis = redis.Redis.from_url(redis_url)
+    try:
+        down = OutboxRelay(store, open_bus(BusConfig(), dead_redis, KeySpace(redis_prefix)), "orders")
+        with pytest.raises(redis.ConnectionError):
+            await down.publish_batch()
+        assert not any(published for *_, published in await outbox(database_url))
+        up = OutboxRelay(store, open_bus(BusConfig(), live_redis, KeySpace(redis_prefix)), "orders")
+        assert await up.publish_batch() == 2
+        assert all(published for *_, published in await outbox(database_url))
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await live_redis.xrange(f"{redis_prefix}orders"))
+        published = [events.OrderEvent.FromString(fields[b"event"]) for _, fields in entries]
+        assert [(e.order_id, e.sequence, e.WhichOneof("payload")) for e in published] == [
+            (order.order_id, 1, "order_created"),
+            (order.order_id, 2, "order_confirmed"),
+        ]
+        assert published[1].order.status == pb.ORDER_STATUS_CONFIRMED
+        assert entries[0][1][b"key"] == order.order_id.encode() and entries[1][1][b"type"] == b"OrderConfirmed"
+    finally:
+        await dead_redis.aclose()
+        await live_redis.aclose()
+
+
+async def test_published_rows_are_pruned_after_the_retention_and_unpublished_ones_kept(
+    quiet_orders, store: Store, redis_url: str, redis_prefix: str, database_url: str
+):
+    await place(quiet_orders)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        relay = OutboxRelay(store, open_bus(BusConfig(), client, KeySpace(redis_prefix)), "orders", retention_seconds=0)
+        assert await relay.publish_batch() == 2
+        await place(quiet_orders, confirm=False)  # written after the publication: not published yet
+        assert await relay.prune() == 2
+        assert [(kind, published) for _, _, kind, published in await outbox(database_url)] == [("OrderCreated", False)]
+        kept = OutboxRelay(store, open_bus(BusConfig(), client, KeySpace(redis_prefix)), "orders")
+        assert await kept.publish_batch() == 1
+        assert await kept.prune() == 0, "the default retention keeps rows published just now"
+    finally:
+        await client.aclose()
