@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import psycopg
+import pytest
 import redis.asyncio as redis
 
 from cart_svc.__main__ import SPEC as CART
@@ -13,7 +14,7 @@ from inventory_svc.__main__ import SPEC as INVENTORY
 from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from tests.identity import as_customer
+from tests.identity import as_customer, as_service
 from tests.integration.cart.conftest import add_product
 
 ALICE = as_customer("alice")
@@ -97,3 +98,30 @@ async def test_two_replicas_sweep_expired_carts_into_history_once_each(
         leftovers = [key async for key in raw_redis.scan_iter(match=f"{redis_prefix}cart:*")]
         assert leftovers == []
         assert await raw_redis.zcard(f"{redis_prefix}cart:expiry") == 0
+
+
+@pytest.mark.parametrize("swept", [False, True])
+async def test_a_cart_that_expired_while_its_checkout_ran_is_still_converted(start_service, swept: bool):
+    inventory_service = await start_service(INVENTORY)
+    cart_service = await start_service(
+        CART,
+        INVENTORY_TARGET=inventory_service.address,
+        CART_TTL_SECONDS="1",
+        CART_SWEEP_INTERVAL_SECONDS="0.05" if swept else "3600",
+    )
+    async with (
+        grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        grpc.aio.insecure_channel(cart_service.address) as channel,
+    ):
+        await add_product(inventory_grpc.InventoryServiceStub(inventory_channel), "SKU-A", 700)
+        cart = pb_grpc.CartServiceStub(channel)
+        created = (await cart.CreateCart(pb.CreateCartRequest(user_id="alice"), metadata=ALICE)).cart
+        await cart.AddItem(
+            pb.AddItemRequest(cart_id=created.cart_id, sku="SKU-A", quantity=2, idempotency_key="k"), metadata=ALICE
+        )
+        await asyncio.sleep(1.6)
+        converted = await cart.ConvertCart(
+            pb.ConvertCartRequest(cart_id=created.cart_id, checkout_id="co-late"), metadata=as_service()
+        )
+        assert converted.cart.status == pb.CART_STATUS_CONVERTED and converted.cart.checkout_id == "co-late"
+        assert [(line.sku, line.quantity) for line in converted.cart.lines] == [("SKU-A", 2)]
