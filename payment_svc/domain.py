@@ -355,8 +355,12 @@ class Payment:
         )
 
     def psp_key(self, operation: str) -> str:
-        """The Idempotency-Key sent to the PSP: derived from the payment and the operation, never random."""
-        return f"{self.payment_id}:{operation}"
+        return psp_key(self.payment_id, operation)
+
+
+def psp_key(payment_id: str, operation: str) -> str:
+    """The Idempotency-Key sent to the PSP: derived from the payment and the operation, never random."""
+    return f"{payment_id}:{operation}"
 
 
 def refund_psp_key(payment_id: str, refund_id: str) -> str:

@@ -150,56 +150,50 @@ class PaymentHandlers:
             command.checkout_id, amount.currency_code, amount.amount_minor, command.payment_token
         )
 
-        async def begin(tx: PaymentStatements) -> tuple[Payment, bool]:
-            await tx.lock_checkout(command.checkout_id)
-            existing_id, cancelled, live_id = await tx.authorization_state(command.checkout_id, command.idempotency_key)
-            if existing_id is not None:
-                existing = await tx.payment(existing_id)
-                assert existing is not None
-                if existing.fingerprint != fingerprint:
-                    raise key_reused(command.idempotency_key)
-                return existing, True
-            if cancelled:
-                raise FailedPrecondition(
-                    "this authorization was cancelled (VoidPayment) before it arrived; nothing is held",
-                    reason="AUTHORIZATION_CANCELLED",
-                    metadata={"checkoutId": command.checkout_id, "idempotencyKey": command.idempotency_key},
-                )
-            if live_id is not None:
-                raise FailedPrecondition(
-                    f"checkout {command.checkout_id} already has payment {live_id}",
-                    reason="CHECKOUT_HAS_ACTIVE_PAYMENT",
-                    metadata={"paymentId": live_id},
-                )
-            payment = await tx.insert_payment(
-                new_id("pay"),
-                command.checkout_id,
-                command.idempotency_key,
-                fingerprint,
-                amount,
-                self._grace,
+        async def begin(tx: PaymentStatements) -> tuple[str, str | None]:
+            return await tx.begin_authorization(
+                new_id("pay"), command.checkout_id, command.idempotency_key, fingerprint, amount, self._grace
             )
-            return payment, False
 
-        payment, replayed = await self._work.run(begin)
-        if payment.status is not PaymentStatus.PROCESSING:
-            if payment.status is PaymentStatus.FAILED:
-                raise domain.decline(payment)
-            return Authorized(await self.details(payment), replayed)
+        outcome, payment_id = await self._work.statement(begin)
+        assert payment_id is not None or outcome == "cancelled"
+        if outcome == "cancelled":
+            raise FailedPrecondition(
+                "this authorization was cancelled (VoidPayment) before it arrived; nothing is held",
+                reason="AUTHORIZATION_CANCELLED",
+                metadata={"checkoutId": command.checkout_id, "idempotencyKey": command.idempotency_key},
+            )
+        if outcome == "live":
+            raise FailedPrecondition(
+                f"checkout {command.checkout_id} already has payment {payment_id}",
+                reason="CHECKOUT_HAS_ACTIVE_PAYMENT",
+                metadata={"paymentId": str(payment_id)},
+            )
+        assert payment_id is not None
+        replayed = outcome == "existing"
+        if replayed:
+            existing = await self._work.read(lambda tx: tx.payment(payment_id))
+            assert existing is not None
+            if existing.fingerprint != fingerprint:
+                raise key_reused(command.idempotency_key)
+            if existing.status is PaymentStatus.FAILED:
+                raise domain.decline(existing)
+            if existing.status is not PaymentStatus.PROCESSING:
+                return Authorized(await self.details(existing), True)
         answer = await self._send(
-            payment,
+            payment_id,
             "/v1/authorizations",
             {"amount_minor": amount.amount_minor, "currency": amount.currency_code, "token": command.payment_token},
-            payment.psp_key("authorize"),
+            domain.psp_key(payment_id, "authorize"),
             budget,
         )
-        settled = await self.settle_authorization(payment.payment_id, answer.status, answer.body, "authorize")
+        settled = await self.settle_authorization(payment_id, answer.status, answer.body, "authorize")
         if settled.status is PaymentStatus.FAILED:
             raise domain.decline(settled)
         return Authorized(settled, replayed)
 
     async def _send(
-        self, payment: Payment, path: str, body: dict[str, Any], key: str, budget: float | None, refund_id: str = ""
+        self, payment_id: str, path: str, body: dict[str, Any], key: str, budget: float | None, refund_id: str = ""
     ) -> psp.Answered:
         try:
             return await self._psp.post(path, body, key, budget=budget)
@@ -207,7 +201,7 @@ class PaymentHandlers:
             raise conflict_persisted() from None
         except (psp.OutcomeUnknown, psp.Fenced):
             log.warning("PSP outcome unknown for %s; the reconciler will settle it", key)
-            raise domain.outcome_unknown(payment.payment_id, refund_id=refund_id) from None
+            raise domain.outcome_unknown(payment_id, refund_id=refund_id) from None
         except psp.Unreachable:
             raise psp_unavailable() from None
 
@@ -313,7 +307,7 @@ class PaymentHandlers:
         if not send:
             return Captured(await self.details(payment), True)
         answer = await self._send(
-            payment,
+            payment.payment_id,
             f"/v1/authorizations/{payment.psp_reference}/capture",
             {"amount_minor": payment.pending_amount_minor},
             payment.psp_key("capture"),
@@ -375,7 +369,7 @@ class PaymentHandlers:
         if not send:
             return Voided(await self.details(payment), replayed)
         answer = await self._send(
-            payment, f"/v1/authorizations/{payment.psp_reference}/void", {}, payment.psp_key("void"), budget
+            payment.payment_id, f"/v1/authorizations/{payment.psp_reference}/void", {}, payment.psp_key("void"), budget
         )
         settled = await self.settle_void(payment.payment_id, answer.status, answer.body, f"void: {command.reason}")
         return Voided(settled, False)
@@ -457,7 +451,7 @@ class PaymentHandlers:
         if refund.status is RefundStatus.SUCCEEDED:
             return Refunded(await self.details(payment), refund, replayed)
         answer = await self._send(
-            payment,
+            payment.payment_id,
             "/v1/refunds",
             {"authorization": payment.psp_reference, "amount_minor": refund.amount.amount_minor},
             domain.refund_psp_key(payment.payment_id, refund.refund_id),

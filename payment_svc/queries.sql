@@ -21,35 +21,12 @@ VALUES (%(checkout_id)s, %(idempotency_key)s, %(reason)s)
 ON CONFLICT DO NOTHING
 RETURNING *
 
--- name: authorization_state
--- What AuthorizePayment must know of a checkout, read after lock_checkout: the payment with this key, a
--- cancellation of the key, and the checkout's live payment.
-SELECT
-    (SELECT payment_id FROM payment.payments
-     WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s) AS existing_id,
-    EXISTS (SELECT 1 FROM payment.authorization_cancellations
-            WHERE checkout_id = %(checkout_id)s AND idempotency_key = %(idempotency_key)s) AS cancelled,
-    (SELECT payment_id FROM payment.payments
-     WHERE checkout_id = %(checkout_id)s AND status NOT IN ('failed', 'voided', 'expired')) AS live_id
-
--- name: insert_payment
--- Records a payment about to be sent to the PSP (PROCESSING) with its first two events, due for the
--- reconciler after a grace period.
-WITH p AS (
-    INSERT INTO payment.payments (payment_id, checkout_id, idempotency_key, request_fingerprint, status,
-                                  currency_code, amount_minor, next_reconcile_at)
-    VALUES (%(payment_id)s, %(checkout_id)s, %(idempotency_key)s, %(fingerprint)s, 'processing', %(currency_code)s,
-            %(amount_minor)s, now() + make_interval(secs => %(grace_seconds)s))
-    RETURNING *
-), e AS (
-    INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause)
-    SELECT p.payment_id, v.from_status, v.to_status, v.cause
-    FROM p, (VALUES (1, NULL, 'pending', 'authorize'),
-                    (2, 'pending', 'processing', 'authorize: sent to the PSP')) AS v(n, from_status, to_status, cause)
-    ORDER BY v.n
-)
-SELECT * FROM p
-
+-- name: begin_authorization
+-- AuthorizePayment's first step in one round trip (payment.begin_authorization, migration 0003): under the
+-- checkout's lock, the payment with this key, a cancellation, the checkout's live payment, or a new
+-- PROCESSING payment with its first two events.
+SELECT outcome, payment_id FROM payment.begin_authorization(%(payment_id)s, %(checkout_id)s, %(idempotency_key)s,
+    %(fingerprint)s, %(currency_code)s, %(amount_minor)s, %(grace_seconds)s)
 -- name: insert_event
 -- Appends one state change with the PSP answer that caused it.
 INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)

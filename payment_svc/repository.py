@@ -97,16 +97,12 @@ class PaymentStatements(Statements):
         )
         return row is not None
 
-    async def authorization_state(self, checkout_id: str, idempotency_key: str) -> tuple[str | None, bool, str | None]:
-        """(the payment id with this key, whether the key was cancelled, the checkout's live payment id)."""
-        row = await self._one("authorization_state", {"checkout_id": checkout_id, "idempotency_key": idempotency_key})
-        return row["existing_id"], bool(row["cancelled"]), row["live_id"]
-
-    async def insert_payment(
+    async def begin_authorization(
         self, payment_id: str, checkout_id: str, idempotency_key: str, fingerprint: bytes, amount: Money, grace: float
-    ) -> Payment:
+    ) -> tuple[str, str | None]:
+        """(outcome, payment id): existing, cancelled, live or created (see migration 0003)."""
         row = await self._one(
-            "insert_payment",
+            "begin_authorization",
             {
                 "payment_id": payment_id,
                 "checkout_id": checkout_id,
@@ -117,7 +113,7 @@ class PaymentStatements(Statements):
                 "grace_seconds": grace,
             },
         )
-        return _payment(row)
+        return str(row["outcome"]), row["payment_id"]
 
     async def record(
         self,
