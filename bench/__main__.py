@@ -8,9 +8,14 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from bench import cart, payment, reserve_hot_sku
+from bench import cart, events, payment, reserve_hot_sku
 
-BENCHMARKS: dict[str, ModuleType] = {"cart": cart, "payment": payment, "reserve-hot-sku": reserve_hot_sku}
+BENCHMARKS: dict[str, ModuleType] = {
+    "cart": cart,
+    "events": events,
+    "payment": payment,
+    "reserve-hot-sku": reserve_hot_sku,
+}
 
 
 def _summary(module: ModuleType) -> str:

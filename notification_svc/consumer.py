@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 
 from notification_svc import domain, templates
 from notification_svc.domain import Channel, NotificationStatus, OrderEventType
-from notification_svc.repository import NewNotification, Notification, NotificationStatements
+from notification_svc.repository import InboxEntry, NewNotification, Notification, NotificationStatements
 from notification_svc.senders import Sender, SendFailed
 from service_runtime.events import BusMessage, Consumer, Delivery, EventBus, Publisher
 from service_runtime.sql import UnitOfWork
@@ -46,7 +46,7 @@ class ConsumerSettings:
     name: str
     dead_letter_topic: str
     max_attempts: int = 5
-    batch_size: int = 200
+    batch_size: int = 500
     retry_base_seconds: float = 1.0
     retry_max_seconds: float = 300.0
     lease_seconds: float = 30.0
@@ -129,19 +129,32 @@ class Dispatcher:
         self._senders = senders
         self._dead_letters = dead_letters
         self._settings = settings
+        self._concurrency = asyncio.Semaphore(32)
 
-    async def attempt(self, notification: Notification) -> NotificationStatus:
-        try:
-            await self._senders[notification.channel].send(
-                recipient=notification.recipient,
-                subject=notification.subject,
-                body=notification.body,
-                notification_id=notification.notification_id,
-            )
-        except SendFailed as failure:
-            return await self._failed(notification, str(failure))
-        await self._work.run(lambda tx: tx.mark_sent(notification.notification_id))
-        return NotificationStatus.SENT
+    async def attempt_all(self, notifications: Sequence[Notification]) -> None:
+        """Sends each (concurrently, at most `concurrency` at once); records every success in one statement."""
+        if not notifications:
+            return
+        outcomes = await asyncio.gather(*(self._send(notification) for notification in notifications))
+        sent = [n.notification_id for n, error in zip(notifications, outcomes, strict=True) if error is None]
+        await self._work.run(lambda tx: tx.mark_sent(sent))
+        for notification, error in zip(notifications, outcomes, strict=True):
+            if error is not None:
+                await self._failed(notification, error)
+
+    async def _send(self, notification: Notification) -> str | None:
+        """None when the channel accepted it, else the error."""
+        async with self._concurrency:
+            try:
+                await self._senders[notification.channel].send(
+                    recipient=notification.recipient,
+                    subject=notification.subject,
+                    body=notification.body,
+                    notification_id=notification.notification_id,
+                )
+            except SendFailed as failure:
+                return str(failure)
+            return None
 
     async def _failed(self, notification: Notification, error: str) -> NotificationStatus:
         s = self._settings
@@ -193,14 +206,11 @@ class EventConsumer:
         bus: EventBus,
         dispatcher: Dispatcher,
         settings: ConsumerSettings,
-        *,
-        send_concurrency: int = 32,
     ) -> None:
         self._work = work
         self._bus = bus
         self._dispatcher = dispatcher
         self._settings = settings
-        self._sending = asyncio.Semaphore(send_concurrency)
         self._consumer: Consumer | None = None
 
     async def run(self) -> None:
@@ -224,54 +234,58 @@ class EventConsumer:
                 good.append(decode(delivery))
             except Poison as poison:
                 await self._dispatcher.dead_letter_poison(delivery, str(poison))
-        created = await self._work.run(lambda tx: self._record(tx, good), retry_duplicates=True)
+        unique = list({item.event.event_id: item for item in good}.values())  # a batch may hold a redelivery
+        rendered = {item.event.event_id: render(item) for item in unique}
+        created = await self._work.run(lambda tx: self._record(tx, unique, rendered), retry_duplicates=True)
         await self._consumer.ack(deliveries)
-        await asyncio.gather(*(self._send(notification) for notification in created))
-
-    async def _send(self, notification: Notification) -> None:
-        async with self._sending:
-            await self._dispatcher.attempt(notification)
+        await self._dispatcher.attempt_all(created)
 
     @staticmethod
-    async def _record(tx: NotificationStatements, batch: Sequence[Decoded]) -> list[Notification]:
+    async def _record(
+        tx: NotificationStatements, batch: Sequence[Decoded], rendered: Mapping[str, NewNotification | None]
+    ) -> list[Notification]:
         """The inbox rows and notifications of a batch, in one transaction; redeliveries add nothing."""
-        created: list[Notification] = []
-        for item in batch:
-            event = item.event
-            is_new = await tx.record_event(
-                event.event_id,
-                event.order_id,
-                max(1, event.sequence),
-                item.event_type.value,
-                item.delivery.id,
-                item.delivery.message.value,
-            )
-            template = domain.template_for(item.event_type)
-            if not is_new or template is None:
-                continue
-            email = event.order.customer_email
-            channel = domain.channel_for(email)
-            try:
-                subject, body = templates.render(template, values_of(event))
-            except KeyError as error:  # a template without its value: recorded, not sent
-                log.error("event %s cannot be rendered with %s: %s", event.event_id, template, error)
-                continue
-            notification = await tx.insert_notification(
-                NewNotification(
-                    notification_id=notification_id(event.event_id, channel),
-                    event_id=event.event_id,
-                    user_id=event.order.user_id,
-                    order_id=event.order_id,
-                    channel=channel,
-                    template=template,
-                    recipient=email.strip() if channel is Channel.EMAIL else "",
-                    subject=subject,
-                    body=body,
+        new = await tx.record_events(
+            [
+                InboxEntry(
+                    event_id=item.event.event_id,
+                    order_id=item.event.order_id,
+                    sequence=max(1, item.event.sequence),
+                    event_type=item.event_type.value,
+                    entry_id=item.delivery.id,
+                    payload=item.delivery.message.value,
                 )
-            )
-            if notification is not None:
-                created.append(notification)
-        return created
+                for item in batch
+            ]
+        )
+        wanted = [n for event_id, n in rendered.items() if event_id in new and n is not None]
+        return await tx.insert_notifications(wanted)
+
+
+def render(item: Decoded) -> NewNotification | None:
+    """The notification an event becomes, or None (no template for it, or it cannot be rendered)."""
+    template = domain.template_for(item.event_type)
+    if template is None:
+        return None
+    event = item.event
+    email = event.order.customer_email
+    channel = domain.channel_for(email)
+    try:
+        subject, body = templates.render(template, values_of(event))
+    except KeyError as error:  # a template without its value: recorded in the inbox, not sent
+        log.error("event %s cannot be rendered with %s: %s", event.event_id, template, error)
+        return None
+    return NewNotification(
+        notification_id=notification_id(event.event_id, channel),
+        event_id=event.event_id,
+        user_id=event.order.user_id,
+        order_id=event.order_id,
+        channel=channel,
+        template=template,
+        recipient=email.strip() if channel is Channel.EMAIL else "",
+        subject=subject,
+        body=body,
+    )
 
 
 class RetryWorker:
@@ -287,7 +301,7 @@ class RetryWorker:
     async def run_once(self) -> int:
         s = self._settings
         due = await self._work.run(lambda tx: tx.claim_due(s.lease_seconds, s.batch_size))
-        await asyncio.gather(*(self._dispatcher.attempt(notification) for notification in due))
+        await self._dispatcher.attempt_all(due)
         return len(due)
 
     async def run(self) -> None:

@@ -1,25 +1,27 @@
--- name: record_event
--- The inbox: records an order event once; no row when it was handled before (a redelivery).
+-- name: record_events
+-- The inbox, for a batch: records each order event once; returns the ids that were new (the others were
+-- handled before: redeliveries).
 INSERT INTO notification.processed_events (event_id, order_id, sequence, event_type, stream_entry_id, payload)
-VALUES (%(event_id)s, %(order_id)s, %(sequence)s, %(event_type)s, %(stream_entry_id)s, %(payload)s)
+SELECT * FROM unnest(%(event_ids)s::text[], %(order_ids)s::text[], %(sequences)s::bigint[], %(event_types)s::text[],
+                     %(entry_ids)s::text[], %(payloads)s::bytea[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 
--- name: insert_notification
--- A rendered notification, PENDING its first attempt.
+-- name: insert_notifications
+-- Rendered notifications, PENDING their first attempt.
 INSERT INTO notification.notifications (notification_id, event_id, user_id, order_id, channel, template, recipient,
                                         subject, body)
-VALUES (%(notification_id)s, %(event_id)s, %(user_id)s, %(order_id)s, %(channel)s, %(template)s, %(recipient)s,
-        %(subject)s, %(body)s)
+SELECT * FROM unnest(%(notification_ids)s::text[], %(event_ids)s::text[], %(user_ids)s::text[], %(order_ids)s::text[],
+                     %(channels)s::text[], %(templates)s::text[], %(recipients)s::text[], %(subjects)s::text[],
+                     %(bodies)s::text[])
 ON CONFLICT (event_id, channel) DO NOTHING
 RETURNING *
 
 -- name: mark_sent
--- A send attempt succeeded.
+-- Send attempts that succeeded.
 UPDATE notification.notifications
 SET status = 'sent', attempts = attempts + 1, sent_at = now(), updated_at = now(), next_attempt_at = NULL
-WHERE notification_id = %(notification_id)s AND status IN ('pending', 'failed')
-RETURNING *
+WHERE notification_id = ANY(%(notification_ids)s) AND status IN ('pending', 'failed')
 
 -- name: mark_failed
 -- A send attempt failed and another is due later.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,17 @@ class Notification:
     updated_at: datetime
     sent_at: datetime | None
     next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    event_id: str
+    order_id: str
+    sequence: int
+    event_type: str
+    #: Where the event was read from the bus (Redis entry id or Kafka "<partition>-<offset>").
+    entry_id: str
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -67,43 +79,45 @@ def _notification(row: Row) -> Notification:
 class NotificationStatements(Statements):
     queries = QueryFile(Path(__file__).with_name("queries.sql"))
 
-    async def record_event(
-        self, event_id: str, order_id: str, sequence: int, event_type: str, entry_id: str, payload: bytes
-    ) -> bool:
-        """True when the event is new to the inbox; False for a redelivery."""
-        row = await self._row(
-            "record_event",
+    async def record_events(self, received: Sequence[InboxEntry]) -> set[str]:
+        """Records a batch in the inbox; returns the ids new to it (the rest are redeliveries)."""
+        if not received:
+            return set()
+        rows = await self._rows(
+            "record_events",
             {
-                "event_id": event_id,
-                "order_id": order_id,
-                "sequence": sequence,
-                "event_type": event_type,
-                "stream_entry_id": entry_id,
-                "payload": payload,
+                "event_ids": [e.event_id for e in received],
+                "order_ids": [e.order_id for e in received],
+                "sequences": [e.sequence for e in received],
+                "event_types": [e.event_type for e in received],
+                "entry_ids": [e.entry_id for e in received],
+                "payloads": [e.payload for e in received],
             },
         )
-        return row is not None
+        return {row["event_id"] for row in rows}
 
-    async def insert_notification(self, new: NewNotification) -> Notification | None:
-        row = await self._row(
-            "insert_notification",
+    async def insert_notifications(self, new: Sequence[NewNotification]) -> list[Notification]:
+        if not new:
+            return []
+        rows = await self._rows(
+            "insert_notifications",
             {
-                "notification_id": new.notification_id,
-                "event_id": new.event_id,
-                "user_id": new.user_id,
-                "order_id": new.order_id,
-                "channel": new.channel.value,
-                "template": new.template,
-                "recipient": new.recipient,
-                "subject": new.subject,
-                "body": new.body,
+                "notification_ids": [n.notification_id for n in new],
+                "event_ids": [n.event_id for n in new],
+                "user_ids": [n.user_id for n in new],
+                "order_ids": [n.order_id for n in new],
+                "channels": [n.channel.value for n in new],
+                "templates": [n.template for n in new],
+                "recipients": [n.recipient for n in new],
+                "subjects": [n.subject for n in new],
+                "bodies": [n.body for n in new],
             },
         )
-        return _notification(row) if row else None
+        return [_notification(row) for row in rows]
 
-    async def mark_sent(self, notification_id: str) -> Notification | None:
-        row = await self._row("mark_sent", {"notification_id": notification_id})
-        return _notification(row) if row else None
+    async def mark_sent(self, notification_ids: Sequence[str]) -> None:
+        if notification_ids:
+            await self._rows("mark_sent", {"notification_ids": list(notification_ids)})
 
     async def mark_failed(self, notification_id: str, error: str, delay_seconds: float) -> Notification | None:
         row = await self._row(
