@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -157,6 +158,13 @@ class CpuMeter:
 def _database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -336,7 +344,7 @@ async def run(
     server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
     database_url = _database(server_url, name)
-    address = f"127.0.0.1:{port}"
+    address = f"127.0.0.1:{port or _free_port()}"
     setup = service_setup(database_url, address, f"bench:{name}:", service_env)
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -438,7 +446,9 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients in each phase (default 32)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase (default 10)")
-    parser.add_argument("--port", type=int, default=50152, help="port for the benchmarked service (default 50152)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port for the benchmarked service (default: a free loopback port)"
+    )
     parser.add_argument(
         "--service-env",
         metavar="KEY=VALUE",
