@@ -30,6 +30,7 @@ from gateway.tax import TaxTable, tax_minor
 from inventory_svc.__main__ import SPEC as INVENTORY
 from order_svc.__main__ import SPEC as ORDER
 from payment_svc.__main__ import SPEC as PAYMENT
+from shipping_svc.__main__ import SPEC as SHIPPING
 from shop.cart.v1 import cart_service_pb2 as cart_pb
 from shop.cart.v1 import cart_service_pb2_grpc as cart_grpc
 from shop.gateway.v1 import gateway_service_pb2 as pb
@@ -64,7 +65,9 @@ FAST_GATEWAY = {
     "RATE_LIMIT_CAPACITY": "200",
     "RATE_LIMIT_PER_SECOND": "100",
     "PAYMENT_DEADLINE_SECONDS": "3",
+    "DB_POOL_MAX_SIZE": "8",
 }
+SMALL_POOL = {"DB_POOL_MAX_SIZE": "4"}
 FAST_PAYMENT = {"PSP_TIMEOUT_SECONDS": "0.5", "RECONCILE_INTERVAL_SECONDS": "0.1", "RECONCILE_AFTER_SECONDS": "1"}
 _ids = itertools.count(1)
 
@@ -275,21 +278,24 @@ async def shop(start_service, database_url: str) -> AsyncIterator[Shop]:
         return opened
 
     try:
-        inventory = await start_service(INVENTORY)
-        payment = await start_service(PAYMENT, PSP_BASE_URL=psp.base_url, **FAST_PAYMENT)
+        # Small pools: several engineers' tests share one PostgreSQL (max_connections 100).
+        inventory = await start_service(INVENTORY, **SMALL_POOL)
+        payment = await start_service(PAYMENT, PSP_BASE_URL=psp.base_url, **FAST_PAYMENT, **SMALL_POOL)
         order = await start_service(
             ORDER,
             PAYMENT_TARGET=payment.address,
             INVENTORY_TARGET=inventory.address,
             ORDER_COMPENSATION_BACKOFF_MAX_SECONDS="0.2",
+            **SMALL_POOL,
         )
-        cart = await start_service(CART, INVENTORY_TARGET=inventory.address)
+        cart = await start_service(CART, INVENTORY_TARGET=inventory.address, **SMALL_POOL)
+        shipping = await start_service(SHIPPING, INVENTORY_TARGET=inventory.address, **SMALL_POOL)
         targets = {
             "INVENTORY_TARGET": inventory.address,
             "PAYMENT_TARGET": payment.address,
             "ORDER_TARGET": order.address,
             "CART_TARGET": cart.address,
-            "SHIPPING_TARGET": "127.0.0.1:1",
+            "SHIPPING_TARGET": shipping.address,
         }
         yield Shop(
             database_url=database_url,
