@@ -229,10 +229,9 @@ class CartHandlers:
         if recorded is not None:
             return await self._merged_already(recorded, source_owner, user_owner, deadline)
         source = await self._store.read(source_cart_id, source_owner)
-        if source.outcome is Outcome.OK and source.cart is not None and source.cart.user_id:
+        await self._refuse_unless_ok(source_cart_id, source_owner, source)  # before anything is created
+        if source.cart is not None and source.cart.user_id:
             raise domain.source_not_anonymous(source_cart_id)
-        if source.outcome is Outcome.MISSING and source_owner == "":
-            raise domain.cart_not_found(source_cart_id)
         target_id, _ = await self._store.create(uuid.uuid4().hex, user_owner, user_id, "")
         claimed = await self._store.claim(source_cart_id, source_owner, f"merging:{target_id}", which="live")
         if claimed.outcome is not Outcome.OK or claimed.cart is None:

@@ -59,6 +59,19 @@ async def test_another_user_or_session_gets_not_found_on_every_rpc_and_changes_n
         mesh.cart.ConvertCart(pb.ConvertCartRequest(cart_id=cart.cart_id, checkout_id="co-x"), metadata=metadata)
     )
     assert (convert.code, convert.reason) == (grpc.StatusCode.PERMISSION_DENIED, "TRUSTED_CALLER_REQUIRED")
+    # a merge of her cart: bob's token names no session owning it; a session has no user to merge into
+    merge = await expect_failure(
+        mesh.cart.MergeCarts(
+            pb.MergeCartsRequest(source_cart_id=cart.cart_id, user_id="bob" if intruder == "user bob" else "c"),
+            metadata=metadata,
+        )
+    )
+    expected = (
+        (grpc.StatusCode.NOT_FOUND, "CART_NOT_FOUND")
+        if intruder == "user bob"
+        else (grpc.StatusCode.PERMISSION_DENIED, "OWNER_MISMATCH")
+    )
+    assert (merge.code, merge.reason) == expected
     assert await redis_snapshot(raw_redis, redis_prefix + "cart:") == before  # not even the TTL moved
     assert await _history_rows(database_url) == (0, 0)
     # the owner and a trusted service still see it unchanged
