@@ -103,6 +103,8 @@ BAD_REQUESTS = [
     ("UpdateItemQuantity", pb.UpdateItemQuantityRequest(cart_id="{cart}", sku="", quantity=100), {"sku", "quantity"}),
     ("RemoveItem", pb.RemoveItemRequest(cart_id="{cart}"), {"sku"}),
     ("ClearCart", pb.ClearCartRequest(), {"cart_id"}),
+    ("MergeCarts", pb.MergeCartsRequest(), {"source_cart_id", "user_id"}),
+    ("MergeCarts", pb.MergeCartsRequest(source_cart_id="{cart}", user_id="a b"), {"user_id"}),
     ("ConvertCart", pb.ConvertCartRequest(cart_id="{cart}"), {"checkout_id"}),
     ("ConvertCart", pb.ConvertCartRequest(cart_id="{cart}", checkout_id="c", order_id="bad/order"), {"order_id"}),
 ]
@@ -120,6 +122,8 @@ async def test_bad_input_is_invalid_argument_naming_each_field_and_writes_nothin
     request.CopyFrom(request_message)
     if getattr(request, "cart_id", None) == "{cart}":
         request.cart_id = cart.cart_id
+    if getattr(request, "source_cart_id", None) == "{cart}":
+        request.source_cart_id = cart.cart_id
     before = await redis_snapshot(raw_redis, redis_prefix + "cart:")
     metadata = as_service() if rpc == "ConvertCart" else ALICE
     failure = await expect_failure(getattr(mesh.cart, rpc)(request, metadata=metadata))
