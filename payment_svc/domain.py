@@ -338,6 +338,8 @@ class Payment:
     pending_amount_minor: int
     capture_key: str
     capture_fingerprint: bytes
+    #: How many captures or voids were sent; numbers the pending one's PSP key.
+    operation_attempt: int
     created_at: datetime
     updated_at: datetime
     authorized_at: datetime | None
@@ -356,6 +358,11 @@ class Payment:
 
     def psp_key(self, operation: str) -> str:
         return psp_key(self.payment_id, operation)
+
+    @property
+    def pending_psp_key(self) -> str:
+        """The PSP key of the pending capture or void: numbered, so one fenced at the PSP is never reused."""
+        return psp_key(self.payment_id, f"{self.pending_operation}:{self.operation_attempt}")
 
 
 def psp_key(payment_id: str, operation: str) -> str:

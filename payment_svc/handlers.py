@@ -310,7 +310,7 @@ class PaymentHandlers:
             payment.payment_id,
             f"/v1/authorizations/{payment.psp_reference}/capture",
             {"amount_minor": payment.pending_amount_minor},
-            payment.psp_key("capture"),
+            payment.pending_psp_key,
             budget,
         )
         settled = await self.settle_capture(payment.payment_id, answer.status, answer.body, "capture")
@@ -369,7 +369,7 @@ class PaymentHandlers:
         if not send:
             return Voided(await self.details(payment), replayed)
         answer = await self._send(
-            payment.payment_id, f"/v1/authorizations/{payment.psp_reference}/void", {}, payment.psp_key("void"), budget
+            payment.payment_id, f"/v1/authorizations/{payment.psp_reference}/void", {}, payment.pending_psp_key, budget
         )
         settled = await self.settle_void(payment.payment_id, answer.status, answer.body, f"void: {command.reason}")
         return Voided(settled, False)

@@ -69,7 +69,8 @@ SELECT * FROM p
 -- name: begin_pending
 -- Records a capture or void about to be sent to the PSP; the reconciler settles it if the answer is lost.
 UPDATE payment.payments
-SET pending_operation = %(operation)s, pending_order_id = %(order_id)s, pending_amount_minor = %(amount_minor)s,
+SET pending_operation = %(operation)s, operation_attempt = operation_attempt + 1, pending_order_id = %(order_id)s,
+    pending_amount_minor = %(amount_minor)s,
     capture_idempotency_key = coalesce(%(capture_key)s, capture_idempotency_key),
     capture_fingerprint = coalesce(%(capture_fingerprint)s, capture_fingerprint),
     next_reconcile_at = now() + make_interval(secs => %(grace_seconds)s), updated_at = now()
@@ -80,7 +81,7 @@ RETURNING *
 -- The common capture in one statement: an AUTHORIZED payment with nothing pending and an unexpired hold
 -- gets its capture recorded as pending; no row means the careful path (lock, decide) must run.
 UPDATE payment.payments
-SET pending_operation = 'capture', pending_order_id = %(order_id)s,
+SET pending_operation = 'capture', operation_attempt = operation_attempt + 1, pending_order_id = %(order_id)s,
     pending_amount_minor = coalesce(%(amount_minor)s, amount_minor),
     capture_idempotency_key = %(capture_key)s, capture_fingerprint = %(capture_fingerprint)s,
     next_reconcile_at = now() + make_interval(secs => %(grace_seconds)s), updated_at = now()

@@ -97,7 +97,7 @@ class Reconciler:
             log.info("reconciler settled the authorization of %s", payment.payment_id)
         elif payment.pending_operation in ("capture", "void"):
             operation = payment.pending_operation
-            found = await self._answer(payment.psp_key(operation))
+            found = await self._answer(payment.pending_psp_key)
             if found is None:
                 return
             if found["state"] == "fenced":

@@ -51,6 +51,7 @@ def _payment(row: Row) -> Payment:
         pending_amount_minor=row["pending_amount_minor"] or 0,
         capture_key=row["capture_idempotency_key"] or "",
         capture_fingerprint=bytes(row["capture_fingerprint"] or b""),
+        operation_attempt=row["operation_attempt"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         authorized_at=row["authorized_at"],

@@ -313,3 +313,43 @@ async def test_capture_of_a_lapsed_authorization_expires_it(start_payment, psp: 
     )
     assert info.reason == "AUTHORIZATION_EXPIRED"
     assert (await get(payment, authorized.payment.payment_id)).status == pb.PAYMENT_STATUS_EXPIRED
+
+
+async def test_a_capture_that_never_reached_the_psp_is_fenced_and_a_new_capture_succeeds(
+    payment, psp: Psp, database_url: str
+) -> None:
+    from payment_svc.repository import PaymentStatements
+    from service_runtime.database import Database
+    from service_runtime.sql import UnitOfWork
+
+    authorized = await payment.AuthorizePayment(authorize_request(), metadata=TRUSTED)
+    payment_id = authorized.payment.payment_id
+    # A replica crashed after recording its capture and before sending it: only our side knows of it.
+    database = Database(database_url, min_size=1, max_size=1, statement_timeout_ms=5000, application_name="test")
+    await database.open()
+    try:
+        work = UnitOfWork(database, PaymentStatements)
+        await work.run(lambda tx: tx.begin_pending(payment_id, "capture", grace=0, order_id="ord-1", amount_minor=5000))
+    finally:
+        await database.close()
+
+    async def fenced() -> bool:
+        return [op["state"] for op in await psp.operations() if op["idempotency_key"].endswith(":capture:1")] == [
+            "fenced"
+        ]
+
+    await eventually(fenced)
+
+    async def dropped() -> bool:
+        [row] = await rows(database_url, "SELECT pending_operation FROM payment.payments")
+        return row["pending_operation"] is None
+
+    await eventually(dropped)
+    captured = await payment.CapturePayment(
+        pb.CapturePaymentRequest(payment_id=payment_id, order_id="ord-1", idempotency_key="c1"), metadata=TRUSTED
+    )
+    assert captured.payment.status == pb.PAYMENT_STATUS_CAPTURED
+    [held] = await psp.authorizations()
+    assert (held["status"], held["captured_minor"]) == ("captured", 5000)
+    keys = sorted(op["idempotency_key"].split(":", 1)[1] for op in await psp.operations())
+    assert keys == ["authorize", "capture:1", "capture:2"]
