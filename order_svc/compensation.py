@@ -54,6 +54,8 @@ from shop.type.v1 import line_item_pb2
 log = logging.getLogger(__name__)
 
 CANCEL_REASON_TEXT = "order_cancelled"
+#: How long CancelOrder waits for its inline first attempt before answering with the progress so far.
+INLINE_BUDGET_SECONDS = 3.0
 
 
 class Retry(Exception):
@@ -112,9 +114,13 @@ class CancellationWorker:
         return len(claimed)
 
     async def compensate_now(self, order_id: str) -> None:
-        """CancelOrder's inline first attempt, bounded by one call timeout per step; the worker finishes it."""
+        """CancelOrder's inline first attempt, bounded by INLINE_BUDGET_SECONDS; the worker finishes it."""
         try:
-            await self.run_once((order_id,))
+            # bounded, so a slow Payment or Inventory cannot hold the customer's CancelOrder; a claim cut
+            # short keeps its lease and the background worker resends the same idempotent calls after it
+            await asyncio.wait_for(self.run_once((order_id,)), INLINE_BUDGET_SECONDS)
+        except TimeoutError:
+            log.warning("inline compensation of %s ran out of time; the worker finishes it", order_id)
         except Exception:  # the durable row is there: the background worker will get it
             log.exception("inline compensation of %s failed; the worker retries", order_id)
         self._wake.set()
