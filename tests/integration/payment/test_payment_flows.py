@@ -107,3 +107,14 @@ async def test_only_payments_in_a_final_state_are_cached_and_the_cache_serves_th
         assert again.payment == voided.payment
     finally:
         await client.aclose()
+
+
+async def test_a_slow_psp_past_the_per_call_timeout_is_recovered_with_the_same_key_inside_the_deadline(
+    payment, psp: Psp
+) -> None:
+    # tok_slow_900 answers after 0.9 s; PSP_TIMEOUT_SECONDS is 0.5 here, the caller allows 3 s
+    authorized = await payment.AuthorizePayment(authorize_request("tok_slow_900"), metadata=TRUSTED, timeout=3)
+    assert authorized.payment.status == pb.PAYMENT_STATUS_AUTHORIZED
+    [held] = await psp.authorizations()
+    assert held["authorization_id"] == authorized.payment.psp_reference
+    assert len(await psp.operations()) == 1
