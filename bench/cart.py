@@ -9,6 +9,9 @@ installed) with `--clients` concurrent clients for `--seconds` each, runs three 
    cart (20 SKUs in rotation, so the cart grows to 20 lines and its lines fill towards 99 units).
 3. get-cart: GetCart of a cart holding 20 lines, each client its own customer's cart.
 
+Before the cart phases, batch-get calls inventory's BatchGetProducts of the 20 SKUs directly: the
+downstream call every cart call makes, hence a ceiling for both cart phases.
+
 Each cart call is a customer's (a verified JWT), makes its Redis script calls (AddItem 2: read, add;
 GetCart 1) and one BatchGetProducts to inventory, which serves it from its product cache. It prints rate
 and p50/p99 per phase, each cart phase's rate as a ratio to the echo floor, and the cart's Redis round
@@ -52,7 +55,7 @@ from shop.type.v1 import money_pb2
 
 SKUS = [f"BENCH-{index:02d}" for index in range(20)]
 ECHO_METHOD = "/bench.Echo/Echo"
-PHASES = ("echo", "add-item", "get-cart")
+PHASES = ("echo", "batch-get", "add-item", "get-cart")
 
 
 @dataclass
@@ -218,6 +221,15 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
             results["echo"] = await _drive("echo", clients, seconds, echo_once)
             print(f"  echo: {results['echo'].rate:,.0f}/s", flush=True)
 
+            # the inventory call each cart call makes, alone
+            batch_request = inventory_pb.BatchGetProductsRequest(skus=SKUS)
+
+            async def batch_once(client: int, sequence: int) -> None:
+                await inventory.BatchGetProducts(batch_request)
+
+            results["batch-get"] = await _drive("batch-get", clients, seconds, batch_once)
+            print(f"  batch-get: {results['batch-get'].rate:,.0f}/s", flush=True)
+
             # AddItem
             add_carts = [await customer_cart(f"adder-{index}") for index in range(clients)]
 
@@ -287,6 +299,9 @@ def report(results: dict[str, Result], clients: int) -> None:
             f"{phase:<10} {len(result.latencies):>8} {result.rate:>9,.0f} {result.percentile_ms(0.5):>8.2f}"
             f" {result.percentile_ms(0.99):>8.2f} {result.rate / floor:>7.2f} {scripts:>9}"
         )
+    print(
+        f"ceiling: inventory's BatchGetProducts(20) alone runs at {results['batch-get'].rate / floor:.2f} of the floor"
+    )
     print(
         f"ratios to the echo floor: AddItem {results['add-item'].rate / floor:.2f} (target >= 0.5), "
         f"GetCart {results['get-cart'].rate / floor:.2f} (target >= 0.4)"
