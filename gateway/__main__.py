@@ -9,7 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import grpc
+
 from gateway.activities import Activities
+from gateway.admin import AdminHandlers
+from gateway.admin_servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
+from gateway.admin_servicer import CheckoutAdminServicer
 from gateway.handlers import CheckoutHandlers
 from gateway.ratelimit import RateLimiter
 from gateway.repository import GatewayStatements
@@ -19,9 +24,10 @@ from gateway.servicer import SERVICE_NAME, CheckoutServicer
 from gateway.settings import GatewaySettings
 from gateway.tax import TaxTable
 from service_runtime.cli import run_service
+from service_runtime.pagination import PageTokens
 from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from service_runtime.sql import UnitOfWork
-from shop.gateway.v1 import gateway_service_pb2_grpc
+from shop.gateway.v1 import admin_service_pb2_grpc, gateway_service_pb2_grpc
 from shop.shipping.v1 import shipping_service_pb2_grpc
 
 
@@ -51,12 +57,16 @@ def assemble(settings: GatewaySettings, infrastructure: Infrastructure) -> Assem
     handlers = CheckoutHandlers(work, activities, shipping, runner, TaxTable.load(), settings)
     limiter = RateLimiter(infrastructure.redis, infrastructure.keys.child("gateway"))
     servicer = CheckoutServicer(handlers, limiter, settings)
-    return Assembly.of(
-        gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server,
-        servicer,
-        SERVICE_NAME,
-        background=[runner.run],
+    admin = CheckoutAdminServicer(
+        AdminHandlers(work, activities, runner),
+        PageTokens(settings.common.page_token_secret, purpose="gateway.ListCheckouts"),
     )
+
+    def register(server: grpc.aio.Server) -> None:
+        gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server(servicer, server)
+        admin_service_pb2_grpc.add_CheckoutAdminServiceServicer_to_server(admin, server)
+
+    return Assembly(register=register, service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME], background=[runner.run])
 
 
 SPEC = ServiceSpec(

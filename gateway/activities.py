@@ -131,6 +131,7 @@ class Activities:
 
     def __init__(self, settings: GatewaySettings, channels: Channels) -> None:
         self._settings = settings
+        self.settings = settings
         self.cart = cart_grpc.CartServiceStub(channels.get(settings.cart.target))
         self.inventory = inventory_grpc.InventoryServiceStub(channels.get(settings.inventory.target))
         self.payment = payment_grpc.PaymentServiceStub(channels.get(settings.payment.target))

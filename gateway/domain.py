@@ -334,3 +334,13 @@ class IdempotencyRecord:
     checkout_id: str
     response_code: int | None
     response: bytes | None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How an operator resolved a FAILED checkout."""
+
+    action: str
+    reason: str
+    resolved_by: str
+    resolved_at: datetime

@@ -188,3 +188,30 @@ WHERE status = %(status)s AND updated_at <= now() - make_interval(secs => %(olde
   AND (%(after)s::text IS NULL OR checkout_id > %(after)s)
 ORDER BY checkout_id
 LIMIT %(limit)s
+
+-- name: resume_failed
+-- An operator's retry: a FAILED checkout whose order exists goes back to PLACING under this replica's lease.
+UPDATE checkout.checkouts
+SET status = 'placing', ended_at = NULL, current_step = last_failure_step, recoveries = 0,
+    lease_owner = %(owner)s, lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), updated_at = now()
+WHERE checkout_id = %(checkout_id)s AND status = 'failed' AND order_id IS NOT NULL AND resolution_action IS NULL
+RETURNING checkout_id
+
+-- name: reset_failed_steps
+-- The failed steps of a checkout's current attempt become PENDING again, to be retried with their keys.
+UPDATE checkout.saga_steps s SET status = 'pending', ended_at = NULL, updated_at = now()
+FROM checkout.checkouts c
+WHERE s.checkout_id = c.checkout_id AND c.checkout_id = %(checkout_id)s AND s.attempt = c.place_attempt
+  AND s.status IN ('failed', 'running')
+
+-- name: resolution
+-- How an operator resolved a checkout, if one did.
+SELECT resolution_action, resolution_reason, resolved_by, resolved_at FROM checkout.checkouts
+WHERE checkout_id = %(checkout_id)s AND resolution_action IS NOT NULL
+
+-- name: record_resolution
+-- Records an operator's resolution of a FAILED checkout.
+UPDATE checkout.checkouts
+SET resolution_action = %(action)s, resolution_reason = %(reason)s, resolved_by = %(resolved_by)s,
+    resolved_at = now(), updated_at = now()
+WHERE checkout_id = %(checkout_id)s AND status = 'failed' AND resolution_action IS NULL

@@ -18,6 +18,7 @@ from gateway.domain import (
     IdempotencyRecord,
     KeyState,
     Quote,
+    Resolution,
     SagaStep,
     StepRecord,
     StepStatus,
@@ -291,6 +292,27 @@ class GatewayStatements(Statements):
             {"status": status.value, "older_than_seconds": older_than_seconds, "after": after, "limit": limit},
         )
         return [_checkout(row, await self._rows("lines", {"checkout_id": row["checkout_id"]})) for row in rows]
+
+    # Operators
+
+    async def resume_failed(self, checkout_id: str, owner: str, lease_seconds: float) -> bool:
+        await self._rows("reset_failed_steps", {"checkout_id": checkout_id})
+        rows = await self._rows(
+            "resume_failed", {"checkout_id": checkout_id, "owner": owner, "lease_seconds": lease_seconds}
+        )
+        return bool(rows)
+
+    async def resolution(self, checkout_id: str) -> Resolution | None:
+        row = await self._row("resolution", {"checkout_id": checkout_id})
+        if row is None:
+            return None
+        return Resolution(row["resolution_action"], row["resolution_reason"], row["resolved_by"], row["resolved_at"])
+
+    async def record_resolution(self, checkout_id: str, action: str, reason: str, resolved_by: str) -> None:
+        await self._rows(
+            "record_resolution",
+            {"checkout_id": checkout_id, "action": action, "reason": reason, "resolved_by": resolved_by},
+        )
 
 
 def _checkout(row: Row, lines: Sequence[Row]) -> Checkout:

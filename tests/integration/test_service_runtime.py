@@ -74,20 +74,20 @@ async def test_service_reports_serving_lists_itself_and_never_answers_unknown(st
 
         overall = await health(health_pb2.HealthCheckRequest(service=""))
         assert overall.status == health_pb2.HealthCheckResponse.SERVING
-        assert len(declared) == 1, listed
+        assert declared, listed  # one service each; the gateway also serves its admin service
         assert "grpc.health.v1.Health" in listed
-        per_service = await health(health_pb2.HealthCheckRequest(service=declared[0]))
-        assert per_service.status == health_pb2.HealthCheckResponse.SERVING
-
         codes = {}
-        for method in descriptor_pool.Default().FindServiceByName(declared[0]).methods:
-            codes[method.name] = await call_with_empty_request(channel, declared[0], method.name)
+        for name in declared:
+            per_service = await health(health_pb2.HealthCheckRequest(service=name))
+            assert per_service.status == health_pb2.HealthCheckResponse.SERVING
+            for method in descriptor_pool.Default().FindServiceByName(name).methods:
+                codes[method.name] = await call_with_empty_request(channel, name, method.name)
     # An empty request is bad input for most RPCs (ListProducts' first page is fine): it must get a
     # clear status, never a crash.
     assert not {
         name: code for name, code in codes.items() if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
     }, codes
-    built = ("inventory_svc", "order_svc", "payment_svc", "notification_svc", "cart_svc", "shipping_svc")
+    built = ("inventory_svc", "order_svc", "payment_svc", "notification_svc", "cart_svc", "shipping_svc", "gateway")
     if package not in built:  # not built: UNIMPLEMENTED
         assert grpc.StatusCode.UNIMPLEMENTED in codes.values(), codes
 

@@ -462,7 +462,7 @@ def test_checks_see_what_they_check(contracts):
     list_rpcs = {
         m.proto.name for file in shop_files(contracts) for m in methods(file) if m.proto.name.startswith("List")
     }
-    assert list_rpcs == {"ListProducts", "ListPayments", "ListOrders", "ListNotifications"}
+    assert list_rpcs == {"ListProducts", "ListPayments", "ListOrders", "ListNotifications", "ListCheckouts"}
     counted = {b: 0 for b in MARKERS}
     for field in all_fields(contracts):
         for behavior in field_behaviors(field.proto) & MARKERS.keys():

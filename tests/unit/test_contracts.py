@@ -24,6 +24,7 @@ SERVICES = {
     "shop.shipping.v1.ShippingService",
     "shop.notification.v1.NotificationService",
     "shop.gateway.v1.CheckoutService",
+    "shop.gateway.v1.CheckoutAdminService",
 }
 
 
