@@ -218,9 +218,18 @@ class EventConsumer:
         await self._bus.ensure_topic(self._settings.dead_letter_topic)
         s = self._settings
         self._consumer = self._bus.consumer(s.topic, group=s.group, name=s.name)
+        consumer = self._consumer
         try:
+            # The next batch is fetched while this one is recorded and sent (reads and database work overlap).
+            batch = await consumer.fetch(s.batch_size, timeout_seconds=1.0)
             while True:
-                await self.handle_batch(await self._consumer.fetch(s.batch_size, timeout_seconds=1.0))
+                following = asyncio.create_task(consumer.fetch(s.batch_size, timeout_seconds=1.0))
+                try:
+                    await self.handle_batch(batch)
+                except BaseException:
+                    following.cancel()
+                    raise
+                batch = await following
         finally:
             await self._consumer.close()
 
