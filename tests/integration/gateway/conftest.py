@@ -238,10 +238,17 @@ class Shop:
                 " JOIN inventory.reservations r USING (checkout_id) WHERE r.status = 'confirmed' GROUP BY l.sku"
             )
         }
+        returned = {
+            row["sku"]: int(row["back"])
+            for row in await self.rows(
+                "SELECT sku, sum(delta) AS back FROM inventory.stock_movements WHERE kind = 'return' GROUP BY sku"
+            )
+        }
         for row in await self.rows("SELECT sku, stock_on_hand, reserved FROM inventory.products"):
-            expected = self.initial_stock.get(row["sku"], 0) - sold.get(row["sku"], 0)
+            sku = row["sku"]
+            expected = self.initial_stock.get(sku, 0) - sold.get(sku, 0) + returned.get(sku, 0)
             if row["stock_on_hand"] != expected:
-                problems.append(f"{row['sku']}: stock {row['stock_on_hand']} != {expected}")
+                problems.append(f"{sku}: stock {row['stock_on_hand']} != {expected}")
             if row["reserved"] < 0 or row["reserved"] > row["stock_on_hand"]:
                 problems.append(f"{row['sku']}: reserved {row['reserved']} out of range")
         live = await self.rows(
