@@ -18,7 +18,7 @@ from service_runtime.keyspace import KeySpace
 from service_runtime.sql import UnitOfWork
 from shop.order.v1 import events_pb2 as events
 from shop.order.v1 import order_service_pb2 as pb
-from tests.integration.order.conftest import outbox, place, scalar
+from tests.integration.order.conftest import TRUSTED, create_request, outbox, place, scalar
 
 Store = UnitOfWork[OrderStatements]
 
@@ -105,3 +105,15 @@ async def test_published_rows_are_pruned_after_the_retention_and_unpublished_one
         assert await kept.prune() == 0, "the default retention keeps rows published just now"
     finally:
         await client.aclose()
+
+
+async def test_an_event_carries_the_trace_context_of_the_request_that_caused_it(quiet_orders, database_url: str):
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("checkout") as span:
+        order = (await quiet_orders.CreateOrder(create_request(), metadata=TRUSTED)).order
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    payload = await scalar(database_url, "SELECT payload FROM orders.order_events WHERE order_id = %s", order.order_id)
+    event = events.OrderEvent.FromString(bytes(payload))
+    assert event.traceparent.startswith(f"00-{trace_id}-"), (event.traceparent, trace_id)
+    assert event.event_id and event.sequence == 1 and event.order.order_id == order.order_id

@@ -27,18 +27,21 @@ if _version_not_supported:
 
 class NotificationServiceStub:
     """Customer notifications about orders. The service consumes the order event
-    stream ("shop.order.v1.events", consumer group "notification") and, for each
+    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
     a customer e-mail address, otherwise the log. Failed sends are retried with
-    backoff; after the last attempt the event goes to the dead-letter stream
-    "shop.order.v1.events.dead" and the notification is DEAD_LETTERED. Messages
-    left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
+    backoff; after the last attempt the event goes to the dead-letter topic
+    "shop.order.v1.events.dead" (with headers `reason`, `notificationId`,
+    `eventId`) and the notification is DEAD_LETTERED; a message that cannot be
+    decoded goes there at once. Messages left pending by a crashed consumer are
+    reclaimed (XAUTOCLAIM on Redis; the group's rebalance on Kafka).
 
     This API only reads what was sent. Reads act for the end user named by the
     signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
-    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
-    may read any user's.
+    (claim `sub`); trusted mesh callers (operators' tools: a service token in
+    `x-shop-service-token`, or mTLS where configured) may read any user's.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "notification.shop" and a stable `reason`, listed on each RPC with its
@@ -72,18 +75,21 @@ class NotificationServiceStub:
 
 class NotificationServiceServicer:
     """Customer notifications about orders. The service consumes the order event
-    stream ("shop.order.v1.events", consumer group "notification") and, for each
+    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
     a customer e-mail address, otherwise the log. Failed sends are retried with
-    backoff; after the last attempt the event goes to the dead-letter stream
-    "shop.order.v1.events.dead" and the notification is DEAD_LETTERED. Messages
-    left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
+    backoff; after the last attempt the event goes to the dead-letter topic
+    "shop.order.v1.events.dead" (with headers `reason`, `notificationId`,
+    `eventId`) and the notification is DEAD_LETTERED; a message that cannot be
+    decoded goes there at once. Messages left pending by a crashed consumer are
+    reclaimed (XAUTOCLAIM on Redis; the group's rebalance on Kafka).
 
     This API only reads what was sent. Reads act for the end user named by the
     signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
-    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
-    may read any user's.
+    (claim `sub`); trusted mesh callers (operators' tools: a service token in
+    `x-shop-service-token`, or mTLS where configured) may read any user's.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "notification.shop" and a stable `reason`, listed on each RPC with its
@@ -139,18 +145,21 @@ def add_NotificationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class NotificationService:
     """Customer notifications about orders. The service consumes the order event
-    stream ("shop.order.v1.events", consumer group "notification") and, for each
+    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
     a customer e-mail address, otherwise the log. Failed sends are retried with
-    backoff; after the last attempt the event goes to the dead-letter stream
-    "shop.order.v1.events.dead" and the notification is DEAD_LETTERED. Messages
-    left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
+    backoff; after the last attempt the event goes to the dead-letter topic
+    "shop.order.v1.events.dead" (with headers `reason`, `notificationId`,
+    `eventId`) and the notification is DEAD_LETTERED; a message that cannot be
+    decoded goes there at once. Messages left pending by a crashed consumer are
+    reclaimed (XAUTOCLAIM on Redis; the group's rebalance on Kafka).
 
     This API only reads what was sent. Reads act for the end user named by the
     signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
-    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
-    may read any user's.
+    (claim `sub`); trusted mesh callers (operators' tools: a service token in
+    `x-shop-service-token`, or mTLS where configured) may read any user's.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "notification.shop" and a stable `reason`, listed on each RPC with its

@@ -28,18 +28,21 @@ GRPC_VERSION: str
 
 class NotificationServiceStub:
     """Customer notifications about orders. The service consumes the order event
-    stream ("shop.order.v1.events", consumer group "notification") and, for each
+    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
     a customer e-mail address, otherwise the log. Failed sends are retried with
-    backoff; after the last attempt the event goes to the dead-letter stream
-    "shop.order.v1.events.dead" and the notification is DEAD_LETTERED. Messages
-    left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
+    backoff; after the last attempt the event goes to the dead-letter topic
+    "shop.order.v1.events.dead" (with headers `reason`, `notificationId`,
+    `eventId`) and the notification is DEAD_LETTERED; a message that cannot be
+    decoded goes there at once. Messages left pending by a crashed consumer are
+    reclaimed (XAUTOCLAIM on Redis; the group's rebalance on Kafka).
 
     This API only reads what was sent. Reads act for the end user named by the
     signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
-    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
-    may read any user's.
+    (claim `sub`); trusted mesh callers (operators' tools: a service token in
+    `x-shop-service-token`, or mTLS where configured) may read any user's.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "notification.shop" and a stable `reason`, listed on each RPC with its
@@ -81,18 +84,21 @@ class NotificationServiceStub:
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
     """Customer notifications about orders. The service consumes the order event
-    stream ("shop.order.v1.events", consumer group "notification") and, for each
+    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
     a customer e-mail address, otherwise the log. Failed sends are retried with
-    backoff; after the last attempt the event goes to the dead-letter stream
-    "shop.order.v1.events.dead" and the notification is DEAD_LETTERED. Messages
-    left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
+    backoff; after the last attempt the event goes to the dead-letter topic
+    "shop.order.v1.events.dead" (with headers `reason`, `notificationId`,
+    `eventId`) and the notification is DEAD_LETTERED; a message that cannot be
+    decoded goes there at once. Messages left pending by a crashed consumer are
+    reclaimed (XAUTOCLAIM on Redis; the group's rebalance on Kafka).
 
     This API only reads what was sent. Reads act for the end user named by the
     signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
-    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
-    may read any user's.
+    (claim `sub`); trusted mesh callers (operators' tools: a service token in
+    `x-shop-service-token`, or mTLS where configured) may read any user's.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "notification.shop" and a stable `reason`, listed on each RPC with its
@@ -130,18 +136,21 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Customer notifications about orders. The service consumes the order event
-    stream ("shop.order.v1.events", consumer group "notification") and, for each
+    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
     a customer e-mail address, otherwise the log. Failed sends are retried with
-    backoff; after the last attempt the event goes to the dead-letter stream
-    "shop.order.v1.events.dead" and the notification is DEAD_LETTERED. Messages
-    left pending by a crashed consumer are reclaimed (XAUTOCLAIM).
+    backoff; after the last attempt the event goes to the dead-letter topic
+    "shop.order.v1.events.dead" (with headers `reason`, `notificationId`,
+    `eventId`) and the notification is DEAD_LETTERED; a message that cannot be
+    decoded goes there at once. Messages left pending by a crashed consumer are
+    reclaimed (XAUTOCLAIM on Redis; the group's rebalance on Kafka).
 
     This API only reads what was sent. Reads act for the end user named by the
     signed JWT sent in the gRPC request header `authorization: Bearer <jwt>`
-    (claim `sub`); trusted mesh callers authenticated by mTLS (operators' tools)
-    may read any user's.
+    (claim `sub`); trusted mesh callers (operators' tools: a service token in
+    `x-shop-service-token`, or mTLS where configured) may read any user's.
 
     Errors (AIP-193): every error carries exactly one google.rpc.ErrorInfo with
     domain "notification.shop" and a stable `reason`, listed on each RPC with its
