@@ -28,6 +28,7 @@ from gateway.domain import Checkout, CheckoutLine, CheckoutStatus, Quote, SagaSt
 from gateway.repository import GatewayStatements
 from gateway.tax import TaxTable, tax_minor
 from inventory_svc.__main__ import SPEC as INVENTORY
+from notification_svc.__main__ import SPEC as NOTIFICATION
 from order_svc.__main__ import SPEC as ORDER
 from payment_svc.__main__ import SPEC as PAYMENT
 from shipping_svc.__main__ import SPEC as SHIPPING
@@ -297,6 +298,8 @@ async def shop(start_service, database_url: str) -> AsyncIterator[Shop]:
         )
         cart = await start_service(CART, INVENTORY_TARGET=inventory.address, **SMALL_POOL)
         shipping = await start_service(SHIPPING, INVENTORY_TARGET=inventory.address, **SMALL_POOL)
+        # Order events reach it over the event bus (Redis Streams under this test's prefix); it logs messages.
+        await start_service(NOTIFICATION, NOTIFICATION_SENDER="LOG", **SMALL_POOL)
         targets = {
             "INVENTORY_TARGET": inventory.address,
             "PAYMENT_TARGET": payment.address,

@@ -23,7 +23,7 @@ def step_states(checkout: pb.Checkout) -> list[tuple[int, int, int]]:
     return [(state.attempt, state.step, state.status) for state in checkout.steps]
 
 
-async def test_a_placed_checkout_completes_with_the_order_confirmed_stock_sold_payment_captured_and_cart_converted(
+async def test_a_placed_checkout_completes_with_the_order_confirmed_stock_sold_payment_captured_cart_converted_and_mail(
     gateway: Shop,
 ):
     await gateway.product("MUG", 10, price_minor=1999)
@@ -57,6 +57,14 @@ async def test_a_placed_checkout_completes_with_the_order_confirmed_stock_sold_p
     assert product == {"stock_on_hand": 8, "reserved": 0}
     [cart] = await gateway.rows("SELECT status FROM cart.carts WHERE cart_id = %s", placed.cart_id)
     assert cart["status"] == "converted"
+    for _ in range(100):  # the order's events travel the bus to the notification service
+        sent = await gateway.rows(
+            "SELECT template FROM notification.notifications WHERE order_id = %s AND status = 'sent'", placed.order_id
+        )
+        if sent:
+            break
+        await asyncio.sleep(0.1)
+    assert sent, "no notification was sent for the order"
 
 
 async def test_a_declined_card_leaves_the_checkout_quoted_with_its_stock_held_and_another_card_then_succeeds(
