@@ -217,7 +217,10 @@ class PaymentHandlers:
                 if isinstance(body.get("expires_at"), str):
                     expires = min(expires, datetime.fromisoformat(body["expires_at"]))
                 assert card is not None
-                settled = await tx.mark_authorized(payment_id, str(body["id"]), expires, card, cause, body)
+                authorized = await tx.mark_authorized(payment_id, str(body["id"]), expires, card, cause, body)
+                if authorized is not None:
+                    return authorized  # with its details, in the same statement
+                settled = None
             else:
                 error = body.get("error", {}) if isinstance(body.get("error"), dict) else {}
                 decline_code = str(error.get("decline_code") or error.get("code") or "")
@@ -320,8 +323,7 @@ class PaymentHandlers:
         """Records the PSP's answer to the pending capture: CAPTURED, EXPIRED, or back to plain AUTHORIZED."""
 
         async def captured(tx: PaymentStatements) -> Payment | None:
-            done = await tx.mark_captured(payment_id, cause, body)  # one statement with its event
-            return await tx.with_details(done) if done is not None else None
+            return await tx.mark_captured(payment_id, cause, body)  # one statement: event and details too
 
         if 200 <= status < 300 and (done := await self._work.statement(captured)) is not None:
             return done

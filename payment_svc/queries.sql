@@ -33,8 +33,8 @@ INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, p
 VALUES (%(payment_id)s, %(from_status)s, %(to_status)s, %(cause)s, %(psp_response)s)
 
 -- name: mark_authorized
--- PROCESSING -> AUTHORIZED with the PSP's reference, expiry and card summary, and its event; no row when the
--- payment was settled already.
+-- PROCESSING -> AUTHORIZED with the PSP's reference, expiry and card summary, and its event, returned with its
+-- details; no row when the payment was settled already.
 WITH p AS (
     UPDATE payment.payments
     SET status = 'authorized', psp_reference = %(psp_reference)s, authorized_at = now(),
@@ -46,8 +46,23 @@ WITH p AS (
 ), e AS (
     INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)
     SELECT payment_id, 'processing', 'authorized', %(cause)s, %(psp_response)s FROM p
+    RETURNING event_id, from_status, to_status, cause, created_at
 )
-SELECT * FROM p
+-- with the history (this statement's event included: the snapshot does not see it) and refunds
+SELECT p.*,
+    (SELECT coalesce(json_agg(json_build_object(
+         'from_status', h.from_status, 'to_status', h.to_status, 'cause', h.cause, 'created_at', h.created_at)
+         ORDER BY h.event_id), '[]')
+     FROM (SELECT event_id, from_status, to_status, cause, created_at FROM payment.payment_events
+           WHERE payment_id = %(payment_id)s
+           UNION ALL SELECT event_id, from_status, to_status, cause, created_at FROM e) AS h) AS history,
+    (SELECT coalesce(json_agg(json_build_object(
+         'refund_id', refund_id, 'payment_id', payment_id, 'idempotency_key', idempotency_key,
+         'request_fingerprint', encode(request_fingerprint, 'hex'), 'amount_minor', amount_minor, 'reason', reason,
+         'note', note, 'status', status, 'psp_reference', psp_reference, 'created_at', created_at,
+         'completed_at', completed_at) ORDER BY created_at, refund_id), '[]')
+     FROM payment.refunds WHERE payment_id = %(payment_id)s) AS refunds
+FROM p
 
 -- name: mark_failed
 -- PROCESSING -> FAILED with why (and the card summary when the PSP gave one), and its event; no row when the
@@ -100,7 +115,8 @@ WHERE payment_id = %(payment_id)s
 RETURNING *
 
 -- name: mark_captured
--- AUTHORIZED -> CAPTURED for the pending order and amount, and its event; no row when nothing is pending.
+-- AUTHORIZED -> CAPTURED for the pending order and amount, and its event, returned with its details; no row
+-- when nothing is pending.
 WITH p AS (
     UPDATE payment.payments
     SET status = 'captured', captured_minor = pending_amount_minor, order_id = pending_order_id,
@@ -111,8 +127,23 @@ WITH p AS (
 ), e AS (
     INSERT INTO payment.payment_events (payment_id, from_status, to_status, cause, psp_response)
     SELECT payment_id, 'authorized', 'captured', %(cause)s, %(psp_response)s FROM p
+    RETURNING event_id, from_status, to_status, cause, created_at
 )
-SELECT * FROM p
+-- with the history (this statement's event included: the snapshot does not see it) and refunds
+SELECT p.*,
+    (SELECT coalesce(json_agg(json_build_object(
+         'from_status', h.from_status, 'to_status', h.to_status, 'cause', h.cause, 'created_at', h.created_at)
+         ORDER BY h.event_id), '[]')
+     FROM (SELECT event_id, from_status, to_status, cause, created_at FROM payment.payment_events
+           WHERE payment_id = %(payment_id)s
+           UNION ALL SELECT event_id, from_status, to_status, cause, created_at FROM e) AS h) AS history,
+    (SELECT coalesce(json_agg(json_build_object(
+         'refund_id', refund_id, 'payment_id', payment_id, 'idempotency_key', idempotency_key,
+         'request_fingerprint', encode(request_fingerprint, 'hex'), 'amount_minor', amount_minor, 'reason', reason,
+         'note', note, 'status', status, 'psp_reference', psp_reference, 'created_at', created_at,
+         'completed_at', completed_at) ORDER BY created_at, refund_id), '[]')
+     FROM payment.refunds WHERE payment_id = %(payment_id)s) AS refunds
+FROM p
 
 -- name: mark_voided
 -- AUTHORIZED -> VOIDED, and its event; no row when no void is pending.

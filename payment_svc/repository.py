@@ -77,6 +77,32 @@ def _refund(row: Row, currency_code: str) -> Refund:
     )
 
 
+def _with_details(payment: Payment, row: Row) -> Payment:
+    """The payment with the `refunds` and `history` JSON columns of `row` (details_of, mark_authorized, …)."""
+    refunds = [
+        {
+            **item,
+            "request_fingerprint": bytes.fromhex(item["request_fingerprint"]),
+            "created_at": datetime.fromisoformat(item["created_at"]),
+            "completed_at": datetime.fromisoformat(item["completed_at"]) if item["completed_at"] else None,
+        }
+        for item in row["refunds"]
+    ]
+    return replace(
+        payment,
+        refunds=tuple(_refund(item, payment.amount.currency_code) for item in refunds),
+        history=tuple(
+            HistoryEntry(
+                PaymentStatus(item["from_status"]) if item["from_status"] else None,
+                PaymentStatus(item["to_status"]),
+                item["cause"],
+                datetime.fromisoformat(item["created_at"]),
+            )
+            for item in row["history"]
+        ),
+    )
+
+
 class PaymentStatements(Statements):
     queries = QueryFile(Path(__file__).with_name("queries.sql"))
 
@@ -154,7 +180,7 @@ class PaymentStatements(Statements):
                 **_event(cause, psp_response),
             },
         )
-        return _payment(row) if row else None
+        return _with_details(_payment(row), row) if row else None
 
     async def mark_failed(
         self,
@@ -234,7 +260,7 @@ class PaymentStatements(Statements):
 
     async def mark_captured(self, payment_id: str, cause: str, psp_response: dict[str, Any]) -> Payment | None:
         row = await self._row("mark_captured", {"payment_id": payment_id, **_event(cause, psp_response)})
-        return _payment(row) if row else None
+        return _with_details(_payment(row), row) if row else None
 
     async def mark_voided(self, payment_id: str, cause: str, psp_response: dict[str, Any]) -> Payment | None:
         row = await self._row("mark_voided", {"payment_id": payment_id, **_event(cause, psp_response)})
@@ -297,29 +323,7 @@ class PaymentStatements(Statements):
 
     async def with_details(self, payment: Payment) -> Payment:
         """The payment with its refunds and history."""
-        row = await self._one("details_of", {"payment_id": payment.payment_id})
-        refunds = [
-            {
-                **item,
-                "request_fingerprint": bytes.fromhex(item["request_fingerprint"]),
-                "created_at": datetime.fromisoformat(item["created_at"]),
-                "completed_at": datetime.fromisoformat(item["completed_at"]) if item["completed_at"] else None,
-            }
-            for item in row["refunds"]
-        ]
-        return replace(
-            payment,
-            refunds=tuple(_refund(item, payment.amount.currency_code) for item in refunds),
-            history=tuple(
-                HistoryEntry(
-                    PaymentStatus(item["from_status"]) if item["from_status"] else None,
-                    PaymentStatus(item["to_status"]),
-                    item["cause"],
-                    datetime.fromisoformat(item["created_at"]),
-                )
-                for item in row["history"]
-            ),
-        )
+        return _with_details(payment, await self._one("details_of", {"payment_id": payment.payment_id}))
 
     async def list_payments(self, checkout_id: str, after: tuple[datetime, str] | None, limit: int) -> list[Payment]:
         rows = await self._rows(
