@@ -127,18 +127,25 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
         await apply_migrations(database_url, schema=SPEC.schema, directory=SPEC.migrations)
         psp, base_url = await _start_psp(database_url)
         processes.append(psp)
-        address = f"127.0.0.1:{_free_port()}"
-        environment = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "GRPC_LISTEN_ADDRESS": address,
-            "REDIS_KEY_PREFIX": f"bench:{name}:",
-            "PSP_BASE_URL": base_url,
-            "LOG_LEVEL": "WARNING",
-        }
-        service = subprocess.Popen([sys.executable, "-m", "payment_svc"], env=environment)
-        processes.append(service)
-        await _wait_serving(address, service)
+        for attempt in range(3):  # a free port found by probing may be taken by another run before we bind it
+            address = f"127.0.0.1:{_free_port()}"
+            environment = {
+                **os.environ,
+                "DATABASE_URL": database_url,
+                "GRPC_LISTEN_ADDRESS": address,
+                "REDIS_KEY_PREFIX": f"bench:{name}:",
+                "PSP_BASE_URL": base_url,
+                "LOG_LEVEL": "WARNING",
+            }
+            service = subprocess.Popen([sys.executable, "-m", "payment_svc"], env=environment)
+            processes.append(service)
+            try:
+                await _wait_serving(address, service)
+                break
+            except RuntimeError as error:
+                if attempt == 2:
+                    raise
+                print(f"{error}; starting it again on another port", flush=True)
         print(f"sandbox PSP pid {psp.pid} at {base_url}; payment service pid {service.pid} at {address}; db {name}")
         print(f"{clients} clients, {rounds} rounds of 2 x {seconds:g} s", flush=True)
         tokens = ServiceTokens(CommonSettings.from_env(EnvReader({}), service_name="bench", default_port=0).identity)
