@@ -5,6 +5,7 @@ around them (Stripe-style: scoped to the user and the RPC, fingerprinted, outcom
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -145,6 +146,16 @@ class StartCheckout:
     customer_email: str
     idempotency_key: str
     fingerprint: bytes
+
+
+@dataclass(frozen=True)
+class UpdateCheckout:
+    user_id: str
+    checkout_id: str
+    #: None: unchanged.
+    shipping_method: str | None
+    address: Mapping[str, str] | None
+    customer_email: str | None
 
 
 @dataclass(frozen=True)
@@ -536,6 +547,93 @@ class CheckoutHandlers:
                 return checkout
             await asyncio.sleep(0.05)
 
+    # UpdateCheckout
+
+    async def update_checkout(self, command: UpdateCheckout) -> Checkout:
+        """New shipping method, address or e-mail for a QUOTED checkout: shipping and tax quoted again for the
+        same lines; the lines and the reservation are kept (nothing released, nothing re-reserved)."""
+        checkout = await self.owned(command.user_id, command.checkout_id)
+        _check_quoted(checkout)
+        hop, q = self._a.timeout, checkout.quote
+        address = dict(checkout.shipping_address)
+        if command.address is not None:
+            try:
+                validation = await self._shipping.ValidateAddress(
+                    shipping_pb.ValidateAddressRequest(address=address_message(command.address)),
+                    timeout=hop(self._settings.shipping),
+                )
+            except grpc.aio.AioRpcError as failure:
+                raise reissue(failure) from None
+            if not validation.valid:
+                raise errors.InvalidArgument(
+                    [
+                        errors.FieldViolation(
+                            "checkout.shipping_address" + v.field.removeprefix("address"), v.description
+                        )
+                        for v in validation.violations
+                    ],
+                    "the shipping address is not valid",
+                    reason="ADDRESS_INVALID",
+                )
+            if not validation.deliverable:
+                raise errors.FailedPrecondition("we do not ship to this address", reason="DESTINATION_NOT_SERVED")
+            address = {field: getattr(validation.normalized_address, field) for field in ADDRESS_FIELDS}
+        method = command.shipping_method or checkout.shipping_method
+        try:
+            options = await self._shipping.GetShippingOptions(
+                shipping_pb.GetShippingOptionsRequest(
+                    shipping_address=address_message(address),
+                    items=items_of(checkout.lines),
+                    subtotal=money_pb2.Money(currency_code=q.currency_code, amount_minor=q.subtotal_minor),
+                ),
+                timeout=hop(self._settings.shipping),
+            )
+        except grpc.aio.AioRpcError as failure:
+            raise reissue(failure) from None
+        chosen = next((o for o in options.options if METHOD_NAMES.get(o.shipping_method) == method), None)
+        if chosen is None:
+            raise errors.FailedPrecondition(
+                "this shipping method does not serve the address", reason="SHIPPING_METHOD_NOT_AVAILABLE"
+            )
+        rate = self._tax.rate_for(address["country_code"], address["region"])
+        shipping_minor = chosen.cost.amount_minor
+        estimate = chosen.delivery_estimate
+        updated = dataclasses.replace(
+            checkout,
+            shipping_address=address,
+            shipping_method=method,
+            contact_email=checkout.contact_email if command.customer_email is None else command.customer_email,
+            shipping_options=options.SerializeToString(deterministic=True),
+            quote=dataclasses.replace(
+                q,
+                shipping_minor=shipping_minor,
+                tax_minor=tax_minor(
+                    rate,
+                    subtotal_minor=q.subtotal_minor,
+                    discount_minor=q.discount_minor,
+                    shipping_minor=shipping_minor,
+                ),
+                tax_rate_ppm=rate.rate_ppm,
+                shipping_taxed=rate.shipping_taxed,
+                free_shipping_applied=chosen.free_shipping_applied,
+                min_business_days=estimate.min_business_days,
+                max_business_days=estimate.max_business_days,
+                earliest_delivery_date=_date(estimate.earliest_delivery_date),
+                latest_delivery_date=_date(estimate.latest_delivery_date),
+            ),
+        )
+
+        async def store(tx: GatewayStatements) -> Checkout:
+            current = await tx.checkout(command.checkout_id, lock=True)
+            assert current is not None
+            _check_quoted(current)
+            await tx.update_quote(updated, rate.basis_points)
+            stored = await tx.checkout(command.checkout_id)
+            assert stored is not None
+            return stored
+
+        return await self._work.run(store)
+
     # CancelCheckout
 
     async def cancel_checkout(self, user_id: str, checkout_id: str, reason: str) -> tuple[Checkout, bool]:
@@ -579,6 +677,12 @@ def outcome_error(checkout: Checkout, attempt: int) -> errors.ServiceError | Non
             metadata={"status": CheckoutStatus.FAILED.contract_name, "checkoutId": checkout.checkout_id},
         )
     return None
+
+
+def _check_quoted(checkout: Checkout) -> None:
+    """Refuses, as the contract says per state, a checkout that is not QUOTED any more."""
+    if checkout.status is not CheckoutStatus.QUOTED:
+        domain.check_transition(checkout.status, CheckoutStatus.PLACING, order_id=checkout.order_id)
 
 
 def _in_progress(checkout_id: str) -> errors.FailedPrecondition:

@@ -215,3 +215,16 @@ UPDATE checkout.checkouts
 SET resolution_action = %(action)s, resolution_reason = %(reason)s, resolved_by = %(resolved_by)s,
     resolved_at = now(), updated_at = now()
 WHERE checkout_id = %(checkout_id)s AND status = 'failed' AND resolution_action IS NULL
+
+-- name: update_quote
+-- UpdateCheckout: a QUOTED checkout's new shipping choice, address or e-mail, and the quote they make.
+UPDATE checkout.checkouts
+SET shipping_address = %(shipping_address)s, shipping_method = %(shipping_method)s, contact_email = %(contact_email)s,
+    shipping_minor = %(shipping_minor)s, tax_minor = %(tax_minor)s, total_minor = %(total_minor)s,
+    tax_rate_ppm = %(tax_rate_ppm)s, tax_rate_basis_points = %(tax_rate_basis_points)s,
+    shipping_taxed = %(shipping_taxed)s, free_shipping_applied = %(free_shipping_applied)s,
+    min_business_days = %(min_business_days)s, max_business_days = %(max_business_days)s,
+    earliest_delivery_date = %(earliest_delivery_date)s, latest_delivery_date = %(latest_delivery_date)s,
+    shipping_options = %(shipping_options)s, updated_at = now()
+WHERE checkout_id = %(checkout_id)s AND status = 'quoted'
+RETURNING checkout_id

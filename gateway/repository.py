@@ -186,6 +186,31 @@ class GatewayStatements(Statements):
             },
         )
 
+    async def update_quote(self, checkout: Checkout, tax_rate_basis_points: int) -> bool:
+        q = checkout.quote
+        rows = await self._rows(
+            "update_quote",
+            {
+                "checkout_id": checkout.checkout_id,
+                "shipping_address": Jsonb(dict(checkout.shipping_address)),
+                "shipping_method": checkout.shipping_method,
+                "contact_email": checkout.contact_email,
+                "shipping_minor": q.shipping_minor,
+                "tax_minor": q.tax_minor,
+                "total_minor": q.total_minor,
+                "tax_rate_ppm": q.tax_rate_ppm,
+                "tax_rate_basis_points": tax_rate_basis_points,
+                "shipping_taxed": q.shipping_taxed,
+                "free_shipping_applied": q.free_shipping_applied,
+                "min_business_days": q.min_business_days,
+                "max_business_days": q.max_business_days,
+                "earliest_delivery_date": q.earliest_delivery_date,
+                "latest_delivery_date": q.latest_delivery_date,
+                "shipping_options": checkout.shipping_options,
+            },
+        )
+        return bool(rows)
+
     async def extend_reservation_time(self, checkout_id: str, expires_at: datetime) -> None:
         await self._rows("extend_reservation_time", {"checkout_id": checkout_id, "expires_at": expires_at})
 

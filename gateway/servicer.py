@@ -17,6 +17,7 @@ from gateway.domain import Checkout, CheckoutStatus, SagaStep, StepRecord
 from gateway.handlers import ADDRESS_FIELDS, METHOD_NAMES, CheckoutHandlers, fingerprint
 from gateway.handlers import PlaceOrder as PlaceCommand
 from gateway.handlers import StartCheckout as StartCommand
+from gateway.handlers import UpdateCheckout as UpdateCommand
 from gateway.ratelimit import Bucket, RateLimiter
 from gateway.settings import GatewaySettings
 from service_runtime import errors
@@ -33,6 +34,8 @@ from shop.type.v1 import address_pb2, money_pb2
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CheckoutService"].full_name
 Context = grpc.aio.ServicerContext[Any, Any]
 
+#: What UpdateCheckout may change (update_mask paths).
+UPDATABLE = ("shipping_method", "shipping_address", "customer_email")
 KEY_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CARD_NUMBER = re.compile(r"[0-9][0-9 -]{11,22}[0-9]")
 _NO_DEADLINE = 365 * 24 * 3600.0
@@ -314,3 +317,42 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
         )
         placed, placed_before = await self._handlers.place_order(place, deadline, client_deadline(context))
         return pb.CheckoutCartResponse(checkout=await self._view(placed), replayed=started_before and placed_before)
+
+    async def UpdateCheckout(self, request: pb.UpdateCheckoutRequest, context: Context) -> pb.UpdateCheckoutResponse:
+        user_id = await self._user(self._writes)
+        violations = Violations()
+        check_id(violations, request.checkout.checkout_id, "checkout.checkout_id")
+        paths = set(request.update_mask.paths)
+        if "*" in paths:
+            paths = set(UPDATABLE)
+        if not paths:
+            violations.add("update_mask", "must name at least one field")
+        for path in sorted(paths - set(UPDATABLE)):
+            violations.add("update_mask", f"{path!r} cannot be updated; updatable: {', '.join(UPDATABLE)}")
+        method: str | None = None
+        if "shipping_method" in paths:
+            method = METHOD_NAMES.get(request.checkout.shipping_method)
+            if method is None:
+                violations.add("checkout.shipping_method", "must be STANDARD, EXPRESS or OVERNIGHT")
+        if "shipping_address" in paths and not request.checkout.HasField("shipping_address"):
+            violations.add("checkout.shipping_address", "is required when the mask names it")
+        if "customer_email" in paths:
+            check_text(
+                violations, request.checkout.customer_email, "checkout.customer_email", maximum=254, required=False
+            )
+        violations.raise_if_any()
+        address = (
+            {field: getattr(request.checkout.shipping_address, field) for field in ADDRESS_FIELDS}
+            if "shipping_address" in paths
+            else None
+        )
+        checkout = await self._handlers.update_checkout(
+            UpdateCommand(
+                user_id=user_id,
+                checkout_id=request.checkout.checkout_id,
+                shipping_method=method,
+                address=address,
+                customer_email=request.checkout.customer_email if "customer_email" in paths else None,
+            )
+        )
+        return pb.UpdateCheckoutResponse(checkout=await self._view(checkout))

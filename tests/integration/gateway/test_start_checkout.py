@@ -5,6 +5,7 @@ reserved; refusals hold nothing; keys replay."""
 from __future__ import annotations
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from shop.gateway.v1 import gateway_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
@@ -170,3 +171,64 @@ async def test_checkout_cart_places_in_one_call_and_refuses_a_changed_total_befo
     again = await gateway.gateway.CheckoutCart(right, metadata=as_customer("vic"))
     assert again.replayed and again.checkout.order_id == placed.checkout.order_id
     assert len(await gateway.psp.authorizations()) == 1
+
+
+async def test_update_checkout_requotes_shipping_and_tax_and_keeps_the_reservation(gateway: Shop):
+    await gateway.product("INK", 10, price_minor=2000)
+    cart = await gateway.cart_of("wes", {"INK": 3})
+    assert gateway.gateway is not None
+    quoted = (await gateway.gateway.StartCheckout(start_request(cart.cart_id), metadata=as_customer("wes"))).checkout
+    [reservation] = await gateway.rows(
+        "SELECT created_at FROM inventory.reservations WHERE checkout_id = %s", quoted.checkout_id
+    )
+    california = address_pb2.Address(
+        recipient_name="Wes",
+        line1="1 Market St",
+        city="San Francisco",
+        region="CA",
+        postal_code="94105",
+        country_code="US",
+    )
+    change = pb.Checkout(
+        checkout_id=quoted.checkout_id,
+        shipping_method=shipping_pb.SHIPPING_METHOD_EXPRESS,
+        shipping_address=california,
+        customer_email="wes@example.org",
+    )
+
+    updated = (
+        await gateway.gateway.UpdateCheckout(
+            pb.UpdateCheckoutRequest(checkout=change, update_mask=field_mask_pb2.FieldMask(paths=["*"])),
+            metadata=as_customer("wes"),
+        )
+    ).checkout
+
+    assert updated.status == pb.CHECKOUT_STATUS_QUOTED
+    assert (
+        updated.shipping_method == shipping_pb.SHIPPING_METHOD_EXPRESS and updated.customer_email == "wes@example.org"
+    )
+    assert updated.shipping_address.region == "CA" and updated.quote.tax_rate_ppm == 72500
+    assert not updated.quote.shipping_taxed  # California does not tax shipping: 6000 × 7.25% = 435
+    assert updated.quote.tax.amount_minor == 435
+    assert updated.quote.shipping_cost.amount_minor >= quoted.quote.shipping_cost.amount_minor
+    assert [line.sku for line in updated.lines] == ["INK"]
+    assert await gateway.rows(
+        "SELECT created_at FROM inventory.reservations WHERE checkout_id = %s AND status = 'active'", quoted.checkout_id
+    ) == [reservation]
+    assert await reserved(gateway, "INK") == 3
+    bad_path = await expect_failure(
+        gateway.gateway.UpdateCheckout(
+            pb.UpdateCheckoutRequest(checkout=change, update_mask=field_mask_pb2.FieldMask(paths=["lines"])),
+            metadata=as_customer("wes"),
+        )
+    )
+    assert bad_path.code == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in bad_path.field_violations
+    placed = (await gateway.place("wes", quoted.checkout_id)).checkout
+    assert placed.quote.total.amount_minor == updated.quote.total.amount_minor
+    refused = await expect_failure(
+        gateway.gateway.UpdateCheckout(
+            pb.UpdateCheckoutRequest(checkout=change, update_mask=field_mask_pb2.FieldMask(paths=["customer_email"])),
+            metadata=as_customer("wes"),
+        )
+    )
+    assert refused.reason == "CHECKOUT_ALREADY_COMPLETED"

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -639,6 +640,64 @@ class StartCheckoutResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartCheckoutResponse: _TypeAlias = StartCheckoutResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCheckoutRequest(_message.Message):
+    """Request for UpdateCheckout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKOUT_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkout(self) -> Global___Checkout:
+        """Required. The checkout to change (its `checkout_id`) with the new values
+        of the fields named in `update_mask`.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Required. Which fields to change: "shipping_method", "shipping_address",
+        "customer_email", or "*" for all three.
+        """
+
+    def __init__(
+        self,
+        *,
+        checkout: Global___Checkout | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkout", b"checkout", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout", b"checkout", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCheckoutRequest: _TypeAlias = UpdateCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCheckoutResponse(_message.Message):
+    """Response for UpdateCheckout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKOUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkout(self) -> Global___Checkout:
+        """The checkout, QUOTED, with its new quote."""
+
+    def __init__(
+        self,
+        *,
+        checkout: Global___Checkout | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkout", b"checkout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout", b"checkout"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCheckoutResponse: _TypeAlias = UpdateCheckoutResponse  # noqa: Y015
 
 @_typing.final
 class GetCheckoutRequest(_message.Message):

@@ -108,6 +108,11 @@ class CheckoutServiceStub:
                 request_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.StartCheckoutRequest.SerializeToString,
                 response_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.StartCheckoutResponse.FromString,
                 _registered_method=True)
+        self.UpdateCheckout = channel.unary_unary(
+                '/shop.gateway.v1.CheckoutService/UpdateCheckout',
+                request_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.UpdateCheckoutRequest.SerializeToString,
+                response_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.UpdateCheckoutResponse.FromString,
+                _registered_method=True)
         self.GetCheckout = channel.unary_unary(
                 '/shop.gateway.v1.CheckoutService/GetCheckout',
                 request_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.GetCheckoutRequest.SerializeToString,
@@ -222,6 +227,26 @@ class CheckoutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCheckout(self, request, context):
+        """Changes what a QUOTED checkout ships and where, or where it sends mail:
+        the fields named by `update_mask` ("shipping_method", "shipping_address",
+        "customer_email"; "*" means all three) are taken from `checkout`, the
+        address is validated and normalised again, and shipping and tax are
+        quoted again for the same lines. The lines, their prices and the stock
+        reservation stay as they are: nothing is released and re-reserved.
+        Naturally idempotent: the same update again gives the same checkout.
+        HTTP: PATCH /v1/checkouts/{checkout.checkout_id}, body the checkout.
+        Errors: INVALID_ARGUMENT (a path that is not updatable; ADDRESS_INVALID
+        with the address's field violations at "checkout.shipping_address.*");
+        NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION (the checkout is not
+        QUOTED, metadata `status`, reason CHECKOUT_PLACING, CHECKOUT_CANCELLED,
+        CHECKOUT_EXPIRED, CHECKOUT_FAILED or CHECKOUT_ALREADY_COMPLETED;
+        DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCheckout(self, request, context):
         """Returns a checkout with its quote and saga progress. Read-only.
         HTTP: GET /v1/checkouts/{checkout_id}.
@@ -294,6 +319,11 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     servicer.StartCheckout,
                     request_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.StartCheckoutRequest.FromString,
                     response_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.StartCheckoutResponse.SerializeToString,
+            ),
+            'UpdateCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCheckout,
+                    request_deserializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.UpdateCheckoutRequest.FromString,
+                    response_serializer=shop_dot_gateway_dot_v1_dot_gateway__service__pb2.UpdateCheckoutResponse.SerializeToString,
             ),
             'GetCheckout': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckout,
@@ -412,6 +442,33 @@ class CheckoutService:
             '/shop.gateway.v1.CheckoutService/StartCheckout',
             shop_dot_gateway_dot_v1_dot_gateway__service__pb2.StartCheckoutRequest.SerializeToString,
             shop_dot_gateway_dot_v1_dot_gateway__service__pb2.StartCheckoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.gateway.v1.CheckoutService/UpdateCheckout',
+            shop_dot_gateway_dot_v1_dot_gateway__service__pb2.UpdateCheckoutRequest.SerializeToString,
+            shop_dot_gateway_dot_v1_dot_gateway__service__pb2.UpdateCheckoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -118,6 +118,22 @@ class CheckoutServiceStub:
     `checkoutId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
     (IDEMPOTENCY_REQUEST_IN_PROGRESS).
     """
+    UpdateCheckout: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.UpdateCheckoutRequest, _gateway_service_pb2.UpdateCheckoutResponse]
+    """Changes what a QUOTED checkout ships and where, or where it sends mail:
+    the fields named by `update_mask` ("shipping_method", "shipping_address",
+    "customer_email"; "*" means all three) are taken from `checkout`, the
+    address is validated and normalised again, and shipping and tax are
+    quoted again for the same lines. The lines, their prices and the stock
+    reservation stay as they are: nothing is released and re-reserved.
+    Naturally idempotent: the same update again gives the same checkout.
+    HTTP: PATCH /v1/checkouts/{checkout.checkout_id}, body the checkout.
+    Errors: INVALID_ARGUMENT (a path that is not updatable; ADDRESS_INVALID
+    with the address's field violations at "checkout.shipping_address.*");
+    NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION (the checkout is not
+    QUOTED, metadata `status`, reason CHECKOUT_PLACING, CHECKOUT_CANCELLED,
+    CHECKOUT_EXPIRED, CHECKOUT_FAILED or CHECKOUT_ALREADY_COMPLETED;
+    DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE).
+    """
     GetCheckout: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetCheckoutRequest, _gateway_service_pb2.GetCheckoutResponse]
     """Returns a checkout with its quote and saga progress. Read-only.
     HTTP: GET /v1/checkouts/{checkout_id}.
@@ -257,6 +273,22 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     CHECKOUT_IN_PROGRESS: the cart has a PLACING checkout, metadata
     `checkoutId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
     (IDEMPOTENCY_REQUEST_IN_PROGRESS).
+    """
+    UpdateCheckout: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.UpdateCheckoutRequest, _gateway_service_pb2.UpdateCheckoutResponse]  # type: ignore[assignment]
+    """Changes what a QUOTED checkout ships and where, or where it sends mail:
+    the fields named by `update_mask` ("shipping_method", "shipping_address",
+    "customer_email"; "*" means all three) are taken from `checkout`, the
+    address is validated and normalised again, and shipping and tax are
+    quoted again for the same lines. The lines, their prices and the stock
+    reservation stay as they are: nothing is released and re-reserved.
+    Naturally idempotent: the same update again gives the same checkout.
+    HTTP: PATCH /v1/checkouts/{checkout.checkout_id}, body the checkout.
+    Errors: INVALID_ARGUMENT (a path that is not updatable; ADDRESS_INVALID
+    with the address's field violations at "checkout.shipping_address.*");
+    NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION (the checkout is not
+    QUOTED, metadata `status`, reason CHECKOUT_PLACING, CHECKOUT_CANCELLED,
+    CHECKOUT_EXPIRED, CHECKOUT_FAILED or CHECKOUT_ALREADY_COMPLETED;
+    DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE).
     """
     GetCheckout: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetCheckoutRequest, _gateway_service_pb2.GetCheckoutResponse]  # type: ignore[assignment]
     """Returns a checkout with its quote and saga progress. Read-only.
@@ -400,6 +432,28 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         CHECKOUT_IN_PROGRESS: the cart has a PLACING checkout, metadata
         `checkoutId`); ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED); ABORTED
         (IDEMPOTENCY_REQUEST_IN_PROGRESS).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateCheckout(
+        self,
+        request: _gateway_service_pb2.UpdateCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_service_pb2.UpdateCheckoutResponse, _abc.Awaitable[_gateway_service_pb2.UpdateCheckoutResponse]]:
+        """Changes what a QUOTED checkout ships and where, or where it sends mail:
+        the fields named by `update_mask` ("shipping_method", "shipping_address",
+        "customer_email"; "*" means all three) are taken from `checkout`, the
+        address is validated and normalised again, and shipping and tax are
+        quoted again for the same lines. The lines, their prices and the stock
+        reservation stay as they are: nothing is released and re-reserved.
+        Naturally idempotent: the same update again gives the same checkout.
+        HTTP: PATCH /v1/checkouts/{checkout.checkout_id}, body the checkout.
+        Errors: INVALID_ARGUMENT (a path that is not updatable; ADDRESS_INVALID
+        with the address's field violations at "checkout.shipping_address.*");
+        NOT_FOUND (CHECKOUT_NOT_FOUND); FAILED_PRECONDITION (the checkout is not
+        QUOTED, metadata `status`, reason CHECKOUT_PLACING, CHECKOUT_CANCELLED,
+        CHECKOUT_EXPIRED, CHECKOUT_FAILED or CHECKOUT_ALREADY_COMPLETED;
+        DESTINATION_NOT_SERVED; SHIPPING_METHOD_NOT_AVAILABLE).
         """
 
     @_abc_1.abstractmethod
