@@ -210,7 +210,7 @@ class CartHandlers:
     async def merge(self, source_cart_id: str, user_id: str, deadline: HasDeadline | None) -> Merged:
         """Moves a session cart's lines into the user's ACTIVE cart (created when missing).
 
-        Steps, each safe to repeat: claim the source (`merging:<target>`: no change can follow), write the
+        Steps, each safe to repeat: claim the source (`merging:user:<id>`: no change can follow), write the
         merged lines into the target with one script (refused if the target changed since it was read,
         then recomputed; a marker makes a repeat a no-op), record the source MERGED, drop it from Redis.
         """
@@ -233,7 +233,9 @@ class CartHandlers:
         if source.cart is not None and source.cart.user_id:
             raise domain.source_not_anonymous(source_cart_id)
         target_id, _ = await self._store.create(uuid.uuid4().hex, user_owner, user_id, "")
-        claimed = await self._store.claim(source_cart_id, source_owner, f"merging:{target_id}", which="live")
+        # claimed for the user, not for one cart of hers, so a retry finds its own claim even when her
+        # ACTIVE cart changed in between (e.g. it was converted)
+        claimed = await self._store.claim(source_cart_id, source_owner, f"merging:{user_owner}", which="live")
         if claimed.outcome is not Outcome.OK or claimed.cart is None:
             await self._refuse_unless_ok(source_cart_id, source_owner, claimed)
             raise AssertionError("unreachable")

@@ -177,7 +177,7 @@ return {'created', id}
 """
 
 # Claims a cart for leaving ACTIVE (conversion, merge source, abandonment). ARGV[6] the new status
-# ('converting:<checkout>', 'merging:<target>', 'abandoning'), ARGV[7] which carts: 'any', 'live'
+# ('converting:<checkout>', 'merging:user:<id>', 'abandoning'), ARGV[7] which carts: 'any', 'live'
 # (not expired) or 'expired' (the sweeper). A cart already claimed the same way is returned again (a
 # retry after a crash or a lost reply).
 _CLAIM = """
