@@ -1,18 +1,24 @@
-"""The operator's service: trusted callers only; lists what needs an operator, shows steps, refuses to
-resume a FAILED saga without an order, resolves one by hand with a reason."""
+"""The operator's service: trusted callers only; lists what needs an operator, shows steps, resumes a
+FAILED saga whose order exists (same keys, charged once), refuses to resume one without an order, and
+resolves one by hand with a reason."""
 
 from __future__ import annotations
+
+import contextlib
+import socket
 
 import grpc
 from google.protobuf import duration_pb2
 
+from payment_svc.__main__ import SPEC as PAYMENT
 from shop.gateway.v1 import admin_service_pb2 as admin_pb
 from shop.gateway.v1 import admin_service_pb2_grpc as admin_grpc
 from shop.gateway.v1 import gateway_service_pb2 as pb
+from shop.gateway.v1 import gateway_service_pb2_grpc as gateway_grpc
 from tests.identity import as_customer, as_service
 from tests.rpc_errors import expect_failure
 
-from .conftest import StartGateway
+from .conftest import FAST_PAYMENT, Shop, StartGateway, start_gateway_process
 
 OPERATOR = as_service("checkoutctl")
 
@@ -63,3 +69,57 @@ async def test_a_failed_checkout_without_an_order_is_listed_shown_and_resolved_b
     assert again.replayed and resolved.checkout.status == pb.CHECKOUT_STATUS_FAILED
     [authorization] = await shop.psp.authorizations()
     assert authorization["status"] == "voided"
+
+
+async def test_a_saga_that_failed_after_its_order_is_resumed_by_an_operator_and_charged_once(
+    shop: Shop, start_service, database_url: str, redis_url: str, redis_prefix: str
+):
+    # A payment service on a port of our own, so it can be stopped and started again at the same address.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    payment_env = {"GRPC_LISTEN_ADDRESS": f"127.0.0.1:{port}", "PSP_BASE_URL": shop.psp.base_url, **FAST_PAYMENT}
+    payment = await start_service(PAYMENT, **payment_env)
+    shop.targets["PAYMENT_TARGET"] = payment.address
+    await shop.product("ZIP", 5)
+    checkout_id = await shop.quoted_checkout("zoe", {"ZIP": 1})
+    # The gateway dies once the order exists and the stock is sold; the payment service goes down with it.
+    doomed = await start_gateway_process(
+        shop, database_url, redis_url, redis_prefix, GATEWAY_FAILPOINT="after:confirm_reservation"
+    )
+    async with grpc.aio.insecure_channel(doomed.address) as channel:
+        shop.gateway = gateway_grpc.CheckoutServiceStub(channel)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await shop.place("zoe", checkout_id, key="zoe-1", timeout=20)
+    await doomed.process.wait()
+    await payment.stop()
+
+    revived = await start_gateway_process(shop, database_url, redis_url, redis_prefix, SAGA_STEP_MAX_ATTEMPTS="2")
+    try:
+        async with grpc.aio.insecure_channel(revived.address) as channel:
+            shop.gateway = gateway_grpc.CheckoutServiceStub(channel)
+            admin = admin_grpc.CheckoutAdminServiceStub(channel)
+            failed = await shop.settled("zoe", checkout_id)
+            assert failed.status == pb.CHECKOUT_STATUS_FAILED
+            assert failed.last_failure.step == pb.SAGA_STEP_CAPTURE_PAYMENT and failed.order_id
+            stuck = await admin.ListCheckouts(
+                admin_pb.ListCheckoutsRequest(status=pb.CHECKOUT_STATUS_FAILED), metadata=OPERATOR
+            )
+            assert [c.checkout_id for c in stuck.checkouts] == [checkout_id]
+
+            await start_service(PAYMENT, **payment_env)
+            retry = admin_pb.RetryCheckoutRequest(checkout_id=checkout_id, reason="payment service is back")
+            resumed = await admin.RetryCheckout(retry, metadata=OPERATOR)
+            assert not resumed.replayed
+            done = await shop.settled("zoe", checkout_id)
+            assert done.status == pb.CHECKOUT_STATUS_COMPLETED, done.last_failure
+            assert (await admin.RetryCheckout(retry, metadata=OPERATOR)).replayed
+            capture = [s for s in done.steps if s.step == pb.SAGA_STEP_CAPTURE_PAYMENT]
+            assert [(s.attempt, s.status) for s in capture] == [(1, pb.SAGA_STEP_STATUS_SUCCEEDED)]
+    finally:
+        revived.process.terminate()
+        await revived.process.wait()
+    [authorization] = await shop.psp.authorizations()
+    assert authorization["status"] == "captured"
+    assert len([op for op in await shop.psp.operations() if op["kind"] == "capture"]) == 1
+    assert await shop.invariant_violations() == []
