@@ -17,6 +17,7 @@ from gateway.admin_servicer import SERVICE_NAME as ADMIN_SERVICE_NAME
 from gateway.admin_servicer import CheckoutAdminServicer
 from gateway.handlers import CheckoutHandlers
 from gateway.ratelimit import RateLimiter
+from gateway.relay import CheckoutEventRelay
 from gateway.repository import GatewayStatements
 from gateway.runner import RunnerSettings, SagaRunner
 from gateway.saga import CheckoutSaga, SagaPolicy
@@ -24,6 +25,7 @@ from gateway.servicer import SERVICE_NAME, CheckoutServicer
 from gateway.settings import GatewaySettings
 from gateway.tax import TaxTable
 from service_runtime.cli import run_service
+from service_runtime.events import open_bus
 from service_runtime.pagination import PageTokens
 from service_runtime.spec import Assembly, Infrastructure, Need, ServiceSpec
 from service_runtime.sql import UnitOfWork
@@ -66,7 +68,12 @@ def assemble(settings: GatewaySettings, infrastructure: Infrastructure) -> Assem
         gateway_service_pb2_grpc.add_CheckoutServiceServicer_to_server(servicer, server)
         admin_service_pb2_grpc.add_CheckoutAdminServiceServicer_to_server(admin, server)
 
-    return Assembly(register=register, service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME], background=[runner.run])
+    relay = CheckoutEventRelay(
+        work, open_bus(settings.bus, infrastructure.redis, infrastructure.keys), settings.events_stream
+    )
+    return Assembly(
+        register=register, service_names=[SERVICE_NAME, ADMIN_SERVICE_NAME], background=[runner.run, relay.run]
+    )
 
 
 SPEC = ServiceSpec(

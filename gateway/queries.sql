@@ -228,3 +228,15 @@ SET shipping_address = %(shipping_address)s, shipping_method = %(shipping_method
     shipping_options = %(shipping_options)s, updated_at = now()
 WHERE checkout_id = %(checkout_id)s AND status = 'quoted'
 RETURNING checkout_id
+
+-- name: claim_unpublished_events
+-- The oldest checkout events not yet on the bus, locked (skipping rows another replica's relay holds).
+SELECT event_id, checkout_id, event_type, payload FROM checkout.checkout_events
+WHERE published_at IS NULL
+ORDER BY position
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: mark_events_published
+-- Events the relay put on the bus.
+UPDATE checkout.checkout_events SET published_at = now() WHERE event_id = ANY(%(event_ids)s)

@@ -305,6 +305,13 @@ class GatewayStatements(Statements):
             {"event_id": event_id, "checkout_id": checkout_id, "event_type": event_type, "payload": Jsonb(payload)},
         )
 
+    async def claim_unpublished_events(self, limit: int) -> list[tuple[str, str, str, dict[str, Any]]]:
+        rows = await self._rows("claim_unpublished_events", {"limit": limit})
+        return [(row["event_id"], row["checkout_id"], row["event_type"], dict(row["payload"])) for row in rows]
+
+    async def mark_events_published(self, event_ids: list[str]) -> None:
+        await self._rows("mark_events_published", {"event_ids": event_ids})
+
     async def unfinished_releases(self, after_seconds: float, limit: int) -> list[str]:
         rows = await self._rows("unfinished_releases", {"after_seconds": after_seconds, "limit": limit})
         return [row["checkout_id"] for row in rows]

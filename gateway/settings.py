@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service_runtime.events.bus import BusConfig
+from service_runtime.events.settings import bus_config
 from service_runtime.settings import CommonSettings, EnvReader
 
 DEFAULT_PORT = 50050
@@ -61,6 +63,10 @@ class GatewaySettings:
     #: reads (GetCheckout) get four times both.
     rate_limit_capacity: int
     rate_limit_per_second: float
+    #: EVENT_BUS, KAFKA_BOOTSTRAP_SERVERS: where checkout events go (service_runtime.events).
+    bus: BusConfig
+    #: GATEWAY_EVENTS_STREAM (shop.gateway.v1.events): the topic of checkout events (CheckoutExpired).
+    events_stream: str
     #: GATEWAY_FAILPOINT: "before:<step>" or "after:<step>" ends the process at that point of a saga
     #: (crash-recovery tests only; empty in production).
     failpoint: str
@@ -88,5 +94,7 @@ class GatewaySettings:
             idempotency_hold_seconds=env.seconds("IDEMPOTENCY_HOLD_SECONDS", 30.0, minimum=1.0, maximum=3600.0),
             rate_limit_capacity=env.integer("RATE_LIMIT_CAPACITY", 30, minimum=1, maximum=1_000_000),
             rate_limit_per_second=env.seconds("RATE_LIMIT_PER_SECOND", 5.0, minimum=0.001, maximum=1_000_000.0),
+            bus=bus_config(env),
+            events_stream=env.text("GATEWAY_EVENTS_STREAM", "shop.gateway.v1.events", pattern=r"[A-Za-z0-9._-]{1,200}"),
             failpoint=env.text("GATEWAY_FAILPOINT", "", pattern=r"((before|after):[a-z_]+)?"),
         )
