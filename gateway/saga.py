@@ -14,9 +14,11 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import timestamp_pb2
 
 from gateway import domain
 from gateway.activities import (
@@ -186,6 +188,8 @@ class SagaLog:
 
         async def outcome(tx: GatewayStatements) -> None:
             await tx.step_succeeded(self.checkout_id, self.attempt, step, result, payment_id)
+            if step is SagaStep.EXTEND_RESERVATION and result.get("expireTime"):
+                await tx.extend_reservation_time(self.checkout_id, _instant(result["expireTime"]))
             await tx.record_progress(
                 self.checkout_id,
                 domain.next_step(step),
@@ -241,6 +245,12 @@ class SagaLog:
         if self._policy.failpoint == f"{when}:{step.value}":
             log.error("failpoint %s:%s reached: exiting", when, step.value)
             os._exit(137)
+
+
+def _instant(rfc3339: str) -> datetime:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromJsonString(rfc3339)
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 class CheckoutSaga:

@@ -86,6 +86,9 @@ async def test_a_declined_card_leaves_the_checkout_quoted_with_its_stock_held_an
     assert quoted.last_failure.code == "FAILED_PRECONDITION"
     [product] = await gateway.rows("SELECT reserved FROM inventory.products WHERE sku = 'TEA'")
     assert product["reserved"] == 3
+    # The attempt extended the reservation; the checkout shows the new expiry, as inventory holds it.
+    [held] = await gateway.rows("SELECT expires_at FROM inventory.reservations WHERE checkout_id = %s", checkout_id)
+    assert quoted.reservation_expire_time.ToDatetime(tzinfo=held["expires_at"].tzinfo) == held["expires_at"]
     # The same key replays the decline; nothing runs again.
     again = await expect_failure(gateway.place("bob", checkout_id, token="tok_decline_insufficient_funds", key="k-1"))
     assert again.reason == "INSUFFICIENT_FUNDS"
