@@ -58,6 +58,16 @@ CANCEL_REASON_TEXT = "order_cancelled"
 INLINE_BUDGET_SECONDS = 3.0
 
 
+def refund_request(order: Order) -> payment_pb.RefundPaymentRequest:
+    """The refund of a cancelled order: the same payload and key on every attempt (Payment replays it)."""
+    return payment_pb.RefundPaymentRequest(
+        payment_id=order.payment_id,
+        reason=payment_pb.REFUND_REASON_ORDER_CANCELLED,
+        note=f"order {order.order_id} cancelled",
+        idempotency_key=domain.refund_key(order.order_id),
+    )
+
+
 class Retry(Exception):
     """The step could not be finished now (a transport failure): try again later with the same keys."""
 
@@ -183,14 +193,8 @@ class CancellationWorker:
 
     async def _call_refund(self, order: Order) -> RefundOutcome | DownstreamError:
         stub = payment_grpc.PaymentServiceStub(self._channels.get(self._payment_target))
-        request = payment_pb.RefundPaymentRequest(
-            payment_id=order.payment_id,
-            reason=payment_pb.REFUND_REASON_ORDER_CANCELLED,
-            note=f"order {order.order_id} cancelled",
-            idempotency_key=domain.refund_key(order.order_id),
-        )
         try:
-            response = await stub.RefundPayment(request, timeout=self._settings.call_timeout_seconds)
+            response = await stub.RefundPayment(refund_request(order), timeout=self._settings.call_timeout_seconds)
         except grpc.aio.AioRpcError as error:
             return self._refusal_or_retry("payment", error)
         if response.refund.status == payment_pb.REFUND_STATUS_FAILED:

@@ -5,6 +5,10 @@ when a worker dies holding a claimed cancellation."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,8 +18,13 @@ import pytest
 
 from inventory_svc.__main__ import SPEC as INVENTORY
 from order_svc.__main__ import SPEC as ORDER
+from order_svc.compensation import refund_request
+from order_svc.domain import Order
+from order_svc.repository import OrderStatements
 from payment_svc.__main__ import SPEC as PAYMENT
+from service_runtime.database import Database
 from service_runtime.server import RunningService
+from service_runtime.sql import UnitOfWork
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from shop.order.v1 import order_service_pb2 as pb
@@ -209,3 +218,135 @@ async def test_cancelling_a_pending_order_voids_the_payment_and_releases_the_res
     kinds = [kind for _, _, kind, _ in await outbox(database_url, order.order_id)]
     assert kinds[:2] == ["OrderCreated", "OrderCancelled"]
     assert sorted(kinds[2:]) == ["OrderPaymentVoided", "OrderRestocked"]
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers: a call to it hangs until its deadline."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.address = ""
+
+    async def start(self) -> None:
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.read(65536):
+                pass
+
+        self.server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        self.address = f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_cancel_worker_sigkilled_mid_call_is_replaced_and_the_money_moves_once(
+    start_service, database_url: str, redis_url: str, redis_prefix: str
+):
+    psp = await start_psp(database_url)
+    hole = BlackHole()
+    await hole.start()
+    doomed: subprocess.Popen[bytes] | None = None
+    try:
+        payment = await start_service(PAYMENT, PSP_BASE_URL=psp.base_url, **PAYMENT_FAST)
+        inventory_service = await start_service(INVENTORY)
+        # The doomed order service runs as its own process; its worker's Payment calls hang in the black hole.
+        address = f"127.0.0.1:{free_port()}"
+        doomed = subprocess.Popen(
+            [sys.executable, "-m", "order_svc"],
+            env={
+                **os.environ,
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "REDIS_KEY_PREFIX": redis_prefix,
+                "GRPC_LISTEN_ADDRESS": address,
+                "PAYMENT_TARGET": hole.address,
+                "INVENTORY_TARGET": "127.0.0.1:1",
+                "ORDER_COMPENSATION_LEASE_SECONDS": "2",
+                "LOG_LEVEL": "WARNING",
+            },
+        )
+        async with (
+            grpc.aio.insecure_channel(address) as order_channel,
+            grpc.aio.insecure_channel(payment.address) as payment_channel,
+            grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        ):
+            mesh = Mesh(
+                psp,
+                payment.address,
+                payment,
+                inventory_grpc.InventoryServiceStub(inventory_channel),
+                pb_grpc.OrderServiceStub(order_channel),
+                payment_grpc.PaymentServiceStub(payment_channel),
+                lambda: start_service(PAYMENT),
+            )
+            await _stock_up(mesh.inventory)
+            for _ in range(300):
+                assert doomed.poll() is None, "order_svc exited"
+                if await _serving(address):
+                    break
+                await asyncio.sleep(0.1)
+            order = await checkout(mesh, confirm=True)
+            cancelled = await cancel(mesh.orders, order.order_id)
+            assert cancelled.order.status == pb.ORDER_STATUS_CANCELLED
+            assert cancelled.order.cancellation.refund_status == pb.COMPENSATION_STATUS_PENDING
+            # The worker's RefundPayment reached Payment (the test sends it with the worker's own key) and
+            # the worker is SIGKILLed before it could record the answer.
+            reached = await mesh.payments.RefundPayment(
+                refund_request(await _order_as_stored(database_url, order.order_id)), metadata=TRUSTED
+            )
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait()
+
+        replacement = await start_service(
+            ORDER,
+            PAYMENT_TARGET=payment.address,
+            INVENTORY_TARGET=inventory_service.address,
+            ORDER_COMPENSATION_BACKOFF_MAX_SECONDS="0.3",
+        )
+        async with grpc.aio.insecure_channel(replacement.address) as channel:
+            mesh.orders = pb_grpc.OrderServiceStub(channel)
+            done = await settled(mesh, order.order_id)
+        assert done.cancellation.refund_status == pb.COMPENSATION_STATUS_SUCCEEDED
+        assert done.cancellation.refund_id == reached.refund.refund_id, "the replacement replayed the same refund"
+        assert [row["amount_minor"] for row in await psp.refunds()] == [5468], "exactly one refund at the PSP"
+        assert await stock(database_url, "SKU-A") == (10, 0), "stock returned once"
+    finally:
+        if doomed is not None and doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+        hole.close()
+        await psp.stop()
+
+
+async def _order_as_stored(database_url: str, order_id: str) -> Order:
+    database = Database(database_url, min_size=1, max_size=1, statement_timeout_ms=5000, application_name="test")
+    await database.open()
+    try:
+        found = await UnitOfWork(database, OrderStatements).read(lambda tx: tx.order(order_id, lock=False))
+        assert found is not None
+        return found
+    finally:
+        await database.close()
+
+
+async def _serving(address: str) -> bool:
+    from grpc_health.v1 import health_pb2_grpc
+
+    from devstack.mesh import health_of
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await health_of(health_pb2_grpc.HealthStub(channel)) == "SERVING"
+
+
+async def _stock_up(inventory: inventory_grpc.InventoryServiceAsyncStub) -> None:
+    for sku in ("SKU-A", "SKU-B"):
+        await inventory.UpsertProduct(
+            inventory_pb.UpsertProductRequest(sku=sku, name=sku, price=usd(1999), weight_grams=100), metadata=TRUSTED
+        )
+        await inventory.AdjustStock(
+            inventory_pb.AdjustStockRequest(
+                sku=sku, delta=10, reason=inventory_pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key=f"i-{sku}"
+            ),
+            metadata=TRUSTED,
+        )

@@ -117,3 +117,33 @@ async def test_an_event_carries_the_trace_context_of_the_request_that_caused_it(
     event = events.OrderEvent.FromString(bytes(payload))
     assert event.traceparent.startswith(f"00-{trace_id}-"), (event.traceparent, trace_id)
     assert event.event_id and event.sequence == 1 and event.order.order_id == order.order_id
+
+
+async def test_relay_replicas_running_at_once_publish_every_event_once_in_per_order_sequence(
+    quiet_orders, store: Store, redis_url: str, redis_prefix: str, database_url: str
+):
+    import asyncio
+
+    placed = [await place(quiet_orders, f"u{index}") for index in range(30)]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        relays = [
+            OutboxRelay(store, open_bus(BusConfig(), client, KeySpace(redis_prefix)), "orders", batch_size=7)
+            for _ in range(4)
+        ]
+
+        async def drain(relay: OutboxRelay) -> None:
+            for _ in range(200):
+                if not any(not published for *_, published in await outbox(database_url)):
+                    return
+                await relay.publish_batch()
+
+        await asyncio.gather(*(drain(relay) for relay in relays))
+        assert all(published for *_, published in await outbox(database_url))
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(f"{redis_prefix}orders"))
+        published = [events.OrderEvent.FromString(fields[b"event"]) for _, fields in entries]
+        assert len(published) == len({event.event_id for event in published}) == 60, "no event published twice"
+        for order in placed:
+            assert [e.sequence for e in published if e.order_id == order.order_id] == [1, 2]
+    finally:
+        await client.aclose()
