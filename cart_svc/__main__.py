@@ -1,4 +1,4 @@
-"""Composition root: settings → Redis store, catalogue client, history → use cases → servicer → server.
+"""Composition root: settings → Redis store, catalogue client and price cache, history → use cases → servicer → server.
 
 `python -m cart_svc` serves; `python -m cart_svc migrate` applies migrations and exits.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cart_svc.catalogue import Catalogue
+from cart_svc.catalogue import Catalogue, PriceCache
 from cart_svc.handlers import CartHandlers
 from cart_svc.repository import CartStatements
 from cart_svc.servicer import SERVICE_NAME, CartServicer
@@ -30,7 +30,11 @@ def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly
     )
     handlers = CartHandlers(
         store,
-        Catalogue(infrastructure.channels, settings.inventory_target),
+        PriceCache(
+            Catalogue(infrastructure.channels, settings.inventory_target),
+            ttl_seconds=settings.price_cache_ttl_seconds,
+            max_entries=settings.price_cache_max_entries,
+        ),
         UnitOfWork(infrastructure.database, CartStatements),
         max_lines=settings.max_lines,
     )

@@ -4,10 +4,11 @@ Who may act: a cart belongs to `current_caller().owner` ("user:<sub>" or "sessio
 else's cart is NOT_FOUND. A trusted mesh caller (the gateway) may act on any cart, and only it may
 convert one.
 
-Round trips: GetCart, UpdateItemQuantity, RemoveItem and ClearCart make one Redis call (the script
-that checks, changes and slides the TTL) and one BatchGetProducts. AddItem makes two Redis calls
-(HKEYS of the lines, then the add script) and one BatchGetProducts for the new SKU and the lines
-together.
+Round trips: GetCart, AddItem, UpdateItemQuantity, RemoveItem and ClearCart make one Redis call each
+(the script that checks, changes and slides the TTL). Prices come from the replica's price cache
+(`cart_svc.catalogue.PriceCache`, at most CART_PRICE_CACHE_TTL_SECONDS old): no BatchGetProducts when
+every SKU is cached, otherwise one for the missing SKUs (AddItem: one for the new SKU, then one for
+lines not cached, if any).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import replace as dataclasses_replace
 from datetime import UTC, datetime
 
 from cart_svc import domain
-from cart_svc.catalogue import Catalogue
+from cart_svc.catalogue import PriceCache
 from cart_svc.domain import CartStatus, CatalogueEntry, PricedCart, StoredCart
 from cart_svc.repository import CartStatements
 from cart_svc.store import CartStore, Outcome, Result
@@ -81,7 +82,7 @@ class CartHandlers:
     def __init__(
         self,
         store: CartStore,
-        catalogue: Catalogue,
+        catalogue: PriceCache,
         work: UnitOfWork[CartStatements],
         *,
         max_lines: int,
@@ -121,9 +122,9 @@ class CartHandlers:
     ) -> Added:
         domain.validate_add(cart_id, sku, quantity, idempotency_key)
         owner = _scope()
-        # One lookup prices the new SKU and the lines together; the add script checks everything.
-        catalogue = await self._catalogue.entries([sku, *await self._store.skus(cart_id)], deadline)
-        entry = catalogue.get(sku)
+        # The new SKU's price first (from the price cache, usually), then the add script checks everything
+        # in one round trip; the response's other lines are priced from the cache too.
+        entry = (await self._catalogue.entries((sku,), deadline)).get(sku)
         if entry is None:
             raise domain.product_not_found(sku)
         result = await self._store.add(
@@ -145,7 +146,7 @@ class CartHandlers:
         if result.outcome is Outcome.KEY_REUSED:
             raise domain.idempotency_key_reused(idempotency_key)
         await self._refuse_unless_ok(cart_id, owner, result)
-        priced = await self._priced(cart_id, result, catalogue, deadline)
+        priced = await self._priced(cart_id, result, {}, deadline)
         return Added(priced, sku, result.outcome is Outcome.REPLAYED)
 
     async def set_quantity(self, cart_id: str, sku: str, quantity: int | None, deadline: HasDeadline | None) -> Changed:

@@ -27,6 +27,12 @@ class CartSettings:
     sweep_interval_seconds: float
     #: CART_SWEEP_BATCH_SIZE: expired carts one sweep leases (default 100).
     sweep_batch_size: int
+    #: CART_PRICE_CACHE_TTL_SECONDS: how long this replica reuses inventory's answer for a SKU (its price
+    #: and name, or that it is not sold) before asking again (default 2; 0 asks on every call). The bound
+    #: on how stale a cart's prices may be, on top of inventory's own PRODUCT_CACHE_TTL_SECONDS.
+    price_cache_ttl_seconds: float
+    #: CART_PRICE_CACHE_MAX_ENTRIES: most SKUs the price cache holds (default 100000; oldest go first).
+    price_cache_max_entries: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> CartSettings:
@@ -39,4 +45,8 @@ class CartSettings:
             expiry_grace_seconds=env.seconds("CART_EXPIRY_GRACE_SECONDS", 600.0, minimum=10.0, maximum=86400.0),
             sweep_interval_seconds=env.seconds("CART_SWEEP_INTERVAL_SECONDS", 1.0, minimum=0.05, maximum=3600.0),
             sweep_batch_size=env.integer("CART_SWEEP_BATCH_SIZE", 100, minimum=1, maximum=10_000),
+            price_cache_ttl_seconds=env.seconds("CART_PRICE_CACHE_TTL_SECONDS", 2.0, minimum=0.0, maximum=60.0),
+            price_cache_max_entries=env.integer(
+                "CART_PRICE_CACHE_MAX_ENTRIES", 100_000, minimum=100, maximum=10_000_000
+            ),
         )

@@ -377,11 +377,6 @@ class CartStore:
         )
         return raw[1].decode(), raw[0] == b"created"
 
-    async def skus(self, cart_id: str) -> list[str]:
-        """The SKUs of a cart's lines, unchecked (no owner, status or TTL): only for fetching prices ahead
-        of a script that checks everything itself."""
-        return [_text(sku) for sku in await self._redis.hkeys(self._cart_keys(cart_id)[1])]
-
     async def read(self, cart_id: str, owner: str) -> Result:
         return await self._run("read", cart_id, owner)
 

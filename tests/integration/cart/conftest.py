@@ -20,6 +20,9 @@ from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from shop.type.v1 import money_pb2
 from tests.identity import as_customer
 
+#: Cart settings for a test that changes the catalogue and must see the change on the next call.
+NO_PRICE_CACHE = {"CART_PRICE_CACHE_TTL_SECONDS": "0"}
+
 
 @dataclass
 class Mesh:
@@ -43,9 +46,16 @@ async def add_product(
 
 
 @pytest.fixture
-async def mesh(start_service) -> AsyncIterator[Mesh]:
+def cart_env() -> dict[str, str]:
+    """Extra settings for the cart service; a test that changes the catalogue and wants to see it at once
+    parametrizes this with {"CART_PRICE_CACHE_TTL_SECONDS": "0"}."""
+    return {}
+
+
+@pytest.fixture
+async def mesh(start_service, cart_env: dict[str, str]) -> AsyncIterator[Mesh]:
     inventory_service = await start_service(INVENTORY)
-    cart_service = await start_service(CART, INVENTORY_TARGET=inventory_service.address)
+    cart_service = await start_service(CART, INVENTORY_TARGET=inventory_service.address, **cart_env)
     async with (
         grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
         grpc.aio.insecure_channel(cart_service.address) as cart_channel,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from shop.cart.v1 import cart_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.type.v1 import money_pb2
 from tests.identity import as_customer, as_service, as_session
-from tests.integration.cart.conftest import Mesh, add_product, new_cart
+from tests.integration.cart.conftest import NO_PRICE_CACHE, Mesh, add_product, new_cart
 from tests.rpc_errors import expect_failure
 
 ALICE = as_customer("alice")
@@ -78,6 +79,7 @@ async def test_add_item_of_an_unknown_sku_is_product_not_found(mesh: Mesh):
     )
 
 
+@pytest.mark.parametrize("cart_env", [NO_PRICE_CACHE])
 async def test_price_change_is_flagged_and_the_subtotal_uses_the_current_price(mesh: Mesh):
     cart = await new_cart(mesh.cart)
     await mesh.cart.AddItem(
@@ -182,6 +184,7 @@ async def test_inventory_stock_is_not_needed_to_add(mesh: Mesh):
     )
 
 
+@pytest.mark.parametrize("cart_env", [NO_PRICE_CACHE])
 async def test_a_discontinued_products_line_is_unavailable_and_left_out_of_the_subtotal(mesh: Mesh):
     cart = await new_cart(mesh.cart)
     for index, sku in enumerate(["SKU-0", "SKU-1"]):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from cart_svc.__main__ import SPEC as CART
 from service_runtime.identity import AUTHORIZATION
 from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from tests.identity import as_customer, as_service, as_session, customer_token
-from tests.integration.cart.conftest import Mesh
+from tests.integration.cart.conftest import NO_PRICE_CACHE, Mesh
 from tests.rpc_errors import expect_failure
 
 ALICE_FROM_S1 = ((AUTHORIZATION, f"Bearer {customer_token(sub='alice', sid='s1')}"),)
@@ -107,6 +108,7 @@ async def test_only_the_signed_in_owner_of_the_session_may_merge(mesh: Mesh):
     assert got.status == pb.CART_STATUS_ACTIVE and [(line.sku, line.quantity) for line in got.lines] == [("SKU-1", 1)]
 
 
+@pytest.mark.parametrize("cart_env", [NO_PRICE_CACHE])
 async def test_merge_drops_lines_whose_product_was_discontinued(mesh: Mesh):
     from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 

@@ -193,6 +193,11 @@ class CartServiceServicer:
     def GetCart(self, request, context):
         """Returns a cart with its lines and subtotal priced from current prices; a
         line whose price changed since it was added has `price_changed` set.
+        "Current" means inventory's price as the cart service last read it, at
+        most CART_PRICE_CACHE_TTL_SECONDS (default 2 s) ago; inventory's own
+        product cache may add PRODUCT_CACHE_TTL_SECONDS (10 s). A product that
+        left the catalogue shows as unavailable within the same bound. The
+        checkout re-reads prices from inventory: a cart's prices are a preview.
         Returns carts in any status (non-ACTIVE ones from history).
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND).
         """
@@ -206,6 +211,10 @@ class CartServiceServicer:
         Not naturally idempotent, so it takes an `idempotency_key`: a replay with
         the same key and payload adds nothing and returns the cart as it is now.
         Keys are remembered for the cart's lifetime.
+        The unit price recorded with a new line and the prices in the response
+        are inventory's, at most CART_PRICE_CACHE_TTL_SECONDS old (as GetCart);
+        a product just added to or removed from the catalogue may be refused or
+        accepted for that long.
         Errors: INVALID_ARGUMENT; NOT_FOUND (CART_NOT_FOUND; PRODUCT_NOT_FOUND:
         the SKU is not in the catalogue, metadata `sku`); FAILED_PRECONDITION
         (CART_NOT_ACTIVE, metadata `status`, e.g. metadata
