@@ -212,3 +212,11 @@ def test_a_negative_attempt_is_a_bug():
 def test_a_stopped_saga_ends_as_the_failure_table_says(step, refused, reason, status, release):
     ending = domain.ending_for(step, refused=refused, reason=reason)
     assert (ending.status, ending.release_reservation) == (status, release)
+
+
+def test_checkout_ids_hold_no_digits_a_card_number_scan_could_flag():
+    from gateway.handlers import new_checkout_id
+
+    ids = {new_checkout_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert not any(re.search(r"[0-9]", checkout_id) for checkout_id in ids)
