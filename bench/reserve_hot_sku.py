@@ -1,7 +1,10 @@
 """Hot-SKU reservations: the whole ReserveInventory RPC against two floors issued directly through psycopg.
 
 Three phases in one run, against the same PostgreSQL and on the same client event loop (uvloop unless
---loop asyncio), one after the other, each with `--clients` concurrent clients for `--seconds`:
+--loop asyncio), each with `--clients` concurrent clients for `--seconds` in all. They run in turns of
+`--interleave` seconds (1 by default; the order rotates every round), so that load from other processes
+on a shared machine falls on all three alike and the ratios stay meaningful; `--interleave 0` runs them
+one after the other.
 
 1. grpc: ReserveInventory of one SKU (quantity 1, a new checkout id each call) on an inventory service
    started as its own process. Its settings come from the environment plus `--service-env KEY=VALUE`;
@@ -12,16 +15,19 @@ Three phases in one run, against the same PostgreSQL and on the same client even
 3. update: the conditional UPDATE a reservation is built on (`reserved = reserved + 1 WHERE stock_on_hand
    - reserved >= 1`), one autocommit statement per call on one of `--clients` connections.
 
-It prints completed operations, rate and p50/p99 latency per phase, and the throughput ratios
+It prints completed operations, rate and p50/p99 latency per phase, the throughput ratios
 gRPC/UPDATE (everything a reservation costs over the bare row update), gRPC/statement (the service around
 its statement: gRPC, Python, pool, tracing) and statement/UPDATE (the statement itself: reservation row,
-lines, the lock, the foreign keys).
+lines, the lock, the foreign keys), and, on Linux, the CPU each party used: the clients, the service, the
+bench database's PostgreSQL backends, and the rest of the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import socket
 import statistics
@@ -143,16 +149,15 @@ class CpuMeter:
             self._machine_busy_ticks(),
         )
 
-    def cores(self, before: tuple[float, float, dict[str, int], int], seconds: float) -> dict[str, float]:
+    def cpu_seconds(self, before: tuple[float, float, dict[str, int], int]) -> dict[str, float]:
+        """CPU seconds each party used since `before` (a `sample()`)."""
         after = self.sample()
         client = after[0] - before[0]
         service = after[1] - before[1]
         database = sum(ticks - before[2].get(pid, 0) for pid, ticks in after[2].items()) / self._tick
         machine = (after[3] - before[3]) / self._tick
         other = max(0.0, machine - client - service - database)
-        return {
-            party: cpu / seconds for party, cpu in zip(self.PARTIES, (client, service, database, other), strict=True)
-        }
+        return dict(zip(self.PARTIES, (client, service, database, other), strict=True))
 
 
 def _database(url: str, name: str) -> str:
@@ -212,43 +217,43 @@ def service_setup(database_url: str, address: str, prefix: str, overrides: Mappi
     )
 
 
-async def _drive(
-    phase: str,
-    clients: int,
-    seconds: float,
-    operation: Callable[[int, int], Awaitable[None]],
-    meter: CpuMeter | None,
-) -> Result:
-    latencies: list[float] = []
-    cpu_before = meter.sample() if meter else None
-    began = time.perf_counter()
-    stop_at = began + seconds
+class Phase:
+    """One path under test: `clients` concurrent clients repeating `operation`, run in one or more slices;
+    latencies, time and CPU add up over the slices."""
 
-    async def client(index: int) -> None:
-        sequence = 0
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            await operation(index, sequence)
-            latencies.append(time.perf_counter() - started)
-            sequence += 1
+    def __init__(
+        self, name: str, clients: int, operation: Callable[[int, int], Awaitable[None]], meter: CpuMeter | None
+    ) -> None:
+        self.name = name
+        self._clients = clients
+        self._operation = operation
+        self._meter = meter
+        self._sequences = [0] * clients
+        self.latencies: list[float] = []
+        self.seconds = 0.0
+        self._cpu = dict.fromkeys(CpuMeter.PARTIES, 0.0)
 
-    async def progress() -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY_SECONDS)
-            elapsed = time.perf_counter() - began
-            print(
-                f"  {phase}: {elapsed:4.1f}/{seconds:g} s, {len(latencies)} done, {len(latencies) / elapsed:.0f}/s",
-                flush=True,
-            )
+    async def run_for(self, seconds: float) -> None:
+        cpu_before = self._meter.sample() if self._meter else None
+        began = time.perf_counter()
+        stop_at = began + seconds
 
-    reporter = asyncio.create_task(progress())
-    try:
-        await asyncio.gather(*(client(i) for i in range(clients)))
-    finally:
-        reporter.cancel()
-    elapsed = time.perf_counter() - began
-    cores = meter.cores(cpu_before, elapsed) if meter and cpu_before else None
-    return Result(phase, latencies, elapsed, cores)
+        async def client(index: int) -> None:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                await self._operation(index, self._sequences[index])
+                self.latencies.append(time.perf_counter() - started)
+                self._sequences[index] += 1
+
+        await asyncio.gather(*(client(index) for index in range(self._clients)))
+        self.seconds += time.perf_counter() - began
+        if self._meter and cpu_before:
+            for party, cpu in self._meter.cpu_seconds(cpu_before).items():
+                self._cpu[party] += cpu
+
+    def result(self) -> Result:
+        cores = {party: cpu / self.seconds for party, cpu in self._cpu.items()} if self._meter else None
+        return Result(self.name, self.latencies, self.seconds, cores)
 
 
 async def _wait_serving(address: str, service: subprocess.Popen[bytes], timeout: float) -> None:
@@ -280,66 +285,53 @@ async def _seed(address: str) -> None:
         )
 
 
-async def _grpc_phase(address: str, clients: int, seconds: float, meter: CpuMeter | None) -> Result:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = pb_grpc.InventoryServiceStub(channel)
-        line = [line_item_pb2.LineItem(sku=HOT_SKU, quantity=1)]
+async def _run_phases(phases: Sequence[Phase], seconds: float, slice_seconds: float) -> None:
+    """Runs every phase for `seconds` in all: one after the other when `slice_seconds` is 0, else in turns
+    of `slice_seconds`, rotating the order each round, so that load from elsewhere on the machine falls on
+    all phases alike."""
+    if not slice_seconds or slice_seconds >= seconds:
+        for number, phase in enumerate(phases, start=1):
+            print(f"phase {number}/{len(phases)}: {LABELS[phase.name]}", flush=True)
+            await _with_progress(phase, phase.run_for(seconds), seconds)
+        return
+    rounds = math.ceil(seconds / slice_seconds - 1e-9)
+    print(f"phases in turns of {slice_seconds:g} s, {rounds} rounds, order rotating each round", flush=True)
+    for round_number in range(rounds):
+        length = min(slice_seconds, seconds - round_number * slice_seconds)
+        shift = round_number % len(phases)
+        for phase in [*phases[shift:], *phases[:shift]]:
+            await phase.run_for(length)
+        if (round_number + 1) % max(
+            1, round(PROGRESS_EVERY_SECONDS / slice_seconds)
+        ) == 0 or round_number + 1 == rounds:
+            rates = ", ".join(f"{phase.name} {len(phase.latencies) / phase.seconds:.0f}/s" for phase in phases)
+            print(f"  round {round_number + 1}/{rounds}: {rates}", flush=True)
 
-        async def reserve(client: int, sequence: int) -> None:
-            await stub.ReserveInventory(
-                pb.ReserveInventoryRequest(checkout_id=f"g{client}-{sequence}", items=line), timeout=10
-            )
 
-        return await _drive("grpc", clients, seconds, reserve, meter)
+async def _with_progress(phase: Phase, running: Awaitable[None], seconds: float) -> None:
+    began = time.perf_counter()
 
+    async def progress() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_SECONDS)
+            elapsed = time.perf_counter() - began
+            done = len(phase.latencies)
+            print(f"  {phase.name}: {elapsed:4.1f}/{seconds:g} s, {done} done, {done / elapsed:.0f}/s", flush=True)
 
-async def _with_connections(
-    database_url: str, clients: int, body: Callable[[list[psycopg.AsyncConnection[Any]]], Awaitable[Result]]
-) -> Result:
-    connections = [await psycopg.AsyncConnection.connect(database_url, autocommit=True) for _ in range(clients)]
+    reporter = asyncio.create_task(progress())
     try:
-        return await body(connections)
+        await running
     finally:
-        for connection in connections:
-            await connection.close()
-
-
-async def _statement_phase(
-    database_url: str, clients: int, seconds: float, ttl_seconds: float, meter: CpuMeter | None
-) -> Result:
-    statement = InventoryStatements.queries["reserve_all_or_nothing"]
-
-    async def body(connections: list[psycopg.AsyncConnection[Any]]) -> Result:
-        async def reserve(client: int, sequence: int) -> None:
-            cursor = await connections[client].execute(
-                statement,
-                {
-                    "checkout_id": f"s{client}-{sequence}",
-                    "skus": [HOT_SKU],
-                    "quantities": [1],
-                    "ttl_seconds": ttl_seconds,
-                },
-            )
-            assert await cursor.fetchone() is not None
-
-        return await _drive("statement", clients, seconds, reserve, meter)
-
-    return await _with_connections(database_url, clients, body)
-
-
-async def _update_phase(database_url: str, clients: int, seconds: float, meter: CpuMeter | None) -> Result:
-    async def body(connections: list[psycopg.AsyncConnection[Any]]) -> Result:
-        async def conditional_update(client: int, sequence: int) -> None:
-            cursor = await connections[client].execute(CONDITIONAL_UPDATE, (HOT_SKU,))
-            assert await cursor.fetchone() is not None
-
-        return await _drive("update", clients, seconds, conditional_update, meter)
-
-    return await _with_connections(database_url, clients, body)
+        reporter.cancel()
 
 
 async def run(
-    clients: int, seconds: float, port: int, service_env: Mapping[str, str], phases: Sequence[str]
+    clients: int,
+    seconds: float,
+    port: int,
+    service_env: Mapping[str, str],
+    phases: Sequence[str],
+    slice_seconds: float,
 ) -> dict[str, Result]:
     server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
@@ -361,16 +353,46 @@ async def run(
         print(f"{clients} clients, {seconds:g} s per phase; phases: {', '.join(phases)}", flush=True)
         await _seed(address)
         meter = CpuMeter(service.pid, name) if CpuMeter.available() else None
-        for number, phase in enumerate(phases, start=1):
-            print(f"phase {number}/{len(phases)}: {LABELS[phase]}", flush=True)
-            if phase == "grpc":
-                results[phase] = await _grpc_phase(address, clients, seconds, meter)
-            elif phase == "statement":
-                results[phase] = await _statement_phase(
-                    database_url, clients, seconds, setup.reservation_ttl_seconds, meter
+        async with contextlib.AsyncExitStack() as resources:
+            channel = await resources.enter_async_context(grpc.aio.insecure_channel(address))
+            stub = pb_grpc.InventoryServiceStub(channel)
+            line = [line_item_pb2.LineItem(sku=HOT_SKU, quantity=1)]
+            statement = InventoryStatements.queries["reserve_all_or_nothing"]
+            ttl_seconds = setup.reservation_ttl_seconds
+            connections: list[psycopg.AsyncConnection[Any]] = []
+            if {"statement", "update"} & set(phases):  # one set of connections, shared: the phases never overlap
+                for _ in range(clients):
+                    connections.append(
+                        await resources.enter_async_context(
+                            await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+                        )
+                    )
+
+            async def reserve_rpc(client: int, sequence: int) -> None:
+                await stub.ReserveInventory(
+                    pb.ReserveInventoryRequest(checkout_id=f"g{client}-{sequence}", items=line), timeout=10
                 )
-            else:
-                results[phase] = await _update_phase(database_url, clients, seconds, meter)
+
+            async def reserve_statement(client: int, sequence: int) -> None:
+                cursor = await connections[client].execute(
+                    statement,
+                    {
+                        "checkout_id": f"s{client}-{sequence}",
+                        "skus": [HOT_SKU],
+                        "quantities": [1],
+                        "ttl_seconds": ttl_seconds,
+                    },
+                )
+                assert await cursor.fetchone() is not None
+
+            async def conditional_update(client: int, sequence: int) -> None:
+                cursor = await connections[client].execute(CONDITIONAL_UPDATE, (HOT_SKU,))
+                assert await cursor.fetchone() is not None
+
+            operations = {"grpc": reserve_rpc, "statement": reserve_statement, "update": conditional_update}
+            runs = [Phase(phase, clients, operations[phase], meter) for phase in phases]
+            await _run_phases(runs, seconds, slice_seconds)
+            results = {phase.name: phase.result() for phase in runs}
         return results
     finally:
         try:
@@ -464,14 +486,22 @@ def main(argv: Sequence[str]) -> int:
         help=f"comma-separated subset of {','.join(PHASES)}, run in that order (default: all three)",
     )
     parser.add_argument(
+        "--interleave",
+        metavar="SECONDS",
+        type=float,
+        default=1.0,
+        help="run the phases in turns of this many seconds, rotating, until each has had --seconds, so that "
+        "load from other processes falls on all of them alike; 0 runs them one after the other (default 1)",
+    )
+    parser.add_argument(
         "--loop",
         choices=("uvloop", "asyncio"),
         default="uvloop",
         help="event loop of the bench's clients, the same for every phase (default uvloop)",
     )
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0:
-        parser.error("--clients must be >= 1 and --seconds > 0")
+    if args.clients < 1 or args.seconds <= 0 or args.interleave < 0:
+        parser.error("--clients must be >= 1, --seconds > 0 and --interleave >= 0")
     phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
     unknown = [phase for phase in phases if phase not in PHASES]
     if unknown or not phases or len(set(phases)) != len(phases):
@@ -479,7 +509,7 @@ def main(argv: Sequence[str]) -> int:
     loop_name, runner = _event_loop_runner(args.loop)
     print(f"machine: {machine_line()}")
     print(f"client event loop: {loop_name}; Python {sys.version.split()[0]}", flush=True)
-    results = runner(run(args.clients, args.seconds, args.port, dict(args.service_env), phases))
+    results = runner(run(args.clients, args.seconds, args.port, dict(args.service_env), phases, args.interleave))
     report(results)
     print(f"\nmachine at the end: {machine_line()}")
     return 0
