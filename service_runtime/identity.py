@@ -207,6 +207,33 @@ class ServiceTokens:
         return self._token
 
 
+def mint_customer_token(
+    config: IdentityConfig,
+    *,
+    sub: str | None = None,
+    sid: str | None = None,
+    lifetime_seconds: int = 600,
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """A shopper's JWT signed with the first configured key: for development tools and tests, which
+    share the mesh's HS256 secret (a deployment with RS256/ES256 verifies with public keys only, and
+    its identity provider mints the tokens)."""
+    if config.jwt_algorithm != "HS256":
+        raise ValueError(f"tokens can be minted here with HS256 shared secrets only, not {config.jwt_algorithm}")
+    now = int(clock())
+    claims: dict[str, object] = {
+        "iss": config.jwt_issuer,
+        "aud": config.jwt_audience,
+        "iat": now,
+        "exp": now + lifetime_seconds,
+    }
+    if sub is not None:
+        claims["sub"] = sub
+    if sid is not None:
+        claims["sid"] = sid
+    return jwt.encode(claims, config.jwt_keys[0], algorithm=config.jwt_algorithm)
+
+
 def caller_from_metadata(verifier: Verifier, metadata: Sequence[tuple[str, str | bytes]]) -> Caller:
     """The caller a request's metadata proves; a service token wins over a user's bearer token (the
     gateway forwards the shopper's token on calls it makes as a trusted service)."""

@@ -4,11 +4,7 @@ service token that makes a caller trusted."""
 
 from __future__ import annotations
 
-import time
-
-import jwt
-
-from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens
+from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens, mint_customer_token
 from service_runtime.settings import CommonSettings, EnvReader
 
 Metadata = tuple[tuple[str, str], ...]
@@ -19,19 +15,7 @@ def _settings() -> CommonSettings:
 
 
 def customer_token(*, sub: str | None = None, sid: str | None = None, lifetime_seconds: int = 600) -> str:
-    settings = _settings()
-    now = int(time.time())
-    claims: dict[str, object] = {
-        "iss": settings.auth_jwt_issuer,
-        "aud": settings.auth_jwt_audience,
-        "iat": now,
-        "exp": now + lifetime_seconds,
-    }
-    if sub is not None:
-        claims["sub"] = sub
-    if sid is not None:
-        claims["sid"] = sid
-    return jwt.encode(claims, settings.auth_jwt_keys[0], algorithm=settings.auth_jwt_algorithm)
+    return mint_customer_token(_settings().identity, sub=sub, sid=sid, lifetime_seconds=lifetime_seconds)
 
 
 def as_customer(user_id: str) -> Metadata:
