@@ -1,0 +1,130 @@
+"""The command line: `checkoutctl [options] demo | show <checkout_id> | failed`.
+
+Expected failures (the mesh is down, a call is refused, a checkout is unknown) print one line on
+stderr and exit 1; a usage error exits 2 (argparse); Ctrl-C exits 130. Nothing expected prints a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from checkoutctl import admin, demo
+from checkoutctl.failures import CtlError
+from checkoutctl.mesh import Mesh, identity_config
+from checkoutctl.targets import TargetError, Targets
+from shop.shipping.v1 import shipping_service_pb2 as shipping_pb
+
+#: Width of the tables when stdout is not a terminal (a pipe, a log, a test), so ids are never folded.
+PIPE_WIDTH = 200
+_METHODS = {"standard": shipping_pb.SHIPPING_METHOD_STANDARD, "express": shipping_pb.SHIPPING_METHOD_EXPRESS}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="checkoutctl",
+        description="Operate and try the checkout mesh: run a demo checkout, show a saga, list what needs an operator.",
+        epilog="Addresses default to `make up`'s: 127.0.0.1:<DEVSTACK_PORT_BASE + i> (gateway 50050, cart 50051, "
+        "inventory 50052, order 50054). Tokens are signed with AUTH_JWT_KEYS and SERVICE_TOKEN_SECRET, "
+        "the development defaults when unset, as the services read them.",
+    )
+    mesh = parser.add_argument_group("where the mesh is")
+    mesh.add_argument("--port-base", type=int, help="first service port of the mesh (env DEVSTACK_PORT_BASE; 50050)")
+    for name in ("gateway", "cart", "inventory", "order"):
+        mesh.add_argument(f"--{name}", metavar="HOST:PORT", help=f"the {name} service (env {name.upper()}_TARGET)")
+    mesh.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "demo",
+        help="run a whole checkout as a demo customer and print each step",
+        description="Create a cart as a demo customer, add items from the demo catalogue, start a checkout, "
+        "place the order with a sandbox test card and print each step, the quote, the saga and the order. "
+        "Exits 0 when the checkout COMPLETED.",
+    )
+    run.add_argument("--user", help="the demo customer's user id (default: a fresh demo-<hex> per run)")
+    run.add_argument(
+        "--card", default="tok_visa", help="sandbox PSP test token (default tok_visa; tok_decline_generic declines)"
+    )
+    run.add_argument("--method", choices=sorted(_METHODS), default="standard", help="shipping method")
+    run.add_argument("--email", default="dana.demo@example.com", help="the customer's e-mail for the order")
+    run.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a saga still PLACING (default 30)")
+
+    detail = commands.add_parser(
+        "show",
+        help="a checkout's saga steps with attempts, status, timings and last errors",
+        description="Print a checkout (any customer's) and its saga step log through the trusted admin service.",
+    )
+    detail.add_argument("checkout_id", help="the checkout's id")
+
+    stuck = commands.add_parser(
+        "failed",
+        help="checkouts that need an operator",
+        description="List FAILED checkouts, and PLACING ones unchanged for --placing-minutes or more.",
+    )
+    stuck.add_argument(
+        "--placing-minutes", type=int, default=5, help="a PLACING checkout this old needs a look (default 5)"
+    )
+    stuck.add_argument("--limit", type=int, default=200, help="at most this many of each (default 200)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if arguments.command == "failed" and (arguments.placing_minutes < 0 or arguments.limit < 1):
+        parser.error("--placing-minutes must be 0 or more and --limit 1 or more")
+    console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    errors = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+    try:
+        return asyncio.run(_run(arguments, console))
+    except CtlError as error:
+        errors.print(f"[bold red]checkoutctl:[/bold red] {error}", soft_wrap=True, highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        errors.print("checkoutctl: interrupted")
+        return 130
+
+
+async def _run(arguments: argparse.Namespace, console: Console) -> int:
+    try:
+        targets = Targets.resolve(
+            os.environ,
+            port_base=arguments.port_base,
+            overrides={name: getattr(arguments, name) for name in ("gateway", "cart", "inventory", "order")},
+        )
+    except TargetError as error:
+        raise CtlError(str(error)) from None
+    mesh = Mesh(targets, identity_config(), timeout_seconds=arguments.timeout)
+    try:
+        if arguments.command == "demo":
+            options = demo.DemoOptions(
+                payment_token=arguments.card,
+                shipping_method=_METHODS[arguments.method],
+                email=arguments.email,
+                wait_seconds=arguments.wait,
+            )
+            if arguments.user:
+                options = demo.DemoOptions(
+                    user_id=arguments.user,
+                    payment_token=options.payment_token,
+                    shipping_method=options.shipping_method,
+                    email=options.email,
+                    wait_seconds=options.wait_seconds,
+                )
+            await demo.run_demo(mesh, options, console)
+        elif arguments.command == "show":
+            await admin.show(mesh, arguments.checkout_id, console)
+        else:
+            await admin.failed(mesh, console, placing_minutes=arguments.placing_minutes, limit=arguments.limit)
+    finally:
+        await mesh.close()
+    return 0
