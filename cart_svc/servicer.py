@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf import timestamp_pb2
 
-from cart_svc.domain import CartStatus, MergeOutcome, PricedCart, etag
+from cart_svc.domain import CartStatus, MergeOutcome, PricedCart, PricedLine, StoredLine, etag
 from cart_svc.handlers import CartHandlers
 from service_runtime.values import Money
 from service_runtime.wire import duration_out, money_out, timestamp_out
@@ -14,6 +16,10 @@ from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Most rendered lines the servicer remembers (a few hundred bytes each).
+_RENDERED_LINES = 50_000
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CartService"].full_name
 
@@ -37,7 +43,8 @@ _OUTCOMES = {
 class CartServicer(pb_grpc.CartServiceServicer):
     def __init__(self, handlers: CartHandlers, *, ttl_seconds: float) -> None:
         self._handlers = handlers
-        self._ttl_seconds = ttl_seconds
+        self._ttl = duration_out(ttl_seconds)
+        self._rendered: dict[tuple[StoredLine, PricedLine, str], bytes] = {}
 
     async def CreateCart(self, request: pb.CreateCartRequest, context: Context) -> pb.CreateCartResponse:
         created = await self._handlers.create(request.user_id, request.session_id, context)
@@ -93,41 +100,66 @@ class CartServicer(pb_grpc.CartServiceServicer):
         cart = priced.cart
         totals = priced.totals
         active = cart.status is CartStatus.ACTIVE
-        message = pb.Cart(
-            cart_id=cart.cart_id,
-            user_id=cart.user_id,
-            session_id=cart.session_id,
-            status=_STATUS[cart.status],
-            item_count=totals.item_count,
-            has_price_changes=totals.has_price_changes,
-            has_unavailable_lines=totals.has_unavailable_lines,
-            create_time=timestamp_out(cart.create_time),
-            update_time=timestamp_out(cart.update_time),
-            ttl=duration_out(self._ttl_seconds) if active else None,
-            expire_time=timestamp_out(cart.expire_time) if active else None,
-            checkout_id=cart.checkout_id,
-            order_id=cart.order_id,
-            convert_time=timestamp_out(cart.convert_time),
-            merged_into_cart_id=cart.merged_into_cart_id,
-            etag=etag(cart.cart_id, cart.lines),
-        )
+        message = pb.Cart()
         if cart.lines:
-            message.subtotal.CopyFrom(money_out(totals.subtotal))
-        for stored, priced_line in zip(cart.lines, priced.lines, strict=True):
-            message.lines.append(
-                pb.CartLine(
-                    sku=stored.sku,
-                    product_name=priced.product_names.get(stored.sku, stored.product_name),
-                    quantity=stored.quantity,
-                    unit_price=money_out(priced_line.unit_price),
-                    added_unit_price=money_out(priced_line.added_unit_price),
-                    price_changed=priced_line.price_changed,
-                    line_total=money_out(
-                        Money(priced_line.unit_price.currency_code, priced_line.line_total.amount_minor)
-                    ),
-                    unavailable=not priced_line.available,
-                    add_time=timestamp_out(stored.add_time),
-                    update_time=timestamp_out(stored.update_time),
+            # the lines first, as the wire form of Cart.lines, each line rendered once (see _line_bytes)
+            message.MergeFromString(
+                b"".join(
+                    self._line_bytes(stored, priced_line, priced.product_names.get(stored.sku, stored.product_name))
+                    for stored, priced_line in zip(cart.lines, priced.lines, strict=True)
                 )
             )
+            message.subtotal.currency_code = totals.subtotal.currency_code
+            message.subtotal.amount_minor = totals.subtotal.amount_minor
+        message.cart_id = cart.cart_id
+        message.user_id = cart.user_id
+        message.session_id = cart.session_id
+        message.status = _STATUS[cart.status]
+        message.item_count = totals.item_count
+        message.has_price_changes = totals.has_price_changes
+        message.has_unavailable_lines = totals.has_unavailable_lines
+        _stamp(message.create_time, cart.create_time)
+        _stamp(message.update_time, cart.update_time)
+        if active:
+            message.ttl.CopyFrom(self._ttl)
+            _stamp(message.expire_time, cart.expire_time)
+        message.checkout_id = cart.checkout_id
+        message.order_id = cart.order_id
+        _stamp(message.convert_time, cart.convert_time)
+        message.merged_into_cart_id = cart.merged_into_cart_id
+        message.etag = etag(cart.cart_id, cart.lines)
         return message
+
+    def _line_bytes(self, stored: StoredLine, priced: PricedLine, name: str) -> bytes:
+        """One line in the wire form of `Cart.lines` (tag, length, CartLine). A line is the same bytes for
+        as long as its stored form, price and name are the same, so it is rendered once and remembered
+        (a bounded memo: the oldest go first): a 20-line GetCart renders only what changed."""
+        key = (stored, priced, name)
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            line = pb.CartLine(
+                sku=stored.sku,
+                product_name=name,
+                quantity=stored.quantity,
+                unit_price=money_out(priced.unit_price),
+                added_unit_price=money_out(priced.added_unit_price),
+                price_changed=priced.price_changed,
+                line_total=money_out(Money(priced.unit_price.currency_code, priced.line_total.amount_minor)),
+                unavailable=not priced.available,
+                add_time=timestamp_out(stored.add_time),
+                update_time=timestamp_out(stored.update_time),
+            )
+            rendered = pb.Cart(lines=[line]).SerializeToString()
+            if len(self._rendered) >= _RENDERED_LINES:
+                del self._rendered[next(iter(self._rendered))]
+            self._rendered[key] = rendered
+        return rendered
+
+
+def _stamp(field: timestamp_pb2.Timestamp, moment: datetime | None) -> None:
+    """Sets a Timestamp field from an aware datetime, exactly (whole microseconds); leaves it unset for None."""
+    if moment is None:
+        return
+    elapsed = moment - _EPOCH
+    field.seconds = elapsed.days * 86400 + elapsed.seconds
+    field.nanos = elapsed.microseconds * 1000

@@ -280,28 +280,46 @@ def encode_line(line: StoredLine, position: int) -> str:
     )
 
 
-def _lines(flat: Sequence[bytes], currency: str) -> tuple[StoredLine, ...]:
+#: A parsed line, by its SKU, its stored record and the cart's currency (see `_lines`).
+LineMemo = dict[tuple[bytes, bytes, str], tuple[int, StoredLine]]
+#: Most parsed lines a store remembers.
+_PARSED_LINES = 50_000
+
+
+def _parse_line(sku: bytes, record: bytes, currency: str) -> tuple[int, StoredLine]:
+    quantity, position, price, added, updated, name = record.decode().split("|", 5)
+    return int(position), StoredLine(
+        sku=sku.decode(),
+        quantity=int(quantity),
+        added_unit_price=Money(currency, int(price)),
+        product_name=name,
+        add_time=datetime.fromtimestamp(int(added) / 1000, tz=UTC),
+        update_time=datetime.fromtimestamp(int(updated) / 1000, tz=UTC),
+    )
+
+
+def _lines(flat: Sequence[bytes], currency: str, memo: LineMemo) -> tuple[StoredLine, ...]:
+    """The lines in position order. A line's record is parsed once and remembered while it is unchanged
+    (bounded: the oldest go first), so reading a 20-line cart parses only what changed."""
     decoded: list[tuple[int, StoredLine]] = []
     for index in range(0, len(flat), 2):
-        sku = flat[index].decode()
-        quantity, position, price, added, updated, name = flat[index + 1].decode().split("|", 5)
-        decoded.append(
-            (
-                int(position),
-                StoredLine(
-                    sku=sku,
-                    quantity=int(quantity),
-                    added_unit_price=Money(currency, int(price)),
-                    product_name=name,
-                    add_time=datetime.fromtimestamp(int(added) / 1000, tz=UTC),
-                    update_time=datetime.fromtimestamp(int(updated) / 1000, tz=UTC),
-                ),
-            )
-        )
-    return tuple(line for _, line in sorted(decoded, key=lambda pair: pair[0]))
+        key = (flat[index], flat[index + 1], currency)
+        parsed = memo.get(key)
+        if parsed is None:
+            parsed = _parse_line(*key)
+            if len(memo) >= _PARSED_LINES:
+                del memo[next(iter(memo))]
+            memo[key] = parsed
+        decoded.append(parsed)
+    decoded.sort(key=_position)
+    return tuple(line for _, line in decoded)
 
 
-def _cart(cart_id: str, fields: Sequence[bytes | None], flat: Sequence[bytes]) -> StoredCart:
+def _position(pair: tuple[int, StoredLine]) -> int:
+    return pair[0]
+
+
+def _cart(cart_id: str, fields: Sequence[bytes | None], flat: Sequence[bytes], memo: LineMemo) -> StoredCart:
     user_id, session_id, _status, created, updated, expire, currency = fields
     return StoredCart(
         cart_id=cart_id,
@@ -309,7 +327,7 @@ def _cart(cart_id: str, fields: Sequence[bytes | None], flat: Sequence[bytes]) -
         session_id=_text(session_id),
         # a claimed cart (being converted, merged or abandoned) is still ACTIVE until PostgreSQL has it.
         status=CartStatus.ACTIVE,
-        lines=_lines(flat, _text(currency)),
+        lines=_lines(flat, _text(currency), memo),
         create_time=_ms(created) or datetime.now(UTC),
         update_time=_ms(updated) or datetime.now(UTC),
         expire_time=_ms(expire),
@@ -325,6 +343,7 @@ class CartStore:
         self._keys = keys
         self._ttl_ms = int(ttl_seconds * 1000)
         self._keep_ms = int((ttl_seconds + grace_seconds) * 1000)
+        self._parsed: LineMemo = {}
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(body)
             for name, body in {
@@ -366,7 +385,7 @@ class CartStore:
     def _result(self, cart_id: str, raw: list[Any]) -> Result:
         outcome = Outcome(raw[0].decode())
         detail = raw[1].decode() if len(raw) > 1 and isinstance(raw[1], bytes) else ""
-        cart = _cart(cart_id, raw[2], raw[3]) if len(raw) > 3 else None
+        cart = _cart(cart_id, raw[2], raw[3], self._parsed) if len(raw) > 3 else None
         return Result(outcome, detail, cart)
 
     async def create(self, cart_id: str, owner: str, user_id: str, session_id: str) -> tuple[str, bool]:
