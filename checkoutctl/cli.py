@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
-from checkoutctl import admin, demo
 from checkoutctl.failures import CtlError
-from checkoutctl.mesh import Mesh, identity_config
-from checkoutctl.targets import TargetError, Targets
-from shop.shipping.v1 import shipping_service_pb2 as shipping_pb
 
 #: Width of the tables when stdout is not a terminal (a pipe, a log, a test), so ids are never folded.
 PIPE_WIDTH = 200
-_METHODS = {"standard": shipping_pb.SHIPPING_METHOD_STANDARD, "express": shipping_pb.SHIPPING_METHOD_EXPRESS}
+#: --method's choices, the ShippingMethod values without their prefix.
+_METHODS = ("express", "standard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,15 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
         "inventory 50052, order 50054). Tokens are signed with AUTH_JWT_KEYS and SERVICE_TOKEN_SECRET, "
         "the development defaults when unset, as the services read them.",
     )
-    mesh = parser.add_argument_group("where the mesh is")
-    mesh.add_argument("--port-base", type=int, help="first service port of the mesh (env DEVSTACK_PORT_BASE; 50050)")
-    for name in ("gateway", "cart", "inventory", "order"):
-        mesh.add_argument(f"--{name}", metavar="HOST:PORT", help=f"the {name} service (env {name.upper()}_TARGET)")
-    mesh.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    _mesh_options(parser)
+    # The same options after the command too (`checkoutctl demo --port-base …`); there they have no
+    # defaults of their own, so they never undo one given before the command.
+    after = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _mesh_options(after)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
         "demo",
+        parents=[after],
         help="run a whole checkout as a demo customer and print each step",
         description="Create a cart as a demo customer, add items from the demo catalogue, start a checkout, "
         "place the order with a sandbox test card and print each step, the quote, the saga and the order. "
@@ -52,12 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--card", default="tok_visa", help="sandbox PSP test token (default tok_visa; tok_decline_generic declines)"
     )
-    run.add_argument("--method", choices=sorted(_METHODS), default="standard", help="shipping method")
+    run.add_argument("--method", choices=_METHODS, default="standard", help="shipping method")
     run.add_argument("--email", default="dana.demo@example.com", help="the customer's e-mail for the order")
     run.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a saga still PLACING (default 30)")
 
     detail = commands.add_parser(
         "show",
+        parents=[after],
         help="a checkout's saga steps with attempts, status, timings and last errors",
         description="Print a checkout (any customer's) and its saga step log through the trusted admin service.",
     )
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stuck = commands.add_parser(
         "failed",
+        parents=[after],
         help="checkouts that need an operator",
         description="List FAILED checkouts, and PLACING ones unchanged for --placing-minutes or more.",
     )
@@ -73,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stuck.add_argument("--limit", type=int, default=200, help="at most this many of each (default 200)")
     return parser
+
+
+def _mesh_options(parser: argparse.ArgumentParser) -> None:
+    mesh = parser.add_argument_group("where the mesh is")
+    mesh.add_argument("--port-base", type=int, help="first service port of the mesh (env DEVSTACK_PORT_BASE; 50050)")
+    for name in ("gateway", "cart", "inventory", "order"):
+        mesh.add_argument(f"--{name}", metavar="HOST:PORT", help=f"the {name} service (env {name.upper()}_TARGET)")
+    mesh.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,6 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(arguments: argparse.Namespace, console: Console) -> int:
+    # Imported here, not at the top, so that `--help` and usage errors answer at once (grpc, the
+    # generated protos and devstack's tables take most of a second to import on a busy machine).
+    from checkoutctl import admin, demo
+    from checkoutctl.mesh import Mesh, identity_config
+    from checkoutctl.targets import TargetError, Targets
+    from shop.shipping.v1 import shipping_service_pb2 as shipping_pb
+
     try:
         targets = Targets.resolve(
             os.environ,
@@ -108,18 +124,12 @@ async def _run(arguments: argparse.Namespace, console: Console) -> int:
         if arguments.command == "demo":
             options = demo.DemoOptions(
                 payment_token=arguments.card,
-                shipping_method=_METHODS[arguments.method],
+                shipping_method=shipping_pb.ShippingMethod.Value(f"SHIPPING_METHOD_{arguments.method.upper()}"),
                 email=arguments.email,
                 wait_seconds=arguments.wait,
             )
             if arguments.user:
-                options = demo.DemoOptions(
-                    user_id=arguments.user,
-                    payment_token=options.payment_token,
-                    shipping_method=options.shipping_method,
-                    email=options.email,
-                    wait_seconds=options.wait_seconds,
-                )
+                options = dataclasses.replace(options, user_id=arguments.user)
             await demo.run_demo(mesh, options, console)
         elif arguments.command == "show":
             await admin.show(mesh, arguments.checkout_id, console)

@@ -167,3 +167,15 @@ def test_the_minted_shopper_token_is_accepted_as_that_customer():
 def test_tokens_are_minted_only_with_shared_secrets():
     with pytest.raises(ValueError, match="HS256"):
         mint_customer_token(identity("RS256"), sub="demo-1")
+
+
+def test_mesh_options_work_before_or_after_the_command_and_after_wins():
+    parser = cli.build_parser()
+
+    before = parser.parse_args(["--port-base", "23050", "show", "chk_1"])
+    after = parser.parse_args(["show", "chk_1", "--port-base", "23050", "--timeout", "3"])
+    both = parser.parse_args(["--port-base", "1", "--gateway", "a:1", "failed", "--port-base", "23050"])
+
+    assert (before.port_base, before.timeout) == (23050, 10.0)
+    assert (after.port_base, after.timeout, after.checkout_id) == (23050, 3.0, "chk_1")
+    assert (both.port_base, both.gateway, both.placing_minutes) == (23050, "a:1", 5)
