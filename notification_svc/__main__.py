@@ -6,10 +6,17 @@ The event consumer and the retry worker run as background workers of every repli
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
-from notification_svc.consumer import ConsumerSettings, Dispatcher, EventConsumer, RetryWorker
+from notification_svc.consumer import (
+    ConsumerSettings,
+    Dispatcher,
+    EventConsumer,
+    RetryWorker,
+    decode_checkout_event,
+)
 from notification_svc.domain import Channel
 from notification_svc.repository import NotificationStatements
 from notification_svc.senders import LogSender, Sender, SmtpSender
@@ -44,13 +51,20 @@ def assemble(settings: NotificationSettings, infrastructure: Infrastructure) -> 
     )
     dispatcher = Dispatcher(work, {Channel.EMAIL: email, Channel.LOG: log_sender}, bus.publisher(), consumer_settings)
     consumer = EventConsumer(work, bus, dispatcher, consumer_settings)
+    checkout_consumer = EventConsumer(
+        work,
+        bus,
+        dispatcher,
+        dataclasses.replace(consumer_settings, topic=settings.checkout_events_stream),
+        decoder=decode_checkout_event,
+    )
     retry = RetryWorker(work, dispatcher, consumer_settings)
     views = NotificationViews(work, PageTokens(settings.common.page_token_secret, purpose="notification.List"))
     return Assembly.of(
         notification_service_pb2_grpc.add_NotificationServiceServicer_to_server,
         NotificationServicer(views),
         SERVICE_NAME,
-        background=[consumer.run, retry.run],
+        background=[consumer.run, checkout_consumer.run, retry.run],
     )
 
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -94,12 +95,27 @@ class Poison(Exception):
 
 @dataclass(frozen=True)
 class Decoded:
+    """An event from either topic, as the inbox and the templates need it."""
+
     delivery: Delivery
-    event: events.OrderEvent
-    event_type: OrderEventType
+    event_id: str
+    #: The OrderEvent payload type (e.g. "OrderConfirmed") or the checkout event's type ("CheckoutExpired").
+    event_type: str
+    order_id: str | None
+    checkout_id: str | None
+    sequence: int
+    user_id: str
+    email: str
+    #: The template it is rendered with, or None when it sends nothing.
+    template: str | None
+    values: Mapping[str, str]
+
+
+Decoder = Callable[[Delivery], Decoded]
 
 
 def decode(delivery: Delivery) -> Decoded:
+    """An OrderEvent (protobuf) from the order event topic."""
     try:
         event = events.OrderEvent.FromString(delivery.message.value)
     except DecodeError as error:
@@ -112,7 +128,44 @@ def decode(delivery: Delivery) -> Decoded:
         event_type = OrderEventType(type_name)
     except ValueError:
         raise Poison(f"unknown order event type {type_name}") from None
-    return Decoded(delivery, event, event_type)
+    return Decoded(
+        delivery=delivery,
+        event_id=event.event_id,
+        event_type=event_type.value,
+        order_id=event.order_id,
+        checkout_id=None,
+        sequence=max(1, event.sequence),
+        user_id=event.order.user_id,
+        email=event.order.customer_email,
+        template=domain.template_for(event_type),
+        values=values_of(event),
+    )
+
+
+def decode_checkout_event(delivery: Delivery) -> Decoded:
+    """A checkout event (JSON, written by the gateway's relay) from the checkout event topic."""
+    try:
+        document = json.loads(delivery.message.value)
+        assert isinstance(document, dict)
+        event_id, event_type = str(document["eventId"]), str(document["eventType"])
+        checkout_id, user_id = str(document["checkoutId"]), str(document.get("userId", ""))
+    except (ValueError, AssertionError, KeyError, TypeError) as error:
+        raise Poison(f"undecodable checkout event: {error!r}") from None
+    template = domain.CHECKOUT_TEMPLATES.get(event_type)
+    if event_type not in domain.CHECKOUT_TEMPLATES:
+        raise Poison(f"unknown checkout event type {event_type}")
+    return Decoded(
+        delivery=delivery,
+        event_id=event_id,
+        event_type=event_type,
+        order_id=None,
+        checkout_id=checkout_id,
+        sequence=1,
+        user_id=user_id,
+        email=str(document.get("customerEmail", "")),
+        template=template,
+        values={"checkout_id": checkout_id, "cart_id": str(document.get("cartId", ""))},
+    )
 
 
 class Dispatcher:
@@ -165,7 +218,7 @@ class Dispatcher:
                 s.dead_letter_topic,
                 [
                     BusMessage(
-                        key=notification.order_id,
+                        key=notification.order_id or notification.checkout_id or "",
                         type=event_type,
                         value=payload,
                         headers=(
@@ -206,11 +259,14 @@ class EventConsumer:
         bus: EventBus,
         dispatcher: Dispatcher,
         settings: ConsumerSettings,
+        *,
+        decoder: Decoder = decode,
     ) -> None:
         self._work = work
         self._bus = bus
         self._dispatcher = dispatcher
         self._settings = settings
+        self._decode = decoder
         self._consumer: Consumer | None = None
 
     async def run(self) -> None:
@@ -240,11 +296,11 @@ class EventConsumer:
         good: list[Decoded] = []
         for delivery in deliveries:
             try:
-                good.append(decode(delivery))
+                good.append(self._decode(delivery))
             except Poison as poison:
                 await self._dispatcher.dead_letter_poison(delivery, str(poison))
-        unique = list({item.event.event_id: item for item in good}.values())  # a batch may hold a redelivery
-        rendered = {item.event.event_id: render(item) for item in unique}
+        unique = list({item.event_id: item for item in good}.values())  # a batch may hold a redelivery
+        rendered = {item.event_id: render(item) for item in unique}
         created = await self._work.run(lambda tx: self._record(tx, unique, rendered), retry_duplicates=True)
         await self._consumer.ack(deliveries)
         await self._dispatcher.attempt_all(created)
@@ -257,10 +313,11 @@ class EventConsumer:
         new = await tx.record_events(
             [
                 InboxEntry(
-                    event_id=item.event.event_id,
-                    order_id=item.event.order_id,
-                    sequence=max(1, item.event.sequence),
-                    event_type=item.event_type.value,
+                    event_id=item.event_id,
+                    order_id=item.order_id,
+                    checkout_id=item.checkout_id,
+                    sequence=item.sequence,
+                    event_type=item.event_type,
                     entry_id=item.delivery.id,
                     payload=item.delivery.message.value,
                 )
@@ -273,25 +330,23 @@ class EventConsumer:
 
 def render(item: Decoded) -> NewNotification | None:
     """The notification an event becomes, or None (no template for it, or it cannot be rendered)."""
-    template = domain.template_for(item.event_type)
-    if template is None:
+    if item.template is None:
         return None
-    event = item.event
-    email = event.order.customer_email
-    channel = domain.channel_for(email)
+    channel = domain.channel_for(item.email)
     try:
-        subject, body = templates.render(template, values_of(event))
+        subject, body = templates.render(item.template, item.values)
     except KeyError as error:  # a template without its value: recorded in the inbox, not sent
-        log.error("event %s cannot be rendered with %s: %s", event.event_id, template, error)
+        log.error("event %s cannot be rendered with %s: %s", item.event_id, item.template, error)
         return None
     return NewNotification(
-        notification_id=notification_id(event.event_id, channel),
-        event_id=event.event_id,
-        user_id=event.order.user_id,
-        order_id=event.order_id,
+        notification_id=notification_id(item.event_id, channel),
+        event_id=item.event_id,
+        user_id=item.user_id,
+        order_id=item.order_id,
+        checkout_id=item.checkout_id,
         channel=channel,
-        template=template,
-        recipient=email.strip() if channel is Channel.EMAIL else "",
+        template=item.template,
+        recipient=item.email.strip() if channel is Channel.EMAIL else "",
         subject=subject,
         body=body,
     )

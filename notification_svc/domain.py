@@ -13,6 +13,8 @@ Templates by event (the stream entry's "type"):
     OrderPaymentVoided, OrderRestocked → none: the cancellation message already told the customer the
                       hold on their card goes away; stock coming back is not their concern
 
+The gateway's checkout events (JSON on GATEWAY_EVENTS_STREAM): CheckoutExpired → reservation_expired.
+
 An event with no template is still recorded in the inbox (so it is acknowledged once), just not sent.
 """
 
@@ -45,6 +47,10 @@ TEMPLATES: Mapping[OrderEventType, str | None] = {
     OrderEventType.PAYMENT_VOIDED: None,
     OrderEventType.RESTOCKED: None,
 }
+
+
+#: The gateway's checkout events (JSON on the checkout event topic) and their templates.
+CHECKOUT_TEMPLATES: Mapping[str, str | None] = {"CheckoutExpired": "reservation_expired"}
 
 
 def template_for(event_type: OrderEventType) -> str | None:

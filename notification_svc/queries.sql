@@ -1,19 +1,20 @@
 -- name: record_events
 -- The inbox, for a batch: records each order event once; returns the ids that were new (the others were
 -- handled before: redeliveries).
-INSERT INTO notification.processed_events (event_id, order_id, sequence, event_type, stream_entry_id, payload)
-SELECT * FROM unnest(%(event_ids)s::text[], %(order_ids)s::text[], %(sequences)s::bigint[], %(event_types)s::text[],
-                     %(entry_ids)s::text[], %(payloads)s::bytea[])
+INSERT INTO notification.processed_events (event_id, order_id, checkout_id, sequence, event_type, stream_entry_id,
+                                           payload)
+SELECT * FROM unnest(%(event_ids)s::text[], %(order_ids)s::text[], %(checkout_ids)s::text[], %(sequences)s::bigint[],
+                     %(event_types)s::text[], %(entry_ids)s::text[], %(payloads)s::bytea[])
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 
 -- name: insert_notifications
 -- Rendered notifications, PENDING their first attempt.
-INSERT INTO notification.notifications (notification_id, event_id, user_id, order_id, channel, template, recipient,
-                                        subject, body)
+INSERT INTO notification.notifications (notification_id, event_id, user_id, order_id, checkout_id, channel, template,
+                                        recipient, subject, body)
 SELECT * FROM unnest(%(notification_ids)s::text[], %(event_ids)s::text[], %(user_ids)s::text[], %(order_ids)s::text[],
-                     %(channels)s::text[], %(templates)s::text[], %(recipients)s::text[], %(subjects)s::text[],
-                     %(bodies)s::text[])
+                     %(checkout_ids)s::text[], %(channels)s::text[], %(templates)s::text[], %(recipients)s::text[],
+                     %(subjects)s::text[], %(bodies)s::text[])
 ON CONFLICT (event_id, channel) DO NOTHING
 RETURNING *
 

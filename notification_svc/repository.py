@@ -16,7 +16,9 @@ class Notification:
     notification_id: str
     event_id: str
     user_id: str
-    order_id: str
+    #: The order it is about, or None for a checkout's notification (then checkout_id is set).
+    order_id: str | None
+    checkout_id: str | None
     channel: Channel
     template: str
     recipient: str
@@ -34,7 +36,8 @@ class Notification:
 @dataclass(frozen=True)
 class InboxEntry:
     event_id: str
-    order_id: str
+    order_id: str | None
+    checkout_id: str | None
     sequence: int
     event_type: str
     #: Where the event was read from the bus (Redis entry id or Kafka "<partition>-<offset>").
@@ -47,7 +50,8 @@ class NewNotification:
     notification_id: str
     event_id: str
     user_id: str
-    order_id: str
+    order_id: str | None
+    checkout_id: str | None
     channel: Channel
     template: str
     recipient: str
@@ -61,6 +65,7 @@ def _notification(row: Row) -> Notification:
         event_id=row["event_id"],
         user_id=row["user_id"],
         order_id=row["order_id"],
+        checkout_id=row["checkout_id"],
         channel=Channel(row["channel"]),
         template=row["template"],
         recipient=row["recipient"],
@@ -88,6 +93,7 @@ class NotificationStatements(Statements):
             {
                 "event_ids": [e.event_id for e in received],
                 "order_ids": [e.order_id for e in received],
+                "checkout_ids": [e.checkout_id for e in received],
                 "sequences": [e.sequence for e in received],
                 "event_types": [e.event_type for e in received],
                 "entry_ids": [e.entry_id for e in received],
@@ -106,6 +112,7 @@ class NotificationStatements(Statements):
                 "event_ids": [n.event_id for n in new],
                 "user_ids": [n.user_id for n in new],
                 "order_ids": [n.order_id for n in new],
+                "checkout_ids": [n.checkout_id for n in new],
                 "channels": [n.channel.value for n in new],
                 "templates": [n.template for n in new],
                 "recipients": [n.recipient for n in new],

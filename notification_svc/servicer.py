@@ -44,7 +44,8 @@ def _out(n: Notification) -> pb.Notification:
     return pb.Notification(
         notification_id=n.notification_id,
         user_id=n.user_id,
-        order_id=n.order_id,
+        order_id=n.order_id or "",
+        checkout_id=n.checkout_id or "",
         event_id=n.event_id,
         channel=_CHANNEL[n.channel],
         template=n.template,

@@ -20,7 +20,9 @@ class NotificationSettings:
     common: CommonSettings
     #: ORDER_EVENTS_STREAM: the topic (Redis stream under REDIS_KEY_PREFIX, or Kafka topic) of OrderEvents.
     events_stream: str
-    #: NOTIFICATION_CONSUMER_GROUP: the consumer group this service reads the topic with.
+    #: GATEWAY_EVENTS_STREAM: the topic of the gateway's checkout events (CheckoutExpired).
+    checkout_events_stream: str
+    #: NOTIFICATION_CONSUMER_GROUP: the consumer group this service reads the topics with.
     consumer_group: str
     #: NOTIFICATION_CONSUMER_NAME: this replica's name in the group (default: host name and process id).
     consumer_name: str
@@ -46,6 +48,9 @@ class NotificationSettings:
         return cls(
             common=CommonSettings.from_env(env, service_name="notification", default_port=DEFAULT_PORT),
             events_stream=env.text("ORDER_EVENTS_STREAM", "shop.order.v1.events", pattern=STREAM_NAME_PATTERN),
+            checkout_events_stream=env.text(
+                "GATEWAY_EVENTS_STREAM", "shop.gateway.v1.events", pattern=STREAM_NAME_PATTERN
+            ),
             consumer_group=env.text("NOTIFICATION_CONSUMER_GROUP", "notification", pattern=STREAM_NAME_PATTERN),
             consumer_name=env.text(
                 "NOTIFICATION_CONSUMER_NAME", f"{socket.gethostname()}-{os.getpid()}"[:128], pattern=r".{1,128}"

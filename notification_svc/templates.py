@@ -36,6 +36,11 @@ TEMPLATES: Mapping[str, Template] = {
         body="Your order was cancelled ({reason}).\n\nAny payment is given back to you: a refund follows for money "
         "already taken, and a hold on your card is released.",
     ),
+    "reservation_expired": Template(
+        subject="Your checkout {checkout_id} expired",
+        body="We held the items of your checkout for you, but the time ran out and they went back on the shelf. "
+        "Your cart is still there: check out again whenever you are ready.",
+    ),
     "order_refunded": Template(
         subject="Your refund for order {order_id} was issued",
         body="We issued a refund of {refund_amount} for order {order_id} (reference {refund_id}). "

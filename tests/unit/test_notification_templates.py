@@ -56,7 +56,7 @@ def test_a_template_missing_a_value_is_refused():
 
 
 def test_every_template_named_by_the_domain_exists():
-    named = {name for name in domain.TEMPLATES.values() if name is not None}
+    named = {name for name in [*domain.TEMPLATES.values(), *domain.CHECKOUT_TEMPLATES.values()] if name is not None}
     assert named == set(templates.TEMPLATES)
 
 
@@ -75,4 +75,24 @@ def test_undecodable_or_empty_events_are_poison():
         decode(_delivery(b"\xff\xfe garbage"))
     with pytest.raises(Poison):
         decode(_delivery(events.OrderEvent(event_id="ev-1").SerializeToString()))
-    assert decode(_delivery(event("order_confirmed").SerializeToString())).event.event_id == "ev-1"
+    assert decode(_delivery(event("order_confirmed").SerializeToString())).event_id == "ev-1"
+
+
+def test_checkout_events_are_read_as_the_gateway_writes_them_and_garbage_is_poison():
+    import json
+
+    from notification_svc.consumer import decode_checkout_event
+
+    value = json.dumps(
+        {"eventId": "c1:expired", "eventType": "CheckoutExpired", "checkoutId": "c1", "userId": "u1", "cartId": "k"}
+    ).encode()
+    decoded = decode_checkout_event(_delivery(value))
+    assert (decoded.event_id, decoded.checkout_id, decoded.order_id, decoded.template) == (
+        "c1:expired",
+        "c1",
+        None,
+        "reservation_expired",
+    )
+    for bad in (b"not json", b"[]", json.dumps({"eventId": "x", "eventType": "Nope", "checkoutId": "c"}).encode()):
+        with pytest.raises(Poison):
+            decode_checkout_event(_delivery(bad))

@@ -4,6 +4,7 @@ port), retries while it is down, dead-lettering after the last attempt, template
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from email import message_from_bytes
@@ -251,3 +252,45 @@ async def test_list_notifications_is_scoped_to_the_customer_and_refuses_bad_inpu
             assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and set(failure.field_violations) == fields
         session = await stub.ListNotifications(pb.ListNotificationsRequest(order_id="ord-0"), metadata=as_session("s"))
         assert list(session.notifications) == []
+
+
+async def test_the_gateways_checkout_expired_event_tells_the_customer_once(start_service, event_bus, smtp):
+    smtp.start()
+    service = await start_service(SPEC, NOTIFICATION_SENDER="smtp", SMTP_PORT=str(smtp.port))
+    # As the gateway's relay writes it (gateway/relay.py): JSON, keyed by the checkout.
+    value = json.dumps(
+        {
+            "eventId": "chk-9:expired",
+            "eventType": "CheckoutExpired",
+            "checkoutId": "chk-9",
+            "userId": "u1",
+            "customerEmail": "hana@example.com",
+            "cartId": "cart-1",
+        }
+    ).encode()
+    publisher = event_bus.publisher()
+    message = BusMessage(key="chk-9", type="CheckoutExpired", value=value)
+    await publisher.publish("shop.gateway.v1.events", [message, message])
+
+    async def sent() -> bool:
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            stub = pb_grpc.NotificationServiceStub(channel)
+            found = (
+                await stub.ListNotifications(pb.ListNotificationsRequest(user_id="u1"), metadata=as_customer("u1"))
+            ).notifications
+            return len(found) == 1 and found[0].status == pb.NOTIFICATION_STATUS_SENT
+
+    assert await eventually(sent)
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = pb_grpc.NotificationServiceStub(channel)
+        [notification] = (
+            await stub.ListNotifications(pb.ListNotificationsRequest(user_id="u1"), metadata=as_customer("u1"))
+        ).notifications
+    assert (notification.template, notification.checkout_id, notification.order_id) == (
+        "reservation_expired",
+        "chk-9",
+        "",
+    )
+    await asyncio.sleep(0.5)
+    assert [recipients for recipients, _ in smtp.inbox.messages] == [["hana@example.com"]]
+    assert message_from_bytes(smtp.inbox.messages[0][1])["Subject"] == "Your checkout chk-9 expired"

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/shop/notification/v1/notification_service.proto\x12\x14shop.notification.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x04\n\x0cNotification\x12\x1d\n\x0fnotification_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65vent_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12@\n\x07\x63hannel\x18\x05 \x01(\x0e\x32).shop.notification.v1.NotificationChannelB\x04\xe2\x41\x01\x03\x12\x16\n\x08template\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\trecipient\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07subject\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12>\n\x06status\x18\t \x01(\x0e\x32(.shop.notification.v1.NotificationStatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nlast_error\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\tsend_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12;\n\x11next_attempt_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"r\n\x18ListNotificationsRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08order_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06\x66ilter\"o\n\x19ListNotificationsResponse\x12\x39\n\rnotifications\x18\x01 \x03(\x0b\x32\".shop.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\x13NotificationChannel\x12$\n NOTIFICATION_CHANNEL_UNSPECIFIED\x10\x00\x12\x1e\n\x1aNOTIFICATION_CHANNEL_EMAIL\x10\x01\x12\x1c\n\x18NOTIFICATION_CHANNEL_LOG\x10\x02*\xbf\x01\n\x12NotificationStatus\x12#\n\x1fNOTIFICATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNOTIFICATION_STATUS_PENDING\x10\x01\x12\x1c\n\x18NOTIFICATION_STATUS_SENT\x10\x02\x12\x1e\n\x1aNOTIFICATION_STATUS_FAILED\x10\x03\x12%\n!NOTIFICATION_STATUS_DEAD_LETTERED\x10\x04\x32\x8b\x01\n\x13NotificationService\x12t\n\x11ListNotifications\x12..shop.notification.v1.ListNotificationsRequest\x1a/.shop.notification.v1.ListNotificationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/shop/notification/v1/notification_service.proto\x12\x14shop.notification.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x04\n\x0cNotification\x12\x1d\n\x0fnotification_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08order_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63heckout_id\x18\x10 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65vent_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12@\n\x07\x63hannel\x18\x05 \x01(\x0e\x32).shop.notification.v1.NotificationChannelB\x04\xe2\x41\x01\x03\x12\x16\n\x08template\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\trecipient\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07subject\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12>\n\x06status\x18\t \x01(\x0e\x32(.shop.notification.v1.NotificationStatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\n \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nlast_error\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x33\n\tsend_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12;\n\x11next_attempt_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"r\n\x18ListNotificationsRequest\x12\x11\n\x07user_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08order_id\x18\x02 \x01(\tH\x00\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\tB\x08\n\x06\x66ilter\"o\n\x19ListNotificationsResponse\x12\x39\n\rnotifications\x18\x01 \x03(\x0b\x32\".shop.notification.v1.Notification\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*y\n\x13NotificationChannel\x12$\n NOTIFICATION_CHANNEL_UNSPECIFIED\x10\x00\x12\x1e\n\x1aNOTIFICATION_CHANNEL_EMAIL\x10\x01\x12\x1c\n\x18NOTIFICATION_CHANNEL_LOG\x10\x02*\xbf\x01\n\x12NotificationStatus\x12#\n\x1fNOTIFICATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNOTIFICATION_STATUS_PENDING\x10\x01\x12\x1c\n\x18NOTIFICATION_STATUS_SENT\x10\x02\x12\x1e\n\x1aNOTIFICATION_STATUS_FAILED\x10\x03\x12%\n!NOTIFICATION_STATUS_DEAD_LETTERED\x10\x04\x32\x8b\x01\n\x13NotificationService\x12t\n\x11ListNotifications\x12..shop.notification.v1.ListNotificationsRequest\x1a/.shop.notification.v1.ListNotificationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFICATION'].fields_by_name['user_id']._serialized_options = b'\342A\001\003'
   _globals['_NOTIFICATION'].fields_by_name['order_id']._loaded_options = None
   _globals['_NOTIFICATION'].fields_by_name['order_id']._serialized_options = b'\342A\001\003'
+  _globals['_NOTIFICATION'].fields_by_name['checkout_id']._loaded_options = None
+  _globals['_NOTIFICATION'].fields_by_name['checkout_id']._serialized_options = b'\342A\001\003'
   _globals['_NOTIFICATION'].fields_by_name['event_id']._loaded_options = None
   _globals['_NOTIFICATION'].fields_by_name['event_id']._serialized_options = b'\342A\001\003'
   _globals['_NOTIFICATION'].fields_by_name['channel']._loaded_options = None
@@ -63,16 +65,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NOTIFICATION'].fields_by_name['send_time']._serialized_options = b'\342A\001\003'
   _globals['_NOTIFICATION'].fields_by_name['next_attempt_time']._loaded_options = None
   _globals['_NOTIFICATION'].fields_by_name['next_attempt_time']._serialized_options = b'\342A\001\003'
-  _globals['_NOTIFICATIONCHANNEL']._serialized_start=963
-  _globals['_NOTIFICATIONCHANNEL']._serialized_end=1084
-  _globals['_NOTIFICATIONSTATUS']._serialized_start=1087
-  _globals['_NOTIFICATIONSTATUS']._serialized_end=1278
+  _globals['_NOTIFICATIONCHANNEL']._serialized_start=990
+  _globals['_NOTIFICATIONCHANNEL']._serialized_end=1111
+  _globals['_NOTIFICATIONSTATUS']._serialized_start=1114
+  _globals['_NOTIFICATIONSTATUS']._serialized_end=1305
   _globals['_NOTIFICATION']._serialized_start=140
-  _globals['_NOTIFICATION']._serialized_end=732
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=734
-  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=848
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=850
-  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=961
-  _globals['_NOTIFICATIONSERVICE']._serialized_start=1281
-  _globals['_NOTIFICATIONSERVICE']._serialized_end=1420
+  _globals['_NOTIFICATION']._serialized_end=759
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_start=761
+  _globals['_LISTNOTIFICATIONSREQUEST']._serialized_end=875
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_start=877
+  _globals['_LISTNOTIFICATIONSRESPONSE']._serialized_end=988
+  _globals['_NOTIFICATIONSERVICE']._serialized_start=1308
+  _globals['_NOTIFICATIONSERVICE']._serialized_end=1447
 # @@protoc_insertion_point(module_scope)

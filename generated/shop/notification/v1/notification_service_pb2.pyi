@@ -91,6 +91,7 @@ class Notification(_message.Message):
     NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     ORDER_ID_FIELD_NUMBER: _builtins.int
+    CHECKOUT_ID_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
@@ -110,15 +111,24 @@ class Notification(_message.Message):
     user_id: _builtins.str
     """Output only. The customer."""
     order_id: _builtins.str
-    """Output only. The order the notification is about."""
+    """Output only. The order the notification is about; empty for a checkout's
+    notification (see checkout_id).
+    """
+    checkout_id: _builtins.str
+    """Output only. The checkout a notification is about when it concerns no
+    order (the gateway's CheckoutExpired: "your reservation expired"); empty
+    otherwise.
+    """
     event_id: _builtins.str
-    """Output only. The order event that caused it (OrderEvent.event_id); one
-    notification per event and channel.
+    """Output only. The event that caused it (OrderEvent.event_id, or the checkout
+    event's eventId); one notification per event and channel.
     """
     channel: Global___NotificationChannel.ValueType
     """Output only. How it is sent."""
     template: _builtins.str
-    """Output only. Template name, e.g. "order_confirmed", "order_shipped"."""
+    """Output only. Template name, e.g. "order_confirmed", "order_shipped",
+    "order_refunded", "reservation_expired".
+    """
     recipient: _builtins.str
     """Output only. Recipient: the order's customer_email for EMAIL; empty for
     LOG.
@@ -157,6 +167,7 @@ class Notification(_message.Message):
         notification_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
         order_id: _builtins.str = ...,
+        checkout_id: _builtins.str = ...,
         event_id: _builtins.str = ...,
         channel: Global___NotificationChannel.ValueType = ...,
         template: _builtins.str = ...,
@@ -172,7 +183,7 @@ class Notification(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "next_attempt_time", b"next_attempt_time", "send_time", b"send_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel", b"channel", "create_time", b"create_time", "event_id", b"event_id", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "notification_id", b"notification_id", "order_id", b"order_id", "recipient", b"recipient", "send_time", b"send_time", "status", b"status", "subject", b"subject", "template", b"template", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel", b"channel", "checkout_id", b"checkout_id", "create_time", b"create_time", "event_id", b"event_id", "last_error", b"last_error", "next_attempt_time", b"next_attempt_time", "notification_id", b"notification_id", "order_id", b"order_id", "recipient", b"recipient", "send_time", b"send_time", "status", b"status", "subject", b"subject", "template", b"template", "update_time", b"update_time", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class NotificationServiceStub:
-    """Customer notifications about orders. The service consumes the order event
-    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    """Customer notifications about orders and checkouts. The service consumes the
+    gateway's checkout event topic ("shop.gateway.v1.events": CheckoutExpired)
+    and the order event topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
     EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
@@ -74,8 +75,9 @@ class NotificationServiceStub:
 
 
 class NotificationServiceServicer:
-    """Customer notifications about orders. The service consumes the order event
-    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    """Customer notifications about orders and checkouts. The service consumes the
+    gateway's checkout event topic ("shop.gateway.v1.events": CheckoutExpired)
+    and the order event topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
     EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
@@ -144,8 +146,9 @@ def add_NotificationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class NotificationService:
-    """Customer notifications about orders. The service consumes the order event
-    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    """Customer notifications about orders and checkouts. The service consumes the
+    gateway's checkout event topic ("shop.gateway.v1.events": CheckoutExpired)
+    and the order event topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
     EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has

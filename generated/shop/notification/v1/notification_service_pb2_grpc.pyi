@@ -27,8 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class NotificationServiceStub:
-    """Customer notifications about orders. The service consumes the order event
-    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    """Customer notifications about orders and checkouts. The service consumes the
+    gateway's checkout event topic ("shop.gateway.v1.events": CheckoutExpired)
+    and the order event topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
     EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
@@ -83,8 +84,9 @@ class NotificationServiceStub:
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
-    """Customer notifications about orders. The service consumes the order event
-    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    """Customer notifications about orders and checkouts. The service consumes the
+    gateway's checkout event topic ("shop.gateway.v1.events": CheckoutExpired)
+    and the order event topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
     EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
@@ -135,8 +137,9 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Customer notifications about orders. The service consumes the order event
-    topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
+    """Customer notifications about orders and checkouts. The service consumes the
+    gateway's checkout event topic ("shop.gateway.v1.events": CheckoutExpired)
+    and the order event topic ("shop.order.v1.events": a Redis stream by default, a Kafka topic when
     EVENT_BUS=kafka; consumer group "notification") and, for each
     event not yet in its inbox (deduplicated on the event's event_id), renders a
     template and sends it through a channel: e-mail over SMTP when the order has
