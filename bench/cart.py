@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -65,6 +65,11 @@ class Result:
     latencies: list[float]
     seconds: float
     redis_per_call: float | None = None
+    #: CPU seconds each serving process ("cart", "inventory", "echo") used during the phase.
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def cpu_us_per_call(self, process: str) -> float:
+        return self.cpu.get(process, 0.0) / max(1, len(self.latencies)) * 1e6
 
     @property
     def rate(self) -> float:
@@ -119,7 +124,22 @@ async def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout:
     raise RuntimeError(f"{address} did not become SERVING within {timeout} s")
 
 
-async def _drive(phase: str, clients: int, seconds: float, operation: Callable[[int, int], Awaitable[None]]) -> Result:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _drive(
+    phase: str,
+    clients: int,
+    seconds: float,
+    operation: Callable[[int, int], Awaitable[None]],
+    pids: dict[str, int] | None = None,
+) -> Result:
+    pids = pids or {}
+    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
     latencies: list[float] = []
     stop = time.monotonic() + seconds
 
@@ -133,7 +153,9 @@ async def _drive(phase: str, clients: int, seconds: float, operation: Callable[[
 
     started = time.monotonic()
     await asyncio.gather(*(client(index) for index in range(clients)))
-    return Result(phase, latencies, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    return Result(phase, latencies, elapsed, cpu=cpu)
 
 
 async def _script_calls(client: redis.Redis) -> int:
@@ -183,6 +205,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
             )
         )
         processes.append(subprocess.Popen([sys.executable, "-m", "bench.cart", "echo-server", str(ports["echo"])]))
+        pids = {"inventory": processes[0].pid, "cart": processes[1].pid, "echo": processes[2].pid}
         await _wait_serving(addresses["inventory"], processes[0])
         await _wait_serving(addresses["cart"], processes[1])
         print(f"inventory {addresses['inventory']}, cart {addresses['cart']}, echo {addresses['echo']}")
@@ -219,7 +242,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
             await echo(payload, wait_for_ready=True, timeout=30)  # the echo process may still be starting
             for _ in range(100):  # warm up the channel
                 await echo(payload)
-            results["echo"] = await _drive("echo", clients, seconds, echo_once)
+            results["echo"] = await _drive("echo", clients, seconds, echo_once, pids)
             print(f"  echo: {results['echo'].rate:,.0f}/s", flush=True)
 
             # the inventory call each cart call makes, alone
@@ -228,7 +251,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
             async def batch_once(client: int, sequence: int) -> None:
                 await inventory.BatchGetProducts(batch_request)
 
-            results["batch-get"] = await _drive("batch-get", clients, seconds, batch_once)
+            results["batch-get"] = await _drive("batch-get", clients, seconds, batch_once, pids)
             print(f"  batch-get: {results['batch-get'].rate:,.0f}/s", flush=True)
 
             # AddItem
@@ -252,7 +275,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
                 for sequence in range(len(SKUS)):
                     await add_once(client, sequence + 10_000_000)
             before = await _script_calls(monitor)
-            results["add-item"] = await _drive("add-item", clients, seconds, add_once)
+            results["add-item"] = await _drive("add-item", clients, seconds, add_once, pids)
             calls = len(results["add-item"].latencies)
             results["add-item"].redis_per_call = (await _script_calls(monitor) - before) / calls
             print(f"  add-item: {results['add-item'].rate:,.0f}/s", flush=True)
@@ -268,7 +291,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
                 await cart.GetCart(pb.GetCartRequest(cart_id=cart_id), metadata=metadata)
 
             before = await _script_calls(monitor)
-            results["get-cart"] = await _drive("get-cart", clients, seconds, get_once)
+            results["get-cart"] = await _drive("get-cart", clients, seconds, get_once, pids)
             calls = len(results["get-cart"].latencies)
             results["get-cart"].redis_per_call = (await _script_calls(monitor) - before) / calls
             print(f"  get-cart: {results['get-cart'].rate:,.0f}/s", flush=True)
@@ -292,14 +315,24 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
 def report(results: dict[str, Result], clients: int) -> None:
     floor = results["echo"].rate
     print(f"\n{clients} concurrent clients")
-    print(f"{'phase':<10} {'ops':>8} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/echo':>7} {'redis/op':>9}")
+    print(
+        f"{'phase':<10} {'ops':>8} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/echo':>7} {'redis/op':>9}"
+        f" {'CPU us/op: server':>18} {'cart':>6} {'inv':>6}"
+    )
+    serving = {"echo": "echo", "batch-get": "inventory", "add-item": "cart", "get-cart": "cart"}
     for phase in PHASES:
         result = results[phase]
         scripts = f"{result.redis_per_call:.2f}" if result.redis_per_call is not None else "-"
         print(
             f"{phase:<10} {len(result.latencies):>8} {result.rate:>9,.0f} {result.percentile_ms(0.5):>8.2f}"
             f" {result.percentile_ms(0.99):>8.2f} {result.rate / floor:>7.2f} {scripts:>9}"
+            f" {result.cpu_us_per_call(serving[phase]):>18,.0f} {result.cpu_us_per_call('cart'):>6,.0f}"
+            f" {result.cpu_us_per_call('inventory'):>6,.0f}"
         )
+    print(
+        "CPU us/op: CPU time the serving process (echo server, inventory, cart) spent per call during the phase;"
+        " a CPU-bound server's rate is about 1e6 / that (on a free core)"
+    )
     print(f"BatchGetProducts(20) alone (what a price cache miss costs): {results['batch-get'].rate / floor:.2f}")
     print(f"load average (1, 5, 15 min): {' '.join(f'{value:.2f}' for value in os.getloadavg())}")
     print(
