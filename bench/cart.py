@@ -5,6 +5,8 @@ pricing from it, and a bare grpc.aio echo server; then, from one client event lo
 installed) with `--clients` concurrent clients for `--seconds` each, runs three phases:
 
 1. echo: a unary call the echo server answers with its request (the floor: a gRPC round trip, no work).
+   Then cart-health: Health/Check on the cart process, i.e. its server stack (the runtime's interceptors
+   and tracing span, but not the token check, which health calls skip) with no work.
 2. add-item: AddItem of one unit, a new idempotency key each call, each client on its own customer's
    cart (20 SKUs in rotation, so the cart grows to 20 lines and its lines fill towards 99 units).
 3. get-cart: GetCart of a cart holding 20 lines, each client its own customer's cart.
@@ -38,7 +40,7 @@ import grpc
 import jwt
 import psycopg
 import redis.asyncio as redis
-from grpc_health.v1 import health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from cart_svc.__main__ import SPEC as CART
@@ -56,7 +58,7 @@ from shop.type.v1 import money_pb2
 
 SKUS = [f"BENCH-{index:02d}" for index in range(20)]
 ECHO_METHOD = "/bench.Echo/Echo"
-PHASES = ("echo", "batch-get", "add-item", "get-cart")
+PHASES = ("echo", "cart-health", "batch-get", "add-item", "get-cart")
 
 
 @dataclass
@@ -245,7 +247,17 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
             results["echo"] = await _drive("echo", clients, seconds, echo_once, pids)
             print(f"  echo: {results['echo'].rate:,.0f}/s", flush=True)
 
-            # the inventory call each cart call makes, alone
+            # the cart process's own server stack (interceptors, tracing span) with no work: Health/Check
+            cart_health: Any = health_pb2_grpc.HealthStub(cart_channel)  # the stub is untyped
+            health_request = health_pb2.HealthCheckRequest(service="")
+
+            async def health_once(client: int, sequence: int) -> None:
+                await cart_health.Check(health_request)
+
+            results["cart-health"] = await _drive("cart-health", clients, seconds, health_once, pids)
+            print(f"  cart-health: {results['cart-health'].rate:,.0f}/s", flush=True)
+
+            # the inventory call a cart call makes when its price cache misses, alone
             batch_request = inventory_pb.BatchGetProductsRequest(skus=SKUS)
 
             async def batch_once(client: int, sequence: int) -> None:
@@ -319,7 +331,7 @@ def report(results: dict[str, Result], clients: int) -> None:
         f"{'phase':<10} {'ops':>8} {'rate/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/echo':>7} {'redis/op':>9}"
         f" {'CPU us/op: server':>18} {'cart':>6} {'inv':>6}"
     )
-    serving = {"echo": "echo", "batch-get": "inventory", "add-item": "cart", "get-cart": "cart"}
+    serving = {"echo": "echo", "cart-health": "cart", "batch-get": "inventory", "add-item": "cart", "get-cart": "cart"}
     for phase in PHASES:
         result = results[phase]
         scripts = f"{result.redis_per_call:.2f}" if result.redis_per_call is not None else "-"
