@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from bench import cart, events, payment, reserve_hot_sku
+from bench import cart, checkout, events, payment, reserve_hot_sku
 
 BENCHMARKS: dict[str, ModuleType] = {
     "cart": cart,
+    "checkout": checkout,
     "events": events,
     "payment": payment,
     "reserve-hot-sku": reserve_hot_sku,
