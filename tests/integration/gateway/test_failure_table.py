@@ -52,6 +52,14 @@ async def test_a_lapsed_reservation_ends_the_checkout_expired_with_nothing_charg
             break
         await asyncio.sleep(0.1)
     assert published["published_at"] is not None
+    for _ in range(100):  # and the notification service turns it into a message for the shopper
+        sent = await gateway.rows(
+            "SELECT template, status FROM notification.notifications WHERE checkout_id = %s", checkout_id
+        )
+        if sent and sent[0]["status"] == "sent":
+            break
+        await asyncio.sleep(0.1)
+    assert [row["status"] for row in sent] == ["sent"], sent
 
 
 async def test_a_cart_changed_since_the_quote_is_refused_before_anything_is_charged(gateway: Shop):
