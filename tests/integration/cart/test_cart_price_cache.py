@@ -12,7 +12,9 @@ import grpc
 import pytest
 
 from cart_svc.__main__ import SPEC as CART
+from cart_svc.catalogue import Catalogue, PriceCache
 from inventory_svc.__main__ import SPEC as INVENTORY
+from service_runtime.server import RunningService
 from service_runtime.spec import Assembly, Infrastructure
 from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
@@ -71,6 +73,8 @@ class Counted:
     cart: pb_grpc.CartServiceAsyncStub
     #: The SKUs of every BatchGetProducts the inventory served, in order.
     calls: list[list[str]]
+    cart_service: RunningService
+    inventory_address: str
 
 
 @pytest.fixture
@@ -102,7 +106,7 @@ async def counted(start_service, cache_ttl: str) -> AsyncIterator[Counted]:
         for index in range(3):
             await add_product(inventory, f"SKU-{index}", price_minor=1000 + index)
         calls.clear()
-        yield Counted(inventory, pb_grpc.CartServiceStub(cart_channel), calls)
+        yield Counted(inventory, pb_grpc.CartServiceStub(cart_channel), calls, cart_service, inventory_service.address)
 
 
 async def _add(cart: pb_grpc.CartServiceAsyncStub, cart_id: str, sku: str, key: str, user: str = "alice") -> Any:
@@ -171,3 +175,19 @@ async def test_with_no_cache_every_call_asks_inventory(counted: Counted):
     await _add(counted.cart, cart.cart_id, "SKU-0", "k1")
     await counted.cart.GetCart(pb.GetCartRequest(cart_id=cart.cart_id), metadata=ALICE)
     assert counted.calls == [["SKU-0"], ["SKU-0"], ["SKU-0"]]  # AddItem: the new SKU, then its lines; GetCart
+
+
+async def test_the_cache_holds_at_most_its_bound_and_the_oldest_go_first(counted: Counted):
+    cache = PriceCache(
+        Catalogue(counted.cart_service.infrastructure.channels, counted.inventory_address),
+        ttl_seconds=30,
+        max_entries=100,
+    )
+    skus = ["SKU-0", "SKU-1", "SKU-2", *(f"GONE-{index:03d}" for index in range(147))]
+    found = await cache.entries(skus, None)
+    assert sorted(found) == ["SKU-0", "SKU-1", "SKU-2"]  # the unknown ones are cached as not sold
+    assert [len(call) for call in counted.calls] == [100, 50] and len(cache) == 100
+    assert await cache.entries(skus[50:], None) == {}  # the newest 100: all cached, no call
+    assert len(counted.calls) == 2
+    assert sorted(await cache.entries(skus[:3], None)) == ["SKU-0", "SKU-1", "SKU-2"]  # evicted: asked again
+    assert counted.calls[2:] == [["SKU-0", "SKU-1", "SKU-2"]] and len(cache) == 100
