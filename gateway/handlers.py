@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,6 +28,7 @@ from gateway.settings import GatewaySettings
 from gateway.tax import TaxTable, tax_minor
 from service_runtime import errors
 from service_runtime.downstream import DownstreamError
+from service_runtime.ids import new_id
 from service_runtime.sql import UnitOfWork
 from shop.cart.v1 import cart_service_pb2 as cart_pb
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
@@ -132,13 +132,9 @@ def fingerprint(message: Message) -> bytes:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
 
 
-#: Hex digits as letters: a checkout id (and every step key made from it) never holds a run of digits that
-#: a card-number scan downstream (the payment service refuses anything that looks like a PAN) could flag.
-_LETTERS = str.maketrans("0123456789", "ghijklmnop")
-
-
 def new_checkout_id() -> str:
-    return f"chk_{uuid.uuid4().hex.translate(_LETTERS)}"
+    """A checkout id (and every step key made from it) holds no digits: see service_runtime.ids."""
+    return new_id("chk")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ neither cancel a PENDING order (its checkout's saga is running) nor pick an oper
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from order_svc.domain import (
 from order_svc.repository import OrderStatements, address_json
 from order_svc.wire import REASON_OUT, new_event_id, order_event
 from service_runtime.identity import Caller, current_caller, require_customer, require_trusted
+from service_runtime.ids import new_id
 from service_runtime.sql import RaceLost, UnitOfWork
 from service_runtime.wire import timestamp_out
 from shop.order.v1 import events_pb2 as events
@@ -98,7 +98,7 @@ class OrderHandlers:
                 if not domain.same_order(existing, command):
                     raise domain.checkout_already_ordered(existing.order_id)
                 return Changed(existing, replayed=True)
-            order_id = f"ord_{uuid.uuid4().hex[:24]}"
+            order_id = new_id("ord")
             if not await tx.insert_order(order_id, fields, command.lines):
                 raise RaceLost()  # a concurrent duplicate committed first: the next attempt replays it
             order = await tx.order(order_id, lock=False)

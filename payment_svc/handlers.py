@@ -15,9 +15,7 @@ PAYMENT_OUTCOME_UNKNOWN; retrying the call re-sends the same key, which the PSP 
 
 from __future__ import annotations
 
-import base64
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +41,7 @@ from service_runtime.errors import (
     NotFound,
     Unavailable,
 )
+from service_runtime.ids import new_id
 from service_runtime.sql import CommitThenRaise, UnitOfWork, conflict_persisted
 
 log = logging.getLogger(__name__)
@@ -74,12 +73,6 @@ class Refunded:
     payment: Payment
     refund: Refund
     replayed: bool
-
-
-def new_id(prefix: str) -> str:
-    """A new payment or refund id: 26 characters of base32 (letters and 2..7), so that an id can never look like a
-    card number to the card-number scan of every request field (a hex id can: 13 digits in a row happen)."""
-    return f"{prefix}_{base64.b32encode(uuid.uuid4().bytes).decode().rstrip('=').lower()}"
 
 
 def not_found(payment_id: str) -> NotFound:
