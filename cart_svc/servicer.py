@@ -44,7 +44,7 @@ class CartServicer(pb_grpc.CartServiceServicer):
     def __init__(self, handlers: CartHandlers, *, ttl_seconds: float) -> None:
         self._handlers = handlers
         self._ttl = duration_out(ttl_seconds)
-        self._rendered: dict[tuple[StoredLine, PricedLine, str], bytes] = {}
+        self._rendered: dict[tuple[int, Money, bool, str], tuple[StoredLine, bytes]] = {}
 
     async def CreateCart(self, request: pb.CreateCartRequest, context: Context) -> pb.CreateCartResponse:
         created = await self._handlers.create(request.user_id, request.session_id, context)
@@ -134,25 +134,28 @@ class CartServicer(pb_grpc.CartServiceServicer):
         """One line in the wire form of `Cart.lines` (tag, length, CartLine). A line is the same bytes for
         as long as its stored form, price and name are the same, so it is rendered once and remembered
         (a bounded memo: the oldest go first): a 20-line GetCart renders only what changed."""
-        key = (stored, priced, name)
-        rendered = self._rendered.get(key)
-        if rendered is None:
-            line = pb.CartLine(
-                sku=stored.sku,
-                product_name=name,
-                quantity=stored.quantity,
-                unit_price=money_out(priced.unit_price),
-                added_unit_price=money_out(priced.added_unit_price),
-                price_changed=priced.price_changed,
-                line_total=money_out(Money(priced.unit_price.currency_code, priced.line_total.amount_minor)),
-                unavailable=not priced.available,
-                add_time=timestamp_out(stored.add_time),
-                update_time=timestamp_out(stored.update_time),
-            )
-            rendered = pb.Cart(lines=[line]).SerializeToString()
-            if len(self._rendered) >= _RENDERED_LINES:
-                del self._rendered[next(iter(self._rendered))]
-            self._rendered[key] = rendered
+        # keyed by the stored line's identity (the store hands back the same object while its record is
+        # unchanged; the memo keeps it alive, so its id is not reused while the entry exists) and the price
+        key = (id(stored), priced.unit_price, priced.available, name)
+        remembered = self._rendered.get(key)
+        if remembered is not None and remembered[0] is stored:
+            return remembered[1]
+        line = pb.CartLine(
+            sku=stored.sku,
+            product_name=name,
+            quantity=stored.quantity,
+            unit_price=money_out(priced.unit_price),
+            added_unit_price=money_out(priced.added_unit_price),
+            price_changed=priced.price_changed,
+            line_total=money_out(Money(priced.unit_price.currency_code, priced.line_total.amount_minor)),
+            unavailable=not priced.available,
+            add_time=timestamp_out(stored.add_time),
+            update_time=timestamp_out(stored.update_time),
+        )
+        rendered = pb.Cart(lines=[line]).SerializeToString()
+        if len(self._rendered) >= _RENDERED_LINES:
+            del self._rendered[next(iter(self._rendered))]
+        self._rendered[key] = (stored, rendered)
         return rendered
 
 
