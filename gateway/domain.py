@@ -151,6 +151,12 @@ def is_past_pivot(started: Iterable[SagaStep]) -> bool:
     return any(_ORDER_OF[step] >= _ORDER_OF[PIVOT] for step in started)
 
 
+def gives_up_when_exhausted(step: SagaStep) -> bool:
+    """A step up to the pivot whose retries run out ends (FAILED) and the saga compensates; a step after
+    the pivot stays RUNNING with its key, for the recovery worker or an operator's retry to finish."""
+    return _ORDER_OF[step] <= _ORDER_OF[PIVOT]
+
+
 def compensation_plan(started: Iterable[SagaStep], *, release_reservation: bool) -> tuple[StepDefinition, ...]:
     """The undo steps for the steps that have started, newest first.
 

@@ -156,13 +156,15 @@ class SagaLog:
             except grpc.aio.AioRpcError as failure:
                 error = DownstreamError.of(failure)
                 payment_id = error.metadata.get("paymentId") if step is SagaStep.AUTHORIZE_PAYMENT else None
-                await self._record_error(step, error, payment_id)
+                exhausted = attempts >= self._policy.step_max_attempts
+                ends = error.refusal or (exhausted and domain.gives_up_when_exhausted(step))
+                await self._record_error(step, error, payment_id, final=ends)
                 if error.refusal:
                     raise StepStopped(step, error, refused=True, payment_id=payment_id or "") from None
                 log.warning(
                     "saga %s step %s failed (%s, try %d)", self.checkout_id, step.value, error.code.name, attempts
                 )
-                if attempts >= self._policy.step_max_attempts:
+                if exhausted:
                     raise StepStopped(step, error, refused=False, payment_id=payment_id or "") from None
                 await asyncio.sleep(max(self._policy.backoff(tries), error.retry_delay_seconds or 0.0))
                 continue
@@ -170,13 +172,15 @@ class SagaLog:
             await self._record_success(step, result)
             return result
 
-    async def _record_error(self, step: SagaStep, error: DownstreamError, payment_id: str | None) -> None:
+    async def _record_error(
+        self, step: SagaStep, error: DownstreamError, payment_id: str | None, *, final: bool
+    ) -> None:
         await self._work.run(
             lambda tx: tx.step_error(
                 self.checkout_id,
                 self.attempt,
                 step,
-                final=error.refusal,
+                final=final,
                 reason=error.reason or error.code.name,
                 code=error.code.name,
                 payment_id=payment_id,

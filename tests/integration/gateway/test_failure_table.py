@@ -99,6 +99,7 @@ async def test_an_order_that_cannot_be_created_voids_the_payment_releases_the_st
     assert checkout.last_failure.step == S.SAGA_STEP_CREATE_ORDER and checkout.last_failure.code == "UNAVAILABLE"
     create = state_of(checkout, 1, S.SAGA_STEP_CREATE_ORDER)
     assert create.attempts == 4 and create.last_error_code == "UNAVAILABLE"
+    assert create.status == ST.SAGA_STEP_STATUS_FAILED and create.HasField("end_time")  # not left RUNNING
     assert state_of(checkout, 1, S.SAGA_STEP_AUTHORIZE_PAYMENT).status == ST.SAGA_STEP_STATUS_COMPENSATED
     assert state_of(checkout, 0, S.SAGA_STEP_RESERVE_INVENTORY).status == ST.SAGA_STEP_STATUS_COMPENSATED
     [authorization] = await shop.psp.authorizations()
