@@ -184,9 +184,16 @@ def _reason(error: jwt.InvalidTokenError) -> str:
 class ServiceTokens:
     """Mints this service's token for outbound calls, renewed well before it expires."""
 
-    def __init__(self, config: IdentityConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: IdentityConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        lifetime_seconds: int = SERVICE_TOKEN_LIFETIME_SECONDS,
+    ) -> None:
         self._config = config
         self._clock = clock
+        self._lifetime = lifetime_seconds
         self._token = ""
         self._renew_at = 0.0
 
@@ -198,12 +205,12 @@ class ServiceTokens:
                     "sub": self._config.service_name,
                     "aud": MESH_AUDIENCE,
                     "iat": int(now),
-                    "exp": int(now) + SERVICE_TOKEN_LIFETIME_SECONDS,
+                    "exp": int(now) + self._lifetime,
                 },
                 self._config.service_token_secret,
                 algorithm="HS256",
             )
-            self._renew_at = now + SERVICE_TOKEN_LIFETIME_SECONDS / 2
+            self._renew_at = now + self._lifetime / 2
         return self._token
 
 

@@ -1,6 +1,10 @@
 """Identities for tests, minted with the development keys every service accepts when nothing else is
 configured (service_runtime.settings): a customer's or an anonymous session's bearer token, and the
-service token that makes a caller trusted."""
+service token that makes a caller trusted.
+
+Modules keep these as constants made at import, and a whole `make test` runs for many minutes: the
+tokens live `TEST_TOKEN_LIFETIME_SECONDS` (a day), not the few minutes production tokens do. Tests of
+expiry mint their own with `lifetime_seconds`."""
 
 from __future__ import annotations
 
@@ -8,13 +12,16 @@ from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens
 from service_runtime.settings import CommonSettings, EnvReader
 
 Metadata = tuple[tuple[str, str], ...]
+TEST_TOKEN_LIFETIME_SECONDS = 24 * 3600
 
 
 def _settings() -> CommonSettings:
     return CommonSettings.from_env(EnvReader({}), service_name="tests", default_port=0)
 
 
-def customer_token(*, sub: str | None = None, sid: str | None = None, lifetime_seconds: int = 600) -> str:
+def customer_token(
+    *, sub: str | None = None, sid: str | None = None, lifetime_seconds: int = TEST_TOKEN_LIFETIME_SECONDS
+) -> str:
     return mint_customer_token(_settings().identity, sub=sub, sid=sid, lifetime_seconds=lifetime_seconds)
 
 
@@ -31,4 +38,5 @@ def as_session(session_id: str) -> Metadata:
 def as_service(name: str = "gateway") -> Metadata:
     """Call metadata of a trusted mesh service."""
     settings = CommonSettings.from_env(EnvReader({}), service_name=name, default_port=0)
-    return ((SERVICE_TOKEN, ServiceTokens(settings.identity).current()),)
+    tokens = ServiceTokens(settings.identity, lifetime_seconds=TEST_TOKEN_LIFETIME_SECONDS)
+    return ((SERVICE_TOKEN, tokens.current()),)
