@@ -167,9 +167,9 @@ async def test_cancelling_a_paid_order_while_payment_is_down_refunds_once_when_i
         "UPDATE orders.orders SET compensation_due_at = now() + interval '2 seconds' RETURNING order_id",
     )
     mesh.payment = await mesh.start_payment()
-    await asyncio.sleep(1.0)
-    leased = (await mesh.orders.GetOrder(pb.GetOrderRequest(order_id=order.order_id), metadata=TRUSTED)).order
-    assert leased.cancellation.refund_status == pb.COMPENSATION_STATUS_PENDING, "nobody takes a leased claim"
+    # No assertion that the claim stays untouched here: an attempt that began before the UPDATE above
+    # may legitimately finish once Payment is back (channels reconnect within 2 s). What must hold is
+    # below: one refund, stock back once.
 
     done = await settled(mesh, order.order_id)
     assert done.cancellation.refund_status == pb.COMPENSATION_STATUS_SUCCEEDED
