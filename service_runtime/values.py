@@ -27,11 +27,13 @@ class LineItem:
 
 @dataclass(frozen=True)
 class Address:
-    recipient_name: str
-    line1: str
-    line2: str
-    city: str
-    region: str
-    postal_code: str
-    country_code: str
+    """A postal address; an absent field is "" as in proto3 (validation says which are required)."""
+
+    recipient_name: str = ""
+    line1: str = ""
+    line2: str = ""
+    city: str = ""
+    region: str = ""
+    postal_code: str = ""
+    country_code: str = ""
     phone: str = ""

@@ -21,6 +21,8 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from service_runtime.values import Address
+
 #: ISO 3166-1 alpha-2: the 249 officially assigned codes.
 # fmt: off
 COUNTRY_CODES = frozenset([
@@ -115,18 +117,6 @@ class AddressViolation:
     field: str
     type: AddressViolationType
     description: str
-
-
-@dataclass(frozen=True)
-class Address:
-    recipient_name: str = ""
-    line1: str = ""
-    line2: str = ""
-    city: str = ""
-    region: str = ""
-    postal_code: str = ""
-    country_code: str = ""
-    phone: str = ""
 
 
 def normalize_postal_code(country_code: str, postal_code: str) -> str:

@@ -34,7 +34,7 @@ EVENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 class Checked:
     valid: bool
     violations: tuple[domain.AddressViolation, ...]
-    normalized: domain.Address
+    normalized: Address
     normalized_fields: tuple[str, ...]
     deliverable: bool
     zone: str
@@ -54,32 +54,6 @@ class Booked:
     replayed: bool
 
 
-def _domain_address(address: Address) -> domain.Address:
-    return domain.Address(
-        recipient_name=address.recipient_name,
-        line1=address.line1,
-        line2=address.line2,
-        city=address.city,
-        region=address.region,
-        postal_code=address.postal_code,
-        country_code=address.country_code,
-        phone=address.phone,
-    )
-
-
-def _value_address(address: domain.Address) -> Address:
-    return Address(
-        recipient_name=address.recipient_name,
-        line1=address.line1,
-        line2=address.line2,
-        city=address.city,
-        region=address.region,
-        postal_code=address.postal_code,
-        country_code=address.country_code,
-        phone=address.phone,
-    )
-
-
 class ShippingHandlers:
     def __init__(
         self, work: UnitOfWork[ShippingStatements], rates: RateTable, weights: Weights, carrier: Carrier
@@ -94,7 +68,7 @@ class ShippingHandlers:
     def validate_address(self, address: Address | None) -> Checked:
         if address is None:
             raise InvalidArgument([FieldViolation("address", "is required")])
-        raw = _domain_address(address)
+        raw = address
         normalized, changed = domain.normalize_address(raw, "address")
         violations = domain.validate_address(raw, "address")
         zone = self._rates.zone_of(normalized.country_code) if not violations else None
@@ -268,7 +242,7 @@ class ShippingHandlers:
         """Validates a request about a parcel (every bad field at once) and weighs its items."""
         violations = Violations()
         address_bad = False
-        normalized = domain.Address()
+        normalized = Address()
         if order_id is not None:
             check_id(violations, order_id, "order_id")
         if method_required and method is None:
@@ -277,7 +251,7 @@ class ShippingHandlers:
             violations.add("shipping_address", "is required")
             address_bad = True
         else:
-            raw = _domain_address(address)
+            raw = address
             normalized, _ = domain.normalize_address(raw, "shipping_address")
             for violation in domain.validate_address(raw, "shipping_address"):
                 violations.add(violation.field, violation.description)
@@ -293,7 +267,7 @@ class ShippingHandlers:
             if item.sku not in weights:
                 unknown.add(f"items[{index}].sku", f"{item.sku} is not in the catalogue")
         unknown.raise_if_any()
-        return _value_address(normalized), sum(weights[item.sku] * item.quantity for item in items)
+        return normalized, sum(weights[item.sku] * item.quantity for item in items)
 
 
 def _check_shipment_id(shipment_id: str) -> None:

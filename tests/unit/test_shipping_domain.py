@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
+from service_runtime.values import Address
 from shipping_svc import domain
-from shipping_svc.domain import Address, AddressViolationType
+from shipping_svc.domain import AddressViolationType
 
 V = AddressViolationType
 
