@@ -97,12 +97,13 @@ SET current_step = %(current_step)s, payment_id = COALESCE(%(payment_id)s, payme
 WHERE checkout_id = %(checkout_id)s
 
 -- name: step_intent
--- Before a step's call: the step is running (one more attempt), its undo registered.
+-- Before a step's call: the step is running (one more attempt), its undo registered. Returns the calls
+-- counted against the retry budget: those since the last operator retry (`attempts_before_retry`).
 INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts)
 VALUES (%(checkout_id)s, %(attempt)s, %(step)s, %(step_key)s, 'running', %(compensation)s, 1)
 ON CONFLICT (checkout_id, attempt, step) DO UPDATE
 SET attempts = checkout.saga_steps.attempts + 1, status = 'running', updated_at = now()
-RETURNING attempts
+RETURNING attempts - attempts_before_retry AS attempts
 
 -- name: step_succeeded
 -- After a step's call: done, with what it returned.
@@ -198,8 +199,10 @@ WHERE checkout_id = %(checkout_id)s AND status = 'failed' AND order_id IS NOT NU
 RETURNING checkout_id
 
 -- name: reset_failed_steps
--- The failed steps of a checkout's current attempt become PENDING again, to be retried with their keys.
-UPDATE checkout.saga_steps s SET status = 'pending', ended_at = NULL, updated_at = now()
+-- The failed steps of a checkout's current attempt become PENDING again, to be retried with their keys and
+-- a fresh retry budget (the calls made so far stay counted in `attempts`).
+UPDATE checkout.saga_steps s
+SET status = 'pending', ended_at = NULL, attempts_before_retry = s.attempts, updated_at = now()
 FROM checkout.checkouts c
 WHERE s.checkout_id = c.checkout_id AND c.checkout_id = %(checkout_id)s AND s.attempt = c.place_attempt
   AND s.status IN ('failed', 'running')

@@ -35,6 +35,9 @@ _SERVICE_CONFIG = {
     ],
 }
 
+#: The longest wait between a channel's attempts to reach a peer that went away.
+MAX_RECONNECT_BACKOFF_SECONDS = 2.0
+
 CHANNEL_OPTIONS = (
     ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
     ("grpc.enable_retries", 1),
@@ -46,7 +49,7 @@ CHANNEL_OPTIONS = (
     # reconnect backoff grows to 120 s, during which every call fails fast with UNAVAILABLE.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_reconnect_backoff_ms", int(MAX_RECONNECT_BACKOFF_SECONDS * 1000)),
 )
 
 

@@ -4,6 +4,7 @@ resolves one by hand with a reason."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 
@@ -11,6 +12,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from payment_svc.__main__ import SPEC as PAYMENT
+from service_runtime.channels import MAX_RECONNECT_BACKOFF_SECONDS
 from shop.gateway.v1 import admin_service_pb2 as admin_pb
 from shop.gateway.v1 import admin_service_pb2_grpc as admin_grpc
 from shop.gateway.v1 import gateway_service_pb2 as pb
@@ -107,7 +109,17 @@ async def test_a_saga_that_failed_after_its_order_is_resumed_by_an_operator_and_
             )
             assert [c.checkout_id for c in stuck.checkouts] == [checkout_id]
 
+            # A retry while Payment is still down gets a fresh budget of calls (two here), then fails again.
+            early = admin_pb.RetryCheckoutRequest(checkout_id=checkout_id, reason="trying before payment is back")
+            assert not (await admin.RetryCheckout(early, metadata=OPERATOR)).replayed
+            again = await shop.settled("zoe", checkout_id)
+            assert again.status == pb.CHECKOUT_STATUS_FAILED
+            [capture] = [s for s in again.steps if s.step == pb.SAGA_STEP_CAPTURE_PAYMENT]
+            assert capture.attempts == 4, capture
+
             await start_service(PAYMENT, **payment_env)
+            # The gateway's channel to Payment redials within its longest reconnect backoff.
+            await asyncio.sleep(MAX_RECONNECT_BACKOFF_SECONDS + 0.5)
             retry = admin_pb.RetryCheckoutRequest(checkout_id=checkout_id, reason="payment service is back")
             resumed = await admin.RetryCheckout(retry, metadata=OPERATOR)
             assert not resumed.replayed
