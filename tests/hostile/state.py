@@ -1,0 +1,58 @@
+"""What a refused request must leave unchanged: the rows of every table in every service's schema and
+the Redis keys under the test's prefix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+import redis.asyncio as redis
+from psycopg import sql
+
+Snapshot = dict[str, int]
+
+
+async def row_counts(database_url: str) -> Snapshot:
+    """Rows per table ("schema.table") of every service's schema."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as connection:
+        tables = await connection.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'public') AND table_type = 'BASE TABLE'"
+            " ORDER BY 1, 2"
+        )
+        parts = [
+            sql.SQL("SELECT {label}, count(*) FROM {table}").format(
+                label=sql.Literal(f"{schema}.{table}"), table=sql.Identifier(schema, table)
+            )
+            for schema, table in await tables.fetchall()
+        ]
+        if not parts:
+            return {}
+        counted = await connection.execute(sql.SQL(" UNION ALL ").join(parts))
+        return {str(label): int(count) for label, count in await counted.fetchall()}
+
+
+async def redis_keys(redis_url: str, prefix: str, ignore: Callable[[str], bool] = lambda key: False) -> Snapshot:
+    """Keys under `prefix` (the name after the prefix → 1), less those `ignore` accepts."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [key.decode() async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+    finally:
+        await client.aclose()
+    names = (key.removeprefix(prefix) for key in keys)
+    return {f"redis:{name}": 1 for name in names if not ignore(name)}
+
+
+async def snapshot(
+    database_url: str, redis_url: str, prefix: str, ignore: Callable[[str], bool] = lambda key: False
+) -> Snapshot:
+    return {**await row_counts(database_url), **await redis_keys(redis_url, prefix, ignore)}
+
+
+def difference(before: Snapshot, after: Snapshot) -> dict[str, tuple[int, int]]:
+    """Every table or key whose count changed: name → (before, after)."""
+    return {
+        name: (before.get(name, 0), after.get(name, 0))
+        for name in sorted(before.keys() | after.keys())
+        if before.get(name, 0) != after.get(name, 0)
+    }

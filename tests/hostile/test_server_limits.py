@@ -1,0 +1,88 @@
+"""The limits every server applies to an abusive client (service_runtime.server): a message larger than
+`MAX_MESSAGE_BYTES` or metadata larger than `MAX_METADATA_BYTES` is refused cleanly, writes nothing and
+leaves the server serving; a client that pings faster than allowed is sent away (GOAWAY too_many_pings)
+while a polite client on the same server is not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from inventory_svc.__main__ import SPEC as INVENTORY
+from service_runtime.server import MAX_MESSAGE_BYTES
+from shop.inventory.v1 import inventory_service_pb2 as pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from shop.type.v1 import money_pb2
+from tests.hostile.state import snapshot
+from tests.identity import as_service
+
+TRUSTED = as_service("gateway")
+
+
+async def test_a_10_mb_message_is_resource_exhausted_writes_nothing_and_the_server_keeps_serving(
+    start_service, database_url, redis_url, redis_prefix
+):
+    inventory = await start_service(INVENTORY)
+    before = await snapshot(database_url, redis_url, redis_prefix)
+    huge = pb.UpsertProductRequest(
+        sku="HUGE-1",
+        name="x" * (10 * 1024 * 1024),
+        price=money_pb2.Money(currency_code="USD", amount_minor=100),
+    )
+    assert huge.ByteSize() > MAX_MESSAGE_BYTES
+    async with grpc.aio.insecure_channel(inventory.address) as channel:
+        stub = pb_grpc.InventoryServiceStub(channel)
+        try:
+            await stub.UpsertProduct(huge, metadata=TRUSTED, timeout=10)
+        except grpc.aio.AioRpcError as error:
+            refused = error
+        else:
+            raise AssertionError("a 10 MB request was accepted")
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "HUGE" not in (refused.details() or "")
+
+        oversized_metadata = (*TRUSTED, ("x-padding", "p" * 64 * 1024))
+        try:
+            await stub.GetProduct(pb.GetProductRequest(sku="HUGE-1"), metadata=oversized_metadata, timeout=10)
+        except grpc.aio.AioRpcError as error:
+            too_much = error
+        else:
+            raise AssertionError("64 KiB of metadata was accepted")
+        assert too_much.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL), too_much
+        # Either way nothing reached a handler: the transport refused the headers (grpc-core reports an
+        # oversized header block as INTERNAL or RESOURCE_EXHAUSTED depending on where it is cut).
+
+        assert await snapshot(database_url, redis_url, redis_prefix) == before
+        small = pb.UpsertProductRequest(
+            sku="SMALL-1", name="Small", price=money_pb2.Money(currency_code="USD", amount_minor=100)
+        )
+        answer = await stub.UpsertProduct(small, metadata=TRUSTED, timeout=10)
+    assert answer.product.sku == "SMALL-1"
+
+
+async def test_a_client_that_pings_too_often_is_sent_away_and_a_polite_one_is_not(start_service):
+    inventory = await start_service(INVENTORY)
+    abusive_options = [
+        ("grpc.keepalive_time_ms", 50),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    request = pb.GetProductRequest(sku="NONE")
+    async with (
+        grpc.aio.insecure_channel(inventory.address, options=abusive_options) as abusive,
+        grpc.aio.insecure_channel(inventory.address) as polite,
+    ):
+        for channel in (abusive, polite):
+            try:
+                await pb_grpc.InventoryServiceStub(channel).GetProduct(request, metadata=TRUSTED, timeout=5)
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.NOT_FOUND
+        # The server allows one ping per 10 s on an idle connection and two strikes; grpc-core's client
+        # clamps its keepalive to about 1 s, so the third strike comes within a few seconds.
+        for _ in range(150):
+            if abusive.get_state() != grpc.ChannelConnectivity.READY:
+                break
+            await asyncio.sleep(0.1)
+        assert abusive.get_state() != grpc.ChannelConnectivity.READY
+        assert polite.get_state() == grpc.ChannelConnectivity.READY
