@@ -9,6 +9,7 @@
     GET  /v1/operations?idempotency_key=K
     POST /v1/operations/fence                  close an unused Idempotency-Key for good
     GET  /healthz
+    GET|PUT /v1/sandbox/faults                 {delay_ms, error_rate, drop_rate}: faults for every token
 
 Every POST takes an `Idempotency-Key` header with Stripe's semantics: a replay returns the first
 answer (header `Idempotent-Replayed: true`); the same key with another body is 422
@@ -16,6 +17,11 @@ answer (header `Idempotent-Replayed: true`); the same key with another body is 4
 (`idempotency_request_in_progress`); a key that was fenced is 409 (`idempotency_key_fenced`). A 5xx
 is never recorded, so a retry with the key runs the request. Declines are HTTP 402 with
 `error.type = "card_error"` and a `decline_code`.
+
+The fault switch (`/v1/sandbox/faults`, for fault drills such as `python -m chaos`) makes the whole
+sandbox slow (`delay_ms` before every mutation), failing (`error_rate`: that share of mutations answer
+500 unprocessed) or lossy (`drop_rate`: that share is processed, recorded, then the connection is
+dropped), whatever the token; PUT `{}` clears it. Reads and /healthz are never affected.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -41,6 +49,34 @@ class SandboxConfig:
     hang_seconds: float = 30.0
     #: Latency added to every request (zero by default).
     latency_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults the switch applies to every mutation (on top of what the token selects)."""
+
+    delay_ms: int = 0
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Faults:
+        unknown = set(body) - {"delay_ms", "error_rate", "drop_rate"}
+        if unknown:
+            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
+        delay = body.get("delay_ms", 0)
+        if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 600_000:
+            raise BadRequest("delay_ms must be an integer from 0 to 600000")
+        rates = {}
+        for name in ("error_rate", "drop_rate"):
+            rate = body.get(name, 0)
+            if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
+                raise BadRequest(f"{name} must be a number from 0 to 1")
+            rates[name] = float(rate)
+        return cls(delay_ms=delay, **rates)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"delay_ms": self.delay_ms, "error_rate": self.error_rate, "drop_rate": self.drop_rate}
 
 
 def _error(kind: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -97,6 +133,8 @@ class Sandbox:
     def __init__(self, ledger: Ledger, config: SandboxConfig) -> None:
         self._ledger = ledger
         self._config = config
+        self._faults = Faults()
+        self._dice = random.Random()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -111,12 +149,32 @@ class Sandbox:
                 web.post("/v1/operations/fence", self.fence),
                 web.get("/v1/operations", self.find_operation),
                 web.get("/v1/operations/{id}", self.get_operation),
+                web.get("/v1/sandbox/faults", self.get_faults),
+                web.put("/v1/sandbox/faults", self.set_faults),
             ]
         )
         return app
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    # The fault switch
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self._faults.as_json())
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json() if request.can_read_body else {}
+            if not isinstance(body, dict):
+                raise BadRequest("body must be an object")
+            self._faults = Faults.from_json(body)
+        except json.JSONDecodeError:
+            return web.json_response(_error("invalid_request_error", "invalid_json", "body is not JSON"), status=400)
+        except BadRequest as bad:
+            return web.json_response(_error("invalid_request_error", "parameter_invalid", bad.message), status=400)
+        logging.getLogger(__name__).warning("fault switch set: %s", self._faults.as_json())
+        return web.json_response(self._faults.as_json())
 
     # Reads
 
@@ -183,11 +241,19 @@ class Sandbox:
             return web.json_response(
                 _error("invalid_request_error", "invalid_json", "body must be an object"), status=400
             )
-        if self._config.latency_ms:
-            await asyncio.sleep(self._config.latency_ms / 1000)
+        faults = self._faults
+        if self._config.latency_ms or faults.delay_ms:
+            await asyncio.sleep((self._config.latency_ms + faults.delay_ms) / 1000)
         canonical = json.dumps({"path": request.path, "body": body}, sort_keys=True, separators=(",", ":"))
         request_hash = hashlib.sha256(canonical.encode()).hexdigest()
         prepared = await self._prepare(request, kind, body)
+        if faults.error_rate or faults.drop_rate:
+            roll = self._dice.random()
+            prepared = Sandbox._Prepared(
+                server_error=prepared.server_error or roll < faults.error_rate,
+                delay_seconds=prepared.delay_seconds,
+                drop=prepared.drop or faults.error_rate <= roll < faults.error_rate + faults.drop_rate,
+            )
         claim = await self._ledger.claim(key, kind, request_hash)
         if claim.operation_id is None:
             replay = self._replay(claim.existing, request_hash)

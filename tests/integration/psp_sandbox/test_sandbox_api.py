@@ -141,3 +141,34 @@ async def test_an_authorization_lapses_and_cannot_be_captured(psp: Psp, http) ->
     await asyncio.sleep(1.2)
     status, body, _ = await post(http, f"{psp.base_url}/v1/authorizations/{auth['id']}/capture", {}, "c")
     assert status == 402 and body["error"]["code"] == "authorization_expired"
+
+
+async def test_the_fault_switch_fails_or_drops_every_token_until_cleared(psp: Psp, http) -> None:
+    faults = f"{psp.base_url}/v1/sandbox/faults"
+    visa = {"amount_minor": 100, "currency": "USD", "token": "tok_visa"}
+    async with http.put(faults, json={"error_rate": 1}) as response:
+        assert response.status == 200 and (await response.json())["error_rate"] == 1.0
+    status, _, _ = await post(http, f"{psp.base_url}/v1/authorizations", visa, "fault-error")
+    assert status == 500
+    assert await psp.operations() == []  # a 5xx is never recorded
+
+    async with http.put(faults, json={"drop_rate": 1}) as response:
+        assert response.status == 200
+    with pytest.raises(aiohttp.ClientError):
+        await post(http, f"{psp.base_url}/v1/authorizations", visa, "fault-drop")
+    async with http.get(f"{psp.base_url}/v1/operations", params={"idempotency_key": "fault-drop"}) as response:
+        assert (await response.json())["http_status"] == 201  # processed, then the answer was lost
+
+    async with http.put(faults, json={}) as response:
+        assert await response.json() == {"delay_ms": 0, "error_rate": 0.0, "drop_rate": 0.0}
+    status, body, replayed = await post(http, f"{psp.base_url}/v1/authorizations", visa, "fault-drop")
+    assert (status, replayed) == (201, "true")
+    assert len(await psp.authorizations()) == 1
+
+
+async def test_the_fault_switch_refuses_bad_settings(psp: Psp, http) -> None:
+    for bad in ({"error_rate": 2}, {"delay_ms": -1}, {"drop": 1}, {"delay_ms": True}):
+        async with http.put(f"{psp.base_url}/v1/sandbox/faults", json=bad) as response:
+            assert response.status == 400, bad
+    async with http.get(f"{psp.base_url}/v1/sandbox/faults") as response:
+        assert await response.json() == {"delay_ms": 0, "error_rate": 0.0, "drop_rate": 0.0}
