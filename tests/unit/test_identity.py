@@ -157,3 +157,36 @@ def test_metadata_without_tokens_is_anonymous_and_a_malformed_header_is_refused(
         caller_from_metadata(verifier, [(AUTHORIZATION, f"Basic {signed(claims())}")])
     with pytest.raises(errors.Unauthenticated):
         caller_from_metadata(verifier, [(AUTHORIZATION, "Bearer ")])
+
+
+def test_a_verified_token_is_remembered_until_it_expires_and_then_refused():
+    now = [time.time()]
+    verifier = Verifier(config(), clock=lambda: now[0])
+    token = signed(claims(exp=int(now[0]) - 4))  # inside the 5 s leeway for about a second more
+    assert verifier.customer(token) == Caller(CallerKind.CUSTOMER, "alice")
+
+    time.sleep(1.5)  # PyJWT alone would now refuse it as expired
+    assert verifier.customer(token) == Caller(CallerKind.CUSTOMER, "alice")  # remembered, not verified again
+
+    now[0] += 10  # past exp + leeway on the verifier's clock: forgotten, verified again, refused
+    assert refusal(token, verifier) == "AUTH_TOKEN_EXPIRED"
+
+
+def test_a_refused_token_is_not_remembered_and_a_remembered_one_vouches_for_no_other():
+    verifier = Verifier(config())
+    forged = signed(claims(), key=NEXT_PRIVATE)
+    assert refusal(forged, verifier) == "AUTH_TOKEN_INVALID"
+    assert refusal(forged, verifier) == "AUTH_TOKEN_INVALID"
+
+    good = signed(claims(sub="bob"))
+    assert verifier.customer(good).subject == "bob"
+    assert refusal(good[:-4] + "AAAA", verifier) == "AUTH_TOKEN_INVALID"  # same claims, another signature
+
+
+def test_the_remembered_tokens_are_bounded():
+    verifier = Verifier(config())
+    verifier.CACHE_SIZE = 3
+    tokens = [ServiceTokens(config(), lifetime_seconds=60 + n).current() for n in range(5)]
+    for token in tokens:
+        assert verifier.service(token).subject == "gateway"
+    assert len(verifier._verified) == 3
