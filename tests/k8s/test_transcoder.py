@@ -19,6 +19,8 @@ from google.protobuf import descriptor_pb2, json_format
 from tests.k8s.manifests import K8S, ROOT, named, of_kind, render, specs
 
 COMPONENT = K8S / "components" / "json-transcoder"
+#: The method option that maps an RPC to an HTTP route (importing it registers it for parsing the descriptors).
+HTTP_RULE = annotations_pb2.http.full_name
 #: typed_config types the config uses; importing them registers them for Any resolution.
 TYPED_CONFIGS = (
     http_connection_manager_pb2.HttpConnectionManager,
@@ -59,7 +61,7 @@ def annotated_methods() -> dict[str, str]:
     for file in descriptor_set().file:
         for service in file.service:
             for method in service.method:
-                if method.options.HasExtension(annotations_pb2.http):
+                if any(field.full_name == HTTP_RULE for field, _ in method.options.ListFields()):
                     found[f"/{file.package}.{service.name}/{method.name}"] = file.package
     return found
 
@@ -139,7 +141,7 @@ def test_network_policies_let_the_transcoder_reach_exactly_its_clusters():
     for policy in of_kind(objects, "NetworkPolicy"):
         subject = policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
         for rule in policy["spec"].get("egress", []) if subject == "json-transcoder" else []:
-            egress |= {_name(peer) for peer in rule.get("to", []) if _name(peer) in specs()}
+            egress |= {name for peer in rule.get("to", []) if (name := _name(peer) or "") in specs()}
         for rule in policy["spec"].get("ingress", []):
             if any(_name(peer) == "json-transcoder" for peer in rule.get("from", [])):
                 ingress.add(str(subject))
