@@ -22,6 +22,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from redis import exceptions as redis_errors
 
 from service_runtime import database, errors
 
@@ -179,7 +180,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                     )
                 )
             except Exception as error:
-                translated = database.as_service_error(error)
+                translated = database.as_service_error(error) or redis_outage(error)
                 if translated is None:
                     log.exception("unhandled error in %s", method)
                     await context.abort_with_status(
@@ -195,6 +196,16 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+def redis_outage(error: BaseException) -> errors.ServiceError | None:
+    """Redis unreachable, timing out or still loading its data after a restart: UNAVAILABLE (retry later),
+    never INTERNAL; nothing the call meant to change was changed."""
+    if isinstance(error, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return errors.Unavailable(
+            "Redis is unavailable; retry later", reason="REDIS_UNAVAILABLE", retry_after_seconds=1.0
+        )
+    return None
 
 
 async def _abort_with_downstream(context: Context, error: grpc.aio.AioRpcError, method: str, domain: str) -> None:

@@ -179,3 +179,32 @@ async def test_without_redis_a_service_that_requires_it_stays_not_serving(databa
             assert alive.status == SERVING
     finally:
         await running.stop()
+
+
+async def test_a_call_that_needs_redis_while_it_is_down_is_unavailable_not_internal(database_url, redis_prefix):
+    """Found by the fault drill: a Redis restart made every cart call INTERNAL (a client must not retry
+    INTERNAL); an outage of Redis is UNAVAILABLE with a retry hint, as one of PostgreSQL is."""
+    from service_runtime.server import start_service
+    from shop.cart.v1 import cart_service_pb2 as cart_pb
+    from shop.cart.v1 import cart_service_pb2_grpc as cart_grpc
+    from tests.identity import as_customer
+
+    settings = CART.load_settings(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": "redis://127.0.0.1:1/0",
+            "REDIS_KEY_PREFIX": redis_prefix,
+            "GRPC_LISTEN_ADDRESS": "127.0.0.1:0",
+            "GRPC_SHUTDOWN_GRACE_SECONDS": "0.2",
+        }
+    )
+    running = await start_service(CART, settings)
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            cart = cart_grpc.CartServiceStub(channel)
+            failure = await expect_failure(
+                cart.CreateCart(cart_pb.CreateCartRequest(user_id="alice"), metadata=as_customer("alice"), timeout=10)
+            )
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "REDIS_UNAVAILABLE")
+    finally:
+        await running.stop()
