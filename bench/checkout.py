@@ -1,396 +1,281 @@
-"""PlaceOrder through the gateway's durable saga against the same seven downstream calls made directly.
+"""Whole checkouts through the mesh (closed and open loop) against the database and RPC floors of the same run.
 
-One run starts, as their own processes on free loopback ports against a fresh database, the sandbox PSP
-and the inventory, cart, payment, order, shipping and gateway services; then runs `--rounds` rounds
-(default 3), each with two phases (which goes first alternates) of `--seconds`, each with `--clients`
-concurrent clients on one client event loop:
+One run starts a private PostgreSQL cluster (default settings: fsync and synchronous_commit on), and on it
+the mesh as processes (sandbox PSP, inventory, cart, payment, order, shipping, gateway) on free loopback
+ports, seeds `--lines` products, and then:
 
-1. saga: PlaceOrder of a QUOTED checkout (made beforehand by StartCheckout): the gateway's idempotency
-   key, and for each of its seven steps (extend reservation, authorize, create order, confirm
-   reservation, capture, confirm order, convert cart) an intent and an outcome written to PostgreSQL
-   around the call, then the checkout's end state;
-2. direct: the same seven calls, made one after another from the bench as a trusted mesh caller on a
-   reservation made beforehand (ReserveInventory): the floor, everything the saga calls and nothing of
-   its own.
+1. capture: one checkout with PostgreSQL's statement log on: every SQL statement all services issue for it
+   (bench.floor; printed: statements, transactions, kinds);
+2. closed loop: `--clients` simulated shoppers, each doing whole checkouts back to back for `--seconds`:
+   CreateCart, AddItem per line, StartCheckout, PlaceOrder (tok_visa), a new user and new keys each time.
+   The maximum throughput, and p50/p95/p99/max of each RPC and of the whole checkout, errors by code;
+3. database floor: the captured statements replayed from one process through psycopg at the same
+   concurrency (fresh ids each replay) for `--floor-seconds`;
+4. RPC floor: a grpc.aio echo round trip (a separate echo server process) at the same concurrency;
+5. one at a time: checkout, database floor and echo with one client each, for `--single-seconds`: the
+   per-hop overhead is (checkout p50 - database floor p50) / hops on the checkout's path, against echo p50;
+6. open loop: checkouts started at `--rate` per second (default half the closed loop's throughput) for
+   `--open-seconds`, latency from each one's scheduled start (no coordinated omission).
 
-Checkouts (carts of one line, 1 000 000 units of stock) are prepared before each phase, outside its
-timing. It prints each phase's checkouts per second and p50 latency, the medians of the rounds, and
-the ratio saga/direct of the medians (what the durable saga keeps of the bare calls' rate).
+It prints the machine's cores and load, tables, and the ratios against the targets (checkout/database
+floor >= 0.5; open-loop p99 < 100 ms at half the maximum; per-hop overhead <= 1.5x echo), and writes
+JSON to `--out` (default bench/results/checkout.json).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import statistics
 import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
-import psycopg
-from google.protobuf import duration_pb2
-from grpc_health.v1 import health_pb2_grpc
-from psycopg import sql
 
-from devstack.endpoints import free_port
-from devstack.mesh import health_of
-from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens
-from service_runtime.migrations import apply_migrations
-from service_runtime.settings import CommonSettings, EnvReader
-from shop.cart.v1 import cart_service_pb2 as cart_pb
-from shop.cart.v1 import cart_service_pb2_grpc as cart_grpc
-from shop.gateway.v1 import gateway_service_pb2 as pb
-from shop.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
-from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
-from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from shop.order.v1 import order_service_pb2 as order_pb
-from shop.order.v1 import order_service_pb2_grpc as order_grpc
-from shop.payment.v1 import payment_service_pb2 as payment_pb
-from shop.payment.v1 import payment_service_pb2_grpc as payment_grpc
-from shop.shipping.v1 import shipping_service_pb2 as shipping_pb
-from shop.type.v1 import address_pb2, line_item_pb2, money_pb2
-
-PACKAGES = ("inventory_svc", "cart_svc", "payment_svc", "order_svc", "shipping_svc", "gateway")
-TARGETS = {
-    "inventory_svc": "INVENTORY_TARGET",
-    "cart_svc": "CART_TARGET",
-    "payment_svc": "PAYMENT_TARGET",
-    "order_svc": "ORDER_TARGET",
-    "shipping_svc": "SHIPPING_TARGET",
-}
-SKU = "BENCH-SAGA"
-ADDRESS = address_pb2.Address(
-    recipient_name="Bench", line1="1 Main St", city="New York", region="NY", postal_code="10001", country_code="US"
+from bench import floor
+from bench.harness import (
+    Samples,
+    closed_loop,
+    console,
+    create_database,
+    event_loop_runner,
+    free_port,
+    machine,
+    machine_line,
+    migrate,
+    open_loop,
+    private_postgres,
+    start_mesh,
+    stop_process,
+    summary_ms,
+    table,
+    write_json,
 )
-_LISTENING = "psp_sandbox listening on "
-#: Ids and keys as letters: the payment service refuses any field holding a digit run that looks like a PAN.
-_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+from bench.shoppers import CHECKOUT_RPCS, Shoppers
+
+#: gRPC and HTTP calls on one checkout's path: the shopper's CreateCart, AddItem (per line; the cart's price
+#: lookup is cached), StartCheckout, PlaceOrder; StartCheckout's GetCart, ValidateAddress ‖ BatchGetProducts,
+#: GetShippingOptions ‖ ReserveInventory (‖: made concurrently, one hop of time); PlaceOrder's GetCart and
+#: the saga's seven calls, two of which (authorize, capture) make an HTTP call to the PSP.
+HOPS_BESIDES_LINES = 3 + 3 + 1 + 7 + 2
+TARGETS = {"throughput_vs_db_floor": 0.5, "open_loop_p99_ms": 100.0, "per_hop_vs_echo": 1.5}
+DEFAULT_OUT = Path("bench/results/checkout.json")
 
 
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+def hops(lines: int) -> int:
+    return HOPS_BESIDES_LINES + lines
 
 
-def _customer(user: str) -> tuple[tuple[str, str], ...]:
-    import jwt
-
-    settings = CommonSettings.from_env(EnvReader({}), service_name="bench", default_port=0)
-    now = int(time.time())
-    claims = {"iss": settings.auth_jwt_issuer, "aud": settings.auth_jwt_audience, "sub": user, "exp": now + 3600}
-    token = jwt.encode(claims, settings.auth_jwt_keys[0], algorithm=settings.auth_jwt_algorithm)
-    return ((AUTHORIZATION, f"Bearer {token}"),)
+def _skus(lines: int) -> list[str]:
+    return [f"BENCH-{index:03d}" for index in range(lines)]
 
 
-async def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args!r} exited with status {process.returncode}")
-            if await health_of(health) == "SERVING":
-                return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{address} did not become SERVING in {timeout} s")
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    console.print(f"machine: {machine_line()}")
+    results: dict[str, Any] = {"bench": "checkout", "options": vars(args) | {"out": str(args.out)}}
+    results["machine_before"] = machine()
+    skus = _skus(args.lines)
+    async with private_postgres() as server:
+        mesh_db = await create_database(server.url, "shop_bench")
+        async with start_mesh(mesh_db) as mesh:
+            console.print(f"mesh up on PostgreSQL {server.version} (private cluster): {len(mesh.processes)} processes")
+            shoppers = Shoppers(mesh)
+            echo_port = free_port()
+            echo_process = subprocess.Popen(floor.echo_command(echo_port))
+            try:
+                await shoppers.seed(skus, 1_000_000)
+                if args.warm_up_seconds > 0:
+                    warm = Samples()
+                    await closed_loop(
+                        "warm-up",
+                        min(args.clients, 4),
+                        args.warm_up_seconds,
+                        lambda _c: shoppers.checkout(warm, skus),
+                        quiet=True,
+                    )
 
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-async def _drive(clients: int, seconds: float, operation: Callable[[int], Awaitable[None]]) -> tuple[int, float, float]:
-    """Runs `operation` from `clients` concurrent clients for `seconds`: (done, elapsed, p50 seconds)."""
-    latencies: list[float] = []
-    began = time.perf_counter()
-    stop_at = began + seconds
-
-    async def client(index: int) -> None:
-        while time.perf_counter() < stop_at:
-            start = time.perf_counter()
-            await operation(index)
-            latencies.append(time.perf_counter() - start)
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return len(latencies), time.perf_counter() - began, statistics.median(latencies) if latencies else 0.0
-
-
-class Mesh:
-    def __init__(self, addresses: dict[str, str], channels: list[grpc.aio.Channel]) -> None:
-        def channel(package: str) -> grpc.aio.Channel:
-            opened = grpc.aio.insecure_channel(addresses[package])
-            channels.append(opened)
-            return opened
-
-        self.inventory = inventory_grpc.InventoryServiceStub(channel("inventory_svc"))
-        self.cart = cart_grpc.CartServiceStub(channel("cart_svc"))
-        self.payment = payment_grpc.PaymentServiceStub(channel("payment_svc"))
-        self.order = order_grpc.OrderServiceStub(channel("order_svc"))
-        self.gateway = pb_grpc.CheckoutServiceStub(channel("gateway"))
-        self._tokens = ServiceTokens(
-            CommonSettings.from_env(EnvReader({}), service_name="bench", default_port=0).identity
-        )
-
-    def trusted(self) -> tuple[tuple[str, str], ...]:
-        return ((SERVICE_TOKEN, self._tokens.current()),)
-
-    async def cart_of(self, user: str) -> cart_pb.Cart:
-        customer = _customer(user)
-        cart = (await self.cart.CreateCart(cart_pb.CreateCartRequest(user_id=user), metadata=customer)).cart
-        added = await self.cart.AddItem(
-            cart_pb.AddItemRequest(
-                cart_id=cart.cart_id, sku=SKU, quantity=1, idempotency_key=uuid.uuid4().hex.translate(_LETTERS)
-            ),
-            metadata=customer,
-        )
-        return added.cart
-
-    async def quoted(self, user: str) -> str:
-        cart = await self.cart_of(user)
-        started = await self.gateway.StartCheckout(
-            pb.StartCheckoutRequest(
-                cart_id=cart.cart_id,
-                shipping_address=ADDRESS,
-                shipping_method=shipping_pb.SHIPPING_METHOD_STANDARD,
-                idempotency_key=uuid.uuid4().hex.translate(_LETTERS),
-            ),
-            metadata=_customer(user),
-            timeout=30,
-        )
-        return started.checkout.checkout_id
-
-    async def reserved(self, user: str) -> tuple[str, cart_pb.Cart]:
-        cart = await self.cart_of(user)
-        checkout_id = f"direct-{uuid.uuid4().hex.translate(_LETTERS)}"
-        await self.inventory.ReserveInventory(
-            inventory_pb.ReserveInventoryRequest(
-                checkout_id=checkout_id, items=[line_item_pb2.LineItem(sku=SKU, quantity=1)]
-            ),
-            metadata=self.trusted(),
-            timeout=30,
-        )
-        return checkout_id, cart
-
-    async def place(self, user: str, checkout_id: str) -> None:
-        placed = await self.gateway.PlaceOrder(
-            pb.PlaceOrderRequest(
-                checkout_id=checkout_id, payment_token="tok_visa", idempotency_key=uuid.uuid4().hex.translate(_LETTERS)
-            ),
-            metadata=_customer(user),
-            timeout=30,
-        )
-        assert placed.checkout.status == pb.CHECKOUT_STATUS_COMPLETED, placed.checkout.last_failure
-
-    async def seven_calls(self, user: str, checkout_id: str, cart: cart_pb.Cart) -> None:
-        """What the saga calls, in its order, straight from here."""
-        trusted, price = self.trusted(), cart.lines[0].unit_price
-        usd = money_pb2.Money
-        total = price.amount_minor + 500
-        await self.inventory.ExtendReservation(
-            inventory_pb.ExtendReservationRequest(checkout_id=checkout_id, ttl=duration_pb2.Duration(seconds=900)),
-            metadata=trusted,
-            timeout=10,
-        )
-        authorized = await self.payment.AuthorizePayment(
-            payment_pb.AuthorizePaymentRequest(
-                checkout_id=checkout_id,
-                amount=usd(currency_code="USD", amount_minor=total),
-                payment_token="tok_visa",
-                idempotency_key=f"{checkout_id}:1:authorize_payment",
-            ),
-            metadata=trusted,
-            timeout=10,
-        )
-        payment_id = authorized.payment.payment_id
-        line = order_pb.OrderLine(
-            sku=SKU, product_name=cart.lines[0].product_name, quantity=1, unit_price=price, line_total=price
-        )
-        order = await self.order.CreateOrder(
-            order_pb.CreateOrderRequest(
-                checkout_id=checkout_id,
-                user_id=user,
-                payment_id=payment_id,
-                lines=[line],
-                subtotal=price,
-                shipping_cost=usd(currency_code="USD", amount_minor=500),
-                tax=usd(currency_code="USD", amount_minor=0),
-                total=usd(currency_code="USD", amount_minor=total),
-                shipping_address=ADDRESS,
-                shipping_method=shipping_pb.SHIPPING_METHOD_STANDARD,
-            ),
-            metadata=trusted,
-            timeout=10,
-        )
-        order_id = order.order.order_id
-        await self.inventory.ConfirmReservation(
-            inventory_pb.ConfirmReservationRequest(checkout_id=checkout_id, order_id=order_id),
-            metadata=trusted,
-            timeout=10,
-        )
-        await self.payment.CapturePayment(
-            payment_pb.CapturePaymentRequest(
-                payment_id=payment_id, order_id=order_id, idempotency_key=f"{checkout_id}:1:capture_payment"
-            ),
-            metadata=trusted,
-            timeout=10,
-        )
-        await self.order.ConfirmOrder(order_pb.ConfirmOrderRequest(order_id=order_id), metadata=trusted, timeout=10)
-        await self.cart.ConvertCart(
-            cart_pb.ConvertCartRequest(cart_id=cart.cart_id, checkout_id=checkout_id, order_id=order_id),
-            metadata=trusted,
-            timeout=10,
-        )
-
-
-async def _prepared(make: Callable[[str], Awaitable[Any]], users: list[str]) -> list[Any]:
-    items: list[Any] = []
-    for start in range(0, len(users), 8):
-        items += await asyncio.gather(*(make(user) for user in users[start : start + 8]))
-    return items
-
-
-async def run(clients: int, seconds: float, rounds: int, per_phase: int) -> dict[str, list[tuple[float, float]]]:
-    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
-    name = f"shop_bench_{uuid.uuid4().hex[:8]}"
-    database_url = _database(server_url, name)
-    async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-        await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    processes: list[subprocess.Popen[bytes]] = []
-    channels: list[grpc.aio.Channel] = []
-    results: dict[str, list[tuple[float, float]]] = {"saga": [], "direct": []}
-    try:
-        import importlib
-
-        for package in (*PACKAGES, "psp_sandbox"):
-            spec = getattr(importlib.import_module(f"{package}.__main__"), "SPEC", None)
-            if spec is not None:
-                await apply_migrations(database_url, schema=spec.schema, directory=spec.migrations)
-        common = {**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING", "OTEL_SDK_DISABLED": "true"}
-        psp = subprocess.Popen(
-            [sys.executable, "-m", "psp_sandbox"], env={**common, "PSP_LISTEN_PORT": "0"}, stdout=subprocess.PIPE
-        )
-        processes.append(psp)
-        assert psp.stdout is not None
-        line = (await asyncio.to_thread(psp.stdout.readline)).decode()
-        if not line.startswith(_LISTENING):
-            raise RuntimeError(f"psp_sandbox did not start: {line!r}")
-        addresses = {package: f"127.0.0.1:{free_port()}" for package in PACKAGES}
-        environment = {
-            **common,
-            "REDIS_KEY_PREFIX": f"bench:{name}:",
-            "PSP_BASE_URL": line[len(_LISTENING) :].strip(),
-            "RATE_LIMIT_CAPACITY": "1000000",
-            "RATE_LIMIT_PER_SECOND": "1000000",
-            # Small pools: the machine's PostgreSQL (max_connections 100) is shared with other runs.
-            "DB_POOL_MAX_SIZE": "6",
-            **{variable: addresses[package] for package, variable in TARGETS.items()},
-        }
-        for package in PACKAGES:
-            process = subprocess.Popen(
-                [sys.executable, "-m", package],
-                env={
-                    **environment,
-                    "GRPC_LISTEN_ADDRESS": addresses[package],
-                    # The gateway writes the step log: its pool is the one that matters.
-                    **({"DB_POOL_MAX_SIZE": "20"} if package == "gateway" else {}),
-                },
-            )
-            processes.append(process)
-            await _wait_serving(addresses[package], process)
-            await asyncio.sleep(0.3)
-            if process.poll() is not None:  # another process answered on the port it could not bind
-                raise RuntimeError(f"{package} exited ({process.returncode}); its port was taken: run again")
-        print(f"mesh up (db {name}); {clients} clients, {rounds} rounds of 2 x {seconds:g} s", flush=True)
-        mesh = Mesh(addresses, channels)
-        await mesh.inventory.UpsertProduct(
-            inventory_pb.UpsertProductRequest(
-                sku=SKU,
-                name="Bench mug",
-                price=money_pb2.Money(currency_code="USD", amount_minor=1999),
-                weight_grams=300,
-            ),
-            metadata=mesh.trusted(),
-        )
-        await mesh.inventory.AdjustStock(
-            inventory_pb.AdjustStockRequest(
-                sku=SKU,
-                delta=1_000_000,
-                reason=inventory_pb.STOCK_ADJUSTMENT_REASON_RECEIVED,
-                idempotency_key="bench-stock",
-            ),
-            metadata=mesh.trusted(),
-        )
-        for number in range(1, rounds + 1):
-            phases = ["saga", "direct"] if number % 2 else ["direct", "saga"]
-            for phase in phases:
-                users = [f"bench-{number}-{phase}-{index}" for index in range(per_phase)]
-                make: Callable[[str], Awaitable[Any]] = mesh.quoted if phase == "saga" else mesh.reserved
-                prepared = await _prepared(make, users)
-                queue = list(zip(users, prepared, strict=True))
-
-                failures: list[str] = []
-
-                async def operation(
-                    _client: int, queue: list[Any] = queue, phase: str = phase, failures: list[str] = failures
-                ) -> None:
-                    if not queue:
-                        raise RuntimeError("ran out of prepared checkouts: raise --prepared")
-                    user, item = queue.pop()
-                    try:
-                        if phase == "saga":
-                            await mesh.place(user, item)
-                        else:
-                            await mesh.seven_calls(user, item[0], item[1])
-                    except (grpc.aio.AioRpcError, AssertionError) as error:
-                        # Counted, not fatal: e.g. an order id whose digits the payment service takes for a PAN.
-                        failures.append(str(error.details() if isinstance(error, grpc.aio.AioRpcError) else error))
-
-                done, elapsed, p50 = await _drive(clients, seconds, operation)
-                results[phase].append((done / elapsed, p50))
-                print(
-                    f"round {number} {phase:<6} {done:>5} checkouts {done / elapsed:7.1f}/s  p50 {p50 * 1000:6.1f} ms"
-                    + (f"  ({len(failures)} failed: {sorted(set(failures))})" if failures else ""),
-                    flush=True,
+                # 1. capture
+                captured = await floor.capture(server, lambda: shoppers.checkout(Samples(), skus), idle_seconds=1.5)
+                floor_db = await create_database(server.url, "shop_bench_floor")
+                await migrate(floor_db, ("inventory_svc", "cart_svc", "payment_svc", "order_svc", "gateway"))
+                await migrate(floor_db, ("shipping_svc", "psp_sandbox"))
+                await floor.copy_catalogue(mesh_db, floor_db)
+                captured = await floor.validate(floor_db, captured)
+                console.print(
+                    f"one checkout's SQL: {captured.statements} statements in {len(captured.units)} units "
+                    f"({captured.transactions} transactions); by kind {captured.kinds()}; left out: "
+                    f"{captured.dropped_idle} the idle mesh also issues, {captured.dropped_failing} failing on replay"
                 )
-        return results
-    finally:
-        for channel in channels:
-            await channel.close()
-        for process in reversed(processes):
-            _stop(process)
-        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
-            await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                results["capture"] = {
+                    "statements": captured.statements,
+                    "units": len(captured.units),
+                    "transactions": captured.transactions,
+                    "kinds": captured.kinds(),
+                    "dropped_idle": captured.dropped_idle,
+                    "dropped_failing": captured.dropped_failing,
+                    "failures": captured.failures,
+                }
+                for failure in captured.failures:
+                    console.print(f"  not replayed: {failure}")
+
+                # 2. closed loop
+                samples = Samples()
+                closed = await closed_loop(
+                    f"closed loop, {args.clients} shoppers",
+                    args.clients,
+                    args.seconds,
+                    lambda _c: shoppers.checkout(samples, skus),
+                )
+
+                # 3, 4. floors at the same concurrency
+                async with floor.SqlFloor(floor_db, captured, args.clients) as replay:
+                    db_floor = await closed_loop(
+                        f"database floor, {args.clients} connections", args.clients, args.floor_seconds, replay.checkout
+                    )
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as channel:
+                    echo: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(floor.ECHO_METHOD)
+                    await echo(b"x" * 64, wait_for_ready=True, timeout=30)
+
+                    async def echo_once(_client: int) -> None:
+                        await echo(b"x" * 64, timeout=10)
+
+                    echo_floor = await closed_loop(
+                        f"echo floor, {args.clients} clients", args.clients, args.echo_seconds, echo_once
+                    )
+
+                    # 5. one at a time
+                    single_samples = Samples()
+                    single = await closed_loop(
+                        "checkout, 1 shopper",
+                        1,
+                        args.single_seconds,
+                        lambda _c: shoppers.checkout(single_samples, skus),
+                    )
+                    async with floor.SqlFloor(floor_db, captured, 1) as replay:
+                        db_single = await closed_loop(
+                            "database floor, 1 connection", 1, args.single_seconds, replay.checkout
+                        )
+                    echo_single = await closed_loop("echo, 1 client", 1, min(args.single_seconds, 3.0), echo_once)
+
+                # 6. open loop
+                rate = args.rate or max(0.5, closed.rate / 2)
+                open_samples = Samples()
+                opened = await open_loop(
+                    f"open loop, {rate:.1f}/s",
+                    rate,
+                    args.open_seconds,
+                    lambda _s: shoppers.checkout(open_samples, skus),
+                )
+            finally:
+                stop_process(echo_process)
+                await shoppers.close()
+    results["machine_after"] = machine()
+    results["phases"] = {
+        loop.name: loop.as_dict() for loop in (closed, db_floor, echo_floor, single, db_single, echo_single, opened)
+    }
+    results["rpcs"] = {name: samples.summaries().get(name) for name in CHECKOUT_RPCS}
+    results["open_loop_rpcs"] = {name: open_samples.summaries().get(name) for name in CHECKOUT_RPCS}
+    results["errors"] = dict(samples.errors)
+    results["open_loop_errors"] = dict(open_samples.errors)
+    results["open_loop_rate"] = rate
+    path_hops = hops(args.lines)
+    per_hop_ms = (summary_ms(single.latencies)["p50_ms"] - summary_ms(db_single.latencies)["p50_ms"]) / path_hops
+    echo_p50_ms = summary_ms(echo_single.latencies)["p50_ms"]
+    results["ratios"] = {
+        "throughput_vs_db_floor": round(closed.rate / db_floor.rate, 3) if db_floor.rate else None,
+        "open_loop_p99_ms": summary_ms(opened.latencies)["p99_ms"],
+        "per_hop_overhead_ms": round(per_hop_ms, 3),
+        "hops": path_hops,
+        "echo_p50_ms": echo_p50_ms,
+        "per_hop_vs_echo": round(per_hop_ms / echo_p50_ms, 2) if echo_p50_ms else None,
+        "throughput_vs_echo": round(closed.rate / echo_floor.rate, 4) if echo_floor.rate else None,
+    }
+    return results
+
+
+def report(results: dict[str, Any]) -> bool:
+    """Prints the tables and the ratios; True when every target is met."""
+    phases = results["phases"]
+    table(
+        "phases",
+        ["phase", "done", "failed", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+        [
+            [name, p["done"], p["failed"], p["rate_per_s"], p["p50_ms"], p["p95_ms"], p["p99_ms"], p["max_ms"]]
+            for name, p in phases.items()
+        ],
+    )
+    table(
+        "closed loop, per RPC",
+        ["RPC", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+        [
+            [name, s["count"], s["p50_ms"], s["p95_ms"], s["p99_ms"], s["max_ms"]]
+            for name, s in results["rpcs"].items()
+            if s
+        ],
+    )
+    errors = {**results["errors"], **{f"open loop {k}": v for k, v in results["open_loop_errors"].items()}}
+    if errors:
+        table("errors by status code", ["RPC: code", "count"], sorted(errors.items()))
+    ratios = results["ratios"]
+    verdict = {
+        "throughput_vs_db_floor": (ratios["throughput_vs_db_floor"] or 0) >= TARGETS["throughput_vs_db_floor"],
+        "open_loop_p99_ms": ratios["open_loop_p99_ms"] < TARGETS["open_loop_p99_ms"],
+        "per_hop_vs_echo": (ratios["per_hop_vs_echo"] or 99) <= TARGETS["per_hop_vs_echo"],
+    }
+    table(
+        "against the targets (same run)",
+        ["measure", "value", "target", "met"],
+        [
+            [
+                "checkouts/s ÷ database floor",
+                ratios["throughput_vs_db_floor"],
+                "≥ 0.5",
+                verdict["throughput_vs_db_floor"],
+            ],
+            [
+                f"open-loop p99 ms at {results['open_loop_rate']:.1f}/s",
+                ratios["open_loop_p99_ms"],
+                "< 100",
+                verdict["open_loop_p99_ms"],
+            ],
+            [
+                f"per-hop overhead ÷ echo p50 ({ratios['per_hop_overhead_ms']:.2f} ms over {ratios['hops']} hops)",
+                f"{ratios['per_hop_vs_echo']:.2f}",
+                "≤ 1.5",
+                verdict["per_hop_vs_echo"],
+            ],
+        ],
+    )
+    console.print(f"machine after: {results['machine_after']}")
+    return all(verdict.values())
+
+
+def parser() -> argparse.ArgumentParser:
+    command = argparse.ArgumentParser(
+        prog="python -m bench checkout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    command.add_argument("--clients", type=int, default=16, help="concurrent shoppers and floor clients (default 16)")
+    command.add_argument("--seconds", type=float, default=20.0, help="closed-loop phase length (default 20)")
+    command.add_argument("--lines", type=int, default=1, help="cart lines per checkout, 1-100 (default 1)")
+    command.add_argument("--floor-seconds", type=float, default=10.0, help="database floor phase (default 10)")
+    command.add_argument("--echo-seconds", type=float, default=4.0, help="echo floor phase (default 4)")
+    command.add_argument("--single-seconds", type=float, default=5.0, help="each one-client phase (default 5)")
+    command.add_argument("--open-seconds", type=float, default=20.0, help="open-loop phase length (default 20)")
+    command.add_argument(
+        "--rate", type=float, default=0.0, help="open-loop checkouts per second (default: half the closed loop's)"
+    )
+    command.add_argument("--warm-up-seconds", type=float, default=2.0, help="untimed checkouts first (default 2)")
+    command.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    return command
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench checkout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in each phase (default 8)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of both phases (default 3)")
-    parser.add_argument("--prepared", type=int, default=400, help="checkouts prepared per phase (default 400)")
-    args = parser.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0 or args.rounds < 1 or args.prepared < args.clients:
-        parser.error("--clients and --rounds must be >= 1, --seconds > 0, --prepared >= --clients")
-    results = asyncio.run(run(args.clients, args.seconds, args.rounds, args.prepared))
-    saga = statistics.median(rate for rate, _ in results["saga"])
-    direct = statistics.median(rate for rate, _ in results["direct"])
-    saga_p50 = statistics.median(p50 for _, p50 in results["saga"])
-    direct_p50 = statistics.median(p50 for _, p50 in results["direct"])
-    print()
-    print(f"median of {args.rounds}: saga {saga:.1f}/s (p50 {saga_p50 * 1000:.1f} ms), ", end="")
-    print(f"direct {direct:.1f}/s (p50 {direct_p50 * 1000:.1f} ms)")
-    print(f"ratio saga/direct {saga / direct:.2f}")
+    command = parser()
+    args = command.parse_args(argv)
+    if args.clients < 1 or not 1 <= args.lines <= 100 or min(args.seconds, args.floor_seconds, args.open_seconds) <= 0:
+        command.error("--clients >= 1, --lines 1..100, phase lengths > 0")
+    results = event_loop_runner()(run(args))
+    met = report(results)
+    write_json(args.out, results)
+    console.print("targets: all met" if met else "targets: not all met (see the table)")
     return 0
