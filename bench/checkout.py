@@ -25,6 +25,7 @@ JSON to `--out` (default bench/results/checkout.json).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 
 import grpc
 
-from bench import floor
+from bench import floor, profile
 from bench.harness import (
     Samples,
     closed_loop,
@@ -127,6 +128,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     lambda _c: shoppers.checkout(samples, skus),
                 )
 
+                if args.profile is not None:
+                    results["profile"] = await _profiled(args, mesh.pids, shoppers, skus)
+
                 # 3, 4. floors at the same concurrency
                 async with floor.SqlFloor(floor_db, captured, args.clients) as replay:
                     db_floor = await closed_loop(
@@ -193,6 +197,47 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+async def _profiled(args: argparse.Namespace, pids: dict[str, int], shoppers: Shoppers, skus: list[str]) -> Any:
+    """Another closed loop like the measured one, with py-spy sampling every process of the mesh: where the
+    busy time goes, per process (samples are of busy time: idle waits are left out)."""
+    samples = Samples()
+    load = asyncio.ensure_future(
+        closed_loop(
+            f"profiled closed loop, {args.clients} shoppers",
+            args.clients,
+            args.profile_seconds + 1,
+            lambda _c: shoppers.checkout(samples, skus),
+        )
+    )
+    await asyncio.sleep(0.5)
+    paths = await profile.record(pids, args.profile_seconds, args.profile)
+    loop = await load
+    found: dict[str, Any] = {"checkouts": loop.done, "seconds": round(loop.seconds, 2), "processes": {}}
+    for name, path in sorted(paths.items()):
+        top = profile.top(path, 10)
+        found["processes"][name] = {
+            "samples": top.samples,
+            "samples_per_checkout": round(top.samples / max(loop.done, 1), 2),
+            "self": [[function, round(100 * n / max(top.samples, 1), 1)] for function, n in top.own],
+            "inclusive": [[function, round(100 * n / max(top.samples, 1), 1)] for function, n in top.inclusive],
+        }
+    return found
+
+
+def report_profile(found: dict[str, Any]) -> None:
+    rate = 100  # py-spy --rate: samples per second of busy time
+    table(
+        f"profile: busy CPU per process during {found['checkouts']} checkouts",
+        ["process", "busy samples", "busy ms per checkout"],
+        [
+            [name, p["samples"], round(p["samples_per_checkout"] * 1000 / rate, 2)]
+            for name, p in sorted(found["processes"].items(), key=lambda item: -item[1]["samples"])
+        ],
+    )
+    for name, p in sorted(found["processes"].items(), key=lambda item: -item[1]["samples"])[:3]:
+        table(f"profile {name}: most self time (% of busy samples)", ["function", "%"], p["self"][:8])
+
+
 def report(results: dict[str, Any]) -> bool:
     """Prints the tables and the ratios; True when every target is met."""
     phases = results["phases"]
@@ -216,6 +261,8 @@ def report(results: dict[str, Any]) -> bool:
     errors = {**results["errors"], **{f"open loop {k}": v for k, v in results["open_loop_errors"].items()}}
     if errors:
         table("errors by status code", ["RPC: code", "count"], sorted(errors.items()))
+    if "profile" in results:
+        report_profile(results["profile"])
     ratios = results["ratios"]
     verdict = {
         "throughput_vs_db_floor": (ratios["throughput_vs_db_floor"] or 0) >= TARGETS["throughput_vs_db_floor"],
@@ -264,6 +311,14 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--rate", type=float, default=0.0, help="open-loop checkouts per second (default: half the closed loop's)"
     )
+    command.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also profile every mesh process with py-spy during an extra closed loop; raw profiles into DIR",
+    )
+    command.add_argument("--profile-seconds", type=float, default=10.0, help="length of the profiled loop (10)")
     command.add_argument("--warm-up-seconds", type=float, default=2.0, help="untimed checkouts first (default 2)")
     command.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
     return command
@@ -274,6 +329,8 @@ def main(argv: Sequence[str]) -> int:
     args = command.parse_args(argv)
     if args.clients < 1 or not 1 <= args.lines <= 100 or min(args.seconds, args.floor_seconds, args.open_seconds) <= 0:
         command.error("--clients >= 1, --lines 1..100, phase lengths > 0")
+    if args.profile is not None and profile.available() is None:
+        command.error("--profile needs py-spy (pip install py-spy)")
     results = event_loop_runner()(run(args))
     met = report(results)
     write_json(args.out, results)
