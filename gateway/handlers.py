@@ -26,7 +26,7 @@ from gateway.repository import GatewayStatements
 from gateway.runner import SagaRunner
 from gateway.settings import GatewaySettings
 from gateway.tax import TaxTable, tax_minor
-from service_runtime import errors
+from service_runtime import errors, telemetry
 from service_runtime.downstream import DownstreamError
 from service_runtime.ids import new_id
 from service_runtime.sql import UnitOfWork
@@ -495,7 +495,11 @@ class CheckoutHandlers:
                 self._settings.idempotency_hold_seconds,
             )
             attempt = await tx.start_attempt(
-                command.checkout_id, command.payment_token, self._runner.owner, self._settings.lease_seconds
+                command.checkout_id,
+                command.payment_token,
+                self._runner.owner,
+                self._settings.lease_seconds,
+                telemetry.current_traceparent(),
             )
             return None, attempt
 

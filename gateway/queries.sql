@@ -68,10 +68,14 @@ FOR UPDATE
 -- QUOTED → PLACING for a new PlaceOrder attempt, leased to this replica.
 UPDATE checkout.checkouts
 SET status = 'placing', place_attempt = place_attempt + 1, payment_token = %(payment_token)s,
-    payment_id = NULL, current_step = 'extend_reservation', recoveries = 0,
+    payment_id = NULL, current_step = 'extend_reservation', recoveries = 0, traceparent = %(traceparent)s,
     lease_owner = %(owner)s, lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), updated_at = now()
 WHERE checkout_id = %(checkout_id)s AND status = 'quoted'
 RETURNING place_attempt
+
+-- name: traceparent
+-- The trace context of the request that started the checkout's current attempt ('' when untraced).
+SELECT traceparent FROM checkout.checkouts WHERE checkout_id = %(checkout_id)s
 
 -- name: end_checkout
 -- Moves a checkout to its next state (QUOTED after a decline, or a terminal one) and lets its lease go.

@@ -128,7 +128,9 @@ class GatewayStatements(Statements):
         rows = await self._rows("open_checkouts_of_cart", {"cart_id": cart_id})
         return [(row["checkout_id"], CheckoutStatus(row["status"])) for row in rows]
 
-    async def start_attempt(self, checkout_id: str, payment_token: str, owner: str, lease_seconds: float) -> int:
+    async def start_attempt(
+        self, checkout_id: str, payment_token: str, owner: str, lease_seconds: float, traceparent: str = ""
+    ) -> int:
         row = await self._one(
             "start_attempt",
             {
@@ -136,9 +138,14 @@ class GatewayStatements(Statements):
                 "payment_token": payment_token,
                 "owner": owner,
                 "lease_seconds": lease_seconds,
+                "traceparent": traceparent,
             },
         )
         return int(row["place_attempt"])
+
+    async def traceparent(self, checkout_id: str) -> str:
+        row = await self._row("traceparent", {"checkout_id": checkout_id})
+        return str(row["traceparent"]) if row is not None else ""
 
     async def end_checkout(self, checkout_id: str, status: CheckoutStatus, current_step: SagaStep | None) -> None:
         await self._rows(

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
+from opentelemetry import trace
 
 from gateway import domain
 from gateway.activities import Activities, ReleaseReservation, client_deadline
 from gateway.domain import CheckoutStatus, Failure, SagaStep, StepStatus
 from gateway.repository import GatewayStatements
 from gateway.saga import CheckoutSaga, CompensationFailed, SagaLog, SagaPolicy, StepStopped
+from service_runtime import metrics, telemetry
 from service_runtime.sql import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,11 @@ class SagaRunner:
 
     # Starting and driving
 
-    def start(self, checkout_id: str, deadline: float | None) -> asyncio.Task[None]:
-        """The saga's task, owned by the runner: a client that stops waiting does not stop it."""
+    def start(self, checkout_id: str, deadline: float | None, *, recovered: bool = False) -> asyncio.Task[None]:
+        """The saga's task, owned by the runner: a client that stops waiting does not stop it.
+
+        Traced as a `checkout saga` span: in the trace of the request that started it, or, `recovered`
+        by the recovery worker, as a new trace linked to the PlaceOrder that started the attempt."""
         running = self._tasks.get(checkout_id)
         if running is not None and not running.done():
             return running
@@ -70,7 +75,17 @@ class SagaRunner:
         async def drive() -> None:
             client_deadline.set(deadline)
             try:
-                await self.drive(checkout_id)
+                links = (
+                    telemetry.link_to(await self._work.read(lambda tx: tx.traceparent(checkout_id)))
+                    if recovered
+                    else []
+                )
+                with telemetry.span(
+                    "checkout saga",
+                    attributes={"shop.checkout.id": checkout_id, "shop.saga.recovered": recovered},
+                    links=links,
+                ):
+                    await self.drive(checkout_id)
             except Exception:
                 log.exception("saga %s stopped on an unexpected error; the recovery worker resumes it", checkout_id)
 
@@ -147,6 +162,9 @@ class SagaRunner:
                 await _expired_event(tx, checkout_id)
 
         await self._work.run(work)
+        trace.get_current_span().set_attribute("shop.saga.outcome", status.value)
+        if metrics.enabled():
+            metrics.instruments().saga_outcomes.add(1, {"outcome": status.value})
         if status is CheckoutStatus.FAILED:
             failed_sagas += 1
             log.error(
@@ -192,7 +210,7 @@ class SagaRunner:
         )
         for checkout_id in claimed:
             log.info("recovering saga %s", checkout_id)
-            self.start(checkout_id, None)
+            self.start(checkout_id, None, recovered=True)
         expired = await self._work.run(lambda tx: _expire_quotes(tx, self.settings.recovery_batch_size))
         for checkout_id in expired:
             await self.release(checkout_id, attempt=0, reason="reservation_expired")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
+from opentelemetry import trace
 
 from gateway import domain
 from gateway.activities import (
@@ -35,6 +37,7 @@ from gateway.activities import (
 )
 from gateway.domain import Checkout, SagaStep, StepRecord, StepStatus
 from gateway.repository import GatewayStatements
+from service_runtime import metrics, telemetry
 from service_runtime.downstream import DownstreamError
 from service_runtime.sql import UnitOfWork
 from service_runtime.values import Money
@@ -126,12 +129,37 @@ class SagaLog:
         *,
         compensation: tuple[Action, object] | None = None,
     ) -> Mapping[str, str]:
-        """Runs `action(argument)` as `step` of this attempt, exactly as the module docstring says."""
+        """Runs `action(argument)` as `step` of this attempt, exactly as the module docstring says; traced
+        as one span (checkout, step, attempt, calls made, outcome; ERROR when the step stops the saga)."""
+        with telemetry.span(
+            f"saga step {step.value}",
+            attributes={
+                "shop.checkout.id": self.checkout_id,
+                "shop.saga.step": step.value,
+                "shop.saga.attempt": self.attempt,
+            },
+        ) as span:
+            try:
+                return await self._step(step, action, argument, compensation, span)
+            except StepStopped as stopped:
+                span.set_attribute("shop.saga.outcome", "refused" if stopped.refused else "gave_up")
+                telemetry.fail(span, stopped.reason)
+                raise
+
+    async def _step(
+        self,
+        step: SagaStep,
+        action: Callable[[In], Awaitable[Mapping[str, str]]],
+        argument: In,
+        compensation: tuple[Action, object] | None,
+        span: trace.Span,
+    ) -> Mapping[str, str]:
         compensation_path = domain.definition(step).compensation if compensation else None
         if compensation is not None:
             self._compensations.append(_Registered(step, self.attempt, compensation[0], compensation[1]))
         record = self._records.get((self.attempt, step))
         if record is not None and record.status is StepStatus.SUCCEEDED:
+            span.set_attribute("shop.saga.outcome", "replayed")
             return record.result
         if record is not None and record.status is StepStatus.FAILED:
             error = DownstreamError(
@@ -151,10 +179,13 @@ class SagaLog:
 
             attempts = await self._work.run(intent)
             self._failpoint("before", step)
+            span.set_attribute("shop.saga.calls", tries)
+            started = time.perf_counter()
             try:
                 result = await action(argument)
             except grpc.aio.AioRpcError as failure:
                 error = DownstreamError.of(failure)
+                _timed(step, started, error.code.name)
                 payment_id = error.metadata.get("paymentId") if step is SagaStep.AUTHORIZE_PAYMENT else None
                 exhausted = attempts >= self._policy.step_max_attempts
                 ends = error.refusal or (exhausted and domain.gives_up_when_exhausted(step))
@@ -168,8 +199,10 @@ class SagaLog:
                     raise StepStopped(step, error, refused=False, payment_id=payment_id or "") from None
                 await asyncio.sleep(max(self._policy.backoff(tries), error.retry_delay_seconds or 0.0))
                 continue
+            _timed(step, started, "OK")
             self._failpoint("after", step)
             await self._record_success(step, result)
+            span.set_attribute("shop.saga.outcome", "succeeded")
             return result
 
     async def _record_error(
@@ -218,30 +251,42 @@ class SagaLog:
             current = {(r.attempt, r.step): r for r in fresh}.get((registered.attempt, registered.step), record)
             if current is None or current.status in (StepStatus.FAILED, StepStatus.COMPENSATED, StepStatus.PENDING):
                 continue  # never ran, refused (nothing held), or already undone
-            await self._work.run(
-                lambda tx, r=registered: tx.step_compensation(  # type: ignore[misc]
-                    self.checkout_id, r.attempt, r.step, StepStatus.COMPENSATING
+            with telemetry.span(
+                f"saga compensate {registered.step.value}",
+                attributes={
+                    "shop.checkout.id": self.checkout_id,
+                    "shop.saga.step": registered.step.value,
+                    "shop.saga.attempt": registered.attempt,
+                },
+            ) as span:
+                await self._work.run(
+                    lambda tx, r=registered: tx.step_compensation(  # type: ignore[misc]
+                        self.checkout_id, r.attempt, r.step, StepStatus.COMPENSATING
+                    )
                 )
-            )
-            undone = False
-            for tries in range(1, self._policy.compensation_max_attempts + 1):
-                try:
-                    await registered.action(registered.argument)
-                    undone = True
-                    break
-                except grpc.aio.AioRpcError as failure:
-                    error = DownstreamError.of(failure)
-                    if error.refusal or tries == self._policy.compensation_max_attempts:
-                        failed = failed or CompensationFailed(registered.step, error.reason or error.code.name)
+                undone = False
+                for tries in range(1, self._policy.compensation_max_attempts + 1):
+                    span.set_attribute("shop.saga.calls", tries)
+                    try:
+                        await registered.action(registered.argument)
+                        undone = True
                         break
-                    await asyncio.sleep(self._policy.backoff(tries))
-            if not undone:
-                continue
-            await self._work.run(
-                lambda tx, r=registered: tx.step_compensation(  # type: ignore[misc]
-                    self.checkout_id, r.attempt, r.step, StepStatus.COMPENSATED
+                    except grpc.aio.AioRpcError as failure:
+                        error = DownstreamError.of(failure)
+                        if error.refusal or tries == self._policy.compensation_max_attempts:
+                            failed = failed or CompensationFailed(registered.step, error.reason or error.code.name)
+                            break
+                        await asyncio.sleep(self._policy.backoff(tries))
+                if not undone:
+                    span.set_attribute("shop.saga.outcome", "failed")
+                    telemetry.fail(span, "compensation failed")
+                    continue
+                await self._work.run(
+                    lambda tx, r=registered: tx.step_compensation(  # type: ignore[misc]
+                        self.checkout_id, r.attempt, r.step, StepStatus.COMPENSATED
+                    )
                 )
-            )
+                span.set_attribute("shop.saga.outcome", "compensated")
         if failed is not None:
             raise failed
 
@@ -249,6 +294,14 @@ class SagaLog:
         if self._policy.failpoint == f"{when}:{step.value}":
             log.error("failpoint %s:%s reached: exiting", when, step.value)
             os._exit(137)
+
+
+def _timed(step: SagaStep, started: float, outcome: str) -> None:
+    """One call of a step: its latency, by step and outcome (a gRPC status code name)."""
+    if metrics.enabled():
+        metrics.instruments().saga_step_duration.record(
+            (time.perf_counter() - started) * 1000, {"shop.saga.step": step.value, "outcome": outcome}
+        )
 
 
 def _instant(rfc3339: str) -> datetime:

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from datetime import UTC
 
 from google.protobuf.message import DecodeError
+from opentelemetry import trace
 
 from notification_svc import domain, templates
 from notification_svc.domain import Channel, NotificationStatus, OrderEventType
 from notification_svc.repository import InboxEntry, NewNotification, Notification, NotificationStatements
 from notification_svc.senders import Sender, SendFailed
-from service_runtime.events import BusMessage, Consumer, Delivery, EventBus, Publisher
+from service_runtime import telemetry
+from service_runtime.events import BusMessage, Consumer, Delivery, EventBus, Publisher, tracing
 from service_runtime.sql import UnitOfWork
 from shop.order.v1 import events_pb2 as events
 from shop.order.v1 import order_service_pb2 as order_pb
@@ -184,16 +186,38 @@ class Dispatcher:
         self._settings = settings
         self._concurrency = asyncio.Semaphore(32)
 
-    async def attempt_all(self, notifications: Sequence[Notification]) -> None:
-        """Sends each (concurrently, at most `concurrency` at once); records every success in one statement."""
+    async def attempt_all(
+        self, notifications: Sequence[Notification], parents: Mapping[str, trace.Span] | None = None
+    ) -> None:
+        """Sends each (concurrently, at most `concurrency` at once); records every success in one statement.
+        `parents`: the span of each event's handling (by event id), under which its send is traced."""
         if not notifications:
             return
-        outcomes = await asyncio.gather(*(self._send(notification) for notification in notifications))
+        outcomes = await asyncio.gather(
+            *(
+                self._traced_send(notification, (parents or {}).get(notification.event_id))
+                for notification in notifications
+            )
+        )
         sent = [n.notification_id for n, error in zip(notifications, outcomes, strict=True) if error is None]
         await self._work.run(lambda tx: tx.mark_sent(sent))
         for notification, error in zip(notifications, outcomes, strict=True):
             if error is not None:
                 await self._failed(notification, error)
+
+    async def _traced_send(self, notification: Notification, parent: trace.Span | None) -> str | None:
+        with telemetry.span(
+            "notification send",
+            parent=trace.set_span_in_context(parent) if parent is not None else None,
+            attributes={
+                "shop.notification.channel": notification.channel.value,
+                "shop.event.id": notification.event_id,
+            },
+        ) as span:
+            error = await self._send(notification)
+            if error is not None:
+                telemetry.fail(span, "send failed")
+            return error
 
     async def _send(self, notification: Notification) -> str | None:
         """None when the channel accepted it, else the error."""
@@ -268,6 +292,7 @@ class EventConsumer:
         self._settings = settings
         self._decode = decoder
         self._consumer: Consumer | None = None
+        self._system = getattr(bus, "system", "")
 
     async def run(self) -> None:
         await self._bus.ensure_topic(self._settings.topic)
@@ -290,20 +315,32 @@ class EventConsumer:
             await self._consumer.close()
 
     async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Handles a batch; each message has its CONSUMER span in the trace it came with, and the batch's
+        shared work (decoding, the one transaction, the ack) runs under the first message's span."""
         if not deliveries:
             return
         assert self._consumer is not None
-        good: list[Decoded] = []
-        for delivery in deliveries:
-            try:
-                good.append(self._decode(delivery))
-            except Poison as poison:
-                await self._dispatcher.dead_letter_poison(delivery, str(poison))
-        unique = list({item.event_id: item for item in good}.values())  # a batch may hold a redelivery
-        rendered = {item.event_id: render(item) for item in unique}
-        created = await self._work.run(lambda tx: self._record(tx, unique, rendered), retry_duplicates=True)
-        await self._consumer.ack(deliveries)
-        await self._dispatcher.attempt_all(created)
+        s = self._settings
+        tracing.record_lag(s.topic, s.group, deliveries)
+        spans = {d.id: tracing.start_processing(d, system=self._system, group=s.group) for d in deliveries}
+        try:
+            with trace.use_span(spans[deliveries[0].id], end_on_exit=False):
+                good: list[Decoded] = []
+                for delivery in deliveries:
+                    try:
+                        good.append(self._decode(delivery))
+                    except Poison as poison:
+                        telemetry.fail(spans[delivery.id], "poison message")
+                        await self._dispatcher.dead_letter_poison(delivery, str(poison))
+                unique = list({item.event_id: item for item in good}.values())  # a batch may hold a redelivery
+                rendered = {item.event_id: render(item) for item in unique}
+                created = await self._work.run(lambda tx: self._record(tx, unique, rendered), retry_duplicates=True)
+                await self._consumer.ack(deliveries)
+            parents = {item.event_id: spans[item.delivery.id] for item in unique}
+            await self._dispatcher.attempt_all(created, parents)
+        finally:
+            for span in spans.values():
+                span.end()
 
     @staticmethod
     async def _record(

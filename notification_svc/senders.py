@@ -29,7 +29,9 @@ class LogSender:
 
     async def send(self, *, recipient: str, subject: str, body: str, notification_id: str) -> None:
         self.sent += 1
-        log.info("notification %s to %s: %s", notification_id, recipient or "(log)", subject)
+        # The recipient's address is personal data: the line names its domain only.
+        domain = recipient.rpartition("@")[2] if recipient else ""
+        log.info("notification %s to %s: %s", notification_id, f"…@{domain}" if domain else "(log)", subject)
 
 
 class SmtpSender:

@@ -18,8 +18,10 @@ import logging
 import time
 
 from order_svc.repository import OrderStatements, OutboxEvent
+from service_runtime import metrics
 from service_runtime.events import BusMessage, EventBus, Publisher
 from service_runtime.sql import UnitOfWork
+from shop.order.v1 import events_pb2 as events
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,14 @@ def publishable(batch: list[OutboxEvent], first_unpublished: dict[str, int]) -> 
         else:
             expected[event.order_id] = -1  # a gap: nothing more of this order in this batch
     return chosen
+
+
+def record_lag(topic: str, published: list[events.OrderEvent]) -> None:
+    """The outbox lag: the age of the oldest event found unpublished at this poll (0 when none was)."""
+    if metrics.enabled():
+        oldest = min((event.occur_time.ToMilliseconds() for event in published), default=None)
+        lag = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
+        metrics.instruments().outbox_lag.set(lag, {"messaging.destination.name": topic})
 
 
 class OutboxRelay:
@@ -72,13 +82,26 @@ class OutboxRelay:
         async with self._work.transaction() as tx:
             batch = await tx.claim_unpublished(self._batch_size)
             if not batch:
+                record_lag(self._topic, [])
                 return 0
             first = await tx.first_unpublished(sorted({event.order_id for event in batch}))
             ready = publishable(batch, first)
             if not ready:
                 return 0
+            stored = [events.OrderEvent.FromString(bytes(e.payload)) for e in ready]
+            record_lag(self._topic, stored)
             await publisher.publish(
-                self._topic, [BusMessage(key=e.order_id, type=e.event_type, value=bytes(e.payload)) for e in ready]
+                self._topic,
+                [
+                    # The trace context stored with the event: its publish span joins the request's trace.
+                    BusMessage(
+                        key=e.order_id,
+                        type=e.event_type,
+                        value=bytes(e.payload),
+                        headers=(("traceparent", event.traceparent), ("tracestate", event.tracestate)),
+                    )
+                    for e, event in zip(ready, stored, strict=True)
+                ],
             )
             await tx.mark_published([event.event_id for event in ready])
             return len(ready)

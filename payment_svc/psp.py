@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry.trace import SpanKind
+
+from service_runtime import metrics, telemetry
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Unreachable(PspError):
 _BACKOFF_SECONDS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
+def _operation(path: str) -> str:
+    """The operation a path names, without ids: /v1/authorizations/{id}/capture → capture."""
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return last if last in ("authorizations", "capture", "void", "refunds", "fence") else "other"
+
+
 class PspClient:
     def __init__(self, base_url: str, *, timeout_seconds: float, max_connections: int = 100) -> None:
         self._base_url = base_url.rstrip("/")
@@ -83,7 +92,29 @@ class PspClient:
             await self._session.close()
 
     async def post(self, path: str, body: dict[str, Any], key: str, *, budget: float | None) -> Answered:
-        """POSTs with `key`, retrying transport failures with backoff until `budget` seconds are spent."""
+        """POSTs with `key`, retrying transport failures with backoff until `budget` seconds are spent.
+        Traced as a CLIENT span and counted by outcome (`shop.psp.calls`); neither records the body."""
+        operation = _operation(path)
+        with telemetry.span(
+            f"psp POST {operation}",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": "POST", "shop.psp.operation": operation},
+        ) as span:
+            outcome = "error"
+            try:
+                answered = await self._post(path, body, key, budget=budget)
+                span.set_attribute("http.response.status_code", answered.status)
+                outcome = "accepted" if answered.ok else "refused"
+                return answered
+            except PspError as error:
+                outcome = type(error).__name__.lower()
+                telemetry.fail(span, outcome)
+                raise
+            finally:
+                if metrics.enabled():
+                    metrics.instruments().psp_calls.add(1, {"operation": operation, "outcome": outcome})
+
+    async def _post(self, path: str, body: dict[str, Any], key: str, *, budget: float | None) -> Answered:
         deadline = time.monotonic() + (budget if budget is not None else self._timeout_seconds * 2)
         reached = False
         for attempt in range(len(_BACKOFF_SECONDS) + 1):

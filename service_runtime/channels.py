@@ -12,7 +12,7 @@ from typing import Protocol
 
 import grpc
 
-from service_runtime import errors
+from service_runtime import errors, metrics
 from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
 from service_runtime.sql import in_transaction
 
@@ -99,7 +99,8 @@ class Channels:
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._open.get(target)
         if channel is None:
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[self._guard])
+            timed = [metrics.ClientMetricsInterceptor()] if metrics.enabled() else []
+            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[self._guard, *timed])
             self._open[target] = channel
         return channel
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol, TypeVar
 
-from service_runtime import database, migrations
+from service_runtime import database, logs, migrations
 from service_runtime.server import serve
 from service_runtime.settings import SettingsError
 from service_runtime.spec import S, ServiceSpec
@@ -36,9 +35,7 @@ def run_service(spec: ServiceSpec[S], argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"{spec.name}: invalid setting {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.common.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure_logging(spec.process_name, settings.common.log_level)
     runner = _event_loop_runner()
     if command == "migrate":
         try:

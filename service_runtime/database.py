@@ -140,6 +140,12 @@ class Database:
             timeout=self._acquire_timeout,
         )
 
+    def pool_stats(self) -> dict[str, int]:
+        """The current pool's counters (psycopg_pool's `get_stats`: pool_size, pool_available,
+        requests_waiting, pool_max…); empty while no pool is open."""
+        pool = self._pool
+        return pool.get_stats() if pool is not None else {}
+
     async def open(self) -> None:
         """Creates the pool and starts connecting in the background (never blocks on the server)."""
         if self._pool is None:

@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service_runtime import errors, telemetry
+from service_runtime import errors, metrics, telemetry
 from service_runtime.channels import Channels
 from service_runtime.database import Database
 from service_runtime.identity import IdentityInterceptor, ServiceTokens, Verifier
@@ -88,6 +88,8 @@ class RunningService:
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: The port of this process's /metrics endpoint (None: METRICS_PORT unset).
+        self.metrics_port: int | None = None
         self.readiness = Readiness(
             service=spec.name,
             schema=spec.schema,
@@ -157,6 +159,9 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
     """Builds and starts a service; returns before it is ready (see `RunningService.wait_ready`)."""
     common = settings.common
     telemetry.configure_tracing(spec.process_name)
+    metrics_port = metrics.configure_metrics(
+        spec.process_name, _metrics_host(common.listen_address), common.metrics_port
+    )
     infrastructure = Infrastructure(
         database=Database(
             common.database_url,
@@ -169,10 +174,14 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
         keys=KeySpace(common.redis_key_prefix),
         channels=Channels(tokens=ServiceTokens(common.identity)),
     )
+    if metrics_port is not None:
+        metrics.watch_pool(spec.process_name, infrastructure.database.pool_stats)
     assembly = spec.assemble(settings, infrastructure)
     server = grpc.aio.server(
-        # The error mapping is outermost, so an identity refusal leaves as a status with details too.
+        # The error mapping is outermost (after the metrics, which time everything), so an identity
+        # refusal leaves as a status with details too. Tracing's interceptor goes first (telemetry).
         interceptors=[
+            *([metrics.ServerMetricsInterceptor()] if metrics_port is not None else []),
             ErrorMappingInterceptor(domain=spec.error_domain),
             IdentityInterceptor(Verifier(common.identity)),
         ],
@@ -190,12 +199,19 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
     except RuntimeError as error:
         raise SettingsError("GRPC_LISTEN_ADDRESS", f"cannot listen on {common.listen_address}: {error}") from None
     running = RunningService(spec, settings, server, port, health_servicer, assembly, infrastructure)
+    running.metrics_port = metrics_port
     await running.readiness.report(False)
     await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await server.start()
     await infrastructure.database.open()
     running._start_readiness()
     return running
+
+
+def _metrics_host(listen_address: str) -> str:
+    """The /metrics endpoint listens on the gRPC listener's host ("" for every interface)."""
+    host = listen_address.rsplit(":", 1)[0].strip("[]")
+    return "" if host in ("::", "0.0.0.0", "::0") else host
 
 
 async def serve(spec: ServiceSpec[S], settings: S) -> None:

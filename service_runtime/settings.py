@@ -139,6 +139,9 @@ class CommonSettings:
     auth_jwt_audience: str
     #: Signs and verifies the mesh's service tokens (trusted callers); shared by every service.
     service_token_secret: str
+    #: METRICS_PORT: the HTTP port of the Prometheus /metrics endpoint (service_runtime.metrics), on the
+    #: host of GRPC_LISTEN_ADDRESS; 0 picks a free port (tests); None (unset) serves no metrics.
+    metrics_port: int | None = None
 
     @property
     def identity(self) -> IdentityConfig:
@@ -181,7 +184,12 @@ class CommonSettings:
             service_token_secret=env.text(
                 "SERVICE_TOKEN_SECRET", DEVELOPMENT_SERVICE_TOKEN_SECRET, pattern=r"[\x21-\x7e]{32,256}"
             ),
+            metrics_port=_unset_is_none(env.integer("METRICS_PORT", -1, minimum=0, maximum=65535)),
         )
+
+
+def _unset_is_none(port: int) -> int | None:
+    return None if port < 0 else port
 
 
 _PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.DOTALL)

@@ -39,7 +39,7 @@ from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
-from service_runtime import errors
+from service_runtime import errors, metrics
 from service_runtime.database import CONFLICTS, Database
 
 T = TypeVar("T")
@@ -132,7 +132,8 @@ class RetryPolicy:
             for attempt in range(1, self.attempts + 1):
                 try:
                     return await work()
-                except retryable:
+                except retryable as lost:
+                    metrics.conflict(type(lost).__name__)
                     if attempt == self.attempts:
                         raise
                 await asyncio.sleep(self.delay(attempt))

@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from redis import exceptions as redis_errors
 
-from service_runtime import database, errors
+from service_runtime import database, errors, metrics
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             try:
                 return await inner(request, context)
             except errors.ServiceError as error:
+                metrics.refused(method, error.reason or code_of(error).name)
                 await context.abort_with_status(rpc_status.to_status(to_status(error, domain=domain)))
             except grpc.aio.AioRpcError as error:
                 await _abort_with_downstream(context, error, method, domain)

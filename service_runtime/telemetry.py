@@ -1,24 +1,130 @@
 """OpenTelemetry tracing: one provider per process, gRPC server/client, psycopg and redis instrumented.
 
-Spans are exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; otherwise they are still created
-(so trace ids flow through metadata and logs) but not exported. OTEL_SDK_DISABLED=true turns tracing
-off altogether (no instrumentation). Call `configure_tracing` before creating
-servers or channels: the gRPC instrumentation wraps their constructors.
+Where spans go: OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (Kubernetes: the collector), and/or one
+JSON object per line appended to `TRACE_SPANS_FILE` when set (`make up`: `checkoutctl trace` reads it).
+Without either, spans are still created (trace ids flow through metadata, events and logs) but not
+exported. `OTEL_SDK_DISABLED=true` turns tracing off altogether (no instrumentation).
+
+What is traced (see docs/observability.md):
+
+- Sampling is parent-based: a span whose parent was sampled is sampled, so a checkout's trace is whole or
+  absent. A new trace is kept with probability `OTEL_TRACES_SAMPLER_ARG` (0..1, default 1), the
+  standard variable of the `parentbased_traceidratio` sampler (`OTEL_TRACES_SAMPLER` may also say
+  `parentbased_always_on` or `parentbased_always_off`).
+- Health checks are not traced (client or server), and a database or cache call with no parent span
+  (a background poller's idle query, the readiness probe) starts no trace.
+- SQL is recorded as the statement text (named placeholders, never values), Redis as `COMMAND ? ?`;
+  our own attributes are identifiers (checkout, order, step), never card data, tokens, e-mail or postal
+  addresses.
+
+Call `configure_tracing` before creating servers or channels: the gRPC instrumentation wraps their
+constructors.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
-from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer, filters
 from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.util.types import Attributes
+
+#: The instrumentation scope of the spans our own code makes (saga steps, relays, consumers).
+SCOPE = "shop.checkout"
 
 _state: dict[str, TracerProvider] = {}
+
+
+class QuietRoots(Sampler):
+    """The root sampler: a database or cache call that has no parent span starts no trace (they are the
+    background pollers' idle queries and the probes, and would drown everything else); any other new
+    trace is kept by `delegate` (a trace-id ratio)."""
+
+    def __init__(self, delegate: Sampler) -> None:
+        self._delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        # psycopg and redis spans are CLIENT spans named after the SQL verb or the Redis command; a gRPC
+        # client span is named after its method path ("/package.Service/Method").
+        if kind is SpanKind.CLIENT and not name.startswith("/"):
+            return SamplingResult(Decision.DROP)
+        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"QuietRoots{{{self._delegate.get_description()}}}"
+
+
+def sampler_from(env: Mapping[str, str]) -> Sampler:
+    """The parent-based sampler that `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` describe."""
+    name = env.get("OTEL_TRACES_SAMPLER", "parentbased_traceidratio").strip().lower() or "parentbased_traceidratio"
+    if name in ("parentbased_always_off", "always_off"):
+        root: Sampler = ALWAYS_OFF
+    elif name in ("parentbased_always_on", "always_on"):
+        root = ALWAYS_ON
+    elif name in ("parentbased_traceidratio", "traceidratio"):
+        try:
+            ratio = float(env.get("OTEL_TRACES_SAMPLER_ARG", "") or 1.0)
+        except ValueError:
+            ratio = 1.0
+        root = TraceIdRatioBased(min(1.0, max(0.0, ratio)))
+    else:
+        raise ValueError(
+            f"OTEL_TRACES_SAMPLER={name!r} is not supported here; use parentbased_traceidratio "
+            "(with OTEL_TRACES_SAMPLER_ARG), parentbased_always_on or parentbased_always_off"
+        )
+    return ParentBased(root=QuietRoots(root))
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each span as one JSON object per line to a file shared by every process of the local mesh.
+
+    Each batch is one `write` to a file opened with O_APPEND, so lines of concurrent processes never
+    interleave. The objects are `ReadableSpan.to_json()` (the SDK's own encoding), on one line.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        data = "".join(span.to_json(indent=None) + "\n" for span in spans)
+        with self._lock:
+            os.write(self._fd, data.encode())
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 def configure_tracing(service_name: str) -> TracerProvider:
@@ -26,18 +132,23 @@ def configure_tracing(service_name: str) -> TracerProvider:
     if "provider" in _state:
         return _state["provider"]
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":  # the standard OTel switch
-        _state["provider"] = TracerProvider()
+        _state["provider"] = TracerProvider(sampler=ALWAYS_OFF)
         return _state["provider"]
     provider = TracerProvider(
-        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}),
+        sampler=sampler_from(os.environ),
     )
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    spans_file = os.environ.get("TRACE_SPANS_FILE", "").strip()
+    if spans_file:
+        provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(spans_file), schedule_delay_millis=500))
     trace.set_tracer_provider(provider)
-    GrpcAioInstrumentorServer().instrument()
-    GrpcAioInstrumentorClient().instrument()
+    no_health_checks = filters.negate(filters.health_check())
+    GrpcAioInstrumentorServer(filter_=no_health_checks).instrument()
+    GrpcAioInstrumentorClient(filter_=no_health_checks).instrument()
     PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     RedisInstrumentor().instrument()
     _state["provider"] = provider
@@ -48,3 +159,51 @@ def shutdown_tracing() -> None:
     provider = _state.get("provider")
     if provider is not None:
         provider.force_flush(timeout_millis=2000)
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(SCOPE)
+
+
+# Trace context carried with stored work (outbox events, saga rows) and messages
+
+
+def current_traceparent() -> str:
+    """The W3C `traceparent` of the current span ("" when there is none or it is not sampled)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def context_of(carrier: Mapping[str, str]) -> otel_context.Context:
+    """The context a `traceparent`/`tracestate` carrier continues (an empty context when it has none)."""
+    return propagate.extract(carrier, context=otel_context.Context())
+
+
+def link_to(traceparent: str) -> list[Link]:
+    """A link to the span a stored `traceparent` names (none when it is empty or malformed)."""
+    if not traceparent:
+        return []
+    span_context = trace.get_current_span(context_of({"traceparent": traceparent})).get_span_context()
+    return [Link(span_context)] if span_context.is_valid else []
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Attributes = None,
+    parent: otel_context.Context | None = None,
+    links: Sequence[Link] = (),
+) -> Iterator[trace.Span]:
+    """A span of our own code, current inside the block; an exception sets its status to ERROR."""
+    with tracer().start_as_current_span(
+        name, context=parent, kind=kind, attributes=attributes, links=links, record_exception=False
+    ) as current:
+        yield current
+
+
+def fail(current: trace.Span, description: str) -> None:
+    """Marks a span failed with a short description (a status code or reason, never request data)."""
+    current.set_status(Status(StatusCode.ERROR, description))

@@ -80,12 +80,18 @@ class BusConfig:
 
 
 def open_bus(config: BusConfig, redis: Redis, keys: KeySpace) -> EventBus:
+    """The configured bus; its publishers carry the trace context (service_runtime.events.tracing)."""
+    from service_runtime.events.tracing import TracedBus
+
+    bus: EventBus
     if config.kind == "redis":
         from service_runtime.events.redis_streams import RedisStreamsBus
 
-        return RedisStreamsBus(redis, keys, config)
-    if config.kind == "kafka":
+        bus = RedisStreamsBus(redis, keys, config)
+    elif config.kind == "kafka":
         from service_runtime.events.kafka import KafkaBus
 
-        return KafkaBus(config)
-    raise ValueError(f"unknown event bus {config.kind!r}; expected one of {BUS_KINDS}")
+        bus = KafkaBus(config)
+    else:
+        raise ValueError(f"unknown event bus {config.kind!r}; expected one of {BUS_KINDS}")
+    return TracedBus(bus, "redis" if config.kind == "redis" else "kafka")

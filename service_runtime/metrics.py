@@ -1,0 +1,252 @@
+"""Metrics for Prometheus: OpenTelemetry instruments, exposed by OpenTelemetry's Prometheus exporter on
+each service's own HTTP port (`METRICS_PORT`; unset serves none, 0 picks a free port).
+
+What every service exports (names as Prometheus shows them; docs/observability.md has the list and
+the PromQL built on them):
+
+- `rpc_server_duration_milliseconds` / `rpc_client_duration_milliseconds`: histograms of every RPC
+  served and made (OpenTelemetry's `rpc.server.duration`/`rpc.client.duration`), labelled `rpc_service`,
+  `rpc_method` and `rpc_grpc_status_code`; their `_count` is the request count, and the count with a
+  non-zero status code the errors by code. Health checks are not counted.
+- `rpc_server_refusals_total`: refusals by the ErrorInfo reason they answered (e.g. inventory's
+  `INSUFFICIENT_STOCK`, the reservation refusals), `rpc_server_conflicts_total` for lost write races
+  retried by the unit of work (`service_runtime.sql`).
+- `db_client_connections_usage` (`state` used/idle), `db_client_connections_max`,
+  `db_client_connections_pending_requests`: the PostgreSQL pool.
+- Gateway: `shop_checkout_sagas_total` by `outcome`, `shop_saga_step_duration_milliseconds` by `step`
+  and `outcome`. Order: `shop_outbox_lag_seconds` (age of the oldest unpublished event). Notification:
+  `shop_consumer_lag_seconds` (age of the last batch's oldest message). Payment: `shop_psp_calls_total`
+  by `operation` and `outcome`.
+
+The instruments are made on first use from the global meter provider; until `configure_metrics` installs
+one they are no-ops, and a service without `METRICS_PORT` installs no interceptor (no per-call work).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
+from opentelemetry.metrics import _Gauge as Gauge
+
+log = logging.getLogger(__name__)
+
+SCOPE = "shop.checkout"
+#: Histogram buckets for call latencies, in milliseconds (OpenTelemetry's defaults stop being useful
+#: below 5 ms, where most of our calls are).
+LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+_state: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Instruments:
+    server_duration: Histogram
+    client_duration: Histogram
+    refusals: Counter
+    conflicts: Counter
+    saga_outcomes: Counter
+    saga_step_duration: Histogram
+    outbox_lag: Gauge
+    consumer_lag: Gauge
+    psp_calls: Counter
+
+
+@functools.cache
+def instruments() -> Instruments:
+    meter = metrics.get_meter(SCOPE)
+    return Instruments(
+        server_duration=meter.create_histogram(
+            "rpc.server.duration", unit="ms", description="Duration of RPCs served, by method and status code"
+        ),
+        client_duration=meter.create_histogram(
+            "rpc.client.duration", unit="ms", description="Duration of RPCs made, by method and status code"
+        ),
+        refusals=meter.create_counter(
+            "rpc.server.refusals", description="RPCs refused with an ErrorInfo reason, by method and reason"
+        ),
+        conflicts=meter.create_counter(
+            "rpc.server.conflicts", description="Transactions that lost a write race and were retried"
+        ),
+        saga_outcomes=meter.create_counter("shop.checkout.sagas", description="Checkout sagas ended, by outcome"),
+        saga_step_duration=meter.create_histogram(
+            "shop.saga.step.duration", unit="ms", description="Duration of one call of a saga step, by step and outcome"
+        ),
+        outbox_lag=meter.create_gauge(
+            "shop.outbox.lag", unit="s", description="Age of the oldest unpublished outbox event at the last poll"
+        ),
+        consumer_lag=meter.create_gauge(
+            "shop.consumer.lag", unit="s", description="Age of the oldest message of the last batch consumed"
+        ),
+        psp_calls=meter.create_counter("shop.psp.calls", description="Calls to the card network, by outcome"),
+    )
+
+
+def configure_metrics(service_name: str, host: str, port: int | None) -> int | None:
+    """Installs the meter provider and starts the /metrics endpoint, once per process; returns the port
+    it listens on (None when `port` is None: no metrics)."""
+    if port is None:
+        return None
+    if "port" in _state:
+        return int(_state["port"])
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+    from opentelemetry.sdk.resources import Resource
+    from prometheus_client import start_http_server
+
+    reader = PrometheusMetricReader()
+    provider = MeterProvider(
+        metric_readers=[reader],
+        resource=Resource.create({"service.name": service_name}),
+        views=[
+            View(instrument_name="*duration", aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS_MS)),
+        ],
+    )
+    metrics.set_meter_provider(provider)
+    server, _thread = start_http_server(port, addr=host)
+    _state["port"] = server.server_port
+    _state["provider"] = provider
+    log.info("%s: metrics on http://%s:%d/metrics", service_name, host, server.server_port)
+    return int(server.server_port)
+
+
+def enabled() -> bool:
+    return "port" in _state
+
+
+def port() -> int | None:
+    """The port of this process's /metrics endpoint (None: not serving metrics)."""
+    return int(_state["port"]) if "port" in _state else None
+
+
+def watch_pool(name: str, stats: Callable[[], dict[str, int]]) -> None:
+    """Reports a connection pool's usage at every scrape (`stats` is psycopg_pool's `get_stats` shape)."""
+    pools: dict[str, Callable[[], dict[str, int]]] | None = _state.get("pools")
+    if pools is None:
+        pools = _state["pools"] = {}
+        meter = metrics.get_meter(SCOPE)
+
+        def usage(_: CallbackOptions) -> Iterable[Observation]:
+            for pool, read in list(pools.items()):
+                numbers = read()
+                size, idle = numbers.get("pool_size", 0), numbers.get("pool_available", 0)
+                yield Observation(size - idle, {"pool.name": pool, "state": "used"})
+                yield Observation(idle, {"pool.name": pool, "state": "idle"})
+
+        def pending(_: CallbackOptions) -> Iterable[Observation]:
+            for pool, read in list(pools.items()):
+                yield Observation(read().get("requests_waiting", 0), {"pool.name": pool})
+
+        def maximum(_: CallbackOptions) -> Iterable[Observation]:
+            for pool, read in list(pools.items()):
+                yield Observation(read().get("pool_max", 0), {"pool.name": pool})
+
+        meter.create_observable_up_down_counter(
+            "db.client.connections.usage", [usage], description="PostgreSQL connections by state"
+        )
+        meter.create_observable_up_down_counter(
+            "db.client.connections.pending_requests", [pending], description="Requests waiting for a connection"
+        )
+        meter.create_observable_up_down_counter(
+            "db.client.connections.max", [maximum], description="The pool's maximum size"
+        )
+    pools[name] = stats
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+_HEALTH = "/grpc.health.v1.Health/"
+
+
+class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Records `rpc.server.duration` of every unary RPC but health checks (outermost of our interceptors)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or method.startswith(_HEALTH):
+            return handler
+        service, name = _split(method)
+        behaviour = handler.unary_unary
+        histogram = instruments().server_duration
+
+        async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            failed = True
+            try:
+                response = await behaviour(request, context)
+                failed = False
+                return response
+            finally:
+                # The code an abort (or set_code) left; None when the handler just returned.
+                code: object = context.code()
+                histogram.record(
+                    (time.perf_counter() - started) * 1000,
+                    {
+                        "rpc.system": "grpc",
+                        "rpc.service": service,
+                        "rpc.method": name,
+                        "rpc.grpc.status_code": _code_number(code, 2 if failed else 0),
+                    },
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
+def _code_number(code: object, default: int = 2) -> int:
+    """A status code's number (`default` when none was set: 0 for a handler that returned)."""
+    if isinstance(code, grpc.StatusCode):
+        return int(code.value[0])
+    return code if isinstance(code, int) else default
+
+
+class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Records `rpc.client.duration` of every unary call made through the runtime's channels."""
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        call = await continuation(client_call_details, request)
+        method = client_call_details.method
+        method = method.decode() if isinstance(method, bytes) else str(method)
+        code: object = await call.code()
+        service, name = _split(method)
+        instruments().client_duration.record(
+            (time.perf_counter() - started) * 1000,
+            {
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": name,
+                "rpc.grpc.status_code": _code_number(code),
+            },
+        )
+        return call
+
+
+def refused(method: str, reason: str) -> None:
+    """Counts a refusal (a ServiceError answered with `reason`)."""
+    if enabled():
+        service, name = _split(method)
+        instruments().refusals.add(1, {"rpc.service": service, "rpc.method": name, "error.reason": reason})
+
+
+def conflict(operation: str) -> None:
+    """Counts a transaction retried after losing a write race."""
+    if enabled():
+        instruments().conflicts.add(1, {"db.operation": operation})
