@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
 def available() -> str | None:
-    """The py-spy executable, or None."""
-    return shutil.which("py-spy")
+    """The py-spy executable (on PATH or beside this interpreter, as in a venv), or None."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
 
 
 async def record(pids: dict[str, int], seconds: float, out_dir: Path, *, rate: int = 100) -> dict[str, Path]:
