@@ -53,6 +53,17 @@ class Ledger:
             await cursor.execute("SELECT * FROM psp_sandbox.operations WHERE idempotency_key = %s", (key,))
             return Claim(None, await cursor.fetchone())
 
+    async def retake(self, operation_id: str) -> bool:
+        """Takes over a claim its request abandoned (the process died, or its work failed and rolled back);
+        False when it was completed meanwhile."""
+        async with self._pool.connection() as connection:
+            cursor = await connection.execute(
+                "UPDATE psp_sandbox.operations SET created_at = now()"
+                " WHERE operation_id = %s AND state = 'in_progress'",
+                (operation_id,),
+            )
+            return cursor.rowcount == 1
+
     async def forget(self, operation_id: str) -> None:
         """Drops an in-progress claim whose request was not processed (a 5xx), so a retry runs it."""
         async with self._pool.connection() as connection:

@@ -15,7 +15,8 @@ Every POST takes an `Idempotency-Key` header with Stripe's semantics: a replay r
 answer (header `Idempotent-Replayed: true`); the same key with another body is 422
 (`idempotency_key_reused`); a duplicate while the first is still running is 409
 (`idempotency_request_in_progress`); a key that was fenced is 409 (`idempotency_key_fenced`). A 5xx
-is never recorded, so a retry with the key runs the request. Declines are HTTP 402 with
+is never recorded, so a retry with the key runs the request; so is a request whose work failed or
+whose process died (its key is taken over by the next request with the same body). Declines are HTTP 402 with
 `error.type = "card_error"` and a `decline_code`.
 
 The fault switch (`/v1/sandbox/faults`, for fault drills such as `python -m chaos`) makes the whole
@@ -135,6 +136,9 @@ class Sandbox:
         self._config = config
         self._faults = Faults()
         self._dice = random.Random()
+        #: Operations whose request this process is running now: an in-progress claim not among them was
+        #: abandoned (its request failed, or the process that took it died) and the next request takes it over.
+        self._running: set[str] = set()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -255,26 +259,49 @@ class Sandbox:
                 drop=prepared.drop or faults.error_rate <= roll < faults.error_rate + faults.drop_rate,
             )
         claim = await self._ledger.claim(key, kind, request_hash)
-        if claim.operation_id is None:
-            replay = self._replay(claim.existing, request_hash)
+        operation_id = claim.operation_id
+        if operation_id is None:
+            operation_id = await self._take_over(claim.existing, request_hash)
+        if operation_id is None:
+            replay = self._replay(await self._ledger.operation(key=key), request_hash)
             if prepared.drop and replay.status < 300:
                 self._drop(request)  # the partition persists: replays are lost too
             return replay
-        if prepared.server_error:
-            await self._ledger.forget(claim.operation_id)
-            return web.json_response(_error("api_error", "server_error", "sandbox server error"), status=500)
-        if prepared.delay_seconds:
-            await asyncio.sleep(prepared.delay_seconds)
-        async with self._ledger.transaction() as tx:
-            try:
-                status, answer = await run(tx, request, body)
-            except BadRequest as bad:
-                status, answer = 400, _error("invalid_request_error", "parameter_invalid", bad.message)
-            answer = {**answer, "operation_id": claim.operation_id}
-            await tx.complete(claim.operation_id, status, answer)
+        self._running.add(operation_id)
+        try:
+            if prepared.server_error:
+                await self._ledger.forget(operation_id)
+                return web.json_response(_error("api_error", "server_error", "sandbox server error"), status=500)
+            if prepared.delay_seconds:
+                await asyncio.sleep(prepared.delay_seconds)
+            async with self._ledger.transaction() as tx:
+                try:
+                    status, answer = await run(tx, request, body)
+                except BadRequest as bad:
+                    status, answer = 400, _error("invalid_request_error", "parameter_invalid", bad.message)
+                answer = {**answer, "operation_id": operation_id}
+                await tx.complete(operation_id, status, answer)
+        finally:
+            self._running.discard(operation_id)
         if prepared.drop:
             self._drop(request)  # processed and recorded; the client never hears the answer
         return web.json_response(answer, status=status, headers={"Idempotent-Replayed": "false"})
+
+    async def _take_over(self, existing: Row | None, request_hash: str) -> str | None:
+        """The operation id of an abandoned in-progress claim with this body, now ours; else None."""
+        if existing is None or existing["state"] != "in_progress" or existing["request_hash"] != request_hash:
+            return None
+        operation_id = str(existing["operation_id"])
+        if operation_id in self._running:
+            return None  # really in progress: 409
+        self._running.add(operation_id)  # before any await: a concurrent duplicate now sees it running
+        try:
+            if await self._ledger.retake(operation_id):
+                logging.getLogger(__name__).warning("taking over abandoned operation %s", operation_id)
+                return operation_id
+            return None  # it was completed meanwhile: replay it
+        finally:
+            self._running.discard(operation_id)
 
     @staticmethod
     def _drop(request: web.Request) -> NoReturn:

@@ -161,7 +161,7 @@ async def test_the_fault_switch_fails_or_drops_every_token_until_cleared(psp: Ps
 
     async with http.put(faults, json={}) as response:
         assert await response.json() == {"delay_ms": 0, "error_rate": 0.0, "drop_rate": 0.0}
-    status, body, replayed = await post(http, f"{psp.base_url}/v1/authorizations", visa, "fault-drop")
+    status, _, replayed = await post(http, f"{psp.base_url}/v1/authorizations", visa, "fault-drop")
     assert (status, replayed) == (201, "true")
     assert len(await psp.authorizations()) == 1
 
@@ -172,3 +172,35 @@ async def test_the_fault_switch_refuses_bad_settings(psp: Psp, http) -> None:
             assert response.status == 400, bad
     async with http.get(f"{psp.base_url}/v1/sandbox/faults") as response:
         assert await response.json() == {"delay_ms": 0, "error_rate": 0.0, "drop_rate": 0.0}
+
+
+async def test_a_key_left_in_progress_by_a_killed_sandbox_is_taken_over_by_the_retry(database_url: str, http) -> None:
+    """Found by the fault drill: a sandbox that died (or lost its database) mid-request left the key
+    in progress for good, so every retry was 409 and the payment could never settle."""
+    request = {"amount_minor": 100, "currency": "USD", "token": "tok_hang"}
+    first = await start_psp(database_url, PSP_HANG_SECONDS="30")
+    try:
+        pending = asyncio.ensure_future(post(http, f"{first.base_url}/v1/authorizations", request, "crash"))
+        for _ in range(100):  # the claim is committed before the (held) work starts
+            if await first.operations():
+                break
+            await asyncio.sleep(0.05)
+        assert [op["state"] for op in await first.operations()] == ["in_progress"]
+        first.process.kill()
+        await first.process.wait()
+        with pytest.raises(aiohttp.ClientError):
+            await pending
+    finally:
+        await first.stop()
+
+    second = await start_psp(database_url, PSP_HANG_SECONDS="0")
+    try:
+        status, body, replayed = await post(http, f"{second.base_url}/v1/authorizations", request, "crash")
+        assert (status, replayed) == (201, "false")
+        again = await post(http, f"{second.base_url}/v1/authorizations", request, "crash")
+        assert again[0] == 201 and again[1]["id"] == body["id"] and again[2] == "true"
+        assert [row["authorization_id"] for row in await second.authorizations()] == [body["id"]]
+        other = await post(http, f"{second.base_url}/v1/authorizations", {**request, "amount_minor": 5}, "crash")
+        assert other[0] == 422
+    finally:
+        await second.stop()
