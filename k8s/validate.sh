@@ -117,6 +117,34 @@ EOF
     validate_target "base+components/$component" "$scratch"
 done
 
+# Every overlay with each component it does not already use, and the base with all components at once.
+all_components=()
+for dir in "$K8S_DIR"/components/*/; do
+    [[ -f "$dir/kustomization.yaml" ]] && all_components+=("$(basename "$dir")")
+done
+combine() { # combine NAME BASE COMPONENT...: a scratch kustomization of BASE (relative to k8s/) plus components
+    local name="$1" base="$2"
+    shift 2
+    local scratch="$WORK/combination-${name//\//_}"
+    mkdir -p "$scratch"
+    {
+        echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+        echo "kind: Kustomization"
+        echo "resources:"
+        echo "  - ../$rel/$base"
+        echo "components:"
+        for component in "$@"; do echo "  - ../$rel/components/$component"; done
+    } >"$scratch/kustomization.yaml"
+    validate_target "$name" "$scratch"
+}
+for overlay in "${overlays[@]}"; do
+    for component in "${all_components[@]}"; do
+        grep -q "components/$component\$" "$K8S_DIR/overlays/$overlay/kustomization.yaml" && continue
+        combine "overlays/$overlay+$component" "overlays/$overlay" "$component"
+    done
+done
+combine "base+all-components" base "${all_components[@]}"
+
 # The Dockerfile: hadolint's rules (pinned base, no root, no cache left behind, …).
 if "$HADOLINT" --failure-threshold warning "$REPO_DIR/Dockerfile" >"$WORK/hadolint.txt" 2>&1; then
     echo "ok    Dockerfile (hadolint)"
@@ -128,7 +156,7 @@ fi
 
 # Policy over the rendered manifests and the transcoder's Envoy config (offline; tests/k8s).
 if (cd "$REPO_DIR" && "$REPO_DIR/.venv/bin/python" -m pytest -q -p no:cacheprovider tests/k8s/test_policy.py \
-        tests/k8s/test_transcoder.py >"$WORK/policy.txt" 2>&1); then
+        tests/k8s/test_transcoder.py tests/k8s/test_components.py >"$WORK/policy.txt" 2>&1); then
     echo "ok    policy tests ($(tail -n 1 "$WORK/policy.txt"))"
 else
     echo "FAIL  policy tests (tests/k8s):"

@@ -14,10 +14,12 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,29 @@ def _render(path: str) -> tuple[str, ...]:
 def render(path: Path) -> list[Obj]:
     """The objects `kubectl kustomize path` renders (cached per path; callers must not mutate them)."""
     return [doc for doc in yaml.safe_load_all(_render(str(path))[0]) if doc]
+
+
+def render_with(base: str, components: tuple[str, ...]) -> list[Obj]:
+    """`base` (a folder under k8s/, e.g. "overlays/prod") with more components (names under k8s/components),
+    built from a scratch kustomization (kustomize wants relative paths to them)."""
+    with tempfile.TemporaryDirectory(prefix="k8s-render-") as scratch:
+        k8s = os.path.relpath(K8S, scratch)
+        (Path(scratch) / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [f"{k8s}/{base}"],
+                    "components": [f"{k8s}/components/{name}" for name in components],
+                }
+            )
+        )
+        result = subprocess.run(
+            [kubectl(), "kustomize", scratch], capture_output=True, text=True, timeout=120, check=False
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {base} + {components} failed: {result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
 def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
