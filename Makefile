@@ -1,5 +1,6 @@
 # Developer loop. Every target works from a fresh clone: it creates .venv and installs the project first.
 #   make up           the whole mesh on this machine (Ctrl-C stops it)
+#   make observe      make up, plus a Prometheus scraping every service (docs/observability.md)
 #   make test         the test suite against real PostgreSQL/Redis (ARGS="-k cart -x" passes pytest options)
 #   make reset        drop the mesh's database and Redis keys; the next `make up` migrates and seeds afresh
 #   make proto        regenerate generated/ from protos/
@@ -19,7 +20,7 @@ INSTALLED := $(VENV)/.shop-checkout-installed
 INSTALL_LOG := $(VENV)/pip-install.log
 ARGS ?=
 
-.PHONY: help install up test reset proto proto-check lint bench constraints
+.PHONY: help install up observe test reset proto proto-check lint bench constraints
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -47,6 +48,9 @@ $(INSTALLED): pyproject.toml constraints.txt | $(PYTHON)
 
 up: install
 	@$(PYTHON) -m devstack up
+
+observe: install
+	@DEVSTACK_OBSERVE=1 $(PYTHON) -m devstack up
 
 test: install
 	@$(PYTHON) -m devstack test $(ARGS)

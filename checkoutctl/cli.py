@@ -1,4 +1,4 @@
-"""The command line: `checkoutctl [options] demo | show <checkout_id> | failed`.
+"""The command line: `checkoutctl [options] demo | show <checkout_id> | failed | trace <checkout_id>`.
 
 Expected failures (the mesh is down, a call is refused, a checkout is unknown) print one line on
 stderr and exit 1; a usage error exits 2 (argparse); Ctrl-C exits 130. Nothing expected prints a
@@ -73,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--placing-minutes", type=int, default=5, help="a PLACING checkout this old needs a look (default 5)"
     )
     stuck.add_argument("--limit", type=int, default=200, help="at most this many of each (default 200)")
+    waterfall = commands.add_parser(
+        "trace",
+        parents=[after],
+        help="a checkout's trace as a waterfall (from the span file `make up` writes)",
+        description="Print the trace of a checkout (gateway, every service, the event relay and the notification) "
+        "as a waterfall: service, span, start offset, duration, status and a bar. Reads the JSON-lines span "
+        "file the local mesh writes (<DEVSTACK_STATE_DIR or .devstack>/spans.jsonl).",
+    )
+    waterfall.add_argument("checkout_id", help="the checkout's id")
+    waterfall.add_argument("--spans", metavar="FILE", help="the span file (default: the one `make up` writes)")
+    waterfall.add_argument(
+        "--wait", type=float, default=5.0, help="seconds to wait for the spans to reach the file (default 5)"
+    )
     return parser
 
 
@@ -103,7 +116,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+async def _trace(arguments: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from checkoutctl import trace
+    from devstack.errors import DevstackError
+    from devstack.observe import spans_file
+    from devstack.settings import DevstackSettings
+
+    if arguments.spans:
+        path = Path(arguments.spans)
+    else:
+        try:
+            path = spans_file(DevstackSettings.from_environ(os.environ).state_dir)
+        except DevstackError as error:
+            raise CtlError(str(error)) from None
+    await trace.show(path, arguments.checkout_id, console, wait_seconds=max(0.0, arguments.wait))
+    return 0
+
+
 async def _run(arguments: argparse.Namespace, console: Console) -> int:
+    if arguments.command == "trace":
+        return await _trace(arguments, console)
     # Imported here, not at the top, so that `--help` and usage errors answer at once (grpc, the
     # generated protos and devstack's tables take most of a second to import on a busy machine).
     from checkoutctl import admin, demo

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from devstack import console, leftovers, mesh, sandboxes, servers
+from devstack import console, leftovers, mesh, observe, sandboxes, servers
 from devstack.endpoints import Server, redact
 from devstack.errors import DevstackError
 from devstack.processes import POLL_SECONDS, ManagedProcess, ProcessGroup, Supervisor
@@ -157,6 +157,7 @@ async def bring_up_and_watch(settings: DevstackSettings, group: ProcessGroup) ->
     )
     console.step(f"mesh is up: {len(mesh.SERVICES)} services SERVING after {loop.time() - started:.1f} s")
     print_mesh_table(settings, processes, states, postgres, redis)
+    await observe.announce(group, settings)
     console.step("press Ctrl-C to stop everything (a process that dies is restarted)")
     watched: dict[str, ManagedProcess] = dict(processes)
     for server in (postgres, redis):

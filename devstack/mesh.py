@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack import console, sandboxes
+from devstack import console, observe, sandboxes
 from devstack.endpoints import LOOPBACK, Server, database_of
 from devstack.errors import DevstackError
 from devstack.processes import ManagedProcess, ProcessGroup, wait_for_exit
@@ -119,6 +119,7 @@ def service_environment(
     env["PSP_BASE_URL"] = sandboxes.psp_url(settings.port_base)
     if service is not None:
         env["GRPC_LISTEN_ADDRESS"] = address_of(service, settings.port_base)
+        env.update(observe.service_environment(settings, service.port_offset))
     env.update(overrides or {})
     return env
 

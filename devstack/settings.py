@@ -6,6 +6,7 @@ DEVSTACK_PORT_BASE         first service port (default 50050); service i listens
 DEVSTACK_STATE_DIR         where private server data and logs live (default .devstack/ in the repo)
 DEVSTACK_START_TIMEOUT     seconds for every service to report SERVING (default 60)
 DEVSTACK_POSTGRES_BIN      folder holding initdb/postgres, to use instead of the ones found
+DEVSTACK_OBSERVE=1         also run Prometheus scraping every service (`make observe`; devstack/observe.py)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class DevstackSettings:
     state_dir: Path
     start_timeout_seconds: float
     postgres_bin: Path | None
+    #: DEVSTACK_OBSERVE: `up` also runs Prometheus (devstack/observe.py).
+    observe: bool = False
 
     @property
     def logs_dir(self) -> Path:
@@ -57,6 +60,7 @@ class DevstackSettings:
             state_dir=state_dir,
             start_timeout_seconds=float(start_timeout),
             postgres_bin=Path(postgres_bin) if postgres_bin else None,
+            observe=(text("DEVSTACK_OBSERVE") or "0").lower() in ("1", "true", "yes"),
         )
 
 
