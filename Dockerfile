@@ -24,7 +24,6 @@ COPY notification_svc/ notification_svc/
 COPY psp_sandbox/ psp_sandbox/
 COPY checkoutctl/ checkoutctl/
 COPY devstack/ devstack/
-COPY bench/ bench/
 # A regular (not editable) install: the code and its data files (migrations, queries, rates, descriptors)
 # land in /opt/venv/lib/python3.11/site-packages, where k8s/base/config/shipping-svc.env expects the rates.
 RUN /opt/venv/bin/pip install --no-compile -c constraints.txt . \
