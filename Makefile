@@ -7,6 +7,7 @@
 #   make proto-check  fail when generated/ is not what protos/ generate
 #   make lint         buf lint, ruff check, ruff format --check and mypy
 #   make bench        benchmarks (python -m bench), once there are any
+#   make chaos        the fault drill: the mesh under load, every process and server broken in turn, invariants checked (docs/reliability.md)
 #   make constraints  rewrite constraints.txt (the pinned versions install uses) from what .venv has now
 
 SHELL := /bin/bash
@@ -20,7 +21,7 @@ INSTALLED := $(VENV)/.shop-checkout-installed
 INSTALL_LOG := $(VENV)/pip-install.log
 ARGS ?=
 
-.PHONY: help install up observe test reset proto proto-check lint bench constraints
+.PHONY: help install up observe test reset proto proto-check lint bench chaos constraints
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -84,6 +85,9 @@ bench: install
 	else \
 		echo "make bench: there is no bench package (bench/__main__.py) yet; nothing to run"; \
 	fi
+
+chaos: install
+	@$(PYTHON) -m chaos $(ARGS)
 
 # The pinned versions `make install`, CI and the Dockerfile install from: everything in .venv except the
 # project itself. After changing a dependency in pyproject.toml: install it, run this, commit both files.

