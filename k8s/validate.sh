@@ -171,7 +171,7 @@ fi
 
 # Policy over the rendered manifests and the transcoder's Envoy config (offline; tests/k8s).
 if (cd "$REPO_DIR" && "$REPO_DIR/.venv/bin/python" -m pytest -q -p no:cacheprovider tests/k8s/test_policy.py \
-        tests/k8s/test_transcoder.py tests/k8s/test_components.py >"$WORK/policy.txt" 2>&1); then
+        tests/k8s/test_transcoder.py tests/k8s/test_components.py tests/k8s/test_image_and_collector.py >"$WORK/policy.txt" 2>&1); then
     echo "ok    policy tests ($(tail -n 1 "$WORK/policy.txt"))"
 else
     echo "FAIL  policy tests (tests/k8s):"
