@@ -126,8 +126,8 @@ async def test_a_saga_that_failed_after_its_order_is_resumed_by_an_operator_and_
             done = await shop.settled("zoe", checkout_id)
             assert done.status == pb.CHECKOUT_STATUS_COMPLETED, done.last_failure
             assert (await admin.RetryCheckout(retry, metadata=OPERATOR)).replayed
-            capture = [s for s in done.steps if s.step == pb.SAGA_STEP_CAPTURE_PAYMENT]
-            assert [(s.attempt, s.status) for s in capture] == [(1, pb.SAGA_STEP_STATUS_SUCCEEDED)]
+            captures = [s for s in done.steps if s.step == pb.SAGA_STEP_CAPTURE_PAYMENT]
+            assert [(s.attempt, s.status) for s in captures] == [(1, pb.SAGA_STEP_STATUS_SUCCEEDED)]
     finally:
         revived.process.terminate()
         await revived.process.wait()
