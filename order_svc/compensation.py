@@ -35,11 +35,13 @@ import logging
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry.trace import Link
 
 from order_svc import domain
 from order_svc.domain import CompensationStatus, Order, RefundAction, RestockAction
 from order_svc.handlers import record_event
 from order_svc.repository import OrderStatements
+from service_runtime import telemetry
 from service_runtime.channels import Channels
 from service_runtime.downstream import DownstreamError
 from service_runtime.sql import UnitOfWork
@@ -120,8 +122,21 @@ class CancellationWorker:
         s = self._settings
         claimed = await self._work.run(lambda tx: tx.claim_compensations(s.lease_seconds, s.batch_size, order_ids))
         for order in claimed:
-            await self.compensate(order)
+            if order_ids:  # CancelOrder's inline attempt: in the request's trace
+                await self.compensate(order)
+                continue
+            # The background worker: a trace of its own, linked to the CancelOrder that asked for it.
+            with telemetry.span(
+                "order compensation",
+                attributes={"shop.order.id": order.order_id},
+                links=await self._cancel_links(order.order_id),
+            ):
+                await self.compensate(order)
         return len(claimed)
+
+    async def _cancel_links(self, order_id: str) -> list[Link]:
+        payload = await self._work.read(lambda tx: tx.cancelled_event(order_id))
+        return telemetry.link_to(events.OrderEvent.FromString(payload).traceparent) if payload else []
 
     async def compensate_now(self, order_id: str) -> None:
         """CancelOrder's inline first attempt, bounded by INLINE_BUDGET_SECONDS; the worker finishes it."""

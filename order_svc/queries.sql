@@ -155,3 +155,9 @@ WHERE order_id = %(order_id)s
 -- name: compensation_attempts
 -- How many compensation attempts of a cancellation have failed.
 SELECT compensation_attempts FROM orders.orders WHERE order_id = %(order_id)s
+
+-- name: cancelled_event
+-- The order's OrderCancelled event while the outbox still holds it (its trace context: the cancel worker links to it).
+SELECT payload FROM orders.order_events WHERE order_id = %(order_id)s AND event_type = 'OrderCancelled'
+ORDER BY sequence DESC
+LIMIT 1

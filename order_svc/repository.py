@@ -234,6 +234,10 @@ class OrderStatements(Statements):
         row = await self._one("compensation_attempts", {"order_id": order_id})
         return int(row["compensation_attempts"])
 
+    async def cancelled_event(self, order_id: str) -> bytes | None:
+        row = await self._row("cancelled_event", {"order_id": order_id})
+        return bytes(row["payload"]) if row is not None else None
+
     async def schedule_compensation(self, order_id: str, delay_seconds: float, error: str) -> None:
         await self._rows(
             "schedule_compensation", {"order_id": order_id, "delay_seconds": delay_seconds, "error": error}
