@@ -7,12 +7,15 @@ import asyncio
 from collections.abc import Sequence
 
 import grpc
+import psycopg
 from grpc_health.v1 import health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from devstack.mesh import health_of
+from gateway.repository import GatewayStatements
+from service_runtime import telemetry
 from shop.gateway.v1 import gateway_service_pb2 as pb
 from tests.integration.gateway.conftest import Shop, StartGateway
 from tests.rpc_errors import expect_failure
@@ -158,3 +161,26 @@ async def test_an_idle_mesh_and_its_health_checks_record_no_spans(gateway: Shop,
     await asyncio.sleep(1.5)
 
     assert [s.name for s in spans.get_finished_spans()] == []
+
+
+async def test_a_saga_the_recovery_worker_resumes_is_a_new_trace_linked_to_its_place_order(
+    gateway: Shop, spans: InMemorySpanExporter
+):
+    await gateway.product("OAT", 5)
+    checkout_id = await gateway.quoted_checkout("ruth", {"OAT": 1})
+    # A replica started the attempt in a traced PlaceOrder and died: its lease is already over.
+    with telemetry.span("PlaceOrder of a replica that died") as original:
+        traceparent = telemetry.current_traceparent()
+    async with await psycopg.AsyncConnection.connect(gateway.database_url) as connection:
+        await GatewayStatements(connection).start_attempt(checkout_id, "tok_visa", "dead-replica", 0.0, traceparent)
+        await connection.commit()
+
+    assert (await gateway.settled("ruth", checkout_id)).status == pb.CHECKOUT_STATUS_COMPLETED
+
+    finished = list(spans.get_finished_spans())
+    [saga] = [s for s in finished if s.name == "checkout saga" and attribute(s, "shop.checkout.id") == checkout_id]
+    assert saga.parent is None and attribute(saga, "shop.saga.recovered") is True
+    assert [link.context.trace_id for link in saga.links] == [original.get_span_context().trace_id]
+    assert saga.context is not None
+    resumed = [s for s in trace_of(finished, saga) if s.name.startswith("saga step ")]
+    assert {attribute(s, "shop.saga.step") for s in resumed} >= {"authorize_payment", "capture_payment"}
