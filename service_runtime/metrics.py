@@ -36,6 +36,8 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.metrics import _Gauge as Gauge
 
+from service_runtime.settings import SettingsError
+
 log = logging.getLogger(__name__)
 
 SCOPE = "shop.checkout"
@@ -110,8 +112,11 @@ def configure_metrics(service_name: str, host: str, port: int | None) -> int | N
             View(instrument_name="*duration", aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS_MS)),
         ],
     )
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as error:
+        raise SettingsError("METRICS_PORT", f"cannot serve metrics on {host}:{port}: {error}") from None
     metrics.set_meter_provider(provider)
-    server, _thread = start_http_server(port, addr=host)
     _state["port"] = server.server_port
     _state["provider"] = provider
     log.info("%s: metrics on http://%s:%d/metrics", service_name, host, server.server_port)

@@ -209,9 +209,9 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
 
 
 def _metrics_host(listen_address: str) -> str:
-    """The /metrics endpoint listens on the gRPC listener's host ("" for every interface)."""
+    """The /metrics endpoint listens on the gRPC listener's host (every IPv4 interface for a wildcard)."""
     host = listen_address.rsplit(":", 1)[0].strip("[]")
-    return "" if host in ("::", "0.0.0.0", "::0") else host
+    return "0.0.0.0" if host in ("", "::", "0.0.0.0", "::0") else host
 
 
 async def serve(spec: ServiceSpec[S], settings: S) -> None:
