@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from gateway import domain
 from gateway.activities import Activities, ReleaseReservation, client_deadline
-from gateway.domain import CheckoutStatus, Failure, SagaStep, StepStatus
+from gateway.domain import Checkout, CheckoutStatus, Failure, SagaStep, StepRecord, StepStatus
 from gateway.repository import GatewayStatements
 from gateway.saga import CheckoutSaga, CompensationFailed, SagaLog, SagaPolicy, StepStopped
 from service_runtime import metrics, telemetry
@@ -100,10 +100,16 @@ class SagaRunner:
 
     async def drive(self, checkout_id: str) -> None:
         """Drives a PLACING checkout this replica holds the lease of to its next state."""
-        checkout = await self._work.read(lambda tx: tx.checkout(checkout_id))
-        if checkout is None or checkout.status is not CheckoutStatus.PLACING or checkout.lease_owner != self.owner:
+
+        async def load(tx: GatewayStatements) -> tuple[Checkout | None, list[StepRecord]]:
+            found = await tx.checkout(checkout_id)
+            if found is None or found.status is not CheckoutStatus.PLACING or found.lease_owner != self.owner:
+                return None, []
+            return found, await tx.steps(checkout_id)
+
+        checkout, records = await self._work.read(load)  # one snapshot, one round of reads
+        if checkout is None:
             return
-        records = await self._work.read(lambda tx: tx.steps(checkout_id))
         saga = SagaLog(self._work, checkout, records, self._policy)
         renewer = asyncio.create_task(self._keep_lease(checkout_id, asyncio.current_task()))
         try:
@@ -113,11 +119,11 @@ class SagaRunner:
                 if stop.step is SagaStep.CONVERT_CART:
                     # The order is placed and paid; a cart that cannot be converted (e.g. it expired) stays as it is.
                     log.warning("checkout %s completed, but its cart was not converted: %s", checkout_id, stop.reason)
-                    await self._end(checkout_id, CheckoutStatus.COMPLETED, None)
+                    await self._end(checkout_id, CheckoutStatus.COMPLETED, None, saga)
                     return
                 await self._stop(saga, checkout.attempt, stop)
                 return
-            await self._end(checkout_id, CheckoutStatus.COMPLETED, None)
+            await self._end(checkout_id, CheckoutStatus.COMPLETED, None, saga)
             log.info("checkout %s completed: order %s, payment %s", checkout_id, placed.order_id, placed.payment_id)
         finally:
             renewer.cancel()
@@ -148,12 +154,16 @@ class SagaRunner:
                     attempt=attempt,
                     payment_id=stop.payment_id,
                 )
-        await self._end(saga.checkout_id, status, failure)
+        await self._end(saga.checkout_id, status, failure, saga)
 
-    async def _end(self, checkout_id: str, status: CheckoutStatus, failure: Failure | None) -> None:
+    async def _end(
+        self, checkout_id: str, status: CheckoutStatus, failure: Failure | None, saga: SagaLog | None = None
+    ) -> None:
         global failed_sagas
 
         async def work(tx: GatewayStatements) -> None:
+            if saga is not None:
+                await saga.write_pending(tx)  # the last step's outcome, in the same commit as the end
             if failure is not None:
                 await tx.record_failure(checkout_id, failure)
             stopped_at = failure.step if failure is not None and status is CheckoutStatus.FAILED else None

@@ -5,6 +5,11 @@ The script has no clock, randomness or network of its own: every call is an acti
 (`gateway.activities`) made through `SagaLog.step`, which writes the step's intent (and its undo)
 before the call and its outcome after, retries transport failures with the same step key, and on
 recovery replays a finished step's recorded result instead of calling again.
+
+A step's outcome is written in the same transaction as the next step's intent (or the saga's end, or
+its compensation's first write): nothing is called between the two, so this is one commit where there
+were two, and a crash in between leaves exactly what a crash right after the call always left (the
+step RUNNING, called again with its key on recovery).
 """
 
 from __future__ import annotations
@@ -113,6 +118,25 @@ class SagaLog:
         self._records = {(record.attempt, record.step): record for record in records}
         self._policy = policy
         self._compensations: list[_Registered] = []
+        #: The last step's outcome, not written yet: it goes in the next transaction (module docstring).
+        self._pending: Callable[[GatewayStatements], Awaitable[None]] | None = None
+        self._pending_next: SagaStep | None = None
+
+    async def write_pending(self, tx: GatewayStatements) -> None:
+        """Writes the outcome waiting for the next transaction, in `tx` (the saga's end calls it)."""
+        if self._pending is not None:
+            await self._pending(tx)
+
+    def _written(self) -> None:
+        """The transaction holding the pending outcome committed."""
+        self._pending = None
+        self._pending_next = None
+
+    async def flush(self) -> None:
+        """The pending outcome in a transaction of its own (before reading the step log back)."""
+        if self._pending is not None:
+            await self._work.run(self.write_pending)
+            self._written()
 
     def key(self, step: SagaStep) -> str:
         return domain.step_key(self.checkout_id, self.attempt, step)
@@ -174,10 +198,13 @@ class SagaLog:
             tries += 1
 
             async def intent(tx: GatewayStatements) -> int:
-                await tx.record_progress(self.checkout_id, step)
+                await self.write_pending(tx)
+                if self._pending_next is not step:  # the pending outcome already moved the checkout to `step`
+                    await tx.record_progress(self.checkout_id, step)
                 return await tx.step_intent(self.checkout_id, self.attempt, step, key, compensation_path)
 
             attempts = await self._work.run(intent)
+            self._written()
             self._failpoint("before", step)
             span.set_attribute("shop.saga.calls", tries)
             started = time.perf_counter()
@@ -221,6 +248,7 @@ class SagaLog:
         )
 
     async def _record_success(self, step: SagaStep, result: Mapping[str, str]) -> None:
+        """Makes the step's outcome pending: written with the next transaction (module docstring)."""
         payment_id = result.get("paymentId") if step is SagaStep.AUTHORIZE_PAYMENT else None
 
         async def outcome(tx: GatewayStatements) -> None:
@@ -236,13 +264,15 @@ class SagaLog:
                 card_last4=result.get("cardLast4"),
             )
 
-        await self._work.run(outcome)
+        self._pending = outcome
+        self._pending_next = domain.next_step(step)
 
     async def compensate(self, *, release_reservation: bool) -> None:
         """Runs the registered undos, newest first, of every step that did (or may have) happened; each
         retried with backoff until done. One that cannot be done does not stop the others; the first such
         is raised (CompensationFailed) once all were tried."""
         failed: CompensationFailed | None = None
+        await self.flush()
         for registered in reversed(self._compensations):
             if registered.step is SagaStep.RESERVE_INVENTORY and not release_reservation:
                 continue
