@@ -35,6 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import psycopg
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
@@ -196,14 +197,25 @@ class UnitOfWork(Generic[S]):
         return await self.policy.run(work)
 
     async def read(self, work: Callable[[S], Awaitable[T]]) -> T:
-        """`work` in a read-only transaction (one snapshot); nothing to commit, nothing to retry."""
-        async with self._database.connection() as connection, connection.transaction():
-            await connection.execute("SET TRANSACTION READ ONLY")
+        """`work` in a read-only transaction (one snapshot); nothing to commit, nothing to retry.
+
+        Begun with one `BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY` (before: BEGIN, then SET
+        TRANSACTION READ ONLY, a round trip more on every read, and at READ COMMITTED each statement saw
+        its own snapshot); a read-only transaction at REPEATABLE READ never fails to serialize. Ended with
+        COMMIT, or ROLLBACK when `work` raises."""
+        async with self._database.connection() as connection:
+            await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             token = in_transaction.set(True)
             try:
-                return await work(self._statements(connection))
+                result = await work(self._statements(connection))
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # a broken connection: the pool discards it
+                    await connection.execute("ROLLBACK")
+                raise
             finally:
                 in_transaction.reset(token)
+            await connection.execute("COMMIT")
+            return result
 
     async def statement(self, work: Callable[[S], Awaitable[T]]) -> T:
         """`work` as autocommit statements, each its own transaction (for the one-statement hot paths,

@@ -161,3 +161,20 @@ async def test_the_stock_cap_in_code_is_the_one_the_database_enforces(database_u
         )
         definitions = [row[0] for row in await cursor.fetchall()]
     assert any(f"stock_on_hand <= {MAX_STOCK}" in definition for definition in definitions), definitions
+
+
+async def test_a_read_sees_one_snapshot_refuses_writes_and_leaves_its_connection_clean(work):
+    await work.run(lambda tx: tx.add_note("first"))
+
+    with pytest.raises(pg_errors.ReadOnlySqlTransaction):
+        await work.read(lambda tx: tx.add_note("written in a read"))
+
+    async def twice(tx: NoteStatements) -> tuple[list[str], list[str]]:
+        before = await tx.notes()
+        await work.run(lambda other: other.add_note("committed meanwhile"))  # another connection of the pool
+        return before, await tx.notes()
+
+    seen = await work.read(twice)
+    assert seen == (["first"], ["first"])  # one snapshot: the concurrent commit is not seen inside the read
+    assert await notes(work) == ["first", "committed meanwhile"]  # every connection back idle and usable
+    assert await work.run(lambda tx: tx.add_note("after")) >= 1
