@@ -55,6 +55,7 @@ class Statement:
     text: str  # with %(pN)s placeholders (psycopg's), % doubled
     parameters: tuple[str | None, ...]
     original: str
+    application: str = ""  # the service's application_name (inventory-svc…)
 
     def kind(self) -> str:
         """The statement's first keyword (SELECT, INSERT…), after any `--` comment lines."""
@@ -81,6 +82,16 @@ class Capture:
     def statements(self) -> int:
         return sum(len(unit.statements) for unit in self.units)
 
+    def by_service(self) -> dict[str, dict[str, int]]:
+        """Statements and commits (transactions and autocommit statements) per service (application_name)."""
+        counts: dict[str, dict[str, int]] = {}
+        for unit in self.units:
+            name = unit.statements[0].application if unit.statements else "?"
+            entry = counts.setdefault(name or "?", {"statements": 0, "commits": 0})
+            entry["statements"] += sum(1 for s in unit.statements if s.kind() not in ("BEGIN", "COMMIT", "ROLLBACK"))
+            entry["commits"] += 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]["commits"]))
+
     def kinds(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for unit in self.units:
@@ -100,7 +111,7 @@ def _rows(log_file: Path, start: int, end: int) -> Iterator[list[str]]:
     yield from csv.reader(text.splitlines(keepends=True))
 
 
-def _statement(message: str, detail: str) -> Statement | None:
+def _statement(message: str, detail: str, application: str = "") -> Statement | None:
     matched = _STATEMENT.match(message)
     if matched is None:
         return None
@@ -110,7 +121,7 @@ def _statement(message: str, detail: str) -> Statement | None:
         values[int(number)] = None if whole == "NULL" else inner.replace("''", "'")
     count = max(values, default=0)
     text = _PLACEHOLDER.sub(lambda m: f"%(p{m.group(1)})s", original.replace("%", "%%"))
-    return Statement(text, tuple(values.get(n) for n in range(1, count + 1)), original)
+    return Statement(text, tuple(values.get(n) for n in range(1, count + 1)), original, application)
 
 
 def _log_size(log_file: Path) -> int:
@@ -153,7 +164,7 @@ async def capture(
     for row in _rows(server.log_file, checkout_start, checkout_end):
         if len(row) <= _APPLICATION or row[_APPLICATION].endswith("-probe"):
             continue
-        parsed = _statement(row[_MESSAGE], row[_DETAIL])
+        parsed = _statement(row[_MESSAGE], row[_DETAIL], row[_APPLICATION])
         if parsed is None:
             continue
         session, kind = row[_SESSION], parsed.kind()

@@ -92,6 +92,44 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{entry}/stat") as stat:
+                if int(stat.read().rpartition(")")[2].split()[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds each named process used between `start()` and `stop()`; `extra` adds sources that are not
+    one pid (a PostgreSQL server and its backends)."""
+
+    def __init__(self, pids: Mapping[str, int], extra: Mapping[str, Callable[[], float]] | None = None) -> None:
+        self._sources: dict[str, Callable[[], float]] = {name: _pid_cpu(pid) for name, pid in pids.items()}
+        self._sources.update(extra or {})
+        self._before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {name: self._read(source) for name, source in self._sources.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {name: self._read(source) - self._before.get(name, 0.0) for name, source in self._sources.items()}
+
+    @staticmethod
+    def _read(source: Callable[[], float]) -> float:
+        try:
+            return source()
+        except OSError:
+            return 0.0
+
+
+def _pid_cpu(pid: int) -> Callable[[], float]:
+    return lambda: cpu_seconds(pid)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -141,6 +179,11 @@ class PrivatePostgres:
     url: str
     log_file: Path
     version: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server's processes so far (the postmaster and its live backends)."""
+        return cpu_seconds(self.pid) + sum(cpu_seconds(child) for child in children(self.pid))
 
 
 @contextlib.asynccontextmanager
@@ -196,7 +239,7 @@ async def private_postgres(max_connections: int = 300) -> AsyncIterator[PrivateP
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"private PostgreSQL did not start (exit {process.poll()})") from None
                 await asyncio.sleep(0.1)
-        yield PrivatePostgres(url, logs / "postgresql.csv", binaries.major_version)
+        yield PrivatePostgres(url, logs / "postgresql.csv", binaries.major_version, process.pid)
     finally:
         if process is not None:
             process.send_signal(signal.SIGINT)  # fast shutdown
@@ -535,7 +578,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     console.print(f"results: {path}")
 
 

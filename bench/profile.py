@@ -1,10 +1,10 @@
 """Sampling profiles of the mesh's processes while a bench drives them (py-spy, when it is installed).
 
-`record()` runs `py-spy record --format raw` (collapsed stacks, idle time left out, so a share is a share of
-the process's busy samples) against each pid for the same seconds, in parallel, while the caller's load
-runs; `top()` reads one profile back as the functions with most samples on the stack (inclusive) and on
-top of it (self). py-spy is a tool, not a dependency: `pip install py-spy` (it needs ptrace permission:
-root, or kernel.yama.ptrace_scope 0).
+`record()` runs `py-spy record --gil --format raw` (collapsed stacks of the thread holding the GIL, so a
+share is a share of the time the process ran Python) against each pid for the same seconds, in parallel,
+while the caller's load runs; `top()` reads one profile back as the functions with most samples on the
+stack (inclusive) and on top of it (self). py-spy is a tool, not a dependency: `pip install py-spy` (it
+needs ptrace permission: root, or kernel.yama.ptrace_scope 0).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ async def record(pids: dict[str, int], seconds: float, out_dir: Path, *, rate: i
             "--format",
             "raw",
             "--nonblocking",
+            "--gil",  # only the thread holding the GIL: Python at work, not an event loop waiting in C
             "--output",
             str(paths[name]),
             stdout=asyncio.subprocess.DEVNULL,
