@@ -295,7 +295,11 @@ class CheckoutHandlers:
         except grpc.aio.AioRpcError as failure:
             raise reissue(failure) from None
         if cart.user_id != command.user_id:
-            raise errors.NotFound("no such cart", reason="CART_NOT_FOUND", metadata={"cartId": command.cart_id})
+            # Worded exactly as the cart service words an unknown cart, so another user's cart id cannot be
+            # told from one that does not exist (tests/security/test_authorisation_matrix.py).
+            raise errors.NotFound(
+                f"cart {command.cart_id} was not found", reason="CART_NOT_FOUND", metadata={"cartId": command.cart_id}
+            )
         if cart.status != cart_pb.CART_STATUS_ACTIVE:
             raise errors.FailedPrecondition(
                 "the cart is no longer active",

@@ -95,7 +95,7 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
                 shipment_id=request.shipment_id,
                 tracking_number=request.tracking_number,
                 carrier=request.carrier,
-                shipped_at=timestamp_in(request.ship_time) if request.HasField("ship_time") else None,
+                shipped_at=timestamp_in(request.ship_time, "ship_time") if request.HasField("ship_time") else None,
             )
         )
         return pb.MarkShippedResponse(order=order_out(shipped.order), replayed=shipped.replayed)
@@ -104,7 +104,9 @@ class OrderServicer(pb_grpc.OrderServiceServicer):
         delivered = await self._handlers.deliver(
             MarkDelivered(
                 order_id=request.order_id,
-                delivered_at=timestamp_in(request.deliver_time) if request.HasField("deliver_time") else None,
+                delivered_at=timestamp_in(request.deliver_time, "deliver_time")
+                if request.HasField("deliver_time")
+                else None,
             )
         )
         return pb.MarkDeliveredResponse(order=order_out(delivered.order), replayed=delivered.replayed)

@@ -59,6 +59,12 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+#: At most this many field or precondition violations go into a status's details: the details travel in
+#: a trailer, and a client drops an answer whose metadata passes its limit (16 KiB by default), so a
+#: request with 10,000 bad elements would get RESOURCE_EXHAUSTED instead of its INVALID_ARGUMENT.
+MAX_VIOLATIONS = 20
+
+
 def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
     """The `google.rpc.Status` for a domain error; `domain` names the service (e.g. "inventory.shop")."""
     code = code_of(error)
@@ -70,7 +76,7 @@ def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                        for v in error.violations
+                        for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
             )
@@ -83,7 +89,7 @@ def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
                         error_details_pb2.PreconditionFailure.Violation(
                             type=v.type, subject=v.subject, description=v.description
                         )
-                        for v in error.violations
+                        for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
             )

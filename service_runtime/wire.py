@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from service_runtime import errors
 from service_runtime.values import Address, LineItem, Money
 from shop.type.v1 import address_pb2, line_item_pb2, money_pb2
 
@@ -71,8 +72,15 @@ def timestamp_out(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
-def timestamp_in(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
+def timestamp_in(stamp: timestamp_pb2.Timestamp, field: str = "timestamp") -> datetime:
+    """An aware datetime; INVALID_ARGUMENT naming `field` for a Timestamp outside its range (nanos not in
+    0..999,999,999, or seconds outside years 1..9999), which the wire format cannot refuse by itself."""
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise errors.InvalidArgument(
+            [errors.FieldViolation(field, "must be a valid timestamp between years 1 and 9999")]
+        ) from None
 
 
 def seconds_in(duration: duration_pb2.Duration) -> float:

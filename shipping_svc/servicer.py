@@ -140,7 +140,7 @@ class ShippingServicer(pb_grpc.ShippingServiceServicer):
             request.event_id,
             request.shipment_id,
             _SCANS.get(request.kind),
-            timestamp_in(request.scan_time) if request.HasField("scan_time") else None,
+            timestamp_in(request.scan_time, "scan_time") if request.HasField("scan_time") else None,
         )
         return pb.RecordCarrierScanResponse(shipment=_shipment_out(scanned.shipment), replayed=scanned.replayed)
 

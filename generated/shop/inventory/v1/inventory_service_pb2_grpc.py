@@ -45,6 +45,9 @@ class InventoryServiceStub:
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
     Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
+    a bearer or service token that is not valid (every service checks any
+    token it is sent before the RPC runs);
     ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
     nothing was written;
     UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
@@ -146,6 +149,9 @@ class InventoryServiceServicer:
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
     Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
+    a bearer or service token that is not valid (every service checks any
+    token it is sent before the RPC runs);
     ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
     nothing was written;
     UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
@@ -422,6 +428,9 @@ class InventoryService:
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
     Any RPC may also answer:
+    UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
+    a bearer or service token that is not valid (every service checks any
+    token it is sent before the RPC runs);
     ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
     nothing was written;
     UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a

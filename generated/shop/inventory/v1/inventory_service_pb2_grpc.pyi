@@ -46,6 +46,9 @@ class InventoryServiceStub:
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
     Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
+      a bearer or service token that is not valid (every service checks any
+      token it is sent before the RPC runs);
       ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
       nothing was written;
       UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
@@ -200,6 +203,9 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
     Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
+      a bearer or service token that is not valid (every service checks any
+      token it is sent before the RPC runs);
       ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
       nothing was written;
       UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
@@ -350,6 +356,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
     Any RPC may also answer:
+      UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
+      a bearer or service token that is not valid (every service checks any
+      token it is sent before the RPC runs);
       ABORTED (CONFLICT), with a RetryInfo: concurrent requests kept conflicting;
       nothing was written;
       UNAVAILABLE (DATABASE_UNAVAILABLE, DATABASE_TIMEOUT, DATABASE_BUSY), with a
