@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import redis.asyncio as redis_client
 
 from devstack import embedded, mesh, sandboxes, servers
 from devstack.endpoints import Server
@@ -190,6 +191,18 @@ class Cluster:
         ):
             if answer.status != 200:
                 raise DevstackError(f"the sandbox PSP refused the fault switch {faults}: HTTP {answer.status}")
+
+    async def unacknowledged_events(self, group: str) -> int:
+        """Entries of every event stream delivered to `group` and not acknowledged yet (XPENDING)."""
+        client = redis_client.Redis.from_url(self.redis.url, socket_timeout=2)
+        try:
+            held = 0
+            async for key in client.scan_iter(match="*events", _type="stream"):
+                with contextlib.suppress(redis_client.ResponseError):  # no such group on that stream
+                    held += int((await client.xpending(key, group))["pending"])
+            return held
+        finally:
+            await client.aclose()
 
     async def all_ready(self) -> bool:
         """Every service SERVING and the PSP answering (one look, no waiting)."""

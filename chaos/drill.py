@@ -122,9 +122,9 @@ async def _phase(
     await fault.inject(cluster)
     await asyncio.sleep(fault.hold_seconds)
     healing = time.monotonic()
-    heal_error = ""
+    heal_error = seen = ""
     try:
-        await fault.heal(cluster)
+        seen = await fault.heal(cluster)
     except Exception as error:  # the drill goes on; the phase reports it
         heal_error = f"healing failed: {error}"
     healed = time.monotonic()
@@ -132,7 +132,7 @@ async def _phase(
     under_fault = sum(1 for a in load.attempts[first:] if a.started < healing and (not a.ended or a.ended >= injected))
     say(
         f"{fault.name}: healed after {fault.hold_seconds:g} s ({healed - healing:.1f} s to heal); "
-        f"{under_fault} checkouts started under fault"
+        f"{under_fault} checkouts in flight under fault" + (f"; {seen}" if seen else "")
     )
     recovery = None
     while time.monotonic() - healing < settings.recovery_window_seconds:

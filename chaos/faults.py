@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from chaos.cluster import SERVICE_PACKAGES, Cluster
 
 Step = Callable[[Cluster], Awaitable[None]]
+#: A healing may say what it saw (e.g. how many events the killed consumer held), or "".
+Heal = Callable[[Cluster], Awaitable[str]]
 
 #: What runs inside each process, for the report.
 INSIDE = {
@@ -33,7 +35,7 @@ INSIDE = {
 class Fault:
     name: str
     inject: Step
-    heal: Step
+    heal: Heal
     #: How long the fault lasts before it is healed (the load runs throughout).
     hold_seconds: float
 
@@ -44,8 +46,9 @@ def sigkill(process: str, hold_seconds: float = 1.5) -> Fault:
     async def inject(cluster: Cluster) -> None:
         await cluster.kill(process)
 
-    async def heal(cluster: Cluster) -> None:
-        await cluster.restart(process)
+    async def heal(cluster: Cluster) -> str:
+        took = await cluster.restart(process)
+        return f"{process} answering {took:.1f} s after its restart"
 
     return Fault(f"SIGKILL {process}", inject, heal, hold_seconds)
 
@@ -57,16 +60,20 @@ def server_crash(server: str, hold_seconds: float = 2.0) -> Fault:
 
 
 def consumer_mid_batch(hold_seconds: float = 3.0) -> Fault:
-    """The notification consumer frozen while events pile up, woken, then SIGKILLed as it works the batch."""
+    """The notification consumer frozen while events pile up, woken, then SIGKILLed with a batch in hand."""
 
     async def inject(cluster: Cluster) -> None:
         cluster.pause("notification_svc")
 
-    async def heal(cluster: Cluster) -> None:
+    async def heal(cluster: Cluster) -> str:
         cluster.resume("notification_svc")
-        await asyncio.sleep(0.15)  # it is reading and sending the backlog now
+        # While it was frozen, the group delivered it the first new events (they are in its socket); 10 ms
+        # after waking it is working through them and the backlog: kill it then.
+        await asyncio.sleep(0.01)
+        held = await cluster.unacknowledged_events("notification")
         await cluster.kill("notification_svc")
         await cluster.restart("notification_svc")
+        return f"killed holding {held} delivered, unacknowledged event(s)"
 
     return Fault("kill notification consumer mid-batch", inject, heal, hold_seconds)
 
@@ -83,8 +90,9 @@ def psp(mode: str, hold_seconds: float = 5.0) -> Fault:
     async def inject(cluster: Cluster) -> None:
         await cluster.psp_faults(**settings)
 
-    async def heal(cluster: Cluster) -> None:
+    async def heal(cluster: Cluster) -> str:
         await cluster.psp_faults()
+        return ""
 
     return Fault(f"PSP {mode}", inject, heal, hold_seconds)
 
@@ -95,8 +103,9 @@ def partition(process: str, hold_seconds: float = 6.0) -> Fault:
     async def inject(cluster: Cluster) -> None:
         cluster.pause(process)
 
-    async def heal(cluster: Cluster) -> None:
+    async def heal(cluster: Cluster) -> str:
         cluster.resume(process)
+        return ""
 
     return Fault(f"partition {process}", inject, heal, hold_seconds)
 
