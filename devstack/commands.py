@@ -135,7 +135,8 @@ async def bring_up_and_watch(settings: DevstackSettings, group: ProcessGroup) ->
     sandboxes.check_psp_port_free(settings.port_base)
     console.step("PostgreSQL and Redis")
     postgres = await servers.provide_postgres(group, settings, database_name=MESH_DATABASE)
-    redis = await servers.provide_redis(group, settings, database_number=MESH_REDIS_DATABASE)
+    # Durable: a supervised restart of a private Redis keeps the carts and the event streams.
+    redis = await servers.provide_redis(group, settings, database_number=MESH_REDIS_DATABASE, durable=True)
     console.step(f"applying migrations ({len(mesh.SERVICES)} services)")
     await mesh.migrate_all(group, settings, postgres, redis)
     console.step(f"starting {len(mesh.SERVICES)} services (logs in {display_path(settings.logs_dir)}/)")

