@@ -15,6 +15,7 @@ import grpc
 from service_runtime import errors, metrics
 from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
 from service_runtime.sql import in_transaction
+from service_runtime.tls import MutualTls
 
 #: grpc reports "no deadline" as a huge remaining time; anything above this is treated as none.
 _NO_DEADLINE = 365 * 24 * 3600.0
@@ -50,6 +51,8 @@ CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", int(MAX_RECONNECT_BACKOFF_SECONDS * 1000)),
+    # The servers' limits (service_runtime.server): an answer larger than this is refused here too.
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
 )
 
 
@@ -92,15 +95,28 @@ class Channels:
     `default_timeout_seconds`.
     """
 
-    def __init__(self, *, default_timeout_seconds: float = 5.0, tokens: ServiceTokens | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        default_timeout_seconds: float = 5.0,
+        tokens: ServiceTokens | None = None,
+        tls: MutualTls | None = None,
+    ) -> None:
         self._open: dict[str, grpc.aio.Channel] = {}
-        self._guard = OutboundGuard(default_timeout_seconds, tokens)
+        # Under mutual TLS the client certificate is the service's identity: no token is sent.
+        self._guard = OutboundGuard(default_timeout_seconds, None if tls is not None else tokens)
+        self._credentials = tls.channel_credentials() if tls is not None else None
 
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._open.get(target)
         if channel is None:
-            timed = [metrics.ClientMetricsInterceptor()] if metrics.enabled() else []
-            channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=[self._guard, *timed])
+            interceptors = [self._guard, *([metrics.ClientMetricsInterceptor()] if metrics.enabled() else [])]
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(
+                    target, self._credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+                )
+            else:
+                channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
             self._open[target] = channel
         return channel
 

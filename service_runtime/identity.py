@@ -6,9 +6,10 @@ algorithm (`AUTH_JWT_ALGORITHM`: exactly one is accepted, so `alg: none` and key
 HS256 signed with an RS256 public key are refused), issuer and audience, and must carry `exp`. Its
 `sub` names a signed-in customer; an anonymous shopper's token carries `sid` (a session id) instead.
 
-**Trusted callers** are the mesh's own services (the gateway, workers, operator tools). Where TLS is
-configured, identity comes from the client certificate (issue: reliability and security); until then,
-a mesh service proves itself with a short-lived **service token** in `x-shop-service-token`: a JWT
+**Trusted callers** are the mesh's own services (the gateway, workers, operator tools). Where mutual
+TLS is configured (service_runtime.tls), identity comes from the verified client certificate: its URI
+SAN `spiffe://shop/<service>` (`peer_service`), and service tokens are refused. Otherwise a mesh
+service proves itself with a short-lived **service token** in `x-shop-service-token`: a JWT
 (HS256) signed with the mesh's shared `SERVICE_TOKEN_SECRET`, whose `sub` is the calling service and
 whose audience is "shop-mesh". `service_runtime.channels` attaches one to every outbound call, so a
 service never handles it by hand.
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -116,6 +118,9 @@ class IdentityConfig:
     service_token_secret: str
     #: This service's name, the `sub` of the service tokens it sends.
     service_name: str
+    #: Mutual TLS is configured (service_runtime.tls): a trusted caller is proved by its client certificate
+    #: (`peer_service`), and service tokens are refused.
+    mtls: bool = False
 
 
 class Verifier:
@@ -151,6 +156,10 @@ class Verifier:
                 del self._verified[next(iter(self._verified))]
             self._verified[(service, token)] = (caller, float(expiry) + LEEWAY_SECONDS)
         return caller
+
+    @property
+    def mtls(self) -> bool:
+        return self._config.mtls
 
     def customer(self, token: str) -> Caller:
         """Verifies an end user's JWT; raises UNAUTHENTICATED for anything wrong with it."""
@@ -277,12 +286,34 @@ def mint_customer_token(
     return jwt.encode(claims, config.jwt_keys[0], algorithm=config.jwt_algorithm)
 
 
-def caller_from_metadata(verifier: Verifier, metadata: Sequence[tuple[str, str | bytes]]) -> Caller:
-    """The caller a request's metadata proves; a service token wins over a user's bearer token (the
-    gateway forwards the shopper's token on calls it makes as a trusted service)."""
+#: A mesh workload's certificate names it `spiffe://shop/<name>` (one path segment: an edge client such
+#: as a BFF gets a longer path, e.g. spiffe://shop/edge/bff, and is not a trusted caller).
+MESH_SPIFFE_ID = re.compile(r"spiffe://shop/([a-z0-9][a-z0-9-]{0,62})")
+
+
+def peer_service(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
+    """The mesh service a verified client certificate names (its SPIFFE id), or None."""
+    for value in auth_context.get("peer_spiffe_id", ()):
+        match = MESH_SPIFFE_ID.fullmatch(value.decode("utf-8", "replace"))
+        if match:
+            return match.group(1)
+    return None
+
+
+def caller_from_metadata(
+    verifier: Verifier, metadata: Sequence[tuple[str, str | bytes]], *, peer: str | None = None
+) -> Caller:
+    """The caller a request proves. A mesh service's client certificate (`peer`, under mutual TLS) or
+    service token wins over a user's bearer token (the gateway forwards the shopper's token on calls it
+    makes as a trusted service). Under mutual TLS a service token is refused: only a certificate proves
+    a service there."""
+    if peer is not None:
+        return Caller(CallerKind.SERVICE, peer)
     values = {key: value for key, value in metadata if isinstance(value, str)}
     service_token = values.get(SERVICE_TOKEN)
     if service_token:
+        if verifier.mtls:
+            raise _invalid("service tokens are not accepted here: a mesh service presents its certificate")
         return verifier.service(service_token)
     authorization = values.get(AUTHORIZATION)
     if authorization:
@@ -316,7 +347,8 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):
         verifier = self._verifier
 
         async def identified(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            caller = caller_from_metadata(verifier, tuple(context.invocation_metadata() or ()))
+            peer = peer_service(context.auth_context()) if verifier.mtls else None
+            caller = caller_from_metadata(verifier, tuple(context.invocation_metadata() or ()), peer=peer)
             token = _current.set(caller)
             try:
                 return await inner(request, context)

@@ -172,7 +172,7 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
         ),
         redis=create_redis(common.redis_url),
         keys=KeySpace(common.redis_key_prefix),
-        channels=Channels(tokens=ServiceTokens(common.identity)),
+        channels=Channels(tokens=ServiceTokens(common.identity), tls=common.tls),
     )
     if metrics_port is not None:
         metrics.watch_pool(spec.process_name, infrastructure.database.pool_stats)
@@ -195,7 +195,10 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
         server,
     )
     try:
-        port = server.add_insecure_port(common.listen_address)
+        if common.tls is not None:
+            port = server.add_secure_port(common.listen_address, common.tls.server_credentials())
+        else:
+            port = server.add_insecure_port(common.listen_address)
     except RuntimeError as error:
         raise SettingsError("GRPC_LISTEN_ADDRESS", f"cannot listen on {common.listen_address}: {error}") from None
     running = RunningService(spec, settings, server, port, health_servicer, assembly, infrastructure)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from service_runtime.identity import IdentityConfig
+from service_runtime.tls import MutualTls
 
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+):(\d{1,5})$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -139,6 +141,8 @@ class CommonSettings:
     auth_jwt_audience: str
     #: Signs and verifies the mesh's service tokens (trusted callers); shared by every service.
     service_token_secret: str
+    #: Mutual TLS (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE; service_runtime.tls): None serves plaintext.
+    tls: MutualTls | None = None
     #: METRICS_PORT: the HTTP port of the Prometheus /metrics endpoint (service_runtime.metrics), on the
     #: host of GRPC_LISTEN_ADDRESS; 0 picks a free port (tests); None (unset) serves no metrics.
     metrics_port: int | None = None
@@ -152,6 +156,7 @@ class CommonSettings:
             jwt_audience=self.auth_jwt_audience,
             service_token_secret=self.service_token_secret,
             service_name=self.service_name,
+            mtls=self.tls is not None,
         )
 
     @classmethod
@@ -185,11 +190,34 @@ class CommonSettings:
                 "SERVICE_TOKEN_SECRET", DEVELOPMENT_SERVICE_TOKEN_SECRET, pattern=r"[\x21-\x7e]{32,256}"
             ),
             metrics_port=_unset_is_none(env.integer("METRICS_PORT", -1, minimum=0, maximum=65535)),
+            tls=_mutual_tls(env),
         )
 
 
 def _unset_is_none(port: int) -> int | None:
     return None if port < 0 else port
+
+
+_TLS_FILES = ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CA_FILE")
+
+
+def _mutual_tls(env: EnvReader) -> MutualTls | None:
+    """TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE, read now: None when none is set, all three or none."""
+    paths = {name: env.text(name, "") for name in _TLS_FILES}
+    if not any(paths.values()):
+        return None
+    contents: dict[str, bytes] = {}
+    for name, path in paths.items():
+        if not path:
+            others = " and ".join(other for other in _TLS_FILES if other != name)
+            raise SettingsError(name, f"is required when {others} are set (mutual TLS needs all three)")
+        try:
+            contents[name] = Path(path).read_bytes()
+        except OSError as error:
+            raise SettingsError(name, f"cannot read {path}: {error.strerror}") from None
+        if b"-----BEGIN " not in contents[name]:
+            raise SettingsError(name, f"{path} is not a PEM file")
+    return MutualTls(contents["TLS_CERT_FILE"], contents["TLS_KEY_FILE"], contents["TLS_CA_FILE"])
 
 
 _PEM_BLOCK = re.compile(r"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.DOTALL)
