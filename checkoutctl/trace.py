@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from rich.bar import Bar
@@ -45,31 +44,25 @@ class Span:
     children: list[Span] = field(default_factory=list)
 
 
-def _seconds(stamp: str) -> float:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def parse(line: str) -> Span | None:
-    """One line of the span file (the SDK's `ReadableSpan.to_json()`), or None when it is not a span."""
+    """One line of the span file (`service_runtime.telemetry.span_record`), or None when it is not one."""
     try:
         raw = json.loads(line)
-        context = raw["context"]
-        status = raw.get("status") or {}
         return Span(
-            trace_id=str(context["trace_id"]),
-            span_id=str(context["span_id"]),
+            trace_id=str(raw["trace_id"]),
+            span_id=str(raw["span_id"]),
             parent_id=raw.get("parent_id"),
             name=str(raw["name"]),
-            service=str(((raw.get("resource") or {}).get("attributes") or {}).get("service.name", "?")),
-            kind=str(raw.get("kind", "")).removeprefix("SpanKind."),
-            start=_seconds(raw["start_time"]),
-            end=_seconds(raw["end_time"]),
-            status=str(status.get("status_code", "UNSET")),
-            description=str(status.get("description") or ""),
+            service=str(raw.get("service") or "?"),
+            kind=str(raw.get("kind", "")),
+            start=int(raw["start"]) / 1e9,
+            end=int(raw["end"]) / 1e9,
+            status=str(raw.get("status", "UNSET")),
+            description=str(raw.get("description") or ""),
             attributes=dict(raw.get("attributes") or {}),
-            links=[str(link["context"]["trace_id"]) for link in raw.get("links") or []],
+            links=[str(link["trace_id"]) for link in raw.get("links") or []],
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -121,9 +114,9 @@ def waterfall(spans: list[Span]) -> Table:
     total = max(end - start, 1e-6)
     [trace_id] = {s.trace_id for s in spans}
     linked = sorted({link for s in spans for link in s.links})
-    title = f"trace {trace_id.removeprefix('0x')} · {len(spans)} spans · {total * 1000:.1f} ms"
+    title = f"trace {trace_id} · {len(spans)} spans · {total * 1000:.1f} ms"
     if linked:
-        title += " · linked to " + ", ".join(link.removeprefix("0x") for link in linked)
+        title += " · linked to " + ", ".join(linked)
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     table.add_column("SERVICE", no_wrap=True)
     table.add_column("SPAN", no_wrap=True)

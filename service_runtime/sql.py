@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -36,11 +37,13 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import psycopg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 
-from service_runtime import errors, metrics
+from service_runtime import errors, metrics, telemetry
 from service_runtime.database import CONFLICTS, Database
 
 T = TypeVar("T")
@@ -71,6 +74,16 @@ def load_queries(path: Path) -> Mapping[str, str]:
             raise ValueError(f"{path}: query {name!r} is empty")
         queries[name] = body
     return queries
+
+
+@functools.cache
+def _operation(query: str) -> str:
+    """The SQL verb of a statement (its first word after the comment lines), e.g. "UPDATE"."""
+    for line in query.splitlines():
+        words = line.split()
+        if words and not words[0].startswith("--"):
+            return words[0].upper()
+    return "SQL"
 
 
 class QueryFile:
@@ -158,6 +171,30 @@ class Statements:
         self._connection = connection
 
     async def _rows(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        if not trace.get_current_span().is_recording():  # untraced work (an idle poller, tracing off)
+            return await self._execute_named(name, params)
+        query = self.queries[name]
+        # The statement's span (service_runtime.telemetry): named after the statement, with its text
+        # (named placeholders) and never its parameters.
+        with telemetry.tracer().start_as_current_span(
+            f"{_operation(query)} {name}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system": "postgresql",
+                "db.operation.name": _operation(query),
+                "db.query.summary": name,
+                "db.query.text": query,
+            },
+            record_exception=False,  # an error's text may quote a row's values
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await self._execute_named(name, params)
+            except BaseException as error:
+                telemetry.fail(span, type(error).__name__)
+                raise
+
+    async def _execute_named(self, name: str, params: Mapping[str, Any] | None) -> list[Row]:
         async with self._connection.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(self.queries[name], params or {})
             return list(await cursor.fetchall()) if cursor.description else []

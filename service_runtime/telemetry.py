@@ -1,4 +1,5 @@
-"""OpenTelemetry tracing: one provider per process, gRPC server/client, psycopg and redis instrumented.
+"""OpenTelemetry tracing: one provider per process; gRPC server/client and redis instrumented, and every
+named SQL statement traced by the runtime's `Statements` (service_runtime.sql).
 
 Where spans go: OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (Kubernetes: the collector), and/or one
 JSON object per line appended to `TRACE_SPANS_FILE` when set (`make up`: `checkoutctl trace` reads it).
@@ -12,7 +13,9 @@ What is traced (see docs/observability.md):
   standard variable of the `parentbased_traceidratio` sampler (`OTEL_TRACES_SAMPLER` may also say
   `parentbased_always_on` or `parentbased_always_off`).
 - Health checks are not traced (client or server), and a database or cache call with no parent span
-  (a background poller's idle query, the readiness probe) starts no trace.
+  (a background poller's idle query, the readiness probe) starts no trace: a statement is traced only
+  inside a recording span (`<VERB> <statement name>`, e.g. `UPDATE start_attempt`), and a Redis command
+  with no parent is dropped by the sampler.
 - SQL is recorded as the statement text (named placeholders, never values), Redis as `COMMAND ? ?`;
   our own attributes are identifiers (checkout, order, step), never card data, tokens, e-mail or postal
   addresses.
@@ -23,6 +26,7 @@ constructors.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,7 +35,6 @@ from contextlib import contextmanager
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer, filters
-from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -72,8 +75,8 @@ class QuietRoots(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        # psycopg and redis spans are CLIENT spans named after the SQL verb or the Redis command; a gRPC
-        # client span is named after its method path ("/package.Service/Method").
+        # redis spans are CLIENT spans named after the command; a gRPC client span is named after its
+        # method path ("/package.Service/Method").
         if kind is SpanKind.CLIENT and not name.startswith("/"):
             return SamplingResult(Decision.DROP)
         return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
@@ -107,7 +110,8 @@ class JsonLinesSpanExporter(SpanExporter):
     """Appends each span as one JSON object per line to a file shared by every process of the local mesh.
 
     Each batch is one `write` to a file opened with O_APPEND, so lines of concurrent processes never
-    interleave. The objects are `ReadableSpan.to_json()` (the SDK's own encoding), on one line.
+    interleave. A line holds what a waterfall needs (see `span_record`), not the SDK's verbose
+    `to_json()`, which costs several times more per span; span events are left out.
     """
 
     def __init__(self, path: str) -> None:
@@ -115,9 +119,10 @@ class JsonLinesSpanExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        data = "".join(span.to_json(indent=None) + "\n" for span in spans)
+        data = "".join(json.dumps(span_record(span), separators=(",", ":"), default=str) + "\n" for span in spans)
         with self._lock:
-            os.write(self._fd, data.encode())
+            if self._fd >= 0:
+                os.write(self._fd, data.encode())
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
@@ -125,6 +130,28 @@ class JsonLinesSpanExporter(SpanExporter):
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+def span_record(span: ReadableSpan) -> dict[str, object]:
+    """One line of the span file: ids in hex (as W3C traceparent writes them), times in epoch ns."""
+    context, parent = span.context, span.parent
+    return {
+        "trace_id": f"{context.trace_id:032x}" if context else "",
+        "span_id": f"{context.span_id:016x}" if context else "",
+        "parent_id": f"{parent.span_id:016x}" if parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "service": span.resource.attributes.get("service.name", ""),
+        "start": span.start_time,
+        "end": span.end_time,
+        "status": span.status.status_code.name,
+        "description": span.status.description or "",
+        "attributes": dict(span.attributes or {}),
+        "links": [
+            {"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}"}
+            for link in span.links
+        ],
+    }
 
 
 def configure_tracing(service_name: str) -> TracerProvider:
@@ -149,7 +176,6 @@ def configure_tracing(service_name: str) -> TracerProvider:
     no_health_checks = filters.negate(filters.health_check())
     GrpcAioInstrumentorServer(filter_=no_health_checks).instrument()
     GrpcAioInstrumentorClient(filter_=no_health_checks).instrument()
-    PsycopgInstrumentor().instrument(enable_commenter=False, skip_dep_check=True)
     RedisInstrumentor().instrument()
     _state["provider"] = provider
     return provider
