@@ -150,7 +150,7 @@ async def bring_up_and_watch(settings: DevstackSettings, group: ProcessGroup) ->
     processes[sandboxes.PSP_PACKAGE] = psp
     console.step("demo catalogue")
     inventory = next(s for s in mesh.SERVICES if s.package == "inventory_svc")
-    seeded = await seed.seed_catalogue(mesh.address_of(inventory, settings.port_base))
+    seeded = await seed.seed_catalogue(mesh.address_of(inventory, settings.port_base), mesh.tls_files(settings))
     console.detail(
         f"{len(seed.DEMO_CATALOGUE)} products ({seeded.products_created} new), "
         f"{seeded.receipts_recorded} stock receipt(s) recorded "

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack import console, observe, sandboxes
+from devstack import console, observe, pki, sandboxes
 from devstack.endpoints import LOOPBACK, Server, database_of
 from devstack.errors import DevstackError
 from devstack.processes import ManagedProcess, ProcessGroup, wait_for_exit
@@ -120,8 +120,26 @@ def service_environment(
     if service is not None:
         env["GRPC_LISTEN_ADDRESS"] = address_of(service, settings.port_base)
         env.update(observe.service_environment(settings, service.port_offset))
+    files = tls_files(settings)
+    if files is not None:
+        env.update(files.environment(workload_of(service) if service is not None else "devstack"))
     env.update(overrides or {})
     return env
+
+
+def workload_of(service: ServiceDefinition) -> str:
+    """The name in a service's certificate (spiffe://shop/<name>): its process name, e.g. cart-svc."""
+    return service.package.replace("_", "-")
+
+
+def tls_files(settings: DevstackSettings) -> pki.MeshFiles | None:
+    """With MESH_TLS=1, the mesh's throwaway CA and certificates (made on first use); else None."""
+    if not settings.mesh_tls:
+        return None
+    # devstack (health, seeding) and operator tools are mesh workloads; `bff` is an edge client: what a
+    # shopper's calls (grpcurl with a bearer token) go through.
+    workloads = [*(workload_of(s) for s in SERVICES), "devstack", "checkoutctl"]
+    return pki.mesh_certificates(settings.tls_dir, workloads, edge_clients=["bff"])
 
 
 async def migrate_all(
@@ -214,7 +232,8 @@ async def wait_until_serving(settings: DevstackSettings, processes: Mapping[str,
     started = loop.time()
     give_up = started + settings.start_timeout_seconds
     next_progress = started + PROGRESS_EVERY_SECONDS
-    channels = {s.package: grpc.aio.insecure_channel(address_of(s, settings.port_base)) for s in SERVICES}
+    files = tls_files(settings)
+    channels = {s.package: pki.client_channel(address_of(s, settings.port_base), files) for s in SERVICES}
     states = {package: "starting" for package in channels}
     try:
         stubs = {package: health_pb2_grpc.HealthStub(channel) for package, channel in channels.items()}
@@ -269,7 +288,7 @@ async def wait_until_serving_again(
     service = next(s for s in SERVICES if s.package == package)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with grpc.aio.insecure_channel(address_of(service, settings.port_base)) as channel:
+    async with pki.client_channel(address_of(service, settings.port_base), tls_files(settings)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while loop.time() - started < timeout and process.is_running():
             if await health_of(stub) == "SERVING":

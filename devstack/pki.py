@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -145,3 +147,28 @@ def issue_mesh_certificates(folder: Path, workloads: Iterable[str], edge_clients
         key.touch(mode=0o600)
         key.write_bytes(issued.key_pem)
     return files
+
+
+def mesh_certificates(folder: Path, workloads: Iterable[str], edge_clients: Iterable[str] = ()) -> MeshFiles:
+    """The certificates of `make up`'s mesh in `folder`: the ones there when every workload and edge client
+    has one and the CA is less than half its lifetime old, else a fresh CA and set."""
+    wanted, edges = list(workloads), list(edge_clients)
+    files = MeshFiles(folder / "ca.pem")
+    present = files.ca.exists() and all(
+        files.certificate(name).exists() and files.key(name).exists() for name in (*wanted, *edges)
+    )
+    if present and time.time() - files.ca.stat().st_mtime < LIFETIME.total_seconds() / 2:
+        return files
+    return issue_mesh_certificates(folder, wanted, edges)
+
+
+def client_channel(address: str, files: MeshFiles | None, workload: str = "devstack") -> grpc.aio.Channel:
+    """A channel to a mesh service: plaintext, or mutual TLS with `workload`'s certificate when `files`."""
+    if files is None:
+        return grpc.aio.insecure_channel(address)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=files.ca.read_bytes(),
+        private_key=files.key(workload).read_bytes(),
+        certificate_chain=files.certificate(workload).read_bytes(),
+    )
+    return grpc.aio.secure_channel(address, credentials)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from devstack.errors import DevstackError
+from devstack.pki import MeshFiles, client_channel
 from shop.inventory.v1 import inventory_service_pb2, inventory_service_pb2_grpc
 from shop.type.v1 import money_pb2
 
@@ -47,10 +48,11 @@ class SeedResult:
     receipts_recorded: int
 
 
-async def seed_catalogue(inventory_address: str) -> SeedResult:
-    """Upserts every demo product and receives its stock once; returns what this call changed."""
+async def seed_catalogue(inventory_address: str, tls: MeshFiles | None = None) -> SeedResult:
+    """Upserts every demo product and receives its stock once; returns what this call changed. With `tls`
+    (MESH_TLS=1), it calls as the `devstack` workload over mutual TLS."""
     created = received = 0
-    async with grpc.aio.insecure_channel(inventory_address) as channel:
+    async with client_channel(inventory_address, tls) as channel:
         inventory = inventory_service_pb2_grpc.InventoryServiceStub(channel)
         for product in DEMO_CATALOGUE:
             try:

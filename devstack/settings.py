@@ -7,6 +7,7 @@ DEVSTACK_STATE_DIR         where private server data and logs live (default .dev
 DEVSTACK_START_TIMEOUT     seconds for every service to report SERVING (default 60)
 DEVSTACK_POSTGRES_BIN      folder holding initdb/postgres, to use instead of the ones found
 DEVSTACK_OBSERVE=1         also run Prometheus scraping every service (`make observe`; devstack/observe.py)
+MESH_TLS=1                 the mesh speaks mutual TLS, with a throwaway CA in <state dir>/tls (devstack/pki.py)
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ class DevstackSettings:
     postgres_bin: Path | None
     #: DEVSTACK_OBSERVE: `up` also runs Prometheus (devstack/observe.py).
     observe: bool = False
+    #: MESH_TLS: every service serves and calls with mutual TLS (certificates in `tls_dir`).
+    mesh_tls: bool = False
 
     @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> DevstackSettings:
@@ -61,6 +68,7 @@ class DevstackSettings:
             start_timeout_seconds=float(start_timeout),
             postgres_bin=Path(postgres_bin) if postgres_bin else None,
             observe=(text("DEVSTACK_OBSERVE") or "0").lower() in ("1", "true", "yes"),
+            mesh_tls=(text("MESH_TLS") or "0").lower() in ("1", "true", "yes"),
         )
 
 
