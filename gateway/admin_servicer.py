@@ -50,8 +50,9 @@ class CheckoutAdminServicer(pb_grpc.CheckoutAdminServiceServicer):
     async def ListCheckouts(self, request: pb.ListCheckoutsRequest, context: Context) -> pb.ListCheckoutsResponse:
         require_trusted()
         violations = Violations()
-        name = gateway_pb.CheckoutStatus.Name(request.status)
-        status = _STATUSES.get(name)
+        # proto3 enums are open: a number the contract does not name arrives as itself (it was INTERNAL)
+        known = request.status in gateway_pb.CheckoutStatus.values()
+        status = _STATUSES.get(gateway_pb.CheckoutStatus.Name(request.status)) if known else None
         if status is None:
             violations.add("status", "must name a status, e.g. CHECKOUT_STATUS_FAILED")
         min_unchanged = optional_seconds_in(request, "min_unchanged") or 0.0

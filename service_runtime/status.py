@@ -59,23 +59,33 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
-#: At most this many field or precondition violations go into a status's details: the details travel in
-#: a trailer, and a client drops an answer whose metadata passes its limit (16 KiB by default), so a
-#: request with 10,000 bad elements would get RESOURCE_EXHAUSTED instead of its INVALID_ARGUMENT.
-MAX_VIOLATIONS = 20
+#: A status travels in trailers, and a client drops an answer whose metadata passes its limit (8 KiB soft,
+#: 16 KiB hard by default): it would see RESOURCE_EXHAUSTED instead of the refusal. So a status carries at
+#: most MAX_VIOLATIONS violations, and its message, metadata values and violations' texts are cut to a
+#: bounded length (a 5,000-character id echoed twice once made a 10 KB trailer).
+MAX_VIOLATIONS = 10
+MAX_MESSAGE_CHARS = 1024
+MAX_DETAIL_CHARS = 160
+
+
+def _cut(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
     """The `google.rpc.Status` for a domain error; `domain` names the service (e.g. "inventory.shop")."""
     code = code_of(error)
     reason = error.reason or code.name
-    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=error.metadata))]
+    metadata = {key: _cut(value) for key, value in error.metadata.items()}
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=metadata))]
     if isinstance(error, errors.InvalidArgument):
         details.append(
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=_cut(v.field), description=_cut(v.description)
+                        )
                         for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
@@ -87,7 +97,7 @@ def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
                 error_details_pb2.PreconditionFailure(
                     violations=[
                         error_details_pb2.PreconditionFailure.Violation(
-                            type=v.type, subject=v.subject, description=v.description
+                            type=_cut(v.type), subject=_cut(v.subject), description=_cut(v.description)
                         )
                         for v in error.violations[:MAX_VIOLATIONS]
                     ]
@@ -99,7 +109,7 @@ def to_status(error: errors.ServiceError, *, domain: str) -> status_pb2.Status:
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     details.extend(_pack(detail) for detail in error.details)
-    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return status_pb2.Status(code=code.value[0], message=_cut(error.message, MAX_MESSAGE_CHARS), details=details)
 
 
 def bare_status(code: grpc.StatusCode, message: str, *, reason: str, domain: str) -> status_pb2.Status:

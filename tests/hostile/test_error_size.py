@@ -20,4 +20,17 @@ def test_ten_thousand_field_violations_are_capped_in_the_status_details():
     assert status.details[1].Unpack(bad_request)
     assert len(bad_request.field_violations) == MAX_VIOLATIONS
     assert bad_request.field_violations[0].field == "statuses[0]"
-    assert status.ByteSize() < 8 * 1024  # the client's soft metadata limit, with room for the rest
+    assert status.ByteSize() < 4 * 1024  # the trailer stays well under the client's 8 KiB soft limit
+
+
+def test_a_5000_character_id_echoed_in_a_refusal_is_cut_short():
+    sku = "x" * 5000
+    error = errors.NotFound(f"product {sku} was not found", reason="PRODUCT_NOT_FOUND", metadata={"sku": sku})
+
+    status = to_status(error, domain="inventory.shop")
+
+    assert len(status.message) <= 1024 and status.message.endswith("…")
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.reason == "PRODUCT_NOT_FOUND" and len(info.metadata["sku"]) <= 160
+    assert status.ByteSize() < 2 * 1024
