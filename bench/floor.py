@@ -4,8 +4,10 @@
 private cluster) around one whole checkout through the mesh and reads the statements every service issued
 back from the cluster's CSV log, with their parameters. Statements the mesh also issues while idle (the
 background workers' polls, health probes) are recognised in an idle window of the same length taken just
-before, and left out. What remains is grouped into the units the services ran (one transaction, or one
-autocommit statement) per session, in the order they began.
+before, and left out; so is a background worker's batch (the outbox relay's FOR UPDATE SKIP LOCKED
+transaction, which under load serves many checkouts at once), counted but not replayed per checkout.
+What remains is grouped into the units the services ran (one transaction, or one autocommit statement)
+per session, in the order they began.
 
 `SqlFloor` then replays that checkout from `clients` connections of one process: each replay gives every
 id and key in the parameters a fresh value (any run of 20+ lower-case letters or digits: the mesh's ids,
@@ -75,6 +77,7 @@ class Capture:
     units: list[Unit]
     captured_at: float
     dropped_idle: int  # statements left out because the idle mesh issues them too
+    batch_statements: int = 0  # statements of background batches (outbox relay), not replayed per checkout
     dropped_failing: int = 0  # statements that failed when replayed, left out
     failures: list[str] = field(default_factory=list)  # why, one line each
 
@@ -181,16 +184,23 @@ async def capture(
         unit.statements.append(parsed)
         if kind in ("COMMIT", "ROLLBACK", "END"):
             open_units.pop(session, None)
-    # A transaction that only read what the idle mesh reads too (a poll that found nothing) is idle work.
+    # A transaction that only read what the idle mesh reads too (a poll that found nothing) is idle work. A
+    # background worker's batch (the outbox relay: FOR UPDATE SKIP LOCKED) serves many checkouts at once
+    # under load: it is counted, not replayed per checkout (replayed, each would lock every other replay's
+    # rows and the floor would measure that).
     kept: list[Unit] = []
+    batch = 0
     for unit in order:
         body = [s for s in unit.statements if s.kind() not in ("BEGIN", "COMMIT", "ROLLBACK")]
         if body and all(s.original in idle_texts for s in body):
             dropped += len(body)
             continue
+        if any("SKIP LOCKED" in " ".join(s.original.split()).upper() for s in body):
+            batch += len(body)
+            continue
         if body:
             kept.append(unit)
-    return Capture(kept, time.time(), dropped)
+    return Capture(kept, time.time(), dropped, batch_statements=batch)
 
 
 class _Fresh:
@@ -276,7 +286,7 @@ async def validate(database: str, captured: Capture) -> Capture:
                 dropped += 1
             if any(s.kind() not in ("BEGIN", "COMMIT", "ROLLBACK") for s in statements):
                 units.append(Unit(statements))
-    return Capture(units, captured.captured_at, captured.dropped_idle, dropped, failures)
+    return Capture(units, captured.captured_at, captured.dropped_idle, captured.batch_statements, dropped, failures)
 
 
 class SqlFloor:

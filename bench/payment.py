@@ -21,22 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import grpc
 import psycopg
-from grpc_health.v1 import health_pb2_grpc
 from psycopg import sql
 
-from devstack.mesh import health_of
+from bench import harness
+from bench.harness import closed_loop, cpu_seconds, free_port, start_psp, stop_process, wait_serving
 from payment_svc.__main__ import SPEC
 from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
 from service_runtime.migrations import apply_migrations
@@ -48,87 +45,20 @@ from shop.type.v1 import money_pb2
 _LISTENING = "psp_sandbox listening on "
 
 
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-async def _drive(clients: int, seconds: float, pair: Callable[[str], Awaitable[None]]) -> tuple[int, float]:
-    done = 0
-    began = time.perf_counter()
-    stop_at = began + seconds
-
-    async def client(index: int) -> None:
-        nonlocal done
-        while time.perf_counter() < stop_at:
-            await pair(f"b{index}-{uuid.uuid4().hex[:12]}")
-            done += 1
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return done, time.perf_counter() - began
-
-
-async def _start_psp(database_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    environment = {**os.environ, "DATABASE_URL": database_url, "PSP_LISTEN_PORT": "0", "LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen([sys.executable, "-m", "psp_sandbox"], env=environment, stdout=subprocess.PIPE)
-    assert process.stdout is not None
-    line = (await asyncio.to_thread(process.stdout.readline)).decode()
-    if not line.startswith(_LISTENING):
-        process.kill()
-        raise RuntimeError(f"psp_sandbox did not start: {line!r}")
-    return process, line[len(_LISTENING) :].strip()
-
-
-async def _wait_serving(address: str, service: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if service.poll() is not None:
-                raise RuntimeError(f"the payment service exited with status {service.returncode}")
-            if await health_of(health) == "SERVING":
-                return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"payment service at {address} did not become SERVING in {timeout} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float]]:
-    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
+    server_url = harness.server_url()
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
-    database_url = _database(server_url, name)
+    database_url = harness.database_url(server_url, name)
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     processes: list[subprocess.Popen[bytes]] = []
     rates: dict[str, list[float]] = {"service": [], "direct": []}
     try:
         await apply_migrations(database_url, schema=SPEC.schema, directory=SPEC.migrations)
-        psp, base_url = await _start_psp(database_url)
+        psp, base_url = await start_psp(database_url)
         processes.append(psp)
         for attempt in range(3):  # a free port found by probing may be taken by another run before we bind it
-            address = f"127.0.0.1:{_free_port()}"
+            address = f"127.0.0.1:{free_port()}"
             environment = {
                 **os.environ,
                 "DATABASE_URL": database_url,
@@ -140,7 +70,7 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
             service = subprocess.Popen([sys.executable, "-m", "payment_svc"], env=environment)
             processes.append(service)
             try:
-                await _wait_serving(address, service)
+                await wait_serving(address, service)
                 break
             except RuntimeError as error:
                 if attempt == 2:
@@ -189,9 +119,16 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
             for number in range(1, rounds + 1):
                 phases = [("service", through_service), ("direct", direct)]
                 for phase, pair in phases if number % 2 else reversed(phases):  # alternate which goes first
-                    before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
-                    done, elapsed = await _drive(clients, seconds, pair)
-                    cpu = {name: (_cpu_seconds(pid) - before[name]) * 1000 / max(done, 1) for name, pid in pids.items()}
+                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+                    async def one(client: int, pair: Callable[[str], Awaitable[None]] = pair) -> None:
+                        await pair(f"b{client}-{uuid.uuid4().hex[:12]}")
+
+                    loop = await closed_loop(phase, clients, seconds, one, quiet=True)
+                    if loop.failed:
+                        raise RuntimeError(f"{loop.failed} {phase} pairs failed")
+                    done, elapsed = loop.done, loop.seconds
+                    cpu = {name: (cpu_seconds(pid) - before[name]) * 1000 / max(done, 1) for name, pid in pids.items()}
                     rates[phase].append(done / elapsed)
                     print(
                         f"round {number} {phase:<8} {done:>6} pairs {done / elapsed:8.1f} pairs/s   CPU ms/pair: "
@@ -201,7 +138,7 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
         return rates
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process)
         async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
             await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 

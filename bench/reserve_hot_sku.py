@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,14 +37,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
-from grpc_health.v1 import health_pb2_grpc
 from psycopg import sql
 
-from devstack.mesh import health_of
+from bench import harness
+from bench.harness import free_port, machine_line, stop_process, wait_serving
 from inventory_svc.__main__ import SPEC
 from inventory_svc.repository import InventoryStatements
 from service_runtime.migrations import apply_migrations
@@ -160,30 +158,11 @@ class CpuMeter:
         return dict(zip(self.PARTIES, (client, service, database, other), strict=True))
 
 
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not key.replace("_", "").isalnum():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def machine_line() -> str:
-    cores = os.cpu_count() or 0
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    one, five, fifteen = os.getloadavg()
-    return f"{cores} cores ({usable} usable), load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
 
 
 def service_setup(database_url: str, address: str, prefix: str, overrides: Mapping[str, str]) -> ServiceSetup:
@@ -256,19 +235,6 @@ class Phase:
         return Result(self.name, self.latencies, self.seconds, cores)
 
 
-async def _wait_serving(address: str, service: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if service.poll() is not None:
-                raise RuntimeError(f"the inventory service exited with status {service.returncode} before serving")
-            if await health_of(health) == "SERVING":
-                return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"inventory service at {address} did not become SERVING in {timeout} s")
-
-
 async def _seed(address: str) -> None:
     """The hot product and its stock, through the API (so the ledger agrees)."""
     async with grpc.aio.insecure_channel(address) as channel:
@@ -333,10 +299,10 @@ async def run(
     phases: Sequence[str],
     slice_seconds: float,
 ) -> dict[str, Result]:
-    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
+    server_url = harness.server_url()
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
-    database_url = _database(server_url, name)
-    address = f"127.0.0.1:{port or _free_port()}"
+    database_url = harness.database_url(server_url, name)
+    address = f"127.0.0.1:{port or free_port()}"
     setup = service_setup(database_url, address, f"bench:{name}:", service_env)
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -345,7 +311,7 @@ async def run(
     try:
         await apply_migrations(database_url, schema=SPEC.schema, directory=SPEC.migrations)
         service = subprocess.Popen([sys.executable, "-m", "inventory_svc"], env=dict(setup.environment))
-        await _wait_serving(address, service, timeout=30)
+        await wait_serving(address, service, timeout=30)
         print(f"inventory service: pid {service.pid} on {address}, database {name}")
         print(f"  database pool max size {setup.pool_max_size} ({setup.pool_source}); tracing {setup.tracing}")
         if service_env:
@@ -397,21 +363,10 @@ async def run(
     finally:
         try:
             if service is not None:
-                _stop(service)
+                stop_process(service)
         finally:
             async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
                 await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _stop(service: subprocess.Popen[bytes], grace_seconds: float = 15.0) -> None:
-    """SIGTERM (the service's graceful stop), then SIGKILL if it is still running after `grace_seconds`."""
-    service.terminate()
-    try:
-        service.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        print(f"the inventory service (pid {service.pid}) did not stop in {grace_seconds:g} s; killing it", flush=True)
-        service.kill()
-        service.wait()
 
 
 def report(results: Mapping[str, Result]) -> None:

@@ -30,16 +30,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
 from google.protobuf import duration_pb2
-from grpc_health.v1 import health_pb2_grpc
 from psycopg import sql
 
+from bench import harness
+from bench.harness import closed_loop, percentile, stop_process, wait_serving
 from devstack.endpoints import free_port
-from devstack.mesh import health_of
 from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens
 from service_runtime.migrations import apply_migrations
 from service_runtime.settings import CommonSettings, EnvReader
@@ -73,11 +72,6 @@ _LISTENING = "psp_sandbox listening on "
 _LETTERS = str.maketrans("0123456789", "ghijklmnop")
 
 
-def _database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
 def _customer(user: str) -> tuple[tuple[str, str], ...]:
     import jwt
 
@@ -86,44 +80,6 @@ def _customer(user: str) -> tuple[tuple[str, str], ...]:
     claims = {"iss": settings.auth_jwt_issuer, "aud": settings.auth_jwt_audience, "sub": user, "exp": now + 3600}
     token = jwt.encode(claims, settings.auth_jwt_keys[0], algorithm=settings.auth_jwt_algorithm)
     return ((AUTHORIZATION, f"Bearer {token}"),)
-
-
-async def _wait_serving(address: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args!r} exited with status {process.returncode}")
-            if await health_of(health) == "SERVING":
-                return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{address} did not become SERVING in {timeout} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-async def _drive(clients: int, seconds: float, operation: Callable[[int], Awaitable[None]]) -> tuple[int, float, float]:
-    """Runs `operation` from `clients` concurrent clients for `seconds`: (done, elapsed, p50 seconds)."""
-    latencies: list[float] = []
-    began = time.perf_counter()
-    stop_at = began + seconds
-
-    async def client(index: int) -> None:
-        while time.perf_counter() < stop_at:
-            start = time.perf_counter()
-            await operation(index)
-            latencies.append(time.perf_counter() - start)
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return len(latencies), time.perf_counter() - began, statistics.median(latencies) if latencies else 0.0
 
 
 class Mesh:
@@ -261,9 +217,9 @@ async def _prepared(make: Callable[[str], Awaitable[Any]], users: list[str]) -> 
 
 
 async def run(clients: int, seconds: float, rounds: int, per_phase: int) -> dict[str, list[tuple[float, float]]]:
-    server_url = _database(os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shop"), "postgres")
+    server_url = harness.server_url()
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
-    database_url = _database(server_url, name)
+    database_url = harness.database_url(server_url, name)
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     processes: list[subprocess.Popen[bytes]] = []
@@ -307,7 +263,7 @@ async def run(clients: int, seconds: float, rounds: int, per_phase: int) -> dict
                 },
             )
             processes.append(process)
-            await _wait_serving(addresses[package], process)
+            await wait_serving(addresses[package], process)
             await asyncio.sleep(0.3)
             if process.poll() is not None:  # another process answered on the port it could not bind
                 raise RuntimeError(f"{package} exited ({process.returncode}); its port was taken: run again")
@@ -356,7 +312,10 @@ async def run(clients: int, seconds: float, rounds: int, per_phase: int) -> dict
                         # Counted, not fatal: e.g. an order id whose digits the payment service takes for a PAN.
                         failures.append(str(error.details() if isinstance(error, grpc.aio.AioRpcError) else error))
 
-                done, elapsed, p50 = await _drive(clients, seconds, operation)
+                loop = await closed_loop(phase, clients, seconds, operation, quiet=True)
+                if loop.failed and not queue:
+                    raise RuntimeError("ran out of prepared checkouts: raise --prepared")
+                done, elapsed, p50 = loop.done, loop.seconds, percentile(loop.latencies, 0.5)
                 results[phase].append((done / elapsed, p50))
                 print(
                     f"round {number} {phase:<6} {done:>5} checkouts {done / elapsed:7.1f}/s  p50 {p50 * 1000:6.1f} ms"
@@ -368,7 +327,7 @@ async def run(clients: int, seconds: float, rounds: int, per_phase: int) -> dict
         for channel in channels:
             await channel.close()
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process)
         async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
             await admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
