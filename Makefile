@@ -6,7 +6,7 @@
 #   make proto        regenerate generated/ from protos/
 #   make proto-check  fail when generated/ is not what protos/ generate
 #   make lint         buf lint, ruff check, ruff format --check and mypy
-#   make bench        benchmarks (python -m bench), once there are any
+#   make bench        checkout, flash sale and scaling against their floors (~8 min; ARGS="scaling --seconds 3" runs one)
 #   make chaos        the fault drill: the mesh under load, every process and server broken in turn, invariants checked (docs/reliability.md)
 #   make constraints  rewrite constraints.txt (the pinned versions install uses) from what .venv has now
 
@@ -80,11 +80,7 @@ lint: install
 	@output="$$($(VENV)/bin/mypy 2>&1)" || { echo "$$output" >&2; echo "mypy: errors (config in pyproject.toml [tool.mypy])" >&2; exit 1; }; echo "mypy: clean"
 
 bench: install
-	@if [ -f bench/__main__.py ]; then \
-		$(PYTHON) -m bench $(ARGS); \
-	else \
-		echo "make bench: there is no bench package (bench/__main__.py) yet; nothing to run"; \
-	fi
+	@$(PYTHON) -m bench $(ARGS)
 
 chaos: install
 	@$(PYTHON) -m chaos $(ARGS)
