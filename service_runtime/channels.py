@@ -8,6 +8,7 @@ UNAVAILABLE means the request was not processed or the method is idempotent by c
 from __future__ import annotations
 
 import json
+import time
 from typing import Protocol
 
 import grpc
@@ -79,7 +80,12 @@ class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):
             metadata = [(key, value) for key, value in (client_call_details.metadata or ()) if key != SERVICE_TOKEN]
             metadata.append((SERVICE_TOKEN, self._tokens.current()))
             client_call_details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata))
-        return await continuation(client_call_details, request)
+        if not metrics.enabled():
+            return await continuation(client_call_details, request)
+        started = time.perf_counter()
+        call = await continuation(client_call_details, request)
+        await metrics.record_client_call(client_call_details.method, call, started)
+        return call
 
 
 class HasDeadline(Protocol):
@@ -110,7 +116,7 @@ class Channels:
     def get(self, target: str) -> grpc.aio.Channel:
         channel = self._open.get(target)
         if channel is None:
-            interceptors = [self._guard, *([metrics.ClientMetricsInterceptor()] if metrics.enabled() else [])]
+            interceptors = [self._guard]  # which also times the call when metrics are on
             if self._credentials is not None:
                 channel = grpc.aio.secure_channel(
                     target, self._credentials, options=CHANNEL_OPTIONS, interceptors=interceptors

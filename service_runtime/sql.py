@@ -175,8 +175,8 @@ class Statements:
             return await self._execute_named(name, params)
         query = self.queries[name]
         # The statement's span (service_runtime.telemetry): named after the statement, with its text
-        # (named placeholders) and never its parameters.
-        with telemetry.tracer().start_as_current_span(
+        # (named placeholders) and never its parameters. Not made current: nothing is traced under it.
+        span = telemetry.tracer().start_span(
             f"{_operation(query)} {name}",
             kind=SpanKind.CLIENT,
             attributes={
@@ -185,14 +185,14 @@ class Statements:
                 "db.query.summary": name,
                 "db.query.text": query,
             },
-            record_exception=False,  # an error's text may quote a row's values
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                return await self._execute_named(name, params)
-            except BaseException as error:
-                telemetry.fail(span, type(error).__name__)
-                raise
+        )
+        try:
+            return await self._execute_named(name, params)
+        except BaseException as error:
+            telemetry.fail(span, type(error).__name__)  # the class only: an error's text may quote a row
+            raise
+        finally:
+            span.end()
 
     async def _execute_named(self, name: str, params: Mapping[str, Any] | None) -> list[Row]:
         async with self._connection.cursor(row_factory=dict_row) as cursor:
