@@ -13,7 +13,7 @@ from typing import Protocol
 
 import grpc
 
-from service_runtime import errors, metrics
+from service_runtime import errors, metrics, telemetry
 from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
 from service_runtime.sql import in_transaction
 from service_runtime.tls import MutualTls
@@ -65,7 +65,9 @@ class RpcInsideTransaction(RuntimeError):
 class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):
     """Every outbound call passes here: it must not start inside a database transaction, a call made
     without a timeout gets the channel's default (no outbound call can wait forever), and it carries this
-    service's token, which makes it a trusted caller (service_runtime.identity)."""
+    service's token, which makes it a trusted caller (service_runtime.identity). It is also the call's
+    CLIENT span and trace context (service_runtime.telemetry) and its `rpc.client.duration`
+    (service_runtime.metrics): one interceptor layer for all of it."""
 
     def __init__(self, default_timeout_seconds: float, tokens: ServiceTokens | None) -> None:
         self._seconds = default_timeout_seconds
@@ -76,15 +78,35 @@ class OutboundGuard(grpc.aio.UnaryUnaryClientInterceptor):
             raise RpcInsideTransaction(f"{client_call_details.method!r} called inside a database transaction")
         if client_call_details.timeout is None:
             client_call_details = client_call_details._replace(timeout=self._seconds)
+        method = client_call_details.method
+        method = method.decode() if isinstance(method, bytes) else str(method)
+        extra: list[tuple[str, str]] = []
         if self._tokens is not None:
-            metadata = [(key, value) for key, value in (client_call_details.metadata or ()) if key != SERVICE_TOKEN]
-            metadata.append((SERVICE_TOKEN, self._tokens.current()))
-            client_call_details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata))
-        if not metrics.enabled():
+            extra.append((SERVICE_TOKEN, self._tokens.current()))
+        span = None
+        if telemetry.enabled():
+            span, carrier = telemetry.start_client_span(method)
+            extra.extend(carrier.items())
+        if extra:
+            replaced = {name for name, _ in extra}
+            metadata = [(key, value) for key, value in (client_call_details.metadata or ()) if key not in replaced]
+            client_call_details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata, *extra))
+        timed = metrics.enabled()
+        if span is None and not timed:
             return await continuation(client_call_details, request)
         started = time.perf_counter()
-        call = await continuation(client_call_details, request)
-        await metrics.record_client_call(client_call_details.method, call, started)
+        try:
+            call = await continuation(client_call_details, request)
+            status = await call.code()
+        except BaseException as error:
+            if span is not None:
+                telemetry.end_client_span(span, 2, type(error).__name__)
+            raise
+        code = metrics.code_number(status)
+        if span is not None:
+            telemetry.end_client_span(span, code, getattr(status, "name", str(status)))
+        if timed:
+            metrics.record_client_call(method, code, started)
         return call
 
 

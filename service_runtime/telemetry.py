@@ -35,7 +35,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -175,10 +175,39 @@ def configure_tracing(service_name: str) -> TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(spans_file), schedule_delay_millis=500))
     trace.set_tracer_provider(provider)
     GrpcAioInstrumentorServer(filter_=traced_call).instrument()
-    GrpcAioInstrumentorClient(filter_=traced_call).instrument()
     RedisInstrumentor().instrument()
     _state["provider"] = provider
+    _enabled.append(True)
     return provider
+
+
+#: Non-empty once tracing is configured and not disabled (a list: read on every outbound call, cheaply).
+_enabled: list[bool] = []
+
+
+def enabled() -> bool:
+    return bool(_enabled)
+
+
+def start_client_span(method: str) -> tuple[trace.Span, dict[str, str]]:
+    """The CLIENT span of an outbound unary call (the runtime's channels make it: one interceptor does the
+    guard, the token, the trace context and the metrics) and the metadata that carries its context. The
+    context is sent even when the span is not sampled, so the callee follows the same decision."""
+    service, _, name = method.lstrip("/").partition("/")
+    span = tracer().start_span(
+        method, kind=SpanKind.CLIENT, attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+    )
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return span, carrier
+
+
+def end_client_span(span: trace.Span, code: int, code_name: str) -> None:
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code)
+        if code != 0:
+            fail(span, code_name)
+    span.end()
 
 
 HEALTH_CHECK_PREFIX = "/grpc.health.v1.Health/"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -13,6 +12,7 @@ from opentelemetry.trace import SpanKind
 from notification_svc.__main__ import SPEC as NOTIFICATION
 from order_svc.__main__ import SPEC as ORDER
 from service_runtime import telemetry
+from service_runtime.channels import Channels
 from shop.order.v1 import order_service_pb2 as pb
 from shop.order.v1 import order_service_pb2_grpc as pb_grpc
 from tests.integration.events.conftest import Bus, bus, kafka_bootstrap
@@ -35,11 +35,14 @@ async def test_the_relay_and_the_consumer_continue_the_requests_trace_on_either_
     await start_service(NOTIFICATION, NOTIFICATION_SENDER="LOG", **bus.env)
     spans.clear()
 
-    async with grpc.aio.insecure_channel(order_service.address) as channel:
-        orders = pb_grpc.OrderServiceStub(channel)
+    channels = Channels()  # the runtime's channels: they carry the trace context
+    try:
+        orders = pb_grpc.OrderServiceStub(channels.get(order_service.address))
         with telemetry.span("test checkout") as root:
             order = (await orders.CreateOrder(create_request("u1"), metadata=TRUSTED)).order
             await orders.ConfirmOrder(pb.ConfirmOrderRequest(order_id=order.order_id), metadata=TRUSTED)
+    finally:
+        await channels.close()
     trace_id = root.get_span_context().trace_id
     for _ in range(200):
         finished = [s for s in spans.get_finished_spans() if s.context and s.context.trace_id == trace_id]
@@ -68,12 +71,15 @@ async def test_a_cancellation_the_worker_finishes_is_a_trace_linked_to_the_cance
 ):
     # Payment cannot be reached: the inline attempt fails and the background worker keeps retrying.
     order_service = await start_service(ORDER, ORDER_COMPENSATION_BACKOFF_MAX_SECONDS="0.2", **NOWHERE)
-    async with grpc.aio.insecure_channel(order_service.address) as channel:
-        orders = pb_grpc.OrderServiceStub(channel)
+    channels = Channels()
+    try:
+        orders = pb_grpc.OrderServiceStub(channels.get(order_service.address))
         order = await place(orders)
         spans.clear()
         with telemetry.span("test cancel") as root:
             await cancel(orders, order.order_id)
+    finally:
+        await channels.close()
     trace_id = root.get_span_context().trace_id
     for _ in range(100):
         worker = [s for s in spans.get_finished_spans() if s.name == "order compensation"]
