@@ -78,9 +78,12 @@ RETURNING place_attempt
 SELECT traceparent FROM checkout.checkouts WHERE checkout_id = %(checkout_id)s
 
 -- name: end_checkout
--- Moves a checkout to its next state (QUOTED after a decline, or a terminal one) and lets its lease go.
+-- Moves a checkout to its next state (QUOTED after a decline, or a terminal one) and lets its lease go. The
+-- card token is forgotten once no step can need it again: a new PlaceOrder sends its own, and only a FAILED
+-- checkout's steps may still be retried by an operator.
 UPDATE checkout.checkouts
 SET status = %(status)s, ended_at = CASE WHEN %(status)s IN ('quoted', 'placing') THEN NULL ELSE now() END,
+    payment_token = CASE WHEN %(status)s IN ('placing', 'failed') THEN payment_token END,
     current_step = %(current_step)s, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE checkout_id = %(checkout_id)s
 
