@@ -26,6 +26,7 @@ constructors.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -229,7 +230,10 @@ def shutdown_tracing() -> None:
         provider.force_flush(timeout_millis=2000)
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    """Our code's tracer (a proxy until `configure_tracing` installs the provider; made once, since
+    `get_tracer` builds a new one on every call)."""
     return trace.get_tracer(SCOPE)
 
 
