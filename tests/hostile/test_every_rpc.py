@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from service_runtime.server import MAX_MESSAGE_BYTES
 from tests.hostile.conftest import SHOPPER, Mesh
 from tests.hostile.requests import Contract, Pool, documented_answers, message_strategy
-from tests.hostile.state import Snapshot, cache_or_bucket, difference, snapshot
+from tests.hostile.state import Snapshot, StateReader, cache_or_bucket, difference
 from tests.identity import as_customer, as_service, as_session
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "6"))
@@ -82,8 +82,12 @@ def _hunt(
     )
     calls = 0
 
+    # The thread's own event loop, for one connection to PostgreSQL and Redis that reads the state.
+    loop = asyncio.new_event_loop()
+    reader = loop.run_until_complete(StateReader(database_url, redis_url, prefix, cache_or_bucket).__aenter__())
+
     def state() -> Snapshot:
-        return asyncio.run(snapshot(database_url, redis_url, prefix, ignore=cache_or_bucket))
+        return loop.run_until_complete(reader.read())
 
     @settings(
         max_examples=EXAMPLES,
@@ -124,6 +128,8 @@ def _hunt(
         one()
     finally:
         channel.close()
+        loop.run_until_complete(reader.__aexit__())
+        loop.close()
     print(f"{method_name}: {calls} calls in {time.monotonic() - started:.1f} s", flush=True)
     return calls
 

@@ -22,7 +22,7 @@ from shop.cart.v1 import cart_service_pb2 as cart_pb
 from shop.gateway.v1 import gateway_service_pb2 as gateway_pb
 from shop.gateway.v1 import gateway_service_pb2_grpc as gateway_grpc
 from tests.hostile.conftest import SHOPPER, SKU, Mesh
-from tests.hostile.state import Snapshot, cache_or_bucket, difference, snapshot
+from tests.hostile.state import StateReader, cache_or_bucket, difference
 from tests.identity import Metadata, as_customer, as_service, as_session, customer_token
 from tests.rpc_errors import failure_of
 
@@ -265,44 +265,47 @@ def _everything_said(error: grpc.aio.AioRpcError) -> str:
 async def test_every_rpc_refuses_everyone_but_the_owner_with_its_documented_code_and_leaks_nothing(
     mesh: Mesh, alice: Alice, redis_url: str, redis_prefix: str
 ):
-    unknown = {name: f"{value}x9" for name, value in alice.ids.items()}
-
-    async def state() -> Snapshot:
-        return await snapshot(mesh.shop.database_url, redis_url, redis_prefix, ignore=cache_or_bucket)
-
     problems: list[str] = []
     judged = 0
-    for row in ROWS:
-        for caller, expected in row.expected.items():
-            if expected is None:
-                continue
-            judged += 1
-            where = f"{row.method} as {caller}"
-            before = await state()
-            error = await _call(mesh, row.method, _request(row.method, row.request, alice.ids), CALLERS[caller])
-            written = difference(before, await state())
-            if written:
-                problems.append(f"{where}: refused, yet wrote {written}")
-            if error is None:
-                problems.append(f"{where}: answered OK, expected {expected.name}")
-                continue
-            failure = failure_of(error)
-            if failure.code != expected:
-                problems.append(f"{where}: {failure.code.name} ({failure.reason}), expected {expected.name}")
-            said = _everything_said(error)
-            named_alice = SHOPPER in str(row.request)
-            leaks = [secret for secret in (*alice.secrets, *(() if named_alice else (SHOPPER,))) if secret in said]
-            if leaks:
-                problems.append(f"{where}: the refusal discloses {leaks}: {said[:300]}")
-            if expected == NOT_FOUND:
-                stranger = await _call(mesh, row.method, _request(row.method, row.request, unknown), CALLERS[caller])
-                assert stranger is not None, where
-                theirs = failure_of(stranger)
-                mine = (failure.code, failure.reason, _unnamed(failure.message, alice.ids))
-                if mine != (theirs.code, theirs.reason, _unnamed(theirs.message, unknown)):
-                    problems.append(f"{where}: someone else's id answers unlike an unknown one: {failure} vs {theirs}")
+    async with StateReader(mesh.shop.database_url, redis_url, redis_prefix, cache_or_bucket) as reader:
+        for row in ROWS:
+            for caller, expected in row.expected.items():
+                if expected is not None:
+                    judged += 1
+                    problems += await _judge(mesh, reader, alice, row, caller, expected)
     assert judged >= 120
     assert not problems, "\n".join(problems)
+
+
+async def _judge(
+    mesh: Mesh, reader: StateReader, alice: Alice, row: Row, caller: str, expected: grpc.StatusCode
+) -> list[str]:
+    """What is wrong with `caller`'s call of `row` on alice's data: the code, a leak, a write, or a
+    NOT_FOUND that reads unlike the one for an id that does not exist."""
+    where = f"{row.method} as {caller}"
+    before = await reader.read()
+    error = await _call(mesh, row.method, _request(row.method, row.request, alice.ids), CALLERS[caller])
+    written = difference(before, await reader.read())
+    problems = [f"{where}: refused, yet wrote {written}"] if written else []
+    if error is None:
+        return [*problems, f"{where}: answered OK, expected {expected.name}"]
+    failure = failure_of(error)
+    if failure.code != expected:
+        problems.append(f"{where}: {failure.code.name} ({failure.reason}), expected {expected.name}")
+    said = _everything_said(error)
+    named_alice = SHOPPER in str(row.request)
+    leaks = [secret for secret in (*alice.secrets, *(() if named_alice else (SHOPPER,))) if secret in said]
+    if leaks:
+        problems.append(f"{where}: the refusal discloses {leaks}: {said[:300]}")
+    if expected == NOT_FOUND:
+        unknown = {name: f"{value}x9" for name, value in alice.ids.items()}
+        stranger = await _call(mesh, row.method, _request(row.method, row.request, unknown), CALLERS[caller])
+        assert stranger is not None, where
+        theirs = failure_of(stranger)
+        mine = (failure.code, failure.reason, _unnamed(failure.message, alice.ids))
+        if mine != (theirs.code, theirs.reason, _unnamed(theirs.message, unknown)):
+            problems.append(f"{where}: someone else's id answers unlike an unknown one: {failure} vs {theirs}")
+    return problems
 
 
 def _unnamed(message: str, ids: dict[str, str]) -> str:
