@@ -141,7 +141,7 @@ async def _run(arguments: argparse.Namespace, console: Console) -> int:
     # Imported here, not at the top, so that `--help` and usage errors answer at once (grpc, the
     # generated protos and devstack's tables take most of a second to import on a busy machine).
     from checkoutctl import admin, demo
-    from checkoutctl.mesh import Mesh, identity_config
+    from checkoutctl.mesh import Mesh, identity_config, mesh_tls
     from checkoutctl.targets import TargetError, Targets
     from shop.shipping.v1 import shipping_service_pb2 as shipping_pb
 
@@ -153,7 +153,7 @@ async def _run(arguments: argparse.Namespace, console: Console) -> int:
         )
     except TargetError as error:
         raise CtlError(str(error)) from None
-    mesh = Mesh(targets, identity_config(), timeout_seconds=arguments.timeout)
+    mesh = Mesh(targets, identity_config(), timeout_seconds=arguments.timeout, tls=mesh_tls())
     try:
         if arguments.command == "demo":
             options = demo.DemoOptions(

@@ -1,7 +1,9 @@
 """checkoutctl's connections to the mesh: one channel per service, a shopper's JWT for the public API
 and a service token for the admin service, both signed with the keys the mesh is configured with
 (the development defaults unless AUTH_JWT_KEYS / SERVICE_TOKEN_SECRET are set, exactly as the
-services read them)."""
+services read them). Under `MESH_TLS=1 make up` (MESH_TLS=1 here too) the channels speak mutual TLS with
+devstack's certificates: the edge client's for the shopper's calls, checkoutctl's own (a trusted mesh
+workload) for the admin service's."""
 
 from __future__ import annotations
 
@@ -14,9 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from checkoutctl.failures import CtlError
 from checkoutctl.targets import Targets
+from devstack.errors import DevstackError
+from devstack.pki import MeshFiles
+from devstack.settings import DevstackSettings
 from service_runtime.channels import Channels
 from service_runtime.identity import AUTHORIZATION, IdentityConfig, ServiceTokens, mint_customer_token
 from service_runtime.settings import CommonSettings, EnvReader, SettingsError
+from service_runtime.tls import MutualTls
 
 SERVICE_NAME = "checkoutctl"
 Metadata = tuple[tuple[str, str], ...]
@@ -30,6 +36,29 @@ def identity_config(environ: Mapping[str, str] = os.environ) -> IdentityConfig:
     return settings.identity
 
 
+def mesh_tls(environ: Mapping[str, str] = os.environ) -> tuple[MutualTls, MutualTls] | None:
+    """With MESH_TLS=1: (the shopper's edge identity, checkoutctl's trusted identity) from the certificates
+    `make up` wrote (DEVSTACK_STATE_DIR/tls); None otherwise."""
+    try:
+        settings = DevstackSettings.from_environ(environ)
+    except DevstackError as error:
+        raise CtlError(str(error)) from None
+    if not settings.mesh_tls:
+        return None
+    files = MeshFiles(settings.tls_dir / "ca.pem")
+
+    def identity(name: str) -> MutualTls:
+        try:
+            return MutualTls(files.certificate(name).read_bytes(), files.key(name).read_bytes(), files.ca.read_bytes())
+        except OSError as error:
+            raise CtlError(
+                f"MESH_TLS=1 but no certificate for {name} in {settings.tls_dir} ({error.strerror}): "
+                "start the mesh with `MESH_TLS=1 make up`"
+            ) from None
+
+    return identity("bff"), identity(SERVICE_NAME)
+
+
 class Mesh:
     """Open channels to the services checkoutctl calls; `close()` when done.
 
@@ -37,12 +66,20 @@ class Mesh:
     gateway see a trusted service, not the shopper); admin calls through channels that do.
     """
 
-    def __init__(self, targets: Targets, identity: IdentityConfig, *, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        targets: Targets,
+        identity: IdentityConfig,
+        *,
+        timeout_seconds: float,
+        tls: tuple[MutualTls, MutualTls] | None = None,
+    ) -> None:
         self.targets = targets
         self.timeout_seconds = timeout_seconds
         self._identity = identity
-        self._public = Channels(default_timeout_seconds=timeout_seconds)
-        self._trusted = Channels(default_timeout_seconds=timeout_seconds, tokens=ServiceTokens(identity))
+        edge, trusted = tls if tls is not None else (None, None)
+        self._public = Channels(default_timeout_seconds=timeout_seconds, tls=edge)
+        self._trusted = Channels(default_timeout_seconds=timeout_seconds, tokens=ServiceTokens(identity), tls=trusted)
 
     def public(self, target: str) -> grpc.aio.Channel:
         return self._public.get(target)

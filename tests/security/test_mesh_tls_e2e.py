@@ -26,6 +26,7 @@ from shop.gateway.v1 import gateway_service_pb2 as gateway_pb
 from shop.gateway.v1 import gateway_service_pb2_grpc as gateway_grpc
 from shop.shipping.v1 import shipping_service_pb2 as shipping_pb
 from shop.type.v1 import address_pb2
+from tests.e2e.test_checkoutctl import COMPLETED, checkoutctl
 from tests.e2e.test_devstack import READY_TIMEOUT_SECONDS, STOP_LIMIT_SECONDS, Devstack, Row, free_port_block
 from tests.e2e.test_devstack import _kill_leftovers as kill_leftovers
 from tests.identity import as_customer
@@ -122,3 +123,21 @@ def test_a_checkout_completes_over_mutual_tls_and_a_plaintext_client_is_refused(
     with grpc.insecure_channel(tls_mesh.rows["gateway"].address) as plaintext, pytest.raises(grpc.RpcError) as refused:
         gateway_grpc.CheckoutServiceStub(plaintext).GetCheckout(request, metadata=shopper, timeout=3)
     assert cast(grpc.Call, refused.value).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_checkoutctl_demo_and_failed_work_over_mutual_tls(tls_mesh: TlsMesh):
+    env = {
+        **os.environ,
+        "MESH_TLS": "1",
+        "DEVSTACK_STATE_DIR": str(tls_mesh.files.ca.parent.parent),
+        "DEVSTACK_PORT_BASE": str(tls_mesh.rows["gateway"].port),
+    }
+
+    demo = checkoutctl("demo", env=env)
+    failed = checkoutctl("failed", env=env)  # the admin service: checkoutctl's own certificate makes it trusted
+    without_tls = checkoutctl("failed", env={**env, "MESH_TLS": "0"})
+
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert COMPLETED.search(demo.stdout), demo.stdout
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    assert without_tls.returncode != 0 and "make up" in without_tls.stderr + without_tls.stdout
