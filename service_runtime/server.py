@@ -55,7 +55,8 @@ SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_metadata_size", MAX_METADATA_BYTES),
-    # Streams one connection may have open at once; more wait in the client, not in our memory.
+    # Streams one connection may have open at once; a stream past it is refused unprocessed (RST_STREAM
+    # REFUSED_STREAM: the caller sees UNAVAILABLE, which the mesh's channels retry).
     ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
     # Keepalive enforcement: the mesh's channels ping every 30 s, and only while calls are in flight.
     ("grpc.keepalive_permit_without_calls", 1),

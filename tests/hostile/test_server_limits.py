@@ -10,7 +10,7 @@ import asyncio
 import grpc
 
 from inventory_svc.__main__ import SPEC as INVENTORY
-from service_runtime.server import MAX_MESSAGE_BYTES
+from service_runtime.server import MAX_CONCURRENT_STREAMS, MAX_MESSAGE_BYTES, SERVER_OPTIONS
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import money_pb2
@@ -86,3 +86,37 @@ async def test_a_client_that_pings_too_often_is_sent_away_and_a_polite_one_is_no
             await asyncio.sleep(0.1)
         assert abusive.get_state() != grpc.ChannelConnectivity.READY
         assert polite.get_state() == grpc.ChannelConnectivity.READY
+
+
+async def test_one_connection_never_has_more_streams_running_than_the_limit():
+    """300 calls at once on one channel: at most MAX_CONCURRENT_STREAMS run on the server at a time; a
+    stream past the limit is refused (RST_STREAM REFUSED_STREAM: UNAVAILABLE, never processed, so safe to
+    retry), and the others are answered."""
+    running = peak = 0
+
+    async def slow(request: bytes, context: object) -> bytes:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.3)
+        running -= 1
+        return request
+
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(slow)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("shop.test.v1.Slow", {"Call": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/shop.test.v1.Slow/Call")
+            answers = await asyncio.gather(*(call(b"x", timeout=30) for _ in range(300)), return_exceptions=True)
+    finally:
+        await server.stop(0)
+    refused = [answer for answer in answers if isinstance(answer, BaseException)]
+    assert all(isinstance(error, grpc.aio.AioRpcError) for error in refused), refused[:3]
+    assert {error.code() for error in refused if isinstance(error, grpc.aio.AioRpcError)} <= {
+        grpc.StatusCode.UNAVAILABLE
+    }
+    assert answers.count(b"x") >= MAX_CONCURRENT_STREAMS // 2
+    assert 1 < peak <= MAX_CONCURRENT_STREAMS
