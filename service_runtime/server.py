@@ -31,7 +31,7 @@ from service_runtime.database import Database
 from service_runtime.identity import IdentityInterceptor, ServiceTokens, Verifier
 from service_runtime.keyspace import KeySpace, create_redis
 from service_runtime.readiness import LIVENESS, Readiness
-from service_runtime.settings import SettingsError
+from service_runtime.settings import DEFAULT_MAX_CONCURRENT_STREAMS, SettingsError
 from service_runtime.spec import Assembly, Infrastructure, S, ServiceSpec
 from service_runtime.status import ErrorMappingInterceptor
 
@@ -39,31 +39,38 @@ log = logging.getLogger(__name__)
 
 #: Limits every server applies to whoever connects (docs/security.md, "Hostile input").
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-MAX_CONCURRENT_STREAMS = 256
 MAX_METADATA_BYTES = 16 * 1024
 #: A client may ping an idle connection at most this often; a client pinging faster gets strikes, and
 #: after MAX_PING_STRIKES the server closes the connection (GOAWAY ENHANCE_YOUR_CALM "too_many_pings").
 MIN_PING_INTERVAL_MS = 10_000
 MAX_PING_STRIKES = 2
 
-SERVER_OPTIONS = (
-    # Clients re-resolve DNS (and find new pods) when a connection ages out.
-    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-    ("grpc.max_connection_age_grace_ms", 30 * 1000),
-    # A request or answer larger than this is RESOURCE_EXHAUSTED before any handler runs (receive) or
-    # instead of the answer (send); the mesh's largest messages (a 100-line cart, a page of results) are far below.
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
-    # Streams one connection may have open at once; a stream past it is refused unprocessed (RST_STREAM
-    # REFUSED_STREAM: the caller sees UNAVAILABLE, which the mesh's channels retry).
-    ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
-    # Keepalive enforcement: the mesh's channels ping every 30 s, and only while calls are in flight.
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
-    ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
-    ("grpc.so_reuseport", 0),
-)
+
+def server_options(max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS) -> tuple[tuple[str, int], ...]:
+    """The options of every server; `max_concurrent_streams` is GRPC_MAX_CONCURRENT_STREAMS."""
+    return (
+        # Clients re-resolve DNS (and find new pods) when a connection ages out.
+        ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+        ("grpc.max_connection_age_grace_ms", 30 * 1000),
+        # A request or answer larger than this is RESOURCE_EXHAUSTED before any handler runs (receive) or
+        # instead of the answer (send); the mesh's largest messages (a 100-line cart, a page of results) are far below.
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        # Streams one connection may have open at once; a stream past it is refused unprocessed (RST_STREAM
+        # REFUSED_STREAM: the caller sees UNAVAILABLE, which the mesh's channels retry).
+        # A mesh service sends all its calls to a peer over one connection, so this is far above what the
+        # mesh's own fan-in needs (thousands of calls in flight in a flash sale), and still bounds one connection.
+        ("grpc.max_concurrent_streams", max_concurrent_streams),
+        # Keepalive enforcement: the mesh's channels ping every 30 s, and only while calls are in flight.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+        ("grpc.so_reuseport", 0),
+    )
+
+
+SERVER_OPTIONS = server_options()
 
 
 class RunningService:
@@ -186,7 +193,7 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
             ErrorMappingInterceptor(domain=spec.error_domain),
             IdentityInterceptor(Verifier(common.identity)),
         ],
-        options=SERVER_OPTIONS,
+        options=server_options(common.grpc_max_concurrent_streams),
     )
     assembly.register(server)
     health_servicer = health.aio.HealthServicer()

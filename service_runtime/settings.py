@@ -23,6 +23,8 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEVELOPMENT_PAGE_TOKEN_SECRET = "development-only-page-token-secret"
 #: Likewise the end-user JWT key (HS256) and the mesh's service-token secret when unset: `make up` and
 #: the tests mint tokens with them; every deployment sets its own (k8s: shop-checkout-secrets).
+#: GRPC_MAX_CONCURRENT_STREAMS: streams one client connection may have open on a server at once.
+DEFAULT_MAX_CONCURRENT_STREAMS = 4096
 DEVELOPMENT_JWT_KEY = "development-only-jwt-signing-key-not-for-production"
 DEVELOPMENT_SERVICE_TOKEN_SECRET = "development-only-service-token-secret-not-for-production"
 
@@ -141,6 +143,8 @@ class CommonSettings:
     auth_jwt_audience: str
     #: Signs and verifies the mesh's service tokens (trusted callers); shared by every service.
     service_token_secret: str
+    #: GRPC_MAX_CONCURRENT_STREAMS (service_runtime.server): streams per client connection; more are refused.
+    grpc_max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     #: Mutual TLS (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE; service_runtime.tls): None serves plaintext.
     tls: MutualTls | None = None
     #: METRICS_PORT: the HTTP port of the Prometheus /metrics endpoint (service_runtime.metrics), on the
@@ -191,6 +195,9 @@ class CommonSettings:
             ),
             metrics_port=_unset_is_none(env.integer("METRICS_PORT", -1, minimum=0, maximum=65535)),
             tls=_mutual_tls(env),
+            grpc_max_concurrent_streams=env.integer(
+                "GRPC_MAX_CONCURRENT_STREAMS", DEFAULT_MAX_CONCURRENT_STREAMS, minimum=16, maximum=1_000_000
+            ),
         )
 
 
