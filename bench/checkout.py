@@ -5,21 +5,25 @@ the mesh as processes (sandbox PSP, inventory, cart, payment, order, shipping, g
 ports, seeds `--lines` products, and then:
 
 1. capture: one checkout with PostgreSQL's statement log on: every SQL statement all services issue for it
-   (bench.floor; printed: statements, transactions, kinds);
+   (bench.floor; printed: statements and commits, per service);
 2. closed loop: `--clients` simulated shoppers, each doing whole checkouts back to back for `--seconds`:
    CreateCart, AddItem per line, StartCheckout, PlaceOrder (tok_visa), a new user and new keys each time.
-   The maximum throughput, and p50/p95/p99/max of each RPC and of the whole checkout, errors by code;
+   The maximum throughput, and p50/p95/p99/max of each RPC and of the whole checkout, errors by code, and
+   the CPU time per checkout of every process and of PostgreSQL;
 3. database floor: the captured statements replayed from one process through psycopg at the same
-   concurrency (fresh ids each replay) for `--floor-seconds`;
-4. RPC floor: a grpc.aio echo round trip (a separate echo server process) at the same concurrency;
-5. one at a time: checkout, database floor and echo with one client each, for `--single-seconds`: the
-   per-hop overhead is (checkout p50 - database floor p50) / hops on the checkout's path, against echo p50;
+   concurrency (fresh ids each replay) for `--floor-seconds`. Closed loop and floor run in turns
+   (`--rounds`, order alternating), so that load from elsewhere on the machine falls on both alike;
+4. RPC floor: a grpc.aio echo round trip (a separate echo server process), and one hop through the runtime
+   (shipping ValidateAddress as a trusted caller: interceptors, token check, protobuf, no I/O), at the same
+   concurrency;
+5. one at a time: checkout, database floor, echo and the hop with one client each (`--single-seconds`,
+   `--echo-seconds`): the per-hop overhead is the hop's p50 against the echo's;
 6. open loop: checkouts started at `--rate` per second (default half the closed loop's throughput) for
    `--open-seconds`, latency from each one's scheduled start (no coordinated omission).
 
 It prints the machine's cores and load, tables, and the ratios against the targets (checkout/database
-floor >= 0.5; open-loop p99 < 100 ms at half the maximum; per-hop overhead <= 1.5x echo), and writes
-JSON to `--out` (default bench/results/checkout.json).
+floor >= 0.5; open-loop p99 < 100 ms at half the maximum; one hop <= 1.5x echo), and writes JSON to `--out`
+(default bench/results/checkout.json). Tracing is off (OTEL_SDK_DISABLED=true) and no metrics port is set.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import grpc
 from bench import floor, profile
 from bench.harness import (
     CpuMeter,
+    LoopResult,
     Samples,
     closed_loop,
     console,
@@ -62,6 +67,11 @@ TARGETS = {"throughput_vs_db_floor": 0.5, "open_loop_p99_ms": 100.0, "per_hop_vs
 DEFAULT_OUT = Path("bench/results/checkout.json")
 
 
+def _add(total: dict[str, float], more: dict[str, float]) -> None:
+    for name, value in more.items():
+        total[name] = total.get(name, 0.0) + value
+
+
 def _skus(lines: int) -> list[str]:
     return [f"BENCH-{index:03d}" for index in range(lines)]
 
@@ -75,7 +85,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mesh_db = await create_database(server.url, "shop_bench")
         async with start_mesh(mesh_db) as mesh:
             console.print(f"mesh up on PostgreSQL {server.version} (private cluster): {len(mesh.processes)} processes")
-            shoppers = Shoppers(mesh)
+            shoppers = Shoppers(mesh, connections=-(-args.clients // Shoppers.PER_CONNECTION))
             echo_port = free_port()
             echo_process = subprocess.Popen(floor.echo_command(echo_port))
             try:
@@ -86,7 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "warm-up",
                         min(args.clients, 4),
                         args.warm_up_seconds,
-                        lambda _c: shoppers.checkout(warm, skus),
+                        lambda client: shoppers.checkout(warm, skus, lane=client),
                         quiet=True,
                     )
 
@@ -117,38 +127,59 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for failure in captured.failures:
                     console.print(f"  not replayed: {failure}")
 
-                # 2. closed loop, with each process's CPU time
+                # 2, 3. closed loop and database floor at the same concurrency, in turns (`--rounds`, the order
+                # alternating) so that load from elsewhere on a shared machine falls on both alike; the CPU time
+                # of every process is counted over each one's turns.
                 meter = CpuMeter(
                     {**mesh.pids, "bench": os.getpid()},
                     {"postgresql": server.cpu_seconds},
                 )
                 samples = Samples()
-                meter.start()
-                closed = await closed_loop(
-                    f"closed loop, {args.clients} shoppers",
-                    args.clients,
-                    args.seconds,
-                    lambda _c: shoppers.checkout(samples, skus),
-                )
-                cpu = meter.stop()
+                closed_turns: list[LoopResult] = []
+                floor_turns: list[LoopResult] = []
+                cpu_closed: dict[str, float] = {}
+                cpu_floor: dict[str, float] = {}
+                async with floor.SqlFloor(floor_db, captured, args.clients) as replay:
+                    for turn in range(args.rounds):
+                        for phase in ("closed", "floor") if turn % 2 == 0 else ("floor", "closed"):
+                            meter.start()
+                            if phase == "closed":
+                                closed_turns.append(
+                                    await closed_loop(
+                                        f"closed loop, {args.clients} shoppers ({turn + 1}/{args.rounds})",
+                                        args.clients,
+                                        args.seconds / args.rounds,
+                                        lambda client: shoppers.checkout(samples, skus, lane=client),
+                                    )
+                                )
+                                _add(cpu_closed, meter.stop())
+                            else:
+                                floor_turns.append(
+                                    await closed_loop(
+                                        f"database floor, {args.clients} connections ({turn + 1}/{args.rounds})",
+                                        args.clients,
+                                        args.floor_seconds / args.rounds,
+                                        replay.checkout,
+                                    )
+                                )
+                                _add(cpu_floor, meter.stop())
+                closed = LoopResult.merged(f"closed loop, {args.clients} shoppers", closed_turns)
+                db_floor = LoopResult.merged(f"database floor, {args.clients} connections", floor_turns)
                 results["cpu_ms_per_checkout"] = {
                     name: round(seconds * 1000 / max(closed.done, 1), 2)
-                    for name, seconds in sorted(cpu.items(), key=lambda item: -item[1])
+                    for name, seconds in sorted(cpu_closed.items(), key=lambda item: -item[1])
+                }
+                results["cpu_ms_per_floor_checkout"] = {
+                    name: round(cpu_floor[name] * 1000 / max(db_floor.done, 1), 2) for name in ("postgresql", "bench")
+                }
+                results["turns"] = {
+                    "closed_per_s": [round(t.rate, 2) for t in closed_turns],
+                    "floor_per_s": [round(t.rate, 2) for t in floor_turns],
                 }
 
                 if args.profile is not None:
                     results["profile"] = await _profiled(args, mesh.pids, shoppers, skus)
 
-                # 3, 4. floors at the same concurrency
-                async with floor.SqlFloor(floor_db, captured, args.clients) as replay:
-                    meter.start()
-                    db_floor = await closed_loop(
-                        f"database floor, {args.clients} connections", args.clients, args.floor_seconds, replay.checkout
-                    )
-                    cpu = meter.stop()
-                    results["cpu_ms_per_floor_checkout"] = {
-                        name: round(cpu[name] * 1000 / max(db_floor.done, 1), 2) for name in ("postgresql", "bench")
-                    }
                 async with (
                     grpc.aio.insecure_channel(mesh.addresses["shipping_svc"]) as shipping_channel,
                     grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as echo_channel,
@@ -177,7 +208,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "checkout, 1 shopper",
                         1,
                         args.single_seconds,
-                        lambda _c: shoppers.checkout(single_samples, skus),
+                        lambda client: shoppers.checkout(single_samples, skus, lane=client),
                     )
                     async with floor.SqlFloor(floor_db, captured, 1) as replay:
                         db_single = await closed_loop(
@@ -193,7 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"open loop, {rate:.1f}/s",
                     rate,
                     args.open_seconds,
-                    lambda _s: shoppers.checkout(open_samples, skus),
+                    lambda sequence: shoppers.checkout(open_samples, skus, lane=sequence),
                 )
             finally:
                 stop_process(echo_process)
@@ -232,7 +263,7 @@ async def _profiled(args: argparse.Namespace, pids: dict[str, int], shoppers: Sh
             f"profiled closed loop, {args.clients} shoppers",
             args.clients,
             args.profile_seconds + 1,
-            lambda _c: shoppers.checkout(samples, skus),
+            lambda client: shoppers.checkout(samples, skus, lane=client),
         )
     )
     await asyncio.sleep(0.5)
@@ -307,7 +338,7 @@ def report(results: dict[str, Any]) -> bool:
         [
             [
                 "checkouts/s ÷ database floor",
-                ratios["throughput_vs_db_floor"],
+                f"{ratios['throughput_vs_db_floor'] or 0:.2f}",
                 "≥ 0.5",
                 verdict["throughput_vs_db_floor"],
             ],
@@ -336,6 +367,9 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--clients", type=int, default=16, help="concurrent shoppers and floor clients (default 16)")
     command.add_argument("--seconds", type=float, default=20.0, help="closed-loop phase length (default 20)")
     command.add_argument("--lines", type=int, default=1, help="cart lines per checkout, 1-100 (default 1)")
+    command.add_argument(
+        "--rounds", type=int, default=2, help="turns the closed loop and the database floor take in (default 2)"
+    )
     command.add_argument("--floor-seconds", type=float, default=10.0, help="database floor phase (default 10)")
     command.add_argument("--echo-seconds", type=float, default=4.0, help="echo floor phase (default 4)")
     command.add_argument("--single-seconds", type=float, default=5.0, help="each one-client phase (default 5)")
@@ -361,6 +395,8 @@ def main(argv: Sequence[str]) -> int:
     args = command.parse_args(argv)
     if args.clients < 1 or not 1 <= args.lines <= 100 or min(args.seconds, args.floor_seconds, args.open_seconds) <= 0:
         command.error("--clients >= 1, --lines 1..100, phase lengths > 0")
+    if args.rounds < 1:
+        command.error("--rounds >= 1")
     if args.profile is not None and profile.available() is None:
         command.error("--profile needs py-spy (pip install py-spy)")
     results = event_loop_runner()(run(args))

@@ -3,9 +3,11 @@
 One run starts a private PostgreSQL cluster and the mesh on it (as `python -m bench checkout` does), seeds one
 SKU with `--stock` units (default 100), fills one cart per buyer beforehand (default 2000 buyers; not timed:
 the shoppers are waiting with full carts), then opens the sale: every buyer at once runs StartCheckout (which
-reserves) and, when it got a quote, PlaceOrder with the approving card. A buyer retries what a well-behaved
-client retries (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED) with the same idempotency key,
-up to `--attempts` times with jittered backoff; a refusal (INSUFFICIENT_STOCK…) is final.
+reserves) and, when it got a quote, PlaceOrder with the approving card. Buyers come through one gateway
+connection per `--per-connection` (100) of them. A buyer retries what a well-behaved client retries
+(UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED, DEADLINE_EXCEEDED, CANCELLED) with the same idempotency key, with
+jittered backoff (at least the server's RetryInfo delay), for `--patience` seconds (120) per call; a refusal
+(INSUFFICIENT_STOCK…) is final.
 
 When every saga has settled it checks, from the databases and the sandbox PSP's own ledger:
 - exactly `--stock` orders, and units sold (the stock ledger) equal to units ordered: zero oversold;
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import time
 from collections import Counter
@@ -55,35 +58,46 @@ RETRYABLE = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
     }
 )
 
 
+#: One message per outcome, for the report (the first seen).
+EXAMPLES: dict[str, str] = {}
+
+
 def _outcome(error: grpc.aio.AioRpcError) -> str:
     failure = DownstreamError.of(error)
-    return f"{error.code().name} {failure.reason}".strip()
+    outcome = f"{error.code().name} {failure.reason}".strip()
+    EXAMPLES.setdefault(outcome, (error.details() or "")[:200])
+    return outcome
 
 
 class Buyer:
     """One buyer with a full cart: StartCheckout, then PlaceOrder, each retried with its own key."""
 
-    def __init__(self, shoppers: Shoppers, samples: Samples, cart: Cart, attempts: int) -> None:
+    def __init__(self, shoppers: Shoppers, samples: Samples, cart: Cart, patience: float) -> None:
         self._shoppers = shoppers
         self._samples = samples
         self._cart = cart
-        self._attempts = attempts
+        self._patience = patience
         self._start_key, self._place_key = letters_id(), letters_id()
         self.finished_at = 0.0
 
     async def _retrying(self, call: Callable[[], Awaitable[str]]) -> str:
-        """`call()` until it answers, is refused, or the attempts run out (the last error is raised)."""
-        for attempt in range(1, self._attempts + 1):
+        """`call()` until it answers or is refused; a retryable failure is tried again with the same key
+        (jittered exponential backoff, at least the server's RetryInfo delay) for `patience` seconds, then
+        raised."""
+        give_up_at = time.monotonic() + self._patience
+        for attempt in itertools.count(1):
             try:
                 return await call()
             except grpc.aio.AioRpcError as error:
-                if error.code() not in RETRYABLE or attempt == self._attempts:
+                if error.code() not in RETRYABLE or time.monotonic() >= give_up_at:
                     raise
-                await asyncio.sleep(random.uniform(0.05, 0.25) * attempt)
+                hinted = DownstreamError.of(error).retry_delay_seconds or 0.0
+                await asyncio.sleep(max(hinted, random.uniform(0.5, 1.0) * min(2.0, 0.05 * 2**attempt)))
         raise AssertionError("unreachable")
 
     async def buy(self) -> str:
@@ -172,7 +186,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with private_postgres() as server:
         database = await create_database(server.url, "shop_bench")
         async with start_mesh(database) as mesh:
-            shoppers = Shoppers(mesh)
+            # One gateway connection per `--per-connection` buyers (a crowd does not share one connection).
+            shoppers = Shoppers(mesh, connections=-(-args.buyers // args.per_connection))
             try:
                 await shoppers.seed([SKU], args.stock)
                 console.print(f"mesh up; filling {args.buyers} carts with one unit of {SKU} ({args.stock} in stock)")
@@ -181,11 +196,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 async def cart(index: int) -> Cart:
                     async with semaphore:
-                        return await shoppers.fill_cart(preparing, shoppers.new_user(f"buyer{index}"), [SKU])
+                        user = shoppers.new_user(f"buyer{index}")
+                        return await shoppers.fill_cart(preparing, user, [SKU], lane=index)
 
                 carts = await asyncio.gather(*(cart(index) for index in range(args.buyers)))
                 samples = Samples()
-                buyers = [Buyer(shoppers, samples, cart, args.attempts) for cart in carts]
+                buyers = [Buyer(shoppers, samples, cart, args.patience) for cart in carts]
                 console.print(f"sale opens: {args.buyers} buyers at once")
                 opened = time.perf_counter()
                 answers = await asyncio.gather(*(buyer.buy() for buyer in buyers))
@@ -199,6 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             facts = await _counts(database, FACTS, args.stock)
     results["machine_after"] = machine()
     results["outcomes"] = dict(outcomes)
+    results["outcome_examples"] = dict(EXAMPLES)
     results["rpcs"] = samples.summaries()
     results["errors"] = dict(samples.errors)
     results["sale_seconds"] = round(ended - opened, 3)
@@ -214,10 +231,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> bool:
+    examples = results["outcome_examples"]
     table(
         "outcomes",
-        ["outcome", "buyers"],
-        sorted(results["outcomes"].items(), key=lambda item: -item[1]),
+        ["outcome", "buyers", "message (first seen)"],
+        [[o, n, examples.get(o, "")] for o, n in sorted(results["outcomes"].items(), key=lambda item: -item[1])],
     )
     table(
         "RPCs during the sale",
@@ -250,7 +268,15 @@ def parser() -> argparse.ArgumentParser:
     )
     command.add_argument("--stock", type=int, default=100, help="units of the SKU on sale (default 100)")
     command.add_argument("--buyers", type=int, default=2000, help="concurrent buyers (default 2000)")
-    command.add_argument("--attempts", type=int, default=8, help="tries per call on retryable codes (default 8)")
+    command.add_argument(
+        "--per-connection",
+        type=int,
+        default=100,
+        help="buyers per gateway connection (default 100; servers take 256 streams per connection)",
+    )
+    command.add_argument(
+        "--patience", type=float, default=120.0, help="seconds a buyer keeps retrying one call (default 120)"
+    )
     command.add_argument(
         "--settle-seconds", type=float, default=60.0, help="longest wait for sagas to finish before checking (60)"
     )
@@ -261,8 +287,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     command = parser()
     args = command.parse_args(argv)
-    if args.stock < 1 or args.buyers < args.stock or args.attempts < 1:
-        command.error("--stock >= 1, --buyers >= --stock, --attempts >= 1")
+    if args.stock < 1 or args.buyers < args.stock or args.patience < 0 or args.per_connection < 1:
+        command.error("--stock >= 1, --buyers >= --stock, --patience >= 0, --per-connection >= 1")
     results = event_loop_runner()(run(args))
     ok = report(results)
     results["ok"] = ok

@@ -90,7 +90,8 @@ class Capture:
         counts: dict[str, dict[str, int]] = {}
         for unit in self.units:
             name = unit.statements[0].application if unit.statements else "?"
-            entry = counts.setdefault(name or "?", {"statements": 0, "commits": 0})
+            # The sandbox PSP's pool sets no application_name.
+            entry = counts.setdefault(name or "(unnamed: sandbox PSP)", {"statements": 0, "commits": 0})
             entry["statements"] += sum(1 for s in unit.statements if s.kind() not in ("BEGIN", "COMMIT", "ROLLBACK"))
             entry["commits"] += 1
         return dict(sorted(counts.items(), key=lambda item: -item[1]["commits"]))

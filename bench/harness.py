@@ -459,6 +459,17 @@ class LoopResult:
     def rate(self) -> float:
         return self.done / self.seconds if self.seconds else 0.0
 
+    @classmethod
+    def merged(cls, name: str, turns: Sequence[LoopResult]) -> LoopResult:
+        """One result of a phase run in several turns: counts, seconds and latencies added up."""
+        return cls(
+            name,
+            sum(t.done for t in turns),
+            sum(t.failed for t in turns),
+            sum(t.seconds for t in turns),
+            [latency for t in turns for latency in t.latencies],
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "done": self.done,

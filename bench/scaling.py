@@ -74,15 +74,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with private_postgres() as server:
         database = await create_database(server.url, "shop_bench")
         async with start_mesh(database) as mesh:
-            shoppers = Shoppers(mesh)
+            most = max([args.clients, *args.concurrency])
+            shoppers = Shoppers(mesh, connections=-(-most // Shoppers.PER_CONNECTION))
             try:
                 await shoppers.seed(SKUS, 1_000_000)
-                await closed_loop("warm-up", 2, 2.0, lambda _c: shoppers.checkout(Samples(), SKUS[:1]), quiet=True)
+                if args.warm_up_seconds > 0:
+                    warm = Samples()
+                    await closed_loop(
+                        "warm-up", 2, args.warm_up_seconds, lambda _c: shoppers.checkout(warm, SKUS[:1]), quiet=True
+                    )
                 for lines in args.lines:
                     samples = Samples()
 
-                    async def checkout(_client: int, samples: Samples = samples, lines: int = lines) -> None:
-                        await shoppers.checkout(samples, SKUS[:lines])
+                    async def checkout(client: int, samples: Samples = samples, lines: int = lines) -> None:
+                        await shoppers.checkout(samples, SKUS[:lines], lane=client)
 
                     label = f"{lines} lines, {args.clients} shoppers"
                     loop = await closed_loop(label, args.clients, args.seconds, checkout)
@@ -90,8 +95,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for clients in args.concurrency:
                     samples = Samples()
 
-                    async def one_line(_client: int, samples: Samples = samples) -> None:
-                        await shoppers.checkout(samples, SKUS[:1])
+                    async def one_line(client: int, samples: Samples = samples) -> None:
+                        await shoppers.checkout(samples, SKUS[:1], lane=client)
 
                     loop = await closed_loop(f"1 line, {clients} shoppers", clients, args.seconds, one_line)
                     by_concurrency.append(_point(loop.rate, samples, loop.latencies, lines=1, clients=clients))
@@ -179,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     )
     command.add_argument("--clients", type=int, default=4, help="shoppers in the cart-size sweep (default 4)")
     command.add_argument("--seconds", type=float, default=5.0, help="length of each point (default 5)")
+    command.add_argument("--warm-up-seconds", type=float, default=2.0, help="untimed checkouts first (default 2)")
     command.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="JSON and charts (bench/results)")
     return command
 

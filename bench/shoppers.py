@@ -41,24 +41,40 @@ class Cart:
     user: str
     metadata: tuple[tuple[str, str], ...]
     cart_id: str
+    #: Which of the gateway connections this shopper uses (see Shoppers).
+    lane: int = 0
 
 
 class Shoppers:
-    """Stubs on one channel per service, the bench's trusted-caller token, and customer tokens."""
+    """Stubs on one channel per service, the bench's trusted-caller token, and customer tokens.
 
-    def __init__(self, mesh: Mesh) -> None:
-        self._channels = {
-            name: grpc.aio.insecure_channel(mesh.addresses[name]) for name in ("inventory_svc", "cart_svc", "gateway")
-        }
+    `connections` > 1 opens that many connections to the cart and to the gateway, shoppers spread over them
+    by their `lane`: hundreds of shoppers at once do not come through one HTTP/2 connection (a server refuses
+    streams past its concurrent-stream limit, 256, with REFUSED_STREAM, which a client sees as UNAVAILABLE).
+    """
+
+    PER_CONNECTION = 100
+
+    def __init__(self, mesh: Mesh, *, connections: int = 1) -> None:
+        lanes = range(max(1, connections))
+        # A channel option that differs per channel keeps grpc from sharing one connection between them.
+        self._lane_channels = [
+            grpc.aio.insecure_channel(mesh.addresses[name], options=[("bench.lane", lane)])
+            for name in ("cart_svc", "gateway")
+            for lane in lanes
+        ]
+        self._channels = {"inventory_svc": grpc.aio.insecure_channel(mesh.addresses["inventory_svc"])}
         self.inventory = inventory_grpc.InventoryServiceStub(self._channels["inventory_svc"])
-        self.cart = cart_grpc.CartServiceStub(self._channels["cart_svc"])
-        self.gateway = pb_grpc.CheckoutServiceStub(self._channels["gateway"])
+        self._carts = [cart_grpc.CartServiceStub(channel) for channel in self._lane_channels[: len(lanes)]]
+        self._gateways = [pb_grpc.CheckoutServiceStub(channel) for channel in self._lane_channels[len(lanes) :]]
+        self.cart = self._carts[0]
+        self.gateway = self._gateways[0]
         self._identity = CommonSettings.from_env(EnvReader({}), service_name="bench", default_port=0).identity
         self._tokens = ServiceTokens(self._identity)
         self._serial = itertools.count()
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._lane_channels]:
             await channel.close()
 
     def trusted(self) -> tuple[tuple[str, str], ...]:
@@ -93,20 +109,21 @@ class Shoppers:
                 metadata=self.trusted(),
             )
 
-    async def fill_cart(self, samples: Samples, user: str, skus: Sequence[str]) -> Cart:
-        """A new cart of `user` holding one unit of each of `skus`."""
+    async def fill_cart(self, samples: Samples, user: str, skus: Sequence[str], *, lane: int = 0) -> Cart:
+        """A new cart of `user` holding one unit of each of `skus` (`lane`: its gateway connection)."""
         metadata = self.customer(user)
+        cart_stub = self._carts[lane % len(self._carts)]
         created = await samples.timed(
             "CreateCart",
-            self.cart.CreateCart(
+            cart_stub.CreateCart(
                 cart_pb.CreateCartRequest(user_id=user), metadata=metadata, timeout=_RPC_TIMEOUT_SECONDS
             ),
         )
-        cart = Cart(user, metadata, created.cart.cart_id)
+        cart = Cart(user, metadata, created.cart.cart_id, lane)
         for sku in skus:
             await samples.timed(
                 "AddItem",
-                self.cart.AddItem(
+                cart_stub.AddItem(
                     cart_pb.AddItemRequest(cart_id=cart.cart_id, sku=sku, quantity=1, idempotency_key=letters_id()),
                     metadata=metadata,
                     timeout=_RPC_TIMEOUT_SECONDS,
@@ -117,7 +134,7 @@ class Shoppers:
     async def start(self, samples: Samples, cart: Cart, *, key: str | None = None) -> str:
         started = await samples.timed(
             "StartCheckout",
-            self.gateway.StartCheckout(
+            self._gateways[cart.lane % len(self._gateways)].StartCheckout(
                 pb.StartCheckoutRequest(
                     cart_id=cart.cart_id,
                     shipping_address=ADDRESS,
@@ -135,7 +152,7 @@ class Shoppers:
         """PlaceOrder with the approving test card: the order id; CheckoutRefused unless COMPLETED."""
         placed = await samples.timed(
             "PlaceOrder",
-            self.gateway.PlaceOrder(
+            self._gateways[cart.lane % len(self._gateways)].PlaceOrder(
                 pb.PlaceOrderRequest(
                     checkout_id=checkout_id, payment_token="tok_visa", idempotency_key=key or letters_id()
                 ),
@@ -150,9 +167,9 @@ class Shoppers:
         order_id: str = placed.checkout.order_id
         return order_id
 
-    async def checkout(self, samples: Samples, skus: Sequence[str], user: str | None = None) -> str:
-        """One whole checkout of one unit of each of `skus` by a new shopper: the order id."""
-        cart = await self.fill_cart(samples, user or self.new_user(), skus)
+    async def checkout(self, samples: Samples, skus: Sequence[str], *, lane: int = 0) -> str:
+        """One whole checkout of one unit of each of `skus` by a new shopper (on connection `lane`): the order id."""
+        cart = await self.fill_cart(samples, self.new_user(), skus, lane=lane)
         began = time.perf_counter()
         checkout_id = await self.start(samples, cart)
         order_id = await self.place(samples, cart, checkout_id)

@@ -54,7 +54,7 @@ def test_checkout_prints_its_phases_and_ratios_and_writes_json(tmp_path):
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "cores" in ran.stdout and "load average" in ran.stdout
-    shown = ("one checkout's SQL", "closed loop, 2 shoppers", "database floor", "echo, 2 clients", "one hop", "targets")
+    shown = ("one checkout's SQL", "closed loop, 2 shoppers", "database floor", "echo floor, 2 clients", "one hop")
     assert all(part in ran.stdout for part in shown), ran.stdout
     results = json.loads(out.read_text())
     assert results["capture"]["statements"] > 0
