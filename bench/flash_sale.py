@@ -14,8 +14,9 @@ When every saga has settled it checks, from the databases and the sandbox PSP's 
 - zero charges without an order: every PSP authorization with money captured (less refunds) belongs to the
   payment of a live order; and no authorization still holds money for a checkout that has no order;
 - no checkout left PLACING.
-It prints the time to sell out (sale start to the last unit's completed order), the refusal rate and the
-outcomes by status, writes JSON to `--out`, and exits 1 when any check fails.
+It prints the time to sell out (sale start to the last unit's checkout completed, from the gateway's record),
+the refusal rate (buyers without an order) and the outcomes by status, writes JSON to `--out`, and exits 1
+when any check fails.
 """
 
 from __future__ import annotations
@@ -170,6 +171,17 @@ FACTS = {
 }
 
 
+async def _last_completion(database: str) -> float | None:
+    """When the last checkout completed (epoch seconds), from the gateway's record."""
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as connection:
+        row = await (
+            await connection.execute(
+                "SELECT extract(epoch FROM max(ended_at)) FROM checkout.checkouts WHERE status = 'completed'"
+            )
+        ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
 async def _counts(database: str, queries: dict[str, str], stock: int) -> dict[str, int]:
     found: dict[str, int] = {}
     async with await psycopg.AsyncConnection.connect(database, autocommit=True) as connection:
@@ -203,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 samples = Samples()
                 buyers = [Buyer(shoppers, samples, cart, args.patience) for cart in carts]
                 console.print(f"sale opens: {args.buyers} buyers at once")
-                opened = time.perf_counter()
+                opened, opened_wall = time.perf_counter(), time.time()
                 answers = await asyncio.gather(*(buyer.buy() for buyer in buyers))
                 ended = time.perf_counter()
                 outcomes = Counter(answers)
@@ -212,6 +224,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await shoppers.close()
             placing = await _settled(database, args.settle_seconds)
             checks = await _counts(database, CHECKS, args.stock)
+            last_order_at = await _last_completion(database)
             facts = await _counts(database, FACTS, args.stock)
     results["machine_after"] = machine()
     results["outcomes"] = dict(outcomes)
@@ -220,9 +233,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results["errors"] = dict(samples.errors)
     results["sale_seconds"] = round(ended - opened, 3)
     # Sold out when the last unit's order completed (None when not every unit sold).
-    results["sell_out_seconds"] = round(max(ordered_at), 3) if len(ordered_at) >= args.stock else None
-    refused = args.buyers - outcomes["ordered"]
-    results["refusal_rate"] = round(refused / args.buyers, 4)
+    # Sold out when the last unit's checkout completed (from the gateway's own record: a buyer answered
+    # PLACING gets the order a little later); None when not every unit sold.
+    sold_out = facts["orders"] >= args.stock and last_order_at is not None
+    results["sell_out_seconds"] = round(last_order_at - opened_wall, 3) if sold_out and last_order_at else None
+    # Refused: every buyer without an order (out of stock, or gave up while the mesh was saturated).
+    results["refusal_rate"] = round((args.buyers - facts["orders"]) / args.buyers, 4)
     results["order_latency"] = summary_ms(ordered_at)
     results["checks"] = checks
     results["ledgers"] = facts
