@@ -1,7 +1,7 @@
 """Hostile requests for every RPC of every service, generated from the descriptors (tests/hostile/requests.py)
 and sent as each kind of caller to the real mesh (tests/hostile/conftest.py). Every answer must be OK or a
-status code the RPC's contract names (never UNKNOWN or INTERNAL), come before the deadline (no hang), and
-a refusal must leave every table's row count and the Redis keys as they were (no partial write).
+status code and ErrorInfo reason the RPC's contract names (never UNKNOWN or INTERNAL), come before the
+deadline (no hang), and a refusal must leave every table's row count and the Redis keys as they were (no partial write).
 
 `HOSTILE_EXAMPLES` (default 6) is the number of generated requests per RPC; CI runs the default, a longer
 hunt sets e.g. `HOSTILE_EXAMPLES=200`.
@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service_runtime.downstream import DownstreamError
 from service_runtime.server import MAX_MESSAGE_BYTES
 from tests.hostile.conftest import SHOPPER, Mesh
 from tests.hostile.requests import Contract, Pool, documented_answers, message_strategy
@@ -119,6 +120,11 @@ def _hunt(
         too_big = code == grpc.StatusCode.RESOURCE_EXHAUSTED and request.ByteSize() > MAX_MESSAGE_BYTES
         if code not in contract.codes and not too_big:
             findings.append(Finding(*where, f"{code.name} is not in its contract: {details[:300]}", _summary(request)))
+        # The runtime's reader of a refusal needs only code(), details() and trailing_metadata(), which a
+        # blocking call's error has too.
+        reason = DownstreamError.of(cast(grpc.aio.AioRpcError, failed)).reason
+        if reason and reason not in contract.text and not too_big:
+            findings.append(Finding(*where, f"{code.name} {reason}: the reason is not in its contract", ""))
         changed = difference(before, state())
         if changed:
             findings.append(Finding(*where, f"refused with {code.name} but wrote {changed}", _summary(request)))

@@ -31,7 +31,8 @@ class CheckoutAdminServiceStub:
     BFF must not expose it). Every RPC is for trusted callers only: a mesh
     service token (or, with mTLS, a client certificate); anyone else gets
     PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED), no credentials at all
-    UNAUTHENTICATED (AUTH_TOKEN_MISSING).
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING), and a token that is not valid
+    UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED).
 
     What needs an operator: checkouts FAILED (the saga could neither finish
     nor fully undo itself; `last_failure` says why and where) and checkouts
@@ -87,7 +88,8 @@ class CheckoutAdminServiceServicer:
     BFF must not expose it). Every RPC is for trusted callers only: a mesh
     service token (or, with mTLS, a client certificate); anyone else gets
     PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED), no credentials at all
-    UNAUTHENTICATED (AUTH_TOKEN_MISSING).
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING), and a token that is not valid
+    UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED).
 
     What needs an operator: checkouts FAILED (the saga could neither finish
     nor fully undo itself; `last_failure` says why and where) and checkouts
@@ -202,7 +204,8 @@ class CheckoutAdminService:
     BFF must not expose it). Every RPC is for trusted callers only: a mesh
     service token (or, with mTLS, a client certificate); anyone else gets
     PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED), no credentials at all
-    UNAUTHENTICATED (AUTH_TOKEN_MISSING).
+    UNAUTHENTICATED (AUTH_TOKEN_MISSING), and a token that is not valid
+    UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED).
 
     What needs an operator: checkouts FAILED (the saga could neither finish
     nor fully undo itself; `last_failure` says why and where) and checkouts

@@ -60,7 +60,8 @@ class ShippingServiceStub:
     order service, the gateway, the carrier-webhook adapter), proved by the
     mesh's service token: anyone else gets PERMISSION_DENIED
     (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING).
+    (AUTH_TOKEN_MISSING). On any RPC, a bearer or service token that is not
+    valid is UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED).
 
     Tracking lives here only: an order refers to its shipment by `shipment_id`
     and reads carrier and tracking number from GetShipment.
@@ -155,7 +156,8 @@ class ShippingServiceServicer:
     order service, the gateway, the carrier-webhook adapter), proved by the
     mesh's service token: anyone else gets PERMISSION_DENIED
     (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING).
+    (AUTH_TOKEN_MISSING). On any RPC, a bearer or service token that is not
+    valid is UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED).
 
     Tracking lives here only: an order refers to its shipment by `shipment_id`
     and reads carrier and tracking number from GetShipment.
@@ -356,7 +358,8 @@ class ShippingService:
     order service, the gateway, the carrier-webhook adapter), proved by the
     mesh's service token: anyone else gets PERMISSION_DENIED
     (TRUSTED_CALLER_REQUIRED) or, with no identity at all, UNAUTHENTICATED
-    (AUTH_TOKEN_MISSING).
+    (AUTH_TOKEN_MISSING). On any RPC, a bearer or service token that is not
+    valid is UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED).
 
     Tracking lives here only: an order refers to its shipment by `shipment_id`
     and reads carrier and tracking number from GetShipment.
