@@ -155,6 +155,7 @@ def _settle(state: object) -> None:
 
 # The servers share this process, and their retry jitter uses `random` while Hypothesis is generating.
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+@pytest.mark.timeout(max(300, EXAMPLES * 60))  # a longer hunt gets a longer limit (about 0.1 s a call)
 async def test_every_rpc_answers_hostile_requests_with_a_documented_code_and_no_partial_write(
     mesh: Mesh, redis_url: str, redis_prefix: str
 ):
