@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from hypothesis import strategies as st
 
@@ -126,17 +126,18 @@ def message_strategy(
             fields[field.name] = st.lists(value, max_size=1)
         elif field.is_repeated:
             # duplicated: the same element twice; and, at the top level only, 10,000 copies of a short one
-            huge = (
-                message_strategy(field.message_type, pool, depth + 1, small=True)
-                if field.message_type is not None
-                else _scalar(field, pool, small=True)
-            )
-            repeated: st.SearchStrategy[Any] = st.one_of(
+            options: list[st.SearchStrategy[Any]] = [
                 st.lists(value, max_size=4),
                 value.map(lambda element: [element, element]),
-                *([huge.map(lambda element: [element] * HUGE_REPEAT)] if depth == 0 else []),
-            )
-            fields[field.name] = repeated
+            ]
+            if depth == 0:
+                short = (
+                    message_strategy(field.message_type, pool, depth + 1, small=True)
+                    if field.message_type is not None
+                    else _scalar(field, pool, small=True)
+                )
+                options.append(short.map(lambda element: [element] * HUGE_REPEAT))
+            fields[field.name] = st.one_of(*options)
         else:
             fields[field.name] = st.one_of(st.none(), value)
 
@@ -199,7 +200,3 @@ def documented_answers() -> dict[str, Contract]:
                 codes = frozenset(grpc.StatusCode[name] for name in _CODE.findall(text))
                 contracts[f"{file.package}.{service.name}.{method.name}"] = Contract(codes, text)
     return contracts
-
-
-def methods_of(service: ServiceDescriptor) -> list[MethodDescriptor]:
-    return list(service.methods)
