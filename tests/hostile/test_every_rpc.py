@@ -3,7 +3,7 @@ and sent as each kind of caller to the real mesh (tests/hostile/conftest.py). Ev
 status code and ErrorInfo reason the RPC's contract names (never UNKNOWN or INTERNAL), come before the
 deadline (no hang), and a refusal must leave every table's row count and the Redis keys as they were (no partial write).
 
-`HOSTILE_EXAMPLES` (default 6) is the number of generated requests per RPC; CI runs the default, a longer
+`HOSTILE_EXAMPLES` (default 12) is the number of generated requests per RPC; CI runs the default, a longer
 hunt sets e.g. `HOSTILE_EXAMPLES=200`.
 """
 
@@ -29,7 +29,7 @@ from tests.hostile.requests import Contract, Pool, documented_answers, message_s
 from tests.hostile.state import Snapshot, StateReader, cache_or_bucket, difference
 from tests.identity import as_customer, as_service, as_session
 
-EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "12"))
 #: No call may take longer: a hang is a failure, not a slow answer.
 DEADLINE_SECONDS = 15.0
 NEVER = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED})
