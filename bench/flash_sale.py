@@ -288,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
         "--per-connection",
         type=int,
         default=100,
-        help="buyers per gateway connection (default 100; servers take 256 streams per connection)",
+        help="buyers per gateway connection (default 100)",
     )
     command.add_argument(
         "--patience", type=float, default=120.0, help="seconds a buyer keeps retrying one call (default 120)"

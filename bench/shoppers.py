@@ -50,7 +50,8 @@ class Shoppers:
 
     `connections` > 1 opens that many connections to the cart and to the gateway, shoppers spread over them
     by their `lane`: hundreds of shoppers at once do not come through one HTTP/2 connection (a server refuses
-    streams past its concurrent-stream limit, 256, with REFUSED_STREAM, which a client sees as UNAVAILABLE).
+    streams past its concurrent-stream limit with REFUSED_STREAM, which grpc's client does not queue: the
+    caller sees UNAVAILABLE).
     """
 
     PER_CONNECTION = 100
@@ -85,7 +86,8 @@ class Shoppers:
         return ((AUTHORIZATION, f"Bearer {token}"),)
 
     def new_user(self, prefix: str = "shopper") -> str:
-        return f"{prefix}-{next(self._serial)}-{letters_id()[:8]}"
+        # 32 letters: the database floor gives every run of 20+ letters a fresh value per replay, users too.
+        return f"{prefix}-{next(self._serial)}-{letters_id()}"
 
     async def seed(self, skus: Sequence[str], stock: int, *, price_minor: int = 1999) -> None:
         """Products `skus` with `stock` units each, through the API (so the stock ledger agrees)."""
