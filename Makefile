@@ -6,7 +6,7 @@
 #   make proto        regenerate generated/ from protos/
 #   make proto-check  fail when generated/ is not what protos/ generate
 #   make lint         buf lint, ruff check, ruff format --check and mypy
-#   make bench        checkout, flash sale and scaling against their floors (~8 min; ARGS="scaling --seconds 3" runs one)
+#   make bench        checkout, flash sale and scaling against their floors (~6 min; ARGS="scaling --seconds 3" runs one)
 #   make chaos        the fault drill: the mesh under load, every process and server broken in turn, invariants checked (docs/reliability.md)
 #   make constraints  rewrite constraints.txt (the pinned versions install uses) from what .venv has now
 
