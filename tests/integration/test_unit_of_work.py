@@ -206,7 +206,7 @@ async def test_work_cancelled_mid_statement_never_leaves_a_used_connection_in_th
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await work.run(lambda tx: tx.add_note(f"after {round_}"))
+        await work.run(lambda tx, body=f"after {round_}": tx.add_note(body))
     written = await notes(work)
     assert "never" not in written
     assert written == [f"after {round_}" for round_ in range(30)]
