@@ -39,12 +39,15 @@ VALUES (
     %(max_business_days)s, %(earliest_delivery_date)s, %(latest_delivery_date)s, %(reservation_expires_at)s,
     %(cart_etag)s, %(shipping_options)s, 'reserve_inventory')
 
--- name: insert_line
--- One priced line of a checkout.
+-- name: insert_lines
+-- The priced lines of a new checkout, in cart order, in one statement (not one per line).
 INSERT INTO checkout.checkout_lines (checkout_id, sku, position, product_name, quantity, currency_code,
     unit_price_minor, line_total_minor)
-VALUES (%(checkout_id)s, %(sku)s, %(position)s, %(product_name)s, %(quantity)s, %(currency_code)s,
-    %(unit_price_minor)s, %(line_total_minor)s)
+SELECT %(checkout_id)s, l.sku, l.position, l.product_name, l.quantity, %(currency_code)s, l.unit_price_minor,
+       l.line_total_minor
+FROM unnest(%(skus)s::text[], %(positions)s::smallint[], %(names)s::text[], %(quantities)s::integer[],
+            %(unit_prices)s::bigint[], %(line_totals)s::bigint[])
+     AS l(sku, position, product_name, quantity, unit_price_minor, line_total_minor)
 
 -- name: checkout
 -- A checkout by id.

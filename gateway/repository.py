@@ -102,20 +102,20 @@ class GatewayStatements(Statements):
                 "shipping_options": checkout.shipping_options,
             },
         )
-        for position, line in enumerate(checkout.lines):
-            await self._rows(
-                "insert_line",
-                {
-                    "checkout_id": checkout.checkout_id,
-                    "sku": line.sku,
-                    "position": position,
-                    "product_name": line.product_name,
-                    "quantity": line.quantity,
-                    "currency_code": q.currency_code,
-                    "unit_price_minor": line.unit_price_minor,
-                    "line_total_minor": line.line_total_minor,
-                },
-            )
+        lines = checkout.lines
+        await self._rows(
+            "insert_lines",
+            {
+                "checkout_id": checkout.checkout_id,
+                "currency_code": q.currency_code,
+                "skus": [line.sku for line in lines],
+                "positions": list(range(len(lines))),
+                "names": [line.product_name for line in lines],
+                "quantities": [line.quantity for line in lines],
+                "unit_prices": [line.unit_price_minor for line in lines],
+                "line_totals": [line.line_total_minor for line in lines],
+            },
+        )
 
     async def checkout(self, checkout_id: str, *, lock: bool = False) -> Checkout | None:
         row = await self._row("checkout_for_update" if lock else "checkout", {"checkout_id": checkout_id})
