@@ -47,7 +47,7 @@ from bench.harness import cpu_seconds, wait_serving
 from cart_svc.__main__ import SPEC as CART
 from devstack.endpoints import free_port
 from inventory_svc.__main__ import SPEC as INVENTORY
-from service_runtime.identity import AUTHORIZATION
+from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens
 from service_runtime.migrations import apply_migrations
 from service_runtime.settings import CommonSettings, EnvReader
 from shop.cart.v1 import cart_service_pb2 as pb
@@ -80,6 +80,12 @@ class Result:
     def percentile_ms(self, fraction: float) -> float:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+def _trusted() -> tuple[tuple[str, str], ...]:
+    """A mesh service's token: inventory's catalogue writes are for trusted callers only."""
+    settings = CommonSettings.from_env(EnvReader(os.environ), service_name="bench", default_port=0)
+    return ((SERVICE_TOKEN, ServiceTokens(settings.identity).current()),)
 
 
 def _token(user: str) -> tuple[tuple[str, str], ...]:
@@ -200,7 +206,8 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
                         name=f"Bench product {index}",
                         price=money_pb2.Money(currency_code="USD", amount_minor=1000 + index),
                         weight_grams=100,
-                    )
+                    ),
+                    metadata=_trusted(),
                 )
             cart = pb_grpc.CartServiceStub(cart_channel)
 

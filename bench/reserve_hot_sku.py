@@ -46,7 +46,9 @@ from bench import harness
 from bench.harness import free_port, machine_line, stop_process, wait_serving
 from inventory_svc.__main__ import SPEC
 from inventory_svc.repository import InventoryStatements
+from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
 from service_runtime.migrations import apply_migrations
+from service_runtime.settings import CommonSettings, EnvReader
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2, money_pb2
@@ -235,19 +237,29 @@ class Phase:
         return Result(self.name, self.latencies, self.seconds, cores)
 
 
+def _tokens() -> ServiceTokens:
+    """Mesh service tokens (inventory's writes and reservations are for trusted callers only), signed
+    with SERVICE_TOKEN_SECRET as the service under test has it (the development default unless set)."""
+    settings = CommonSettings.from_env(EnvReader(os.environ), service_name="bench", default_port=0)
+    return ServiceTokens(settings.identity)
+
+
 async def _seed(address: str) -> None:
     """The hot product and its stock, through the API (so the ledger agrees)."""
+    trusted = ((SERVICE_TOKEN, _tokens().current()),)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.InventoryServiceStub(channel)
         await stub.UpsertProduct(
             pb.UpsertProductRequest(
                 sku=HOT_SKU, name="Hot", price=money_pb2.Money(currency_code="USD", amount_minor=100), weight_grams=1
-            )
+            ),
+            metadata=trusted,
         )
         await stub.AdjustStock(
             pb.AdjustStockRequest(
                 sku=HOT_SKU, delta=INITIAL_STOCK, reason=pb.STOCK_ADJUSTMENT_REASON_RECEIVED, idempotency_key="bench"
-            )
+            ),
+            metadata=trusted,
         )
 
 
@@ -334,9 +346,13 @@ async def run(
                         )
                     )
 
+            tokens = _tokens()  # renewed before it expires; the service verifies each one once
+
             async def reserve_rpc(client: int, sequence: int) -> None:
                 await stub.ReserveInventory(
-                    pb.ReserveInventoryRequest(checkout_id=f"g{client}-{sequence}", items=line), timeout=10
+                    pb.ReserveInventoryRequest(checkout_id=f"g{client}-{sequence}", items=line),
+                    metadata=((SERVICE_TOKEN, tokens.current()),),
+                    timeout=10,
                 )
 
             async def reserve_statement(client: int, sequence: int) -> None:
