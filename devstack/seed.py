@@ -1,4 +1,7 @@
-"""A small demo catalogue, loaded through inventory's public gRPC API.
+"""A small demo catalogue, loaded through inventory's gRPC API as a trusted caller (catalogue and stock
+writes are for mesh services only): with a service token signed with SERVICE_TOKEN_SECRET (the
+development default unless the environment sets it, as for the services devstack starts), or, under
+MESH_TLS=1, the `devstack` workload's client certificate.
 
 Safe to run again: UpsertProduct is idempotent on the SKU, and each stock receipt uses an
 idempotency key derived from the SKU and the quantity, so a rerun replays instead of adding stock.
@@ -6,12 +9,15 @@ idempotency key derived from the SKU and the quantity, so a rerun replays instea
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import grpc
 
 from devstack.errors import DevstackError
 from devstack.pki import MeshFiles, client_channel
+from service_runtime.identity import SERVICE_TOKEN, ServiceTokens
+from service_runtime.settings import CommonSettings, EnvReader
 from shop.inventory.v1 import inventory_service_pb2, inventory_service_pb2_grpc
 from shop.type.v1 import money_pb2
 
@@ -52,6 +58,10 @@ async def seed_catalogue(inventory_address: str, tls: MeshFiles | None = None) -
     """Upserts every demo product and receives its stock once; returns what this call changed. With `tls`
     (MESH_TLS=1), it calls as the `devstack` workload over mutual TLS."""
     created = received = 0
+    metadata: tuple[tuple[str, str], ...] = ()
+    if tls is None:  # under mutual TLS the certificate proves the caller, and a service token is refused
+        common = CommonSettings.from_env(EnvReader(os.environ), service_name="devstack", default_port=0)
+        metadata = ((SERVICE_TOKEN, ServiceTokens(common.identity).current()),)
     async with client_channel(inventory_address, tls) as channel:
         inventory = inventory_service_pb2_grpc.InventoryServiceStub(channel)
         for product in DEMO_CATALOGUE:
@@ -63,6 +73,7 @@ async def seed_catalogue(inventory_address: str, tls: MeshFiles | None = None) -
                         price=money_pb2.Money(currency_code=CURRENCY, amount_minor=product.price_cents),
                         weight_grams=product.weight_grams,
                     ),
+                    metadata=metadata,
                     timeout=CALL_TIMEOUT_SECONDS,
                 )
                 adjusted = await inventory.AdjustStock(
@@ -73,6 +84,7 @@ async def seed_catalogue(inventory_address: str, tls: MeshFiles | None = None) -
                         note="demo catalogue (devstack)",
                         idempotency_key=product.receipt_key,
                     ),
+                    metadata=metadata,
                     timeout=CALL_TIMEOUT_SECONDS,
                 )
             except grpc.aio.AioRpcError as error:

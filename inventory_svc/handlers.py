@@ -5,6 +5,11 @@ commit on return, roll back on raise, `CommitThenRaise` to keep a change and ref
 conflicts retried by the one retry policy), and then does what follows a commit (the product cache).
 Read-only queries live in `views.py`; the expiry sweeper's job in `sweeper.py`.
 
+Every use case here is for trusted callers only (the mesh's services and operator tools: a service
+token or an mTLS client certificate, service_runtime.identity): `require_trusted()` comes first, before
+the command is validated, so a customer learns nothing from what it sent (PERMISSION_DENIED
+TRUSTED_CALLER_REQUIRED) and a caller with no identity gets UNAUTHENTICATED (AUTH_TOKEN_MISSING).
+
 Lock order, in every use case that touches product rows: the reservation row first, then the product
 rows in SKU order (`lock_products`, FOR NO KEY UPDATE), and only then the rows that reference a
 product (stock movements, reservation lines), whose foreign keys take KEY SHARE locks on it. Requests
@@ -34,6 +39,7 @@ from inventory_svc.domain.model import MovementKind, Product, Reservation, Reser
 from inventory_svc.domain.rules import Transition
 from inventory_svc.product_cache import ProductCache
 from inventory_svc.repository import InventoryStatements
+from service_runtime.identity import require_trusted
 from service_runtime.sql import CommitThenRaise, RaceLost, UnitOfWork
 from service_runtime.values import LineItem
 
@@ -82,6 +88,7 @@ class InventoryHandlers:
         self._default_ttl_seconds = default_ttl_seconds
 
     async def upsert_product(self, command: UpsertProduct) -> Upserted:
+        require_trusted()
         price = rules.validate_upsert(command, shop_currency=self._shop_currency)
 
         async def work(tx: InventoryStatements) -> Upserted:
@@ -94,6 +101,7 @@ class InventoryHandlers:
 
     async def discontinue_product(self, sku: str) -> Upserted:
         """Takes a product out of the catalogue; `created` is whether this call did (False on a repeat)."""
+        require_trusted()
         rules.validate_sku(sku)
         discontinued = await self._work.run(lambda tx: tx.discontinue_product(sku))
         if discontinued is None:
@@ -102,6 +110,7 @@ class InventoryHandlers:
         return Upserted(*discontinued)
 
     async def adjust_stock(self, command: AdjustStock) -> Adjusted:
+        require_trusted()
         reason = rules.validate_adjustment(command)
 
         async def work(tx: InventoryStatements) -> Adjusted:
@@ -134,6 +143,7 @@ class InventoryHandlers:
     async def reserve(self, command: ReserveInventory) -> Reserved:
         """One autocommit statement makes the reservation; only when it refused does a read-only
         transaction explain why (a replay, an unknown SKU, a shortage, or a race to retry)."""
+        require_trusted()
         rules.validate_reserve(command)
         ttl = command.ttl_seconds if command.ttl_seconds is not None else self._default_ttl_seconds
         lines = rules.normalised(command.lines)
@@ -163,6 +173,7 @@ class InventoryHandlers:
         return await self._work.attempts(attempt)
 
     async def confirm(self, command: ConfirmReservation) -> Reservation:
+        require_trusted()
         rules.validate_confirm(command)
 
         async def work(tx: InventoryStatements) -> Reservation:
@@ -195,6 +206,7 @@ class InventoryHandlers:
         return await self._work.run(work)
 
     async def release(self, command: ReleaseReservation) -> Released:
+        require_trusted()
         rules.validate_release(command)
 
         async def work(tx: InventoryStatements) -> Released:
@@ -215,6 +227,7 @@ class InventoryHandlers:
         return await self._work.run(work)
 
     async def extend(self, command: ExtendReservation) -> Reservation:
+        require_trusted()
         ttl = rules.validate_extend(command)
 
         async def work(tx: InventoryStatements) -> Reservation:
@@ -229,6 +242,7 @@ class InventoryHandlers:
         return await self._work.run(work)
 
     async def return_stock(self, command: ReturnStock) -> Returned:
+        require_trusted()
         rules.validate_return(command)
         lines = rules.normalised(command.lines)
 

@@ -1,5 +1,9 @@
 """Inventory's read-only queries: products (through the cache), pages of the catalogue, availability,
-and reservations. Nothing here writes to PostgreSQL."""
+and reservations. Nothing here writes to PostgreSQL.
+
+The catalogue (products, pages, availability) is open to any caller, shoppers included: it is what a
+shop shows. A reservation is a checkout's internal state: `get_reservation` is for trusted callers only
+(service_runtime.identity.require_trusted)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from inventory_svc.product_cache import ProductCache
 from inventory_svc.repository import InventoryStatements
 from service_runtime import pagination
 from service_runtime.errors import FieldViolation, InvalidArgument
+from service_runtime.identity import require_trusted
 from service_runtime.sql import UnitOfWork
 from service_runtime.validation import ID_PATTERN
 from service_runtime.values import LineItem
@@ -71,6 +76,7 @@ class InventoryViews:
         return [Availability(line.sku, line.quantity, products[line.sku].available) for line in lines]
 
     async def get_reservation(self, checkout_id: str) -> Reservation:
+        require_trusted()
         rules.validate_checkout_id(checkout_id)
         reservation = await self._work.read(lambda tx: tx.reservation(checkout_id, lock=False))
         if reservation is None:

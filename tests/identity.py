@@ -8,6 +8,10 @@ expiry mint their own with `lifetime_seconds`."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import grpc
+
 from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens, mint_customer_token
 from service_runtime.settings import CommonSettings, EnvReader
 
@@ -40,3 +44,21 @@ def as_service(name: str = "gateway") -> Metadata:
     settings = CommonSettings.from_env(EnvReader({}), service_name=name, default_port=0)
     tokens = ServiceTokens(settings.identity, lifetime_seconds=TEST_TOKEN_LIFETIME_SECONDS)
     return ((SERVICE_TOKEN, tokens.current()),)
+
+
+class _AsService(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds a mesh service's token to every call of a channel (what the runtime's channels do)."""
+
+    def __init__(self, name: str) -> None:
+        self._metadata = as_service(name)
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        metadata = [(k, v) for k, v in (client_call_details.metadata or ()) if k != SERVICE_TOKEN]
+        details = client_call_details._replace(metadata=grpc.aio.Metadata(*metadata, *self._metadata))
+        return await continuation(details, request)
+
+
+def trusted_channel(address: str, name: str = "gateway", **options: Any) -> grpc.aio.Channel:
+    """A plaintext channel whose every call comes from the trusted mesh service `name`: for tests that
+    drive a trusted-only service (inventory's stock and reservations) the way a mesh service would."""
+    return grpc.aio.insecure_channel(address, interceptors=[_AsService(name)], **options)

@@ -22,6 +22,7 @@ from inventory_svc.__main__ import SPEC as INVENTORY
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2
+from tests.identity import trusted_channel
 from tests.integration.inventory.conftest import create_product
 from tests.integration.test_service_runtime import health_check
 from tests.rpc_errors import expect_failure, failure_of
@@ -55,7 +56,7 @@ async def inventory_and_outage(start_service, outage) -> AsyncIterator[tuple[pb_
     # The default probe interval (5 s): fail-fast and recovery must not depend on a short one. A fixed-size
     # pool (min = max, as deployments often run) cannot grow past connections stuck in reconnect backoff.
     running = await start_service(INVENTORY, DB_POOL_MIN_SIZE="4", DB_POOL_MAX_SIZE="4")
-    async with grpc.aio.insecure_channel(running.address) as channel:
+    async with trusted_channel(running.address) as channel:
         stub = pb_grpc.InventoryServiceStub(channel)
         await create_product(stub, "A-1", stock=5)
         try:
@@ -119,7 +120,7 @@ async def test_a_busy_pool_is_not_a_failure_readiness_stays_serving(start_servic
     running = await start_service(
         INVENTORY, DB_POOL_MIN_SIZE="1", DB_POOL_MAX_SIZE="1", HEALTH_PROBE_INTERVAL_SECONDS="0.1"
     )
-    async with grpc.aio.insecure_channel(running.address) as channel:
+    async with trusted_channel(running.address) as channel:
         health = health_check(channel)
         stub = pb_grpc.InventoryServiceStub(channel)
         async with running.infrastructure.database.connection():  # every pooled connection is now busy
@@ -138,7 +139,7 @@ async def test_a_busy_pool_is_not_a_failure_readiness_stays_serving(start_servic
 async def test_without_redis_inventory_serves_from_postgresql_and_stays_ready(start_service):
     """Inventory declares Redis OPTIONAL (it only holds the product cache)."""
     running = await start_service(INVENTORY, REDIS_URL="redis://127.0.0.1:1/0", HEALTH_PROBE_INTERVAL_SECONDS="0.1")
-    async with grpc.aio.insecure_channel(running.address) as channel:
+    async with trusted_channel(running.address) as channel:
         health = health_check(channel)
         stub = pb_grpc.InventoryServiceStub(channel)
         await create_product(stub, "A-1", stock=5)

@@ -21,6 +21,7 @@ from service_runtime.database import Database
 from service_runtime.sql import CommitThenRaise, QueryFile, RaceLost, RetryPolicy, Statements, UnitOfWork
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+from tests.identity import as_service
 
 QUERIES = """
 -- name: add_note
@@ -150,13 +151,13 @@ async def test_an_rpc_started_inside_a_transaction_is_refused_and_one_outside_go
 
         async def calls_out(tx: NoteStatements) -> None:
             await tx.add_note("before the call")
-            await stub.GetReservation(request)
+            await stub.GetReservation(request, metadata=as_service())
 
         with pytest.raises(RpcInsideTransaction):
             await work.run(calls_out)
         assert await notes(work) == []
         with pytest.raises(grpc.aio.AioRpcError) as outside:
-            await stub.GetReservation(request)
+            await stub.GetReservation(request, metadata=as_service())
         assert outside.value.code() == grpc.StatusCode.NOT_FOUND  # it reached the service
     finally:
         await channels.close()

@@ -1,6 +1,7 @@
-"""Who may do what to whose data: every RPC that takes an id or moves money, called on a real shopper's
-(alice's) cart, checkout, order, payment and shipment by another customer, an anonymous session, alice
-with an expired token, a mesh service and nobody, answers exactly the code its contract names:
+"""Who may do what to whose data: every RPC that takes an id or moves money or stock, called on a real
+shopper's (alice's) cart, checkout, order, payment, shipment and reservation (and inventory's catalogue
+and stock writes) by another customer, an anonymous session, alice with an expired token, a mesh
+service and nobody, answers exactly the code its contract names:
 NOT_FOUND for someone else's data (indistinguishable from an id that does not exist), PERMISSION_DENIED
 for a trusted-only RPC or a session at the gateway, UNAUTHENTICATED for no or a bad identity. No refusal
 names alice, her e-mail or her card, and none of them writes anything."""
@@ -189,6 +190,28 @@ ROWS = [
         },
     ),
     Row("shop.notification.v1.NotificationService.ListNotifications", {"userId": SHOPPER}, OWNER_NAMED),
+    # Inventory: the catalogue reads are open to anyone; its writes, alice's reservation and her order's stock
+    # are for the mesh only.
+    *rows(
+        "shop.inventory.v1.InventoryService",
+        TRUSTED_ONLY,
+        {
+            "UpsertProduct": {"sku": SKU, "name": "Free mug", "price": USD, "weightGrams": 1},
+            "DiscontinueProduct": {"sku": SKU},
+            "AdjustStock": {
+                "sku": SKU,
+                "delta": 1000,
+                "reason": "STOCK_ADJUSTMENT_REASON_RECEIVED",
+                "idempotencyKey": "{key}",
+            },
+            "ReserveInventory": {"checkoutId": "{key}", "items": [{"sku": SKU, "quantity": 1}]},
+            "GetReservation": {"checkoutId": "{checkout}"},
+            "ExtendReservation": {"checkoutId": "{checkout}", "ttl": "600s"},
+            "ConfirmReservation": {"checkoutId": "{checkout}", "orderId": "{order}"},
+            "ReleaseReservation": {"checkoutId": "{checkout}", "reason": "matrix"},
+            "ReturnStock": {"orderId": "{order}", "items": [{"sku": SKU, "quantity": 1}], "reason": "matrix"},
+        },
+    ),
 ]
 
 

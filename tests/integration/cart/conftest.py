@@ -18,7 +18,7 @@ from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from shop.type.v1 import money_pb2
-from tests.identity import as_customer
+from tests.identity import as_customer, trusted_channel
 
 #: Cart settings for a test that changes the catalogue and must see the change on the next call.
 NO_PRICE_CACHE = {"CART_PRICE_CACHE_TTL_SECONDS": "0"}
@@ -57,7 +57,7 @@ async def mesh(start_service, cart_env: dict[str, str]) -> AsyncIterator[Mesh]:
     inventory_service = await start_service(INVENTORY)
     cart_service = await start_service(CART, INVENTORY_TARGET=inventory_service.address, **cart_env)
     async with (
-        grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        trusted_channel(inventory_service.address) as inventory_channel,
         grpc.aio.insecure_channel(cart_service.address) as cart_channel,
     ):
         inventory = inventory_grpc.InventoryServiceStub(inventory_channel)

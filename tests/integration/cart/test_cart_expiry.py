@@ -14,7 +14,7 @@ from inventory_svc.__main__ import SPEC as INVENTORY
 from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from tests.identity import as_customer, as_service
+from tests.identity import as_customer, as_service, trusted_channel
 from tests.integration.cart.conftest import add_product
 
 ALICE = as_customer("alice")
@@ -65,7 +65,7 @@ async def test_two_replicas_sweep_expired_carts_into_history_once_each(
     }
     replicas = [await start_service(CART, **env), await start_service(CART, **env)]
     async with (
-        grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        trusted_channel(inventory_service.address) as inventory_channel,
         grpc.aio.insecure_channel(replicas[0].address) as channel,
     ):
         await add_product(inventory_grpc.InventoryServiceStub(inventory_channel), "SKU-A", 700)
@@ -110,7 +110,7 @@ async def test_a_cart_that_expired_while_its_checkout_ran_is_still_converted(sta
         CART_SWEEP_INTERVAL_SECONDS="0.05" if swept else "3600",
     )
     async with (
-        grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        trusted_channel(inventory_service.address) as inventory_channel,
         grpc.aio.insecure_channel(cart_service.address) as channel,
     ):
         await add_product(inventory_grpc.InventoryServiceStub(inventory_channel), "SKU-A", 700)

@@ -20,7 +20,7 @@ from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
-from tests.identity import as_customer
+from tests.identity import as_customer, trusted_channel
 from tests.integration.cart.conftest import add_product, new_cart
 from tests.rpc_errors import expect_failure
 
@@ -99,7 +99,7 @@ async def counted(start_service, cache_ttl: str) -> AsyncIterator[Counted]:
         CART, INVENTORY_TARGET=inventory_service.address, CART_PRICE_CACHE_TTL_SECONDS=cache_ttl
     )
     async with (
-        grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        trusted_channel(inventory_service.address) as inventory_channel,
         grpc.aio.insecure_channel(cart_service.address) as cart_channel,
     ):
         inventory = inventory_grpc.InventoryServiceStub(inventory_channel)

@@ -41,7 +41,7 @@ from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from shop.order.v1 import order_service_pb2_grpc as order_grpc
 from shop.payment.v1 import payment_service_pb2_grpc as payment_grpc
 from shop.type.v1 import line_item_pb2, money_pb2
-from tests.identity import as_customer, as_service
+from tests.identity import as_customer, as_service, trusted_channel
 from tests.psp import Psp, start_psp
 
 TRUSTED = as_service("gateway")
@@ -280,8 +280,8 @@ async def shop(start_service, database_url: str) -> AsyncIterator[Shop]:
     psp = await start_psp(database_url, PSP_HANG_SECONDS="2")
     channels: list[grpc.aio.Channel] = []
 
-    def channel(address: str) -> grpc.aio.Channel:
-        opened = grpc.aio.insecure_channel(address)
+    def channel(address: str, trusted: bool = False) -> grpc.aio.Channel:
+        opened = trusted_channel(address) if trusted else grpc.aio.insecure_channel(address)
         channels.append(opened)
         return opened
 
@@ -311,7 +311,7 @@ async def shop(start_service, database_url: str) -> AsyncIterator[Shop]:
             database_url=database_url,
             psp=psp,
             targets=targets,
-            inventory=inventory_grpc.InventoryServiceStub(channel(inventory.address)),
+            inventory=inventory_grpc.InventoryServiceStub(channel(inventory.address, trusted=True)),
             cart=cart_grpc.CartServiceStub(channel(cart.address)),
             payment=payment_grpc.PaymentServiceStub(channel(payment.address)),
             order=order_grpc.OrderServiceStub(channel(order.address)),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 
 from inventory_svc.__main__ import SPEC
@@ -17,6 +16,7 @@ from service_runtime.sql import UnitOfWork
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import money_pb2
+from tests.identity import trusted_channel
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ async def inventory_service(start_service) -> RunningService:
 
 @pytest.fixture
 async def inventory(inventory_service: RunningService) -> AsyncIterator[pb_grpc.InventoryServiceAsyncStub]:
-    async with grpc.aio.insecure_channel(inventory_service.address) as channel:
+    async with trusted_channel(inventory_service.address) as channel:
         yield pb_grpc.InventoryServiceStub(channel)
 
 
@@ -36,7 +36,7 @@ async def inventory_with_idle_sweeper(start_service) -> AsyncIterator[pb_grpc.In
     reservation whose expiry passes during the test stays ACTIVE in the database until a call notices it."""
     service = await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="3600")
     await asyncio.sleep(0.2)  # let the first pass finish; the next one is an hour away
-    async with grpc.aio.insecure_channel(service.address) as channel:
+    async with trusted_channel(service.address) as channel:
         yield pb_grpc.InventoryServiceStub(channel)
 
 

@@ -20,7 +20,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import grpc
 import psycopg
 from google.protobuf import duration_pb2
 
@@ -28,6 +27,7 @@ from inventory_svc.__main__ import SPEC
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2
+from tests.identity import trusted_channel
 from tests.integration.inventory.conftest import create_product, invariant_violations
 
 #: Clients running the mix under test, and clients that meanwhile only reserve (fresh checkouts, hot SKUs):
@@ -94,7 +94,7 @@ async def _run_mix(
     already_connected = await _other_backends(database_url)
     service = await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="0.1")
     reserved = 0
-    async with grpc.aio.insecure_channel(service.address) as channel:
+    async with trusted_channel(service.address) as channel:
         inventory = pb_grpc.InventoryServiceStub(channel)
         for sku in skus:
             await create_product(inventory, sku, stock=STOCK)

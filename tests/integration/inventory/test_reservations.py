@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2
 from inventory_svc.domain.model import Product
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.type.v1 import line_item_pb2
+from tests.identity import trusted_channel
 from tests.integration.inventory.conftest import Store, create_product, invariant_violations, stock_figures
 from tests.rpc_errors import expect_failure
 
@@ -287,7 +288,7 @@ async def test_confirm_after_expiry_is_refused_even_before_the_sweeper_runs(star
     from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 
     service = await start_service(SPEC, RESERVATION_SWEEP_INTERVAL_SECONDS="3600")
-    async with grpc.aio.insecure_channel(service.address) as channel:
+    async with trusted_channel(service.address) as channel:
         inventory = pb_grpc.InventoryServiceStub(channel)
         await create_product(inventory, "A-1", stock=5)
         await asyncio.sleep(0.2)  # let the sweeper's first pass finish; the next is an hour away

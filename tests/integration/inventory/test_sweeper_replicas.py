@@ -20,6 +20,7 @@ from inventory_svc.__main__ import SPEC
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from shop.type.v1 import line_item_pb2
+from tests.identity import trusted_channel
 from tests.integration.inventory.conftest import Store, create_product, invariant_violations
 from tests.rpc_errors import failure_of
 
@@ -43,8 +44,8 @@ async def replicas(
         for _ in range(2)
     ]
     async with (
-        grpc.aio.insecure_channel(services[0].address) as channel_a,
-        grpc.aio.insecure_channel(services[1].address) as channel_b,
+        trusted_channel(services[0].address) as channel_a,
+        trusted_channel(services[1].address) as channel_b,
     ):
         yield pb_grpc.InventoryServiceStub(channel_a), pb_grpc.InventoryServiceStub(channel_b)
 

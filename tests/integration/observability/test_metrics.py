@@ -12,6 +12,7 @@ from service_runtime import metrics
 from shop.gateway.v1 import gateway_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from tests.identity import trusted_channel
 from tests.integration.gateway.conftest import StartGateway
 from tests.rpc_errors import expect_failure
 
@@ -42,7 +43,7 @@ async def test_after_a_call_the_metrics_endpoint_shows_that_methods_histogram_an
     inventory = await start_service(INVENTORY, METRICS_PORT="0")
     assert inventory.metrics_port
     server = "rpc_server_duration_milliseconds"
-    async with grpc.aio.insecure_channel(inventory.address) as channel:
+    async with trusted_channel(inventory.address) as channel:
         stub = inventory_grpc.InventoryServiceStub(channel)
         before = await scrape(inventory.metrics_port)
         await stub.ListProducts(inventory_pb.ListProductsRequest(page_size=5))

@@ -32,6 +32,7 @@ from shop.order.v1 import order_service_pb2_grpc as pb_grpc
 from shop.payment.v1 import payment_service_pb2 as payment_pb
 from shop.payment.v1 import payment_service_pb2_grpc as payment_grpc
 from shop.type.v1 import line_item_pb2
+from tests.identity import trusted_channel
 from tests.integration.events.conftest import free_port
 from tests.integration.order.conftest import TRUSTED, cancel, create_request, outbox, scalar, usd
 from tests.psp import Psp, start_psp
@@ -69,7 +70,7 @@ async def mesh(start_service, database_url: str) -> AsyncIterator[Mesh]:
         ORDER_COMPENSATION_BACKOFF_MAX_SECONDS="0.3",
     )
     async with (
-        grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        trusted_channel(inventory_service.address) as inventory_channel,
         grpc.aio.insecure_channel(order_service.address) as order_channel,
         grpc.aio.insecure_channel(payment_address) as payment_channel,
     ):
@@ -269,7 +270,7 @@ async def test_a_cancel_worker_sigkilled_mid_call_is_replaced_and_the_money_move
         async with (
             grpc.aio.insecure_channel(address) as order_channel,
             grpc.aio.insecure_channel(payment.address) as payment_channel,
-            grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+            trusted_channel(inventory_service.address) as inventory_channel,
         ):
             mesh = Mesh(
                 psp,

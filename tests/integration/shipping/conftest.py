@@ -15,6 +15,7 @@ from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from shop.shipping.v1 import shipping_service_pb2_grpc as pb_grpc
 from shop.type.v1 import address_pb2, money_pb2
+from tests.identity import trusted_channel
 
 #: SKU → unit weight in grams.
 PRODUCTS = {"W-100": 100, "W-250": 250, "W-1000": 1000}
@@ -43,7 +44,7 @@ async def shipping(start_service) -> AsyncIterator[pb_grpc.ShippingServiceAsyncS
     inventory_service = await start_service(INVENTORY)
     shipping_service = await start_service(SHIPPING, INVENTORY_TARGET=inventory_service.address)
     async with (
-        grpc.aio.insecure_channel(inventory_service.address) as inventory_channel,
+        trusted_channel(inventory_service.address) as inventory_channel,
         grpc.aio.insecure_channel(shipping_service.address) as channel,
     ):
         inventory = inventory_grpc.InventoryServiceStub(inventory_channel)

@@ -44,6 +44,18 @@ class InventoryServiceStub:
     `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
+    Access: the catalogue reads (GetProduct, BatchGetProducts, ListProducts,
+    CheckAvailability) are open to any caller, shoppers and callers with no
+    identity included. Every other RPC (the catalogue and stock writes, the
+    reservations, GetReservation and ReturnStock) is for trusted mesh callers
+    only (the gateway, the order service's workers, operator tools): a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). For those RPCs a customer or an
+    anonymous session gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED) and a
+    call with no identity UNAUTHENTICATED (AUTH_TOKEN_MISSING), before the
+    request is validated.
+
     Any RPC may also answer:
     UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
     a bearer or service token that is not valid (every service checks any
@@ -148,6 +160,18 @@ class InventoryServiceServicer:
     `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
+    Access: the catalogue reads (GetProduct, BatchGetProducts, ListProducts,
+    CheckAvailability) are open to any caller, shoppers and callers with no
+    identity included. Every other RPC (the catalogue and stock writes, the
+    reservations, GetReservation and ReturnStock) is for trusted mesh callers
+    only (the gateway, the order service's workers, operator tools): a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). For those RPCs a customer or an
+    anonymous session gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED) and a
+    call with no identity UNAUTHENTICATED (AUTH_TOKEN_MISSING), before the
+    request is validated.
+
     Any RPC may also answer:
     UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
     a bearer or service token that is not valid (every service checks any
@@ -164,9 +188,9 @@ class InventoryServiceServicer:
         """Creates a product or replaces its name, price and weight. Naturally
         idempotent on `sku`: the same request twice leaves the same product. Stock
         is never set here; a new product starts with zero stock (use AdjustStock).
-        Meant for catalogue administration: the mesh does not authorise callers yet
-        (the gateway's identity work will), so keep it off public routes.
-        Errors: INVALID_ARGUMENT.
+        Catalogue administration: trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,8 +202,10 @@ class InventoryServiceServicer:
         mark its lines unavailable) and new reservations of it are refused
         (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
         idempotent: discontinuing again returns the product with `changed` false.
-        Catalogue administration, like UpsertProduct.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+        Catalogue administration, like UpsertProduct: trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+        metadata `sku`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,7 +214,7 @@ class InventoryServiceServicer:
     def GetProduct(self, request, context):
         """Returns one product with its current stock figures, possibly as old as the
         product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
-        CheckAvailability for figures read from the database.
+        CheckAvailability for figures read from the database. Open to any caller.
         Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -198,7 +224,7 @@ class InventoryServiceServicer:
     def BatchGetProducts(self, request, context):
         """Returns up to 100 products at once, in the order asked; SKUs that do not
         exist are listed in `missing_skus` rather than failing the call. This is
-        what the cart and the gateway use for current prices.
+        what the cart and the gateway use for current prices. Open to any caller.
         Errors: INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -206,7 +232,7 @@ class InventoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProducts(self, request, context):
-        """Lists products in SKU order, a page at a time.
+        """Lists products in SKU order, a page at a time. Open to any caller.
 
         Pagination (AIP-158): a page_size of 0 means the default of 50; a
         page_size above the maximum of 200 is clamped to 200, not refused; a
@@ -224,7 +250,10 @@ class InventoryServiceServicer:
         """Adds a signed delta to a product's stock on hand, with a reason, recorded in
         the audit trail. Idempotent on `idempotency_key`: a replay with the same key
         and the same payload returns the first result and changes nothing.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
+        Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+        metadata `sku`);
         FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
         reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
         STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
@@ -237,7 +266,8 @@ class InventoryServiceServicer:
 
     def CheckAvailability(self, request, context):
         """Reports, for each line, how many units are available right now (stock on
-        hand minus reserved). Read from PostgreSQL; reserves nothing.
+        hand minus reserved). Read from PostgreSQL; reserves nothing. Open to any
+        caller.
         Errors: INVALID_ARGUMENT (including unknown SKUs, as field violations).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -248,8 +278,9 @@ class InventoryServiceServicer:
         """Reserves every line for a checkout, all or nothing, until `ttl` passes.
         Idempotent on `checkout_id`: a replay with the same lines returns the same
         reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
-        whatever the TTL asked.
-        Errors: INVALID_ARGUMENT (including unknown SKUs);
+        whatever the TTL asked. Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT (including unknown SKUs);
         FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
         discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities, metadata
@@ -267,10 +298,13 @@ class InventoryServiceServicer:
         """Turns a checkout's active reservation into a sale: stock on hand and reserved
         both decrease and the reservation becomes CONFIRMED for `order_id`.
         Idempotent: confirming again for the same order returns the reservation.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
-        RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
-        `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+        Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+        (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION
+        (RESERVATION_EXPIRED or RESERVATION_RELEASED, metadata `checkoutId` and
+        `status`, e.g. metadata `status=RESERVATION_STATUS_EXPIRED`;
+        RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
         metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
         order already bought another checkout's reservation, metadata `orderId`).
         A reservation whose expiry has passed is expired by this call even if the
@@ -288,7 +322,9 @@ class InventoryServiceServicer:
         (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
         reservation whose expiry has passed ends EXPIRED (zero lines released by
         this call); one already RELEASED or EXPIRED is returned as it is.
-        Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
+        Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
         stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -297,9 +333,11 @@ class InventoryServiceServicer:
 
     def ExtendReservation(self, request, context):
         """Moves an active reservation's expiry to now + ttl (never earlier than it
-        already is), for payments that take long. Naturally idempotent.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+        already is), for payments that take long. Naturally idempotent. Trusted
+        callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+        (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
         RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
         `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
         `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
@@ -309,8 +347,10 @@ class InventoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetReservation(self, request, context):
-        """Returns a checkout's reservation in its current state.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        """Returns a checkout's reservation in its current state. Trusted callers
+        only (a reservation is a checkout's internal state, not the catalogue).
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
         `checkoutId`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -320,8 +360,10 @@ class InventoryServiceServicer:
     def ReturnStock(self, request, context):
         """Puts sold units of a cancelled or returned order back into stock.
         Idempotent on `order_id`: one return per order; a replay with the same
-        lines returns the first result.
-        Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
+        lines returns the first result. Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION
+        (ORDER_NOT_CONFIRMED: no
         reservation was confirmed for this order, metadata `orderId`;
         RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
         bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
@@ -426,6 +468,18 @@ class InventoryService:
     MALFORMED_REQUEST. ErrorInfo metadata keys are lowerCamelCase (metadata
     `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
+
+    Access: the catalogue reads (GetProduct, BatchGetProducts, ListProducts,
+    CheckAvailability) are open to any caller, shoppers and callers with no
+    identity included. Every other RPC (the catalogue and stock writes, the
+    reservations, GetReservation and ReturnStock) is for trusted mesh callers
+    only (the gateway, the order service's workers, operator tools): a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). For those RPCs a customer or an
+    anonymous session gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED) and a
+    call with no identity UNAUTHENTICATED (AUTH_TOKEN_MISSING), before the
+    request is validated.
 
     Any RPC may also answer:
     UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries

@@ -45,6 +45,18 @@ class InventoryServiceStub:
     `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
+    Access: the catalogue reads (GetProduct, BatchGetProducts, ListProducts,
+    CheckAvailability) are open to any caller, shoppers and callers with no
+    identity included. Every other RPC (the catalogue and stock writes, the
+    reservations, GetReservation and ReturnStock) is for trusted mesh callers
+    only (the gateway, the order service's workers, operator tools): a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). For those RPCs a customer or an
+    anonymous session gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED) and a
+    call with no identity UNAUTHENTICATED (AUTH_TOKEN_MISSING), before the
+    request is validated.
+
     Any RPC may also answer:
       UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
       a bearer or service token that is not valid (every service checks any
@@ -65,9 +77,9 @@ class InventoryServiceStub:
     """Creates a product or replaces its name, price and weight. Naturally
     idempotent on `sku`: the same request twice leaves the same product. Stock
     is never set here; a new product starts with zero stock (use AdjustStock).
-    Meant for catalogue administration: the mesh does not authorise callers yet
-    (the gateway's identity work will), so keep it off public routes.
-    Errors: INVALID_ARGUMENT.
+    Catalogue administration: trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT.
     """
     DiscontinueProduct: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.DiscontinueProductRequest, _inventory_service_pb2.DiscontinueProductResponse]
     """Takes a product out of the catalogue, for good: it stays readable
@@ -75,23 +87,25 @@ class InventoryServiceStub:
     mark its lines unavailable) and new reservations of it are refused
     (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
     idempotent: discontinuing again returns the product with `changed` false.
-    Catalogue administration, like UpsertProduct.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+    Catalogue administration, like UpsertProduct: trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+    metadata `sku`).
     """
     GetProduct: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.GetProductRequest, _inventory_service_pb2.GetProductResponse]
     """Returns one product with its current stock figures, possibly as old as the
     product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
-    CheckAvailability for figures read from the database.
+    CheckAvailability for figures read from the database. Open to any caller.
     Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
     """
     BatchGetProducts: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchGetProductsRequest, _inventory_service_pb2.BatchGetProductsResponse]
     """Returns up to 100 products at once, in the order asked; SKUs that do not
     exist are listed in `missing_skus` rather than failing the call. This is
-    what the cart and the gateway use for current prices.
+    what the cart and the gateway use for current prices. Open to any caller.
     Errors: INVALID_ARGUMENT.
     """
     ListProducts: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ListProductsRequest, _inventory_service_pb2.ListProductsResponse]
-    """Lists products in SKU order, a page at a time.
+    """Lists products in SKU order, a page at a time. Open to any caller.
 
     Pagination (AIP-158): a page_size of 0 means the default of 50; a
     page_size above the maximum of 200 is clamped to 200, not refused; a
@@ -105,7 +119,10 @@ class InventoryServiceStub:
     """Adds a signed delta to a product's stock on hand, with a reason, recorded in
     the audit trail. Idempotent on `idempotency_key`: a replay with the same key
     and the same payload returns the first result and changes nothing.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
+    Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+    metadata `sku`);
     FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
     reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
     STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
@@ -114,15 +131,17 @@ class InventoryServiceStub:
     """
     CheckAvailability: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.CheckAvailabilityRequest, _inventory_service_pb2.CheckAvailabilityResponse]
     """Reports, for each line, how many units are available right now (stock on
-    hand minus reserved). Read from PostgreSQL; reserves nothing.
+    hand minus reserved). Read from PostgreSQL; reserves nothing. Open to any
+    caller.
     Errors: INVALID_ARGUMENT (including unknown SKUs, as field violations).
     """
     ReserveInventory: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ReserveInventoryRequest, _inventory_service_pb2.ReserveInventoryResponse]
     """Reserves every line for a checkout, all or nothing, until `ttl` passes.
     Idempotent on `checkout_id`: a replay with the same lines returns the same
     reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
-    whatever the TTL asked.
-    Errors: INVALID_ARGUMENT (including unknown SKUs);
+    whatever the TTL asked. Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT (including unknown SKUs);
     FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
     discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities, metadata
@@ -136,10 +155,13 @@ class InventoryServiceStub:
     """Turns a checkout's active reservation into a sale: stock on hand and reserved
     both decrease and the reservation becomes CONFIRMED for `order_id`.
     Idempotent: confirming again for the same order returns the reservation.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
-    RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
-    `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+    Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+    (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION
+    (RESERVATION_EXPIRED or RESERVATION_RELEASED, metadata `checkoutId` and
+    `status`, e.g. metadata `status=RESERVATION_STATUS_EXPIRED`;
+    RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
     metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
     order already bought another checkout's reservation, metadata `orderId`).
     A reservation whose expiry has passed is expired by this call even if the
@@ -153,28 +175,36 @@ class InventoryServiceStub:
     (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
     reservation whose expiry has passed ends EXPIRED (zero lines released by
     this call); one already RELEASED or EXPIRED is returned as it is.
-    Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
+    Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
     stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
     """
     ExtendReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ExtendReservationRequest, _inventory_service_pb2.ExtendReservationResponse]
     """Moves an active reservation's expiry to now + ttl (never earlier than it
-    already is), for payments that take long. Naturally idempotent.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+    already is), for payments that take long. Naturally idempotent. Trusted
+    callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+    (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
     RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
     `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
     `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
     """
     GetReservation: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.GetReservationRequest, _inventory_service_pb2.GetReservationResponse]
-    """Returns a checkout's reservation in its current state.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    """Returns a checkout's reservation in its current state. Trusted callers
+    only (a reservation is a checkout's internal state, not the catalogue).
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
     `checkoutId`).
     """
     ReturnStock: _grpc.UnaryUnaryMultiCallable[_inventory_service_pb2.ReturnStockRequest, _inventory_service_pb2.ReturnStockResponse]
     """Puts sold units of a cancelled or returned order back into stock.
     Idempotent on `order_id`: one return per order; a replay with the same
-    lines returns the first result.
-    Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
+    lines returns the first result. Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION
+    (ORDER_NOT_CONFIRMED: no
     reservation was confirmed for this order, metadata `orderId`;
     RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
     bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
@@ -202,6 +232,18 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
+    Access: the catalogue reads (GetProduct, BatchGetProducts, ListProducts,
+    CheckAvailability) are open to any caller, shoppers and callers with no
+    identity included. Every other RPC (the catalogue and stock writes, the
+    reservations, GetReservation and ReturnStock) is for trusted mesh callers
+    only (the gateway, the order service's workers, operator tools): a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). For those RPCs a customer or an
+    anonymous session gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED) and a
+    call with no identity UNAUTHENTICATED (AUTH_TOKEN_MISSING), before the
+    request is validated.
+
     Any RPC may also answer:
       UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
       a bearer or service token that is not valid (every service checks any
@@ -219,9 +261,9 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Creates a product or replaces its name, price and weight. Naturally
     idempotent on `sku`: the same request twice leaves the same product. Stock
     is never set here; a new product starts with zero stock (use AdjustStock).
-    Meant for catalogue administration: the mesh does not authorise callers yet
-    (the gateway's identity work will), so keep it off public routes.
-    Errors: INVALID_ARGUMENT.
+    Catalogue administration: trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT.
     """
     DiscontinueProduct: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.DiscontinueProductRequest, _inventory_service_pb2.DiscontinueProductResponse]  # type: ignore[assignment]
     """Takes a product out of the catalogue, for good: it stays readable
@@ -229,23 +271,25 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     mark its lines unavailable) and new reservations of it are refused
     (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
     idempotent: discontinuing again returns the product with `changed` false.
-    Catalogue administration, like UpsertProduct.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+    Catalogue administration, like UpsertProduct: trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+    metadata `sku`).
     """
     GetProduct: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.GetProductRequest, _inventory_service_pb2.GetProductResponse]  # type: ignore[assignment]
     """Returns one product with its current stock figures, possibly as old as the
     product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
-    CheckAvailability for figures read from the database.
+    CheckAvailability for figures read from the database. Open to any caller.
     Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
     """
     BatchGetProducts: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.BatchGetProductsRequest, _inventory_service_pb2.BatchGetProductsResponse]  # type: ignore[assignment]
     """Returns up to 100 products at once, in the order asked; SKUs that do not
     exist are listed in `missing_skus` rather than failing the call. This is
-    what the cart and the gateway use for current prices.
+    what the cart and the gateway use for current prices. Open to any caller.
     Errors: INVALID_ARGUMENT.
     """
     ListProducts: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ListProductsRequest, _inventory_service_pb2.ListProductsResponse]  # type: ignore[assignment]
-    """Lists products in SKU order, a page at a time.
+    """Lists products in SKU order, a page at a time. Open to any caller.
 
     Pagination (AIP-158): a page_size of 0 means the default of 50; a
     page_size above the maximum of 200 is clamped to 200, not refused; a
@@ -259,7 +303,10 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Adds a signed delta to a product's stock on hand, with a reason, recorded in
     the audit trail. Idempotent on `idempotency_key`: a replay with the same key
     and the same payload returns the first result and changes nothing.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
+    Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+    metadata `sku`);
     FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
     reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
     STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
@@ -268,15 +315,17 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """
     CheckAvailability: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.CheckAvailabilityRequest, _inventory_service_pb2.CheckAvailabilityResponse]  # type: ignore[assignment]
     """Reports, for each line, how many units are available right now (stock on
-    hand minus reserved). Read from PostgreSQL; reserves nothing.
+    hand minus reserved). Read from PostgreSQL; reserves nothing. Open to any
+    caller.
     Errors: INVALID_ARGUMENT (including unknown SKUs, as field violations).
     """
     ReserveInventory: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ReserveInventoryRequest, _inventory_service_pb2.ReserveInventoryResponse]  # type: ignore[assignment]
     """Reserves every line for a checkout, all or nothing, until `ttl` passes.
     Idempotent on `checkout_id`: a replay with the same lines returns the same
     reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
-    whatever the TTL asked.
-    Errors: INVALID_ARGUMENT (including unknown SKUs);
+    whatever the TTL asked. Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT (including unknown SKUs);
     FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
     discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
     naming each short SKU with requested and available quantities, metadata
@@ -290,10 +339,13 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Turns a checkout's active reservation into a sale: stock on hand and reserved
     both decrease and the reservation becomes CONFIRMED for `order_id`.
     Idempotent: confirming again for the same order returns the reservation.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
-    RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
-    `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+    Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+    (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION
+    (RESERVATION_EXPIRED or RESERVATION_RELEASED, metadata `checkoutId` and
+    `status`, e.g. metadata `status=RESERVATION_STATUS_EXPIRED`;
+    RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
     metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
     order already bought another checkout's reservation, metadata `orderId`).
     A reservation whose expiry has passed is expired by this call even if the
@@ -307,28 +359,36 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
     reservation whose expiry has passed ends EXPIRED (zero lines released by
     this call); one already RELEASED or EXPIRED is returned as it is.
-    Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
+    Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
     stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
     """
     ExtendReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ExtendReservationRequest, _inventory_service_pb2.ExtendReservationResponse]  # type: ignore[assignment]
     """Moves an active reservation's expiry to now + ttl (never earlier than it
-    already is), for payments that take long. Naturally idempotent.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-    `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+    already is), for payments that take long. Naturally idempotent. Trusted
+    callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+    (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
     RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
     `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
     `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
     """
     GetReservation: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.GetReservationRequest, _inventory_service_pb2.GetReservationResponse]  # type: ignore[assignment]
-    """Returns a checkout's reservation in its current state.
-    Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+    """Returns a checkout's reservation in its current state. Trusted callers
+    only (a reservation is a checkout's internal state, not the catalogue).
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
     `checkoutId`).
     """
     ReturnStock: _aio.UnaryUnaryMultiCallable[_inventory_service_pb2.ReturnStockRequest, _inventory_service_pb2.ReturnStockResponse]  # type: ignore[assignment]
     """Puts sold units of a cancelled or returned order back into stock.
     Idempotent on `order_id`: one return per order; a replay with the same
-    lines returns the first result.
-    Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
+    lines returns the first result. Trusted callers only.
+    Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+    (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION
+    (ORDER_NOT_CONFIRMED: no
     reservation was confirmed for this order, metadata `orderId`;
     RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
     bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
@@ -355,6 +415,18 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     `checkoutId`, `stockOnHand`), and a status in metadata is the enum value name
     (metadata `status=RESERVATION_STATUS_EXPIRED`), never a lower-case word.
 
+    Access: the catalogue reads (GetProduct, BatchGetProducts, ListProducts,
+    CheckAvailability) are open to any caller, shoppers and callers with no
+    identity included. Every other RPC (the catalogue and stock writes, the
+    reservations, GetReservation and ReturnStock) is for trusted mesh callers
+    only (the gateway, the order service's workers, operator tools): a mesh
+    service proves it is one with a signed service token in
+    `x-shop-service-token` (mTLS client-certificate identity where TLS is
+    configured; see service_runtime.identity). For those RPCs a customer or an
+    anonymous session gets PERMISSION_DENIED (TRUSTED_CALLER_REQUIRED) and a
+    call with no identity UNAUTHENTICATED (AUTH_TOKEN_MISSING), before the
+    request is validated.
+
     Any RPC may also answer:
       UNAUTHENTICATED (AUTH_TOKEN_INVALID, AUTH_TOKEN_EXPIRED): the call carries
       a bearer or service token that is not valid (every service checks any
@@ -376,9 +448,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a product or replaces its name, price and weight. Naturally
         idempotent on `sku`: the same request twice leaves the same product. Stock
         is never set here; a new product starts with zero stock (use AdjustStock).
-        Meant for catalogue administration: the mesh does not authorise callers yet
-        (the gateway's identity work will), so keep it off public routes.
-        Errors: INVALID_ARGUMENT.
+        Catalogue administration: trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT.
         """
 
     @_abc_1.abstractmethod
@@ -392,8 +464,10 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         mark its lines unavailable) and new reservations of it are refused
         (PRODUCT_DISCONTINUED); reservations already made are kept. Naturally
         idempotent: discontinuing again returns the product with `changed` false.
-        Catalogue administration, like UpsertProduct.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
+        Catalogue administration, like UpsertProduct: trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+        metadata `sku`).
         """
 
     @_abc_1.abstractmethod
@@ -404,7 +478,7 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inventory_service_pb2.GetProductResponse, _abc.Awaitable[_inventory_service_pb2.GetProductResponse]]:
         """Returns one product with its current stock figures, possibly as old as the
         product cache's TTL (PRODUCT_CACHE_TTL_SECONDS, 10 s by default). Use
-        CheckAvailability for figures read from the database.
+        CheckAvailability for figures read from the database. Open to any caller.
         Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`).
         """
 
@@ -416,7 +490,7 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inventory_service_pb2.BatchGetProductsResponse, _abc.Awaitable[_inventory_service_pb2.BatchGetProductsResponse]]:
         """Returns up to 100 products at once, in the order asked; SKUs that do not
         exist are listed in `missing_skus` rather than failing the call. This is
-        what the cart and the gateway use for current prices.
+        what the cart and the gateway use for current prices. Open to any caller.
         Errors: INVALID_ARGUMENT.
         """
 
@@ -426,7 +500,7 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_service_pb2.ListProductsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.ListProductsResponse, _abc.Awaitable[_inventory_service_pb2.ListProductsResponse]]:
-        """Lists products in SKU order, a page at a time.
+        """Lists products in SKU order, a page at a time. Open to any caller.
 
         Pagination (AIP-158): a page_size of 0 means the default of 50; a
         page_size above the maximum of 200 is clamped to 200, not refused; a
@@ -446,7 +520,10 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Adds a signed delta to a product's stock on hand, with a reason, recorded in
         the audit trail. Idempotent on `idempotency_key`: a replay with the same key
         and the same payload returns the first result and changes nothing.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND, metadata `sku`);
+        Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (PRODUCT_NOT_FOUND,
+        metadata `sku`);
         FAILED_PRECONDITION (STOCK_BELOW_RESERVED: stock would drop below what is
         reserved, or below zero, metadata `sku`, `stockOnHand` and `reserved`;
         STOCK_LIMIT_EXCEEDED: stock would pass 1000000000 units, metadata `sku`
@@ -461,7 +538,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.CheckAvailabilityResponse, _abc.Awaitable[_inventory_service_pb2.CheckAvailabilityResponse]]:
         """Reports, for each line, how many units are available right now (stock on
-        hand minus reserved). Read from PostgreSQL; reserves nothing.
+        hand minus reserved). Read from PostgreSQL; reserves nothing. Open to any
+        caller.
         Errors: INVALID_ARGUMENT (including unknown SKUs, as field violations).
         """
 
@@ -474,8 +552,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Reserves every line for a checkout, all or nothing, until `ttl` passes.
         Idempotent on `checkout_id`: a replay with the same lines returns the same
         reservation in its current state (ACTIVE, CONFIRMED, RELEASED or EXPIRED),
-        whatever the TTL asked.
-        Errors: INVALID_ARGUMENT (including unknown SKUs);
+        whatever the TTL asked. Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT (including unknown SKUs);
         FAILED_PRECONDITION (PRODUCT_DISCONTINUED: a line's product was
         discontinued, metadata `sku`; INSUFFICIENT_STOCK, with an InsufficientStock detail
         naming each short SKU with requested and available quantities, metadata
@@ -495,10 +574,13 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Turns a checkout's active reservation into a sale: stock on hand and reserved
         both decrease and the reservation becomes CONFIRMED for `order_id`.
         Idempotent: confirming again for the same order returns the reservation.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
-        RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
-        `status=RESERVATION_STATUS_EXPIRED`; RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
+        Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+        (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION
+        (RESERVATION_EXPIRED or RESERVATION_RELEASED, metadata `checkoutId` and
+        `status`, e.g. metadata `status=RESERVATION_STATUS_EXPIRED`;
+        RESERVATION_CONFIRMED_FOR_OTHER_ORDER,
         metadata `checkoutId` and `orderId`); ALREADY_EXISTS (ORDER_ID_IN_USE: the
         order already bought another checkout's reservation, metadata `orderId`).
         A reservation whose expiry has passed is expired by this call even if the
@@ -518,7 +600,9 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         (RESERVATION_RELEASED) instead of holding stock nobody will buy. An active
         reservation whose expiry has passed ends EXPIRED (zero lines released by
         this call); one already RELEASED or EXPIRED is returned as it is.
-        Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
+        Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION (RESERVATION_CONFIRMED: sold
         stock comes back through ReturnStock; metadata `checkoutId` and `orderId`).
         """
 
@@ -529,9 +613,11 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.ExtendReservationResponse, _abc.Awaitable[_inventory_service_pb2.ExtendReservationResponse]]:
         """Moves an active reservation's expiry to now + ttl (never earlier than it
-        already is), for payments that take long. Naturally idempotent.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
-        `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
+        already is), for payments that take long. Naturally idempotent. Trusted
+        callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND
+        (RESERVATION_NOT_FOUND, metadata `checkoutId`); FAILED_PRECONDITION (RESERVATION_EXPIRED or
         RESERVATION_RELEASED, metadata `checkoutId` and `status`, e.g. metadata
         `status=RESERVATION_STATUS_RELEASED`; RESERVATION_CONFIRMED, metadata
         `checkoutId` and `status=RESERVATION_STATUS_CONFIRMED`).
@@ -543,8 +629,10 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_service_pb2.GetReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_service_pb2.GetReservationResponse, _abc.Awaitable[_inventory_service_pb2.GetReservationResponse]]:
-        """Returns a checkout's reservation in its current state.
-        Errors: INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
+        """Returns a checkout's reservation in its current state. Trusted callers
+        only (a reservation is a checkout's internal state, not the catalogue).
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; NOT_FOUND (RESERVATION_NOT_FOUND, metadata
         `checkoutId`).
         """
 
@@ -556,8 +644,10 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inventory_service_pb2.ReturnStockResponse, _abc.Awaitable[_inventory_service_pb2.ReturnStockResponse]]:
         """Puts sold units of a cancelled or returned order back into stock.
         Idempotent on `order_id`: one return per order; a replay with the same
-        lines returns the first result.
-        Errors: INVALID_ARGUMENT; FAILED_PRECONDITION (ORDER_NOT_CONFIRMED: no
+        lines returns the first result. Trusted callers only.
+        Errors: UNAUTHENTICATED (AUTH_TOKEN_MISSING); PERMISSION_DENIED
+        (TRUSTED_CALLER_REQUIRED); INVALID_ARGUMENT; FAILED_PRECONDITION
+        (ORDER_NOT_CONFIRMED: no
         reservation was confirmed for this order, metadata `orderId`;
         RETURN_EXCEEDS_SOLD: a line returns more units of a SKU than the order
         bought, metadata `orderId` and `skus`; STOCK_LIMIT_EXCEEDED, metadata `sku`
