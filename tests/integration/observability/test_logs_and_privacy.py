@@ -6,32 +6,14 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
-from collections.abc import Iterator
 
-import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from service_runtime import logs
 from shop.gateway.v1 import gateway_service_pb2 as pb
 from tests.integration.gateway.conftest import ADDRESS, Shop
 
 PLACE_ORDER = "/shop.gateway.v1.CheckoutService/PlaceOrder"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """What the process logs at INFO while the test runs, as the services write it (JSON lines)."""
-    stream = io.StringIO()
-    handler = logs.json_handler("tests", stream)
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 async def notified(shop: Shop, order_id: str) -> None:
