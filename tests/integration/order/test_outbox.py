@@ -108,10 +108,14 @@ async def test_published_rows_are_pruned_after_the_retention_and_unpublished_one
 
 
 async def test_an_event_carries_the_trace_context_of_the_request_that_caused_it(quiet_orders, database_url: str):
-    from opentelemetry import trace
+    from opentelemetry import propagate, trace
 
     with trace.get_tracer("tests").start_as_current_span("checkout") as span:
-        order = (await quiet_orders.CreateOrder(create_request(), metadata=TRUSTED)).order
+        # The caller propagates its context the way the runtime's channels do (W3C traceparent metadata).
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        metadata = (*TRUSTED, *carrier.items())
+        order = (await quiet_orders.CreateOrder(create_request(), metadata=metadata)).order
     trace_id = format(span.get_span_context().trace_id, "032x")
     payload = await scalar(database_url, "SELECT payload FROM orders.order_events WHERE order_id = %s", order.order_id)
     event = events.OrderEvent.FromString(bytes(payload))
