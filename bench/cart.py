@@ -36,18 +36,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import jwt
 import psycopg
 import redis.asyncio as redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from bench import harness
+from bench.floor import echo_command
 from bench.harness import cpu_seconds, wait_serving
 from cart_svc.__main__ import SPEC as CART
 from devstack.endpoints import free_port
 from inventory_svc.__main__ import SPEC as INVENTORY
-from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens
+from service_runtime.identity import AUTHORIZATION, SERVICE_TOKEN, ServiceTokens, mint_customer_token
 from service_runtime.migrations import apply_migrations
 from service_runtime.settings import CommonSettings, EnvReader
 from shop.cart.v1 import cart_service_pb2 as pb
@@ -90,28 +90,8 @@ def _trusted() -> tuple[tuple[str, str], ...]:
 
 def _token(user: str) -> tuple[tuple[str, str], ...]:
     settings = CommonSettings.from_env(EnvReader(os.environ), service_name="bench", default_port=0)
-    now = int(time.time())
-    claims = {
-        "iss": settings.auth_jwt_issuer,
-        "aud": settings.auth_jwt_audience,
-        "sub": user,
-        "iat": now,
-        "exp": now + 3600,
-    }
-    token = jwt.encode(claims, settings.auth_jwt_keys[0], algorithm=settings.auth_jwt_algorithm)
+    token = mint_customer_token(settings.identity, sub=user, lifetime_seconds=3600)
     return ((AUTHORIZATION, f"Bearer {token}"),)
-
-
-async def _echo_server(port: int) -> None:
-    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        return request
-
-    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    await server.wait_for_termination()
 
 
 async def _drive(
@@ -187,7 +167,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
                 },
             )
         )
-        processes.append(subprocess.Popen([sys.executable, "-m", "bench.cart", "echo-server", str(ports["echo"])]))
+        processes.append(subprocess.Popen(echo_command(ports["echo"])))
         pids = {"inventory": processes[0].pid, "cart": processes[1].pid, "echo": processes[2].pid}
         await wait_serving(addresses["inventory"], processes[0])
         await wait_serving(addresses["cart"], processes[1])
@@ -335,18 +315,7 @@ def report(results: dict[str, Result], clients: int) -> None:
     )
 
 
-def _runner() -> Callable[[Any], Any]:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
-
-
 def main(argv: Sequence[str]) -> int:
-    if argv and argv[0] == "echo-server":
-        _runner()(_echo_server(int(argv[1])))
-        return 0
     parser = argparse.ArgumentParser(prog="python -m bench cart", description=__doc__)
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (default 10)")
@@ -359,7 +328,7 @@ def main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
     service_env = dict(item.split("=", 1) for item in args.service_env)
-    results: dict[str, Result] = _runner()(run(args.clients, args.seconds, service_env))
+    results: dict[str, Result] = harness.event_loop_runner()(run(args.clients, args.seconds, service_env))
     report(results, args.clients)
     return 0
 
