@@ -217,7 +217,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
 def redis_outage(error: BaseException) -> errors.ServiceError | None:
     """Redis unreachable, timing out or still loading its data after a restart: UNAVAILABLE (retry later),
-    never INTERNAL; nothing the call meant to change was changed."""
+    never INTERNAL. A command that never reached Redis changed nothing; one that timed out may have been
+    applied, which a retry tolerates because every Redis-backed mutation is idempotent (the cart's AddItem
+    on its idempotency key, the others by setting absolute values)."""
     if isinstance(error, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return errors.Unavailable(
             "Redis is unavailable; retry later", reason="REDIS_UNAVAILABLE", retry_after_seconds=1.0
