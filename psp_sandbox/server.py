@@ -28,6 +28,7 @@ dropped), whatever the token; PUT `{}` clears it. Reads and /healthz are never a
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -136,9 +137,10 @@ class Sandbox:
         self._config = config
         self._faults = Faults()
         self._dice = random.Random()
-        #: Operations whose request this process is running now: an in-progress claim not among them was
-        #: abandoned (its request failed, or the process that took it died) and the next request takes it over.
-        self._running: set[str] = set()
+        #: Requests of this process in flight per idempotency key, counted from before they claim it: an
+        #: in-progress claim whose key no other request here has in flight was abandoned (its request failed,
+        #: or the process that took it died), and the next request with the same body takes it over.
+        self._in_flight: collections.Counter[str] = collections.Counter()
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -258,50 +260,60 @@ class Sandbox:
                 delay_seconds=prepared.delay_seconds,
                 drop=prepared.drop or faults.error_rate <= roll < faults.error_rate + faults.drop_rate,
             )
+        self._in_flight[key] += 1
+        try:
+            return await self._claim_and_run(request, key, kind, request_hash, prepared, run, body)
+        finally:
+            self._in_flight[key] -= 1
+            if not self._in_flight[key]:
+                del self._in_flight[key]
+
+    async def _claim_and_run(
+        self,
+        request: web.Request,
+        key: str,
+        kind: str,
+        request_hash: str,
+        prepared: Sandbox._Prepared,
+        run: Any,
+        body: dict[str, Any],
+    ) -> web.Response:
         claim = await self._ledger.claim(key, kind, request_hash)
         operation_id = claim.operation_id
         if operation_id is None:
-            operation_id = await self._take_over(claim.existing, request_hash)
+            operation_id = await self._take_over(claim.existing, request_hash, key)
         if operation_id is None:
             replay = self._replay(await self._ledger.operation(key=key), request_hash)
             if prepared.drop and replay.status < 300:
                 self._drop(request)  # the partition persists: replays are lost too
             return replay
-        self._running.add(operation_id)
-        try:
-            if prepared.server_error:
-                await self._ledger.forget(operation_id)
-                return web.json_response(_error("api_error", "server_error", "sandbox server error"), status=500)
-            if prepared.delay_seconds:
-                await asyncio.sleep(prepared.delay_seconds)
-            async with self._ledger.transaction() as tx:
-                try:
-                    status, answer = await run(tx, request, body)
-                except BadRequest as bad:
-                    status, answer = 400, _error("invalid_request_error", "parameter_invalid", bad.message)
-                answer = {**answer, "operation_id": operation_id}
-                await tx.complete(operation_id, status, answer)
-        finally:
-            self._running.discard(operation_id)
+        if prepared.server_error:
+            await self._ledger.forget(operation_id)
+            return web.json_response(_error("api_error", "server_error", "sandbox server error"), status=500)
+        if prepared.delay_seconds:
+            await asyncio.sleep(prepared.delay_seconds)
+        async with self._ledger.transaction() as tx:
+            try:
+                status, answer = await run(tx, request, body)
+            except BadRequest as bad:
+                status, answer = 400, _error("invalid_request_error", "parameter_invalid", bad.message)
+            answer = {**answer, "operation_id": operation_id}
+            await tx.complete(operation_id, status, answer)
         if prepared.drop:
             self._drop(request)  # processed and recorded; the client never hears the answer
         return web.json_response(answer, status=status, headers={"Idempotent-Replayed": "false"})
 
-    async def _take_over(self, existing: Row | None, request_hash: str) -> str | None:
+    async def _take_over(self, existing: Row | None, request_hash: str, key: str) -> str | None:
         """The operation id of an abandoned in-progress claim with this body, now ours; else None."""
         if existing is None or existing["state"] != "in_progress" or existing["request_hash"] != request_hash:
             return None
+        if self._in_flight[key] > 1:
+            return None  # another request here holds it, or is about to: really in progress (409)
         operation_id = str(existing["operation_id"])
-        if operation_id in self._running:
-            return None  # really in progress: 409
-        self._running.add(operation_id)  # before any await: a concurrent duplicate now sees it running
-        try:
-            if await self._ledger.retake(operation_id):
-                logging.getLogger(__name__).warning("taking over abandoned operation %s", operation_id)
-                return operation_id
-            return None  # it was completed meanwhile: replay it
-        finally:
-            self._running.discard(operation_id)
+        if await self._ledger.retake(operation_id):
+            logging.getLogger(__name__).warning("taking over abandoned operation %s", operation_id)
+            return operation_id
+        return None  # it was completed meanwhile: replay it
 
     @staticmethod
     def _drop(request: web.Request) -> NoReturn:

@@ -62,6 +62,18 @@ async def test_a_concurrent_duplicate_is_409_and_one_authorization_exists(psp: P
     assert len(await psp.authorizations()) == 1
 
 
+async def test_concurrent_duplicates_never_take_over_a_claim_that_is_still_being_made(psp: Psp, http) -> None:
+    """A claim that a request of the sandbox is still making or running is never taken over by a duplicate
+    (only an abandoned one is): 30 keys, 8 copies of each at once, one authorization per key."""
+    url = f"{psp.base_url}/v1/authorizations"
+    request = {"amount_minor": 100, "currency": "USD", "token": "tok_visa"}
+    keys = [f"burst-{n}" for n in range(30)]
+    answers = await asyncio.gather(*(post(http, url, request, key) for key in keys for _ in range(8)))
+    assert {answer[0] for answer in answers} <= {201, 409}, answers
+    authorizations = await psp.authorizations()
+    assert len(authorizations) == len(keys), len(authorizations)
+
+
 @pytest.mark.parametrize(
     ("token", "decline_code"),
     [
