@@ -41,6 +41,9 @@ from shop.order.v1 import order_service_pb2 as order_pb
 
 log = logging.getLogger(__name__)
 
+#: Sends in flight at once, per dispatcher (an SMTP send holds a worker thread and a connection).
+SEND_CONCURRENCY = 32
+
 
 @dataclass(frozen=True)
 class ConsumerSettings:
@@ -184,23 +187,29 @@ class Dispatcher:
         self._senders = senders
         self._dead_letters = dead_letters
         self._settings = settings
-        self._concurrency = asyncio.Semaphore(32)
+        #: Shared by the consumers and the retry worker; a batch also runs at most this many senders.
+        self._concurrency = asyncio.Semaphore(SEND_CONCURRENCY)
 
     async def attempt_all(
         self, notifications: Sequence[Notification], parents: Mapping[str, trace.Span] | None = None
     ) -> None:
-        """Sends each (concurrently, at most `concurrency` at once); records every success in one statement.
+        """Sends each (concurrently, at most SEND_CONCURRENCY at once); records every success in one statement.
         `parents`: the span of each event's handling (by event id), under which its send is traced."""
         if not notifications:
             return
-        outcomes = await asyncio.gather(
-            *(
-                self._traced_send(notification, (parents or {}).get(notification.event_id))
-                for notification in notifications
-            )
-        )
+        parents = parents or {}
+        outcomes: list[str | None] = [None] * len(notifications)
+        pending = iter(range(len(notifications)))
+
+        async def sender() -> None:  # one of at most SEND_CONCURRENCY, each taking the next notification
+            for index in pending:
+                notification = notifications[index]
+                outcomes[index] = await self._traced_send(notification, parents.get(notification.event_id))
+
+        await asyncio.gather(*(sender() for _ in range(min(SEND_CONCURRENCY, len(notifications)))))
         sent = [n.notification_id for n, error in zip(notifications, outcomes, strict=True) if error is None]
-        await self._work.run(lambda tx: tx.mark_sent(sent))
+        if sent:
+            await self._work.statement(lambda tx: tx.mark_sent(sent))
         for notification, error in zip(notifications, outcomes, strict=True):
             if error is not None:
                 await self._failed(notification, error)
@@ -333,8 +342,9 @@ class EventConsumer:
                         telemetry.fail(spans[delivery.id], "poison message")
                         await self._dispatcher.dead_letter_poison(delivery, str(poison))
                 unique = list({item.event_id: item for item in good}.values())  # a batch may hold a redelivery
-                rendered = {item.event_id: render(item) for item in unique}
-                created = await self._work.run(lambda tx: self._record(tx, unique, rendered), retry_duplicates=True)
+                batch = [(inbox_entry(item), render(item)) for item in unique]
+                # One statement: the inbox rows and the notifications are one transaction (autocommit).
+                created = await self._work.statement(lambda tx: tx.record_batch(batch))
                 await self._consumer.ack(deliveries)
             parents = {item.event_id: spans[item.delivery.id] for item in unique}
             await self._dispatcher.attempt_all(created, parents)
@@ -342,27 +352,17 @@ class EventConsumer:
             for span in spans.values():
                 span.end()
 
-    @staticmethod
-    async def _record(
-        tx: NotificationStatements, batch: Sequence[Decoded], rendered: Mapping[str, NewNotification | None]
-    ) -> list[Notification]:
-        """The inbox rows and notifications of a batch, in one transaction; redeliveries add nothing."""
-        new = await tx.record_events(
-            [
-                InboxEntry(
-                    event_id=item.event_id,
-                    order_id=item.order_id,
-                    checkout_id=item.checkout_id,
-                    sequence=item.sequence,
-                    event_type=item.event_type,
-                    entry_id=item.delivery.id,
-                    payload=item.delivery.message.value,
-                )
-                for item in batch
-            ]
-        )
-        wanted = [n for event_id, n in rendered.items() if event_id in new and n is not None]
-        return await tx.insert_notifications(wanted)
+
+def inbox_entry(item: Decoded) -> InboxEntry:
+    return InboxEntry(
+        event_id=item.event_id,
+        order_id=item.order_id,
+        checkout_id=item.checkout_id,
+        sequence=item.sequence,
+        event_type=item.event_type,
+        entry_id=item.delivery.id,
+        payload=item.delivery.message.value,
+    )
 
 
 def render(item: Decoded) -> NewNotification | None:

@@ -1,22 +1,31 @@
--- name: record_events
--- The inbox, for a batch: records each order event once; returns the ids that were new (the others were
--- handled before: redeliveries).
-INSERT INTO notification.processed_events (event_id, order_id, checkout_id, sequence, event_type, stream_entry_id,
-                                           payload)
-SELECT * FROM unnest(%(event_ids)s::text[], %(order_ids)s::text[], %(checkout_ids)s::text[], %(sequences)s::bigint[],
-                     %(event_types)s::text[], %(entry_ids)s::text[], %(payloads)s::bytea[])
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
-
--- name: insert_notifications
--- Rendered notifications, PENDING their first attempt.
+-- name: record_batch
+-- A consumed batch in one statement (so one transaction and one round trip): records each event in the
+-- inbox once and, for the events new to it, inserts the notification rendered from it, PENDING its first
+-- attempt. Events already in the inbox (redeliveries) add nothing. The batch is one JSON array of objects
+-- (the event's bytes in base64); an event that sends nothing has no notification_id. Returns the
+-- notifications inserted.
+WITH batch AS (
+    SELECT *
+    FROM jsonb_to_recordset(%(batch)s::jsonb) AS b(
+        event_id text, order_id text, checkout_id text, sequence bigint, event_type text, entry_id text,
+        payload text, notification_id text, user_id text, channel text, template text, recipient text,
+        subject text, body text)
+), inbox AS (
+    INSERT INTO notification.processed_events (event_id, order_id, checkout_id, sequence, event_type,
+                                               stream_entry_id, payload)
+    SELECT event_id, order_id, checkout_id, sequence, event_type, entry_id, decode(payload, 'base64')
+    FROM batch
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
 INSERT INTO notification.notifications (notification_id, event_id, user_id, order_id, checkout_id, channel, template,
                                         recipient, subject, body)
-SELECT * FROM unnest(%(notification_ids)s::text[], %(event_ids)s::text[], %(user_ids)s::text[], %(order_ids)s::text[],
-                     %(checkout_ids)s::text[], %(channels)s::text[], %(templates)s::text[], %(recipients)s::text[],
-                     %(subjects)s::text[], %(bodies)s::text[])
-ON CONFLICT (event_id, channel) DO NOTHING
-RETURNING *
+SELECT b.notification_id, b.event_id, b.user_id, b.order_id, b.checkout_id, b.channel, b.template, b.recipient,
+       b.subject, b.body
+FROM batch AS b JOIN inbox USING (event_id)
+WHERE b.notification_id IS NOT NULL
+ON CONFLICT DO NOTHING
+RETURNING notification_id, created_at
 
 -- name: mark_sent
 -- Send attempts that succeeded.

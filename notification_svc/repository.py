@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,43 +86,58 @@ def _notification(row: Row) -> Notification:
 class NotificationStatements(Statements):
     queries = QueryFile(Path(__file__).with_name("queries.sql"))
 
-    async def record_events(self, received: Sequence[InboxEntry]) -> set[str]:
-        """Records a batch in the inbox; returns the ids new to it (the rest are redeliveries)."""
-        if not received:
-            return set()
-        rows = await self._rows(
-            "record_events",
-            {
-                "event_ids": [e.event_id for e in received],
-                "order_ids": [e.order_id for e in received],
-                "checkout_ids": [e.checkout_id for e in received],
-                "sequences": [e.sequence for e in received],
-                "event_types": [e.event_type for e in received],
-                "entry_ids": [e.entry_id for e in received],
-                "payloads": [e.payload for e in received],
-            },
-        )
-        return {row["event_id"] for row in rows}
-
-    async def insert_notifications(self, new: Sequence[NewNotification]) -> list[Notification]:
-        if not new:
+    async def record_batch(self, batch: Sequence[tuple[InboxEntry, NewNotification | None]]) -> list[Notification]:
+        """Records a batch in the inbox with the notifications of its new events, in one statement; returns the
+        notifications inserted (PENDING). Events already in the inbox (redeliveries) add nothing."""
+        if not batch:
             return []
-        rows = await self._rows(
-            "insert_notifications",
-            {
-                "notification_ids": [n.notification_id for n in new],
-                "event_ids": [n.event_id for n in new],
-                "user_ids": [n.user_id for n in new],
-                "order_ids": [n.order_id for n in new],
-                "checkout_ids": [n.checkout_id for n in new],
-                "channels": [n.channel.value for n in new],
-                "templates": [n.template for n in new],
-                "recipients": [n.recipient for n in new],
-                "subjects": [n.subject for n in new],
-                "bodies": [n.body for n in new],
-            },
-        )
-        return [_notification(row) for row in rows]
+        document = []
+        for entry, new in batch:
+            item: dict[str, object] = {
+                "event_id": entry.event_id,
+                "order_id": entry.order_id,
+                "checkout_id": entry.checkout_id,
+                "sequence": entry.sequence,
+                "event_type": entry.event_type,
+                "entry_id": entry.entry_id,
+                "payload": binascii.b2a_base64(entry.payload, newline=False).decode("ascii"),
+            }
+            if new is not None:
+                item |= {
+                    "notification_id": new.notification_id,
+                    "user_id": new.user_id,
+                    "channel": new.channel.value,
+                    "template": new.template,
+                    "recipient": new.recipient,
+                    "subject": new.subject,
+                    "body": new.body,
+                }
+            document.append(item)
+        rows = await self._rows("record_batch", {"batch": json.dumps(document)})
+        created = {row["notification_id"]: row["created_at"] for row in rows}
+        return [
+            Notification(
+                notification_id=new.notification_id,
+                event_id=new.event_id,
+                user_id=new.user_id,
+                order_id=new.order_id,
+                checkout_id=new.checkout_id,
+                channel=new.channel,
+                template=new.template,
+                recipient=new.recipient,
+                subject=new.subject,
+                body=new.body,
+                status=NotificationStatus.PENDING,
+                attempts=0,
+                last_error="",
+                created_at=created[new.notification_id],
+                updated_at=created[new.notification_id],
+                sent_at=None,
+                next_attempt_at=None,
+            )
+            for _, new in batch
+            if new is not None and new.notification_id in created
+        ]
 
     async def mark_sent(self, notification_ids: Sequence[str]) -> None:
         if notification_ids:

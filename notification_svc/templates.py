@@ -7,6 +7,7 @@ reason; OrderRefunded refund_amount and refund_id.
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,13 +54,21 @@ class MissingValue(KeyError):
     """A template needs a value the event did not provide: a poison event for this template."""
 
 
+@functools.cache
+def _needed(template: Template) -> frozenset[str]:
+    """The values a template's subject and body name (parsed once per template)."""
+    return frozenset(
+        field
+        for text in (template.subject, template.body)
+        for _, field, _, _ in string.Formatter().parse(text)
+        if field
+    )
+
+
 def render(template: str, values: Mapping[str, str]) -> tuple[str, str]:
     """(subject, body) of `template` filled with `values`; raises MissingValue or KeyError (unknown template)."""
     chosen = TEMPLATES[template]
-    needed = {
-        field for text in (chosen.subject, chosen.body) for _, field, _, _ in string.Formatter().parse(text) if field
-    }
-    missing = needed - set(values)
+    missing = _needed(chosen) - values.keys()
     if missing:
         raise MissingValue(f"template {template} needs {sorted(missing)}")
     subject = chosen.subject.format_map(values)[:200]

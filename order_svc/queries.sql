@@ -90,26 +90,39 @@ RETURNING *
 INSERT INTO orders.order_events (event_id, order_id, sequence, event_type, payload, created_at)
 VALUES (%(event_id)s, %(order_id)s, %(sequence)s, %(event_type)s, %(payload)s, %(created_at)s)
 
--- name: claim_unpublished
--- The relay's batch: unpublished events in publication order, skipping rows another relay holds.
-SELECT position, event_id, order_id, sequence, event_type, payload
-FROM orders.order_events
-WHERE published_at IS NULL
-ORDER BY position
-LIMIT %(limit)s
-FOR UPDATE SKIP LOCKED
-
--- name: first_unpublished
--- The lowest unpublished sequence of each order (an order's events go out in sequence order).
-SELECT order_id, min(sequence) AS sequence
-FROM orders.order_events
-WHERE published_at IS NULL AND order_id = ANY(%(order_ids)s)
-GROUP BY order_id
-
--- name: mark_published
--- Stamps events as published.
-UPDATE orders.order_events SET published_at = now(), publish_attempts = publish_attempts + 1
-WHERE event_id = ANY(%(event_ids)s)
+-- name: publish_batch
+-- The relay's batch, claimed and stamped published in one statement (its transaction commits after the
+-- bus holds the events; a failed publish rolls the stamps back). Claims up to %(limit)s unpublished rows in
+-- publication order, skipping rows another relay holds (FOR UPDATE SKIP LOCKED), and stamps, per order,
+-- only the claimed run that starts at the order's lowest unpublished sequence without a gap: a row another
+-- relay holds (unpublished in this snapshot, not claimed here) holds back the later events of its order.
+-- Returns the stamped events in publication order.
+WITH claimed AS (
+    SELECT position, order_id, sequence
+    FROM orders.order_events
+    WHERE published_at IS NULL
+    ORDER BY position
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), first_unpublished AS (
+    SELECT order_id, min(sequence) AS sequence
+    FROM orders.order_events
+    WHERE published_at IS NULL AND order_id IN (SELECT order_id FROM claimed)
+    GROUP BY order_id
+), ready AS (
+    SELECT run.position
+    FROM (SELECT position, order_id, sequence,
+                 row_number() OVER (PARTITION BY order_id ORDER BY sequence) AS place
+          FROM claimed) AS run
+    JOIN first_unpublished AS first USING (order_id)
+    WHERE run.sequence = first.sequence + run.place - 1
+), stamped AS (
+    UPDATE orders.order_events AS e SET published_at = now(), publish_attempts = e.publish_attempts + 1
+    FROM ready
+    WHERE e.position = ready.position
+    RETURNING e.position, e.order_id, e.event_type, e.payload
+)
+SELECT order_id, event_type, payload FROM stamped ORDER BY position
 
 -- name: prune_published
 -- Deletes a batch of events published longer ago than the retention.

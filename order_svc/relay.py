@@ -1,14 +1,17 @@
 """The outbox relay: publishes OrderEvents from the outbox table to the event bus, at least once, in
 each order's sequence, and prunes what was published long enough ago.
 
-Safe in every replica at once. A batch is claimed with `FOR UPDATE SKIP LOCKED` and held while it is
-published, so replicas do not publish the same rows in normal operation; rows are marked published in
-the same transaction. A relay that dies between publishing and marking leaves the rows unpublished:
+Safe in every replica at once. One statement (`publish_batch` in queries.sql) claims a batch with
+`FOR UPDATE SKIP LOCKED` and stamps it published; the transaction stays open while the batch is
+published and commits after the bus holds it, so replicas do not publish the same rows in normal
+operation. A relay that dies (or a publish that fails) before the commit leaves the rows unpublished:
 they are published again (consumers deduplicate on event_id).
 
 Per-order order: of an order's events, a batch publishes only the run that starts at the order's lowest
 unpublished sequence and has no gap; a row another replica holds (skipped by SKIP LOCKED) holds back the
 later events of its order until it is published.
+
+One batch costs three round trips to PostgreSQL (BEGIN, the statement, COMMIT) and one to the bus.
 """
 
 from __future__ import annotations
@@ -17,26 +20,13 @@ import asyncio
 import logging
 import time
 
-from order_svc.repository import OrderStatements, OutboxEvent
+from order_svc.repository import OrderStatements
 from service_runtime import metrics
 from service_runtime.events import BusMessage, EventBus, Publisher
 from service_runtime.sql import UnitOfWork
 from shop.order.v1 import events_pb2 as events
 
 log = logging.getLogger(__name__)
-
-
-def publishable(batch: list[OutboxEvent], first_unpublished: dict[str, int]) -> list[OutboxEvent]:
-    """The events of `batch` that may go out now: per order, the gap-free run from its first unpublished."""
-    expected = dict(first_unpublished)
-    chosen: list[OutboxEvent] = []
-    for event in sorted(batch, key=lambda e: e.position):
-        if expected.get(event.order_id) == event.sequence:
-            chosen.append(event)
-            expected[event.order_id] = event.sequence + 1
-        else:
-            expected[event.order_id] = -1  # a gap: nothing more of this order in this batch
-    return chosen
 
 
 def record_lag(topic: str, published: list[events.OrderEvent]) -> None:
@@ -76,19 +66,15 @@ class OutboxRelay:
             self._publisher = self._bus.publisher()
         publisher = self._publisher
 
-        # Publishing happens inside the transaction that holds the rows' locks: a bus call, not an RPC to
-        # a service, and it must happen before the rows are marked. Not retried as a unit: a failure
-        # rolls back and the next round publishes the rows again.
+        # Publishing happens inside the transaction that holds the rows' locks and stamps: a bus call, not an
+        # RPC to a service, and the stamps must not commit before the bus holds the events. Not retried as
+        # a unit: a failure rolls back and the next round publishes the rows again.
         async with self._work.transaction() as tx:
-            batch = await tx.claim_unpublished(self._batch_size)
-            if not batch:
+            ready = await tx.publish_batch(self._batch_size)
+            if not ready:
                 record_lag(self._topic, [])
                 return 0
-            first = await tx.first_unpublished(sorted({event.order_id for event in batch}))
-            ready = publishable(batch, first)
-            if not ready:
-                return 0
-            stored = [events.OrderEvent.FromString(bytes(e.payload)) for e in ready]
+            stored = [events.OrderEvent.FromString(e.payload) for e in ready]
             record_lag(self._topic, stored)
             await publisher.publish(
                 self._topic,
@@ -97,13 +83,12 @@ class OutboxRelay:
                     BusMessage(
                         key=e.order_id,
                         type=e.event_type,
-                        value=bytes(e.payload),
+                        value=e.payload,
                         headers=(("traceparent", event.traceparent), ("tracestate", event.tracestate)),
                     )
                     for e, event in zip(ready, stored, strict=True)
                 ],
             )
-            await tx.mark_published([event.event_id for event in ready])
             return len(ready)
 
     async def prune(self) -> int:

@@ -27,12 +27,11 @@ from service_runtime.sql import QueryFile, Row, Statements
 from service_runtime.values import Address, Money
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutboxEvent:
-    position: int
-    event_id: str
+    """An outbox row the relay publishes: the bus message's key, type and value."""
+
     order_id: str
-    sequence: int
     event_type: str
     payload: bytes
 
@@ -192,16 +191,10 @@ class OrderStatements(Statements):
             },
         )
 
-    async def claim_unpublished(self, limit: int) -> list[OutboxEvent]:
-        rows = await self._rows("claim_unpublished", {"limit": limit})
-        return [OutboxEvent(**{key: row[key] for key in OutboxEvent.__dataclass_fields__}) for row in rows]
-
-    async def first_unpublished(self, order_ids: Sequence[str]) -> dict[str, int]:
-        rows = await self._rows("first_unpublished", {"order_ids": list(order_ids)})
-        return {row["order_id"]: row["sequence"] for row in rows}
-
-    async def mark_published(self, event_ids: Sequence[str]) -> None:
-        await self._rows("mark_published", {"event_ids": list(event_ids)})
+    async def publish_batch(self, limit: int) -> list[OutboxEvent]:
+        """Claims and stamps published the next publishable events (see queries.sql); publication order."""
+        rows = await self._rows("publish_batch", {"limit": limit})
+        return [OutboxEvent(row["order_id"], row["event_type"], bytes(row["payload"])) for row in rows]
 
     async def prune_published(self, retention_seconds: float, limit: int) -> int:
         async with self._connection.cursor() as cursor:

@@ -1,5 +1,5 @@
-"""Order rules beyond the lifecycle, no I/O: who may cancel what, the relay's per-order publication
-order, and the cancel worker's decisions and keys."""
+"""Order rules beyond the lifecycle, no I/O: who may cancel what and the cancel worker's decisions and keys.
+(The relay's per-order publication order is a statement: tests/integration/order/test_outbox.py.)"""
 
 from __future__ import annotations
 
@@ -9,25 +9,8 @@ import pytest
 
 from order_svc import domain
 from order_svc.domain import CancelReason, OrderStatus, RefundAction, RestockAction
-from order_svc.relay import publishable
-from order_svc.repository import OutboxEvent
 from service_runtime.errors import FailedPrecondition, PermissionDenied
 from service_runtime.values import Address, Money
-
-
-def event(position: int, order_id: str, sequence: int) -> OutboxEvent:
-    return OutboxEvent(position, f"ev-{position}", order_id, sequence, "OrderConfirmed", b"")
-
-
-def test_the_relay_publishes_each_orders_events_from_its_first_unpublished_without_gaps():
-    batch = [event(1, "a", 1), event(2, "b", 3), event(3, "a", 2), event(5, "a", 4), event(6, "c", 1)]
-    # b's sequence 2 is unpublished and held by another relay; a's sequence 3 too (missing from the batch)
-    chosen = publishable(batch, {"a": 1, "b": 2, "c": 1})
-    assert [(e.order_id, e.sequence) for e in chosen] == [("a", 1), ("a", 2), ("c", 1)]
-
-
-def test_the_relay_publishes_nothing_of_an_order_whose_first_event_another_relay_holds():
-    assert publishable([event(2, "a", 2)], {"a": 1}) == []
 
 
 def _order(status: OrderStatus) -> domain.Order:

@@ -151,3 +151,40 @@ async def test_relay_replicas_running_at_once_publish_every_event_once_in_per_or
             assert [e.sequence for e in published if e.order_id == order.order_id] == [1, 2]
     finally:
         await client.aclose()
+
+
+async def test_a_batch_publishes_each_orders_run_from_its_first_unpublished_event_and_nothing_past_a_held_one(
+    quiet_orders, store: Store, redis_url: str, redis_prefix: str, database_url: str
+):
+    import psycopg
+
+    a = await place(quiet_orders, "ua")
+    await quiet_orders.MarkShipped(
+        pb.MarkShippedRequest(order_id=a.order_id, shipment_id="s1", tracking_number="1Z"), metadata=TRUSTED
+    )
+    await quiet_orders.MarkDelivered(pb.MarkDeliveredRequest(order_id=a.order_id), metadata=TRUSTED)
+    b = await place(quiet_orders, "ub")
+    c = await place(quiet_orders, "uc", confirm=False)
+    client = redis.Redis.from_url(redis_url)
+    # Another relay holds a's third event and b's first (their rows are locked until it ends).
+    async with await psycopg.AsyncConnection.connect(database_url) as other:
+        await other.execute(
+            "SELECT 1 FROM orders.order_events WHERE (order_id, sequence) IN ((%s, 3), (%s, 1)) FOR UPDATE",
+            (a.order_id, b.order_id),
+        )
+        try:
+            relay = OutboxRelay(store, open_bus(BusConfig(), client, KeySpace(redis_prefix)), "orders")
+            assert await relay.publish_batch() == 3
+            published = {(o, seq) for o, seq, _, done in await outbox(database_url) if done}
+            assert published == {(a.order_id, 1), (a.order_id, 2), (c.order_id, 1)}, "nothing past a held event"
+        finally:
+            await other.rollback()
+        try:
+            assert await relay.publish_batch() == 4
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(f"{redis_prefix}orders"))
+            on_bus = [events.OrderEvent.FromString(fields[b"event"]) for _, fields in entries]
+            assert [e.sequence for e in on_bus if e.order_id == a.order_id] == [1, 2, 3, 4]
+            assert [e.sequence for e in on_bus if e.order_id == b.order_id] == [1, 2]
+            assert all(done for *_, done in await outbox(database_url))
+        finally:
+            await client.aclose()
