@@ -324,8 +324,23 @@ def caller_from_metadata(
     return ANONYMOUS
 
 
+def identify(
+    verifier: Verifier, context: grpc.aio.ServicerContext[Any, Any], metadata: Sequence[tuple[str, str | bytes]]
+) -> contextvars.Token[Caller]:
+    """Makes the caller a served call proves (`metadata`: its invocation metadata) the current caller;
+    raises Unauthenticated for a bad token. Hand the token back to `forget` when the call ends."""
+    peer = peer_service(context.auth_context()) if verifier.mtls else None
+    return _current.set(caller_from_metadata(verifier, metadata, peer=peer))
+
+
+def forget(token: contextvars.Token[Caller]) -> None:
+    _current.reset(token)
+
+
 class IdentityInterceptor(grpc.aio.ServerInterceptor):
-    """Verifies the caller of every unary call before its handler runs (see the module docstring).
+    """Verifies the caller of every unary call before its handler runs (see the module docstring), for a
+    server not built by the runtime (the runtime composes `identify` into every method's handler once:
+    `service_runtime.inbound`).
 
     Runs inside the error-mapping interceptor, so an UNAUTHENTICATED raised here leaves as a status with
     its ErrorInfo like any other error. Health and reflection calls are not checked.
@@ -347,13 +362,11 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):
         verifier = self._verifier
 
         async def identified(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            peer = peer_service(context.auth_context()) if verifier.mtls else None
-            caller = caller_from_metadata(verifier, tuple(context.invocation_metadata() or ()), peer=peer)
-            token = _current.set(caller)
+            token = identify(verifier, context, tuple(context.invocation_metadata() or ()))
             try:
                 return await inner(request, context)
             finally:
-                _current.reset(token)
+                forget(token)
 
         return grpc.unary_unary_rpc_method_handler(
             identified,

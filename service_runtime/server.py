@@ -28,12 +28,12 @@ from grpc_reflection.v1alpha import reflection
 from service_runtime import errors, metrics, telemetry
 from service_runtime.channels import Channels
 from service_runtime.database import Database
-from service_runtime.identity import IdentityInterceptor, ServiceTokens, Verifier
+from service_runtime.identity import ServiceTokens, Verifier
+from service_runtime.inbound import Inbound
 from service_runtime.keyspace import KeySpace, create_redis
 from service_runtime.readiness import LIVENESS, Readiness
 from service_runtime.settings import DEFAULT_MAX_CONCURRENT_STREAMS, SettingsError
 from service_runtime.spec import Assembly, Infrastructure, S, ServiceSpec
-from service_runtime.status import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +185,10 @@ async def start_service(spec: ServiceSpec[S], settings: S) -> RunningService:
     if metrics_port is not None:
         metrics.watch_pool(spec.process_name, infrastructure.database.pool_stats)
     assembly = spec.assemble(settings, infrastructure)
-    server = grpc.aio.server(
-        # The error mapping is outermost (after the metrics, which time everything), so an identity
-        # refusal leaves as a status with details too. Tracing's interceptor goes first (telemetry).
-        interceptors=[
-            *([metrics.ServerMetricsInterceptor()] if metrics_port is not None else []),
-            ErrorMappingInterceptor(domain=spec.error_domain),
-            IdentityInterceptor(Verifier(common.identity)),
-        ],
-        options=server_options(common.grpc_max_concurrent_streams),
-    )
-    assembly.register(server)
+    # No interceptors: tracing, metrics, error mapping and identity are composed once around each method
+    # the service registers (service_runtime.inbound); health and reflection are registered bare.
+    server = grpc.aio.server(options=server_options(common.grpc_max_concurrent_streams))
+    assembly.register(Inbound(domain=spec.error_domain, verifier=Verifier(common.identity)).registrar(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -151,8 +151,65 @@ def malformed_request(message_type: str) -> errors.InvalidArgument:
     )
 
 
+async def answer(
+    inner: Callable[[Any, Context], Awaitable[Any]], request: Any, context: Context, method: str, domain: str
+) -> Any:
+    """Runs a unary behaviour so that no exception reaches the client as UNKNOWN: each one becomes its
+    status with details (the module docstring). The one place every served call's errors are mapped
+    (`service_runtime.inbound` calls it for every method; `ErrorMappingInterceptor` for a bare server)."""
+    if isinstance(request, _Undecodable):
+        log.info("%s: undecodable request", method)
+        await context.abort_with_status(
+            rpc_status.to_status(to_status(malformed_request(request.message_type), domain=domain))
+        )
+    try:
+        return await inner(request, context)
+    except errors.ServiceError as error:
+        metrics.refused(method, error.reason or code_of(error).name)
+        await context.abort_with_status(rpc_status.to_status(to_status(error, domain=domain)))
+    except grpc.aio.AioRpcError as error:
+        await _abort_with_downstream(context, error, method, domain)
+    except (grpc.aio.AbortError, grpc.aio.UsageError):
+        raise
+    except NotImplementedError:  # the generated base class: declared in the contract, not built yet
+        await context.abort_with_status(
+            rpc_status.to_status(
+                bare_status(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"{method} is not implemented yet",
+                    reason="NOT_IMPLEMENTED",
+                    domain=domain,
+                )
+            )
+        )
+    except Exception as error:
+        translated = database.as_service_error(error) or redis_outage(error)
+        if translated is None:
+            log.exception("unhandled error in %s", method)
+            await context.abort_with_status(
+                rpc_status.to_status(
+                    bare_status(grpc.StatusCode.INTERNAL, "internal error", reason="INTERNAL", domain=domain)
+                )
+            )
+        log.warning("%s: %s (%s)", method, translated.message, type(error).__name__)
+        await context.abort_with_status(rpc_status.to_status(to_status(translated, domain=domain)))
+
+
+def tolerant_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], behaviour: Callable[[Any, Context], Awaitable[Any]]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A unary handler running `behaviour`, whose request decoder turns bytes that do not decode into a
+    stand-in that `answer` refuses as MALFORMED_REQUEST."""
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour,
+        request_deserializer=_tolerant(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary handler so that no exception reaches a client as UNKNOWN."""
+    """`answer` as an interceptor, for a server not built by the runtime (the runtime composes every
+    method's handler once instead: `service_runtime.inbound`)."""
 
     def __init__(self, domain: str) -> None:
         self._domain = domain
@@ -171,48 +228,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         domain = self._domain
 
         async def guarded(request: Any, context: Context) -> Any:
-            if isinstance(request, _Undecodable):
-                log.info("%s: undecodable request", method)
-                await context.abort_with_status(
-                    rpc_status.to_status(to_status(malformed_request(request.message_type), domain=domain))
-                )
-            try:
-                return await inner(request, context)
-            except errors.ServiceError as error:
-                metrics.refused(method, error.reason or code_of(error).name)
-                await context.abort_with_status(rpc_status.to_status(to_status(error, domain=domain)))
-            except grpc.aio.AioRpcError as error:
-                await _abort_with_downstream(context, error, method, domain)
-            except (grpc.aio.AbortError, grpc.aio.UsageError):
-                raise
-            except NotImplementedError:  # the generated base class: declared in the contract, not built yet
-                await context.abort_with_status(
-                    rpc_status.to_status(
-                        bare_status(
-                            grpc.StatusCode.UNIMPLEMENTED,
-                            f"{method} is not implemented yet",
-                            reason="NOT_IMPLEMENTED",
-                            domain=domain,
-                        )
-                    )
-                )
-            except Exception as error:
-                translated = database.as_service_error(error) or redis_outage(error)
-                if translated is None:
-                    log.exception("unhandled error in %s", method)
-                    await context.abort_with_status(
-                        rpc_status.to_status(
-                            bare_status(grpc.StatusCode.INTERNAL, "internal error", reason="INTERNAL", domain=domain)
-                        )
-                    )
-                log.warning("%s: %s (%s)", method, translated.message, type(error).__name__)
-                await context.abort_with_status(rpc_status.to_status(to_status(translated, domain=domain)))
+            return await answer(inner, request, context, method, domain)
 
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+        return tolerant_handler(handler, guarded)
 
 
 def redis_outage(error: BaseException) -> errors.ServiceError | None:

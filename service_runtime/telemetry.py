@@ -1,5 +1,7 @@
-"""OpenTelemetry tracing: one provider per process; gRPC server/client and redis instrumented, and every
-named SQL statement traced by the runtime's `Statements` (service_runtime.sql).
+"""OpenTelemetry tracing: one provider per process; the SERVER span of every RPC served (made by the runtime's
+one wrapper around each method, service_runtime.inbound) and the CLIENT span of every RPC made (the
+runtime's outbound interceptor, service_runtime.channels), redis instrumented, and every unit of work's
+SQL traced by the runtime's `Statements` (service_runtime.sql).
 
 Where spans go: OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (Kubernetes: the collector), and/or one
 JSON object per line appended to `TRACE_SPANS_FILE` when set (`make up`: `checkoutctl trace` reads it).
@@ -20,8 +22,8 @@ What is traced (see docs/observability.md):
   our own attributes are identifiers (checkout, order, step), never card data, tokens, e-mail or postal
   addresses.
 
-Call `configure_tracing` before creating servers or channels: the gRPC instrumentation wraps their
-constructors.
+Call `configure_tracing` before registering a service's methods (service_runtime.server does): whether
+its calls are traced is decided then, once per method.
 """
 
 from __future__ import annotations
@@ -32,11 +34,10 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
 
+import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorServer
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -175,7 +176,6 @@ def configure_tracing(service_name: str) -> TracerProvider:
     if spans_file:
         provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(spans_file), schedule_delay_millis=500))
     trace.set_tracer_provider(provider)
-    GrpcAioInstrumentorServer(filter_=traced_call).instrument()
     RedisInstrumentor().instrument()
     _state["provider"] = provider
     _enabled.append(True)
@@ -211,17 +211,55 @@ def end_client_span(span: trace.Span, code: int, code_name: str) -> None:
     span.end()
 
 
-HEALTH_CHECK_PREFIX = "/grpc.health.v1.Health/"
+#: gRPC codes whose SERVER span has status ERROR (OpenTelemetry's RPC conventions: the server's own
+#: failures; a refusal such as NOT_FOUND or FAILED_PRECONDITION is an answer, its status stays unset):
+#: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS.
+SERVER_ERROR_CODES = frozenset({2, 4, 12, 13, 14, 15})
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+#: The metadata keys the global propagator (W3C trace context and baggage) reads.
+_CARRIER_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
 
 
-def traced_call(details: Any) -> bool:
-    """The gRPC instrumentation's filter: every call but health checks. A plain prefix test on the
-    server's HandlerCallDetails or the client's ClientCallDetails (the library's own `filters` cost
-    about 30 µs a call in a typing.Protocol isinstance check)."""
-    method = details.method
-    if isinstance(method, bytes):
-        method = method.decode()
-    return not str(method).startswith(HEALTH_CHECK_PREFIX)
+class ServerSpans:
+    """The SERVER spans of one served method (service_runtime.inbound makes one per method, at
+    registration): `start` per call."""
+
+    def __init__(self, method: str) -> None:
+        service, _, name = method.lstrip("/").partition("/")
+        self._name = method
+        self._attributes: dict[str, str | int] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+    def start(self, metadata: Sequence[tuple[str, str | bytes]]) -> ServerSpan:
+        """The call's span, current until `end`: a child of the caller's trace context (its metadata's
+        `traceparent`), or a new trace's root when the caller sent none. Unsampled, it is a non-recording
+        span that still carries the trace id and the caller's decision to the calls made under it."""
+        carrier: dict[str, str] | None = None
+        for key, value in metadata:
+            if key in _CARRIER_KEYS and isinstance(value, str):
+                if carrier is None:
+                    carrier = {}
+                carrier[key] = value
+        parent = propagate.extract(carrier, context=otel_context.Context()) if carrier else otel_context.Context()
+        current = tracer().start_span(self._name, context=parent, kind=SpanKind.SERVER, attributes=self._attributes)
+        return ServerSpan(current, otel_context.attach(trace.set_span_in_context(current, parent)))
+
+
+class ServerSpan:
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span, token: object) -> None:
+        self._span = span
+        self._token = token
+
+    def end(self, code: int) -> None:
+        """Ends the span with the call's gRPC status `code` and makes the caller's context current again."""
+        span = self._span
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code)
+            if code in SERVER_ERROR_CODES:
+                fail(span, _CODE_NAMES.get(code, str(code)))
+        span.end()
+        otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
 def shutdown_tracing() -> None:

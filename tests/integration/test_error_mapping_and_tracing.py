@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from inventory_svc.__main__ import SPEC
 from service_runtime.channels import Channels, outbound_timeout
-from service_runtime.status import ErrorMappingInterceptor
+from service_runtime.inbound import Inbound
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from tests.rpc_errors import expect_failure
@@ -26,7 +26,8 @@ from tests.rpc_errors import expect_failure
 
 @pytest.fixture
 async def relay(start_service):
-    """A server with the runtime's error interceptor whose handlers call the inventory service."""
+    """A server with the runtime's inbound wrapper (service_runtime.inbound) whose handlers call the
+    inventory service."""
     inventory = await start_service(SPEC)
     channels = Channels()
     stub = pb_grpc.InventoryServiceStub(channels.get(inventory.address))
@@ -52,8 +53,9 @@ async def relay(start_service):
             response_serializer=pb.GetProductResponse.SerializeToString,
         )
 
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor(domain="relay.test")])
-    server.add_generic_rpc_handlers(
+    server = grpc.aio.server()
+    # As a service registers its methods: each wrapped once with tracing, metrics and the error mapping.
+    Inbound(domain="relay.test", verifier=None).registrar(server).add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(
                 "test.Relay",

@@ -11,9 +11,9 @@ import jwt
 import pytest
 
 from service_runtime.channels import Channels
-from service_runtime.identity import IdentityInterceptor, ServiceTokens, Verifier, current_caller, require_trusted
+from service_runtime.identity import ServiceTokens, Verifier, current_caller, require_trusted
+from service_runtime.inbound import Inbound
 from service_runtime.settings import CommonSettings, EnvReader
-from service_runtime.status import ErrorMappingInterceptor
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from tests.rpc_errors import expect_failure
 
@@ -31,15 +31,16 @@ async def whoami(request: pb.GetProductRequest, context: Any) -> pb.GetProductRe
 
 @pytest.fixture
 async def address() -> AsyncIterator[str]:
-    server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(domain="test.shop"), IdentityInterceptor(Verifier(SETTINGS.identity))]
-    )
+    server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(
         whoami,
         request_deserializer=pb.GetProductRequest.FromString,
         response_serializer=pb.GetProductResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("shop.test.v1.Who", {"Am": handler})])
+    # As a service registers its methods (service_runtime.inbound): identity inside the error mapping.
+    Inbound(domain="test.shop", verifier=Verifier(SETTINGS.identity)).registrar(server).add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("shop.test.v1.Who", {"Am": handler})]
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"
