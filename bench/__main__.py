@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from bench import cart, checkout, events, flash_sale, payment, reserve_hot_sku, saga, scaling
+from bench import cart, checkout, events, flash_sale, payment, reserve_hot_sku, saga, scaling, telemetry
 
 BENCHMARKS: dict[str, ModuleType] = {
     "cart": cart,
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "reserve-hot-sku": reserve_hot_sku,
     "saga": saga,
     "scaling": scaling,
+    "telemetry": telemetry,
 }
 #: What `python -m bench` (and `make bench`) runs: the whole checkout against its floors, the flash sale, scaling.
 SUITE = ("checkout", "flash-sale", "scaling")
