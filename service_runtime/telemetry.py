@@ -15,8 +15,8 @@ What is traced (see docs/observability.md):
   standard variable of the `parentbased_traceidratio` sampler (`OTEL_TRACES_SAMPLER` may also say
   `parentbased_always_on` or `parentbased_always_off`).
 - Health checks are not traced (client or server), and a database or cache call with no parent span
-  (a background poller's idle query, the readiness probe) starts no trace: a statement is traced only
-  inside a recording span (`<VERB> <statement name>`, e.g. `UPDATE start_attempt`), and a Redis command
+  (a background poller's idle query, the readiness probe) starts no trace: SQL is traced only inside a
+  recording span (one span per unit of work, service_runtime.sql.WorkSpan), and a Redis command
   with no parent is dropped by the sampler.
 - SQL is recorded as the statement text (named placeholders, never values), Redis as `COMMAND ? ?`;
   our own attributes are identifiers (checkout, order, step), never card data, tokens, e-mail or postal
