@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -41,7 +42,7 @@ import redis.asyncio as redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
-from bench import harness
+from bench import harness, profile
 from bench.floor import echo_command
 from bench.harness import cpu_seconds, wait_serving
 from cart_svc.__main__ import SPEC as CART
@@ -100,7 +101,10 @@ async def _drive(
     seconds: float,
     operation: Callable[[int, int], Awaitable[None]],
     pids: dict[str, int] | None = None,
+    profile_into: Path | None = None,
 ) -> Result:
+    """`clients` closed loops of `operation` for `seconds`; with `profile_into`, py-spy samples the cart
+    process (`pids["cart"]`) meanwhile, from 0.5 s in to 0.5 s before the end, into `<dir>/<phase>/`."""
     pids = pids or {}
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     latencies: list[float] = []
@@ -114,8 +118,24 @@ async def _drive(
             latencies.append(time.perf_counter() - started)
             sequence += 1
 
+    async def sample() -> None:
+        if profile_into is not None and "cart" in pids and seconds >= 2:
+            await asyncio.sleep(0.5)
+            if os.environ.get("BENCH_CART_PROFILE_NATIVE"):  # every thread, C frames too (not --gil)
+                spy = profile.available()
+                assert spy is not None
+                (profile_into / phase).mkdir(parents=True, exist_ok=True)
+                command = [spy, "record", "--pid", str(pids["cart"]), "--duration", str(round(seconds - 1))]
+                command += ["--rate", "100", "--format", "raw", "--native", "--threads"]
+                spying = await asyncio.create_subprocess_exec(
+                    *command, "--output", str(profile_into / phase / "native.txt"), stdout=asyncio.subprocess.DEVNULL
+                )
+                await spying.wait()
+            else:
+                await profile.record({"cart": pids["cart"]}, seconds - 1, profile_into / phase)
+
     started = time.monotonic()
-    await asyncio.gather(*(client(index) for index in range(clients)))
+    await asyncio.gather(sample(), *(client(index) for index in range(clients)))
     elapsed = time.monotonic() - started
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
     return Result(phase, latencies, elapsed, cpu=cpu)
@@ -127,7 +147,9 @@ async def _script_calls(client: redis.Redis) -> int:
     return sum(int(stats.get(name, {}).get("calls", 0)) for name in commands)
 
 
-async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict[str, Result]:
+async def run(
+    clients: int, seconds: float, service_env: dict[str, str], profile_into: Path | None = None
+) -> dict[str, Result]:
     server_url = harness.server_url()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     name = f"bench_cart_{uuid.uuid4().hex[:8]}"
@@ -216,7 +238,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
             async def health_once(client: int, sequence: int) -> None:
                 await cart_health.Check(health_request)
 
-            results["cart-health"] = await _drive("cart-health", clients, seconds, health_once, pids)
+            results["cart-health"] = await _drive("cart-health", clients, seconds, health_once, pids, profile_into)
             print(f"  cart-health: {results['cart-health'].rate:,.0f}/s", flush=True)
 
             # the inventory call a cart call makes when its price cache misses, alone
@@ -249,7 +271,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
                 for sequence in range(len(SKUS)):
                     await add_once(client, sequence + 10_000_000)
             before = await _script_calls(monitor)
-            results["add-item"] = await _drive("add-item", clients, seconds, add_once, pids)
+            results["add-item"] = await _drive("add-item", clients, seconds, add_once, pids, profile_into)
             calls = len(results["add-item"].latencies)
             results["add-item"].redis_per_call = (await _script_calls(monitor) - before) / calls
             print(f"  add-item: {results['add-item'].rate:,.0f}/s", flush=True)
@@ -265,7 +287,7 @@ async def run(clients: int, seconds: float, service_env: dict[str, str]) -> dict
                 await cart.GetCart(pb.GetCartRequest(cart_id=cart_id), metadata=metadata)
 
             before = await _script_calls(monitor)
-            results["get-cart"] = await _drive("get-cart", clients, seconds, get_once, pids)
+            results["get-cart"] = await _drive("get-cart", clients, seconds, get_once, pids, profile_into)
             calls = len(results["get-cart"].latencies)
             results["get-cart"].redis_per_call = (await _script_calls(monitor) - before) / calls
             print(f"  get-cart: {results['get-cart'].rate:,.0f}/s", flush=True)
@@ -326,10 +348,27 @@ def main(argv: Sequence[str]) -> int:
         metavar="KEY=VALUE",
         help="a setting for the cart and inventory processes, e.g. OTEL_SDK_DISABLED=true (repeatable)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy (--gil, raw) of the cart process during cart-health, add-item and get-cart, into DIR/<phase>/",
+    )
     args = parser.parse_args(argv)
+    if args.profile is not None and profile.available() is None:
+        parser.error("--profile needs py-spy (pip install py-spy)")
     service_env = dict(item.split("=", 1) for item in args.service_env)
-    results: dict[str, Result] = harness.event_loop_runner()(run(args.clients, args.seconds, service_env))
+    results: dict[str, Result] = harness.event_loop_runner()(run(args.clients, args.seconds, service_env, args.profile))
     report(results, args.clients)
+    if args.profile is not None:
+        for phase in ("cart-health", "add-item", "get-cart"):
+            path = args.profile / phase / "cart.txt"
+            if path.exists():
+                found = profile.top(path, 12)
+                calls = len(results[phase].latencies)
+                print(f"\nprofile of the cart process, {phase}: {found.samples} busy samples (--gil), {calls} calls")
+                for function, samples in found.own:
+                    print(f"  self {100 * samples / max(1, found.samples):5.1f}%  {function}")
     return 0
 
 

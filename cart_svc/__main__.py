@@ -11,6 +11,7 @@ from pathlib import Path
 from cart_svc.catalogue import Catalogue, PriceCache
 from cart_svc.handlers import CartHandlers
 from cart_svc.repository import CartStatements
+from cart_svc.scripting import ScriptRunner
 from cart_svc.servicer import SERVICE_NAME, CartServicer
 from cart_svc.settings import CartSettings
 from cart_svc.store import CartStore
@@ -22,8 +23,10 @@ from shop.cart.v1 import cart_service_pb2_grpc
 
 
 def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly:
+    scripts = ScriptRunner(infrastructure.redis)
     store = CartStore(
         infrastructure.redis,
+        scripts,
         infrastructure.keys.child("cart"),
         ttl_seconds=settings.cart_ttl_seconds,
         grace_seconds=settings.expiry_grace_seconds,
@@ -50,7 +53,7 @@ def assemble(settings: CartSettings, infrastructure: Infrastructure) -> Assembly
         cart_service_pb2_grpc.add_CartServiceServicer_to_server,
         servicer,
         SERVICE_NAME,
-        background=[sweeper.run],
+        background=[sweeper.run, scripts.hold],
     )
 
 

@@ -32,9 +32,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from cart_svc.domain import MAX_LINE_QUANTITY, CartStatus, StoredCart, StoredLine
+from cart_svc.scripting import Script, ScriptRunner
 from service_runtime.keyspace import KeySpace
 from service_runtime.values import Money
 
@@ -336,16 +336,20 @@ def _cart(cart_id: str, fields: Sequence[bytes | None], flat: Sequence[bytes], m
 
 
 class CartStore:
-    """The Redis half of the cart service: one method per script, each one round trip."""
+    """The Redis half of the cart service: one method per script, each one round trip (the scripts run over
+    `ScriptRunner`'s multiplexed connection; `owner_of` uses the runtime's client)."""
 
-    def __init__(self, redis: Redis, keys: KeySpace, *, ttl_seconds: float, grace_seconds: float) -> None:
+    def __init__(
+        self, redis: Redis, scripts: ScriptRunner, keys: KeySpace, *, ttl_seconds: float, grace_seconds: float
+    ) -> None:
         self._redis = redis
+        self._runner = scripts
         self._keys = keys
         self._ttl_ms = int(ttl_seconds * 1000)
         self._keep_ms = int((ttl_seconds + grace_seconds) * 1000)
         self._parsed: LineMemo = {}
-        self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(body)
+        self._scripts: dict[str, Script] = {
+            name: Script(body)
             for name, body in {
                 "read": _READ,
                 "add": _ADD,
@@ -376,9 +380,10 @@ class CartStore:
         return int(datetime.now(UTC).timestamp() * 1000)
 
     async def _run(self, name: str, cart_id: str, owner: str, *args: Any) -> Result:
-        raw = await self._scripts[name](
-            keys=self._cart_keys(cart_id),
-            args=[self._now_ms(), self._ttl_ms, self._keep_ms, owner, self._keys.prefix, *args],
+        raw = await self._runner.run(
+            self._scripts[name],
+            self._cart_keys(cart_id),
+            [self._now_ms(), self._ttl_ms, self._keep_ms, owner, self._keys.prefix, *args],
         )
         return self._result(cart_id, raw)
 
@@ -390,9 +395,10 @@ class CartStore:
 
     async def create(self, cart_id: str, owner: str, user_id: str, session_id: str) -> tuple[str, bool]:
         """The owner's ACTIVE cart id, creating `cart_id` when it has none; and whether it was created."""
-        raw = await self._scripts["create"](
-            keys=[*self._index_keys()[:3], self._keys.prefix + "owner:" + owner],
-            args=[self._now_ms(), self._ttl_ms, self._keep_ms, cart_id, owner, user_id, session_id],
+        raw = await self._runner.run(
+            self._scripts["create"],
+            [*self._index_keys()[:3], self._keys.prefix + "owner:" + owner],
+            [self._now_ms(), self._ttl_ms, self._keep_ms, cart_id, owner, user_id, session_id],
         )
         return raw[1].decode(), raw[0] == b"created"
 
@@ -418,9 +424,10 @@ class CartStore:
     async def claim(self, cart_id: str, owner: str, claim: str, *, which: str) -> Result:
         """Moves an ACTIVE cart to `claim` (no script changes it after), or finds it so claimed already.
         `which`: "any", "live" (not expired) or "expired"."""
-        raw = await self._scripts["claim"](
-            keys=self._cart_keys(cart_id),
-            args=[self._now_ms(), self._ttl_ms, self._keep_ms, owner, self._keys.prefix, claim, which],
+        raw = await self._runner.run(
+            self._scripts["claim"],
+            self._cart_keys(cart_id),
+            [self._now_ms(), self._ttl_ms, self._keep_ms, owner, self._keys.prefix, claim, which],
         )
         return self._result(cart_id, raw)
 
@@ -442,11 +449,11 @@ class CartStore:
         return await self._run("replace", cart_id, owner, expected, currency, source, *pairs)
 
     async def drop(self, cart_id: str) -> None:
-        await self._scripts["drop"](keys=self._index_keys(), args=[cart_id])
+        await self._runner.run(self._scripts["drop"], self._index_keys(), [cart_id])
 
     async def lease_expired(self, limit: int, lease_seconds: float) -> list[str]:
-        ids = await self._scripts["lease"](
-            keys=[self._keys.key("expiry")], args=[self._now_ms(), limit, int(lease_seconds * 1000)]
+        ids = await self._runner.run(
+            self._scripts["lease"], [self._keys.key("expiry")], [self._now_ms(), limit, int(lease_seconds * 1000)]
         )
         return [raw.decode() for raw in ids]
 

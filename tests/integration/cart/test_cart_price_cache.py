@@ -47,19 +47,22 @@ class _CountingServer:
         return handler._replace(unary_unary=counted)
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        counting = self
-
-        class Counted(grpc.GenericRpcHandler):
-            def __init__(self, inner: Any) -> None:
-                self._inner = inner
-
-            def service(self, details: grpc.HandlerCallDetails) -> Any:
-                handler = self._inner.service(details)
-                if handler is not None and details.method.endswith("/" + BATCH_GET):
-                    return counting._counted(handler)
-                return handler
-
-        self._server.add_generic_rpc_handlers(tuple(Counted(handler) for handler in handlers))
+        # the generated add_<Service>Servicer_to_server hands over grpc.method_handlers_generic_handler
+        # objects, and the runtime's registrar wraps only those: pass on the same kind, BatchGetProducts counted
+        self._server.add_generic_rpc_handlers(
+            tuple(
+                grpc.method_handlers_generic_handler(
+                    generic.service_name(),
+                    {
+                        method.rsplit("/", 1)[1]: self._counted(handler)
+                        if method.endswith("/" + BATCH_GET)
+                        else handler
+                        for method, handler in generic._method_handlers.items()
+                    },
+                )
+                for generic in handlers
+            )
+        )
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         self._server.add_registered_method_handlers(
