@@ -140,6 +140,11 @@ def definition(step: SagaStep) -> StepDefinition:
     return SAGA[_ORDER_OF[step]]
 
 
+def order_of(step: SagaStep) -> int:
+    """The step's place in the saga (0 for the reservation)."""
+    return _ORDER_OF[step]
+
+
 def next_step(step: SagaStep | None) -> SagaStep | None:
     """The step after `step` (the first when None); None after the last."""
     index = 0 if step is None else _ORDER_OF[step] + 1

@@ -21,7 +21,16 @@ from google.type import date_pb2
 
 from gateway import domain
 from gateway.activities import Activities, ReleaseReservation, address_message
-from gateway.domain import Checkout, CheckoutLine, CheckoutStatus, IdempotencyRecord, KeyState, Quote, SagaStep
+from gateway.domain import (
+    Checkout,
+    CheckoutLine,
+    CheckoutStatus,
+    IdempotencyRecord,
+    KeyState,
+    Quote,
+    SagaStep,
+    StepRecord,
+)
 from gateway.repository import GatewayStatements
 from gateway.runner import SagaRunner
 from gateway.settings import GatewaySettings
@@ -160,6 +169,16 @@ class UpdateCheckout:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """What StartCheckout and PlaceOrder answer: the checkout, whether it is a replay, and its step log when
+    the use case has it at hand (None: the answer's view reads it)."""
+
+    checkout: Checkout
+    replayed: bool
+    steps: list[StepRecord] | None = None
+
+
+@dataclass(frozen=True)
 class PlaceOrder:
     user_id: str
     checkout_id: str
@@ -188,27 +207,32 @@ class CheckoutHandlers:
     # Idempotency keys
 
     async def _take_key(
-        self, user_id: str, rpc: str, key: str, print_: bytes, checkout_id: str
-    ) -> IdempotencyRecord | None:
-        """Takes the key for a first request (None), or returns the record of an earlier one."""
+        self, command: StartCheckout, rpc: str, checkout_id: str
+    ) -> tuple[IdempotencyRecord | None, list[tuple[str, CheckoutStatus]]]:
+        """Takes the key for a first request (None), or returns the record of an earlier one; for a first
+        request, in the same transaction, the cart's open checkouts (checked once the cart is known to be
+        the shopper's: `_refuse_if_placing`)."""
 
-        async def work(tx: GatewayStatements) -> IdempotencyRecord | None:
+        async def work(tx: GatewayStatements) -> tuple[IdempotencyRecord | None, list[tuple[str, CheckoutStatus]]]:
+            user_id, key = command.user_id, command.idempotency_key
             record = await tx.idempotency_key(user_id, rpc, key)
-            if record is None:
-                await tx.insert_idempotency_key(
-                    user_id, rpc, key, print_, checkout_id, self._settings.idempotency_hold_seconds
-                )
-            return record
+            if record is not None:
+                return record, []
+            await tx.insert_idempotency_key(
+                user_id, rpc, key, command.fingerprint, checkout_id, self._settings.idempotency_hold_seconds
+            )
+            return None, await tx.open_checkouts_of_cart(command.cart_id)
 
         return await self._work.run(work, retry_duplicates=True)
 
     async def _finish_key(self, user_id: str, rpc: str, key: str, error: errors.ServiceError | None) -> None:
+        """Records the request's outcome on its key (one statement), or lets the key go after a transient error."""
         if error is not None and code_name(error) in TRANSIENT:
-            await self._work.run(lambda tx: tx.delete_idempotency_key(user_id, rpc, key))
+            await self._work.statement(lambda tx: tx.delete_idempotency_key(user_id, rpc, key))
             return
         code = 0 if error is None else grpc.StatusCode[code_name(error)].value[0]
         response = b"" if error is None else _serialize(error)
-        await self._work.run(lambda tx: tx.complete_idempotency_key(user_id, rpc, key, code, response))
+        await self._work.statement(lambda tx: tx.complete_idempotency_key(user_id, rpc, key, code, response))
 
     async def _replay(
         self, user_id: str, rpc: str, key: str, print_: bytes, record: IdempotencyRecord, wait_until: float
@@ -255,10 +279,11 @@ class CheckoutHandlers:
         return checkout
 
     async def _read(self, checkout_id: str) -> Checkout | None:
-        return await self._work.read(lambda tx: tx.checkout(checkout_id))
+        """The checkout (one statement, no transaction around it: one snapshot by itself)."""
+        return await self._work.statement(lambda tx: tx.checkout(checkout_id))
 
     async def steps(self, checkout_id: str) -> list[domain.StepRecord]:
-        return await self._work.read(lambda tx: tx.steps(checkout_id))
+        return await self._work.statement(lambda tx: tx.steps(checkout_id))
 
     async def owned(self, user_id: str, checkout_id: str) -> Checkout:
         checkout = await self._read(checkout_id)
@@ -268,25 +293,26 @@ class CheckoutHandlers:
 
     # StartCheckout
 
-    async def start_checkout(
-        self, command: StartCheckout, wait_until: float, *, rpc: str = "StartCheckout"
-    ) -> tuple[Checkout, bool]:
+    async def start_checkout(self, command: StartCheckout, wait_until: float, *, rpc: str = "StartCheckout") -> Answer:
         key = command.idempotency_key
         checkout_id = new_checkout_id()
-        record = await self._take_key(command.user_id, rpc, key, command.fingerprint, checkout_id)
+        record, open_checkouts = await self._take_key(command, rpc, checkout_id)
         if record is not None:
-            return await self._replay(command.user_id, rpc, key, command.fingerprint, record, wait_until), True
+            replayed = await self._replay(command.user_id, rpc, key, command.fingerprint, record, wait_until)
+            return Answer(replayed, True)
         try:
-            checkout = await self._quote_and_reserve(command, checkout_id, rpc)
+            checkout, steps = await self._quote_and_reserve(command, checkout_id, rpc, open_checkouts)
         except errors.ServiceError as error:
             await self._finish_key(command.user_id, rpc, key, error)
             raise
         except BaseException:
-            await self._work.run(lambda tx: tx.delete_idempotency_key(command.user_id, rpc, key))
+            await self._work.statement(lambda tx: tx.delete_idempotency_key(command.user_id, rpc, key))
             raise
-        return checkout, False
+        return Answer(checkout, False, steps)
 
-    async def _quote_and_reserve(self, command: StartCheckout, checkout_id: str, rpc: str) -> Checkout:
+    async def _quote_and_reserve(
+        self, command: StartCheckout, checkout_id: str, rpc: str, open_checkouts: list[tuple[str, CheckoutStatus]]
+    ) -> tuple[Checkout, list[StepRecord]]:
         a, hop = self._a, self._a.timeout
         try:
             cart = (
@@ -314,7 +340,7 @@ class CheckoutHandlers:
                 reason="CART_HAS_UNAVAILABLE_ITEMS",
                 metadata={"cartId": cart.cart_id},
             )
-        await self._refuse_if_placing(command.cart_id)
+        _refuse_if_placing(open_checkouts)
         items = [line_item_pb2.LineItem(sku=line.sku, quantity=line.quantity) for line in cart.lines]
         validate = self._shipping.ValidateAddress(
             shipping_pb.ValidateAddressRequest(address=address_message(command.address)),
@@ -431,40 +457,30 @@ class CheckoutHandlers:
         )
         superseded: list[str] = []
 
-        async def record(tx: GatewayStatements) -> Checkout:
+        async def record(tx: GatewayStatements) -> tuple[Checkout, list[StepRecord]]:
             superseded.clear()
             for open_id, status in await tx.open_checkouts_of_cart(command.cart_id):
                 if status is CheckoutStatus.PLACING:
                     raise _in_progress(open_id)
                 await tx.end_checkout(open_id, CheckoutStatus.CANCELLED, None)
                 superseded.append(open_id)
-            await tx.insert_checkout(checkout, rate.basis_points)
-            await tx.insert_reserved_step(
+            stored = await tx.insert_checkout(checkout, rate.basis_points)  # as stored: read back by the INSERT
+            reserved = await tx.insert_reserved_step(
                 checkout_id,
                 domain.step_key(checkout_id, 0, SagaStep.RESERVE_INVENTORY),
                 domain.definition(SagaStep.RESERVE_INVENTORY).compensation or "",
             )
             await tx.complete_idempotency_key(command.user_id, rpc, command.idempotency_key, 0, b"")
-            stored = await tx.checkout(checkout_id)
-            assert stored is not None
-            return stored
+            return stored, [reserved]
 
         try:
-            stored = await self._work.run(record)
+            stored, steps = await self._work.run(record)
         except errors.ServiceError:
             await self._release_quietly(checkout_id, "checkout_not_started")
             raise
         for old in superseded:
             await self._runner.release(old, attempt=0, reason="checkout_superseded")
-        return stored
-
-    async def _refuse_if_placing(self, cart_id: str) -> None:
-        async def look(tx: GatewayStatements) -> list[tuple[str, CheckoutStatus]]:
-            return await tx.open_checkouts_of_cart(cart_id)
-
-        for open_id, status in await self._work.run(look):
-            if status is CheckoutStatus.PLACING:
-                raise _in_progress(open_id)
+        return stored, steps
 
     async def _release_quietly(self, checkout_id: str, reason: str) -> None:
         try:
@@ -475,20 +491,18 @@ class CheckoutHandlers:
 
     # PlaceOrder
 
-    async def place_order(
-        self, command: PlaceOrder, wait_until: float, client_deadline: float | None
-    ) -> tuple[Checkout, bool]:
+    async def place_order(self, command: PlaceOrder, wait_until: float, client_deadline: float | None) -> Answer:
         rpc, key = "PlaceOrder", command.idempotency_key
         checkout = await self.owned(command.user_id, command.checkout_id)
         if checkout.status is CheckoutStatus.QUOTED:
             await self._check_cart(checkout)
 
-        async def begin(tx: GatewayStatements) -> tuple[IdempotencyRecord | None, int]:
+        async def begin(tx: GatewayStatements) -> tuple[IdempotencyRecord | None, Checkout]:
             current = await tx.checkout(command.checkout_id, lock=True)
             assert current is not None
             record = await tx.idempotency_key(command.user_id, rpc, key)
             if record is not None:
-                return record, current.attempt
+                return record, current
             domain.check_transition(current.status, CheckoutStatus.PLACING, order_id=current.order_id)
             await tx.insert_idempotency_key(
                 command.user_id,
@@ -498,31 +512,35 @@ class CheckoutHandlers:
                 command.checkout_id,
                 self._settings.idempotency_hold_seconds,
             )
-            attempt = await tx.start_attempt(
+            started = await tx.start_attempt(
                 command.checkout_id,
                 command.payment_token,
                 self._runner.owner,
                 self._settings.lease_seconds,
                 telemetry.current_traceparent(),
+                lines=current.lines,
             )
-            return None, attempt
+            return None, started
 
-        record, attempt = await self._work.run(begin, retry_duplicates=True)
+        record, started = await self._work.run(begin, retry_duplicates=True)
         if record is not None:
             replayed = await self._replay(command.user_id, rpc, key, command.fingerprint, record, wait_until)
-            return await self._settled(replayed.checkout_id, wait_until), True
-        task = self._runner.start(command.checkout_id, client_deadline)
+            return Answer(await self._settled(replayed.checkout_id, wait_until), True)
+        task = self._runner.start(command.checkout_id, client_deadline, started=started)
         error: errors.ServiceError | None = None
         try:
             await asyncio.wait({task}, timeout=max(0.0, wait_until - asyncio.get_running_loop().time()))
-            result = await self._read(command.checkout_id)
+            # The saga's end returns the checkout as it left it; read it when the saga runs on (or stopped).
+            result = task.result() if task.done() and not task.cancelled() else None
+            if result is None:
+                result = await self._read(command.checkout_id)
             assert result is not None
-            error = outcome_error(result, attempt)
+            error = outcome_error(result, started.attempt)
         finally:
             await self._finish_key(command.user_id, rpc, key, error)
         if error is not None:
             raise error
-        return result, False
+        return Answer(result, False)
 
     async def _check_cart(self, checkout: Checkout) -> None:
         """CART_CHANGED, before anything is charged, when the cart's lines changed since the quote."""
@@ -692,6 +710,14 @@ def _check_quoted(checkout: Checkout) -> None:
     """Refuses, as the contract says per state, a checkout that is not QUOTED any more."""
     if checkout.status is not CheckoutStatus.QUOTED:
         domain.check_transition(checkout.status, CheckoutStatus.PLACING, order_id=checkout.order_id)
+
+
+def _refuse_if_placing(open_checkouts: list[tuple[str, CheckoutStatus]]) -> None:
+    """CHECKOUT_IN_PROGRESS when the cart has a checkout being placed (looked at when the key was taken;
+    the transaction that records the new checkout looks again)."""
+    for open_id, status in open_checkouts:
+        if status is CheckoutStatus.PLACING:
+            raise _in_progress(open_id)
 
 
 def _in_progress(checkout_id: str) -> errors.FailedPrecondition:

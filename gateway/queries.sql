@@ -1,14 +1,15 @@
 -- name: idempotency_key
--- The record of an idempotency key of a user's RPC, locked until the transaction ends.
+-- The record of an idempotency key of a user's RPC, locked until the transaction ends; in the same statement
+-- a key older than its 24 hours is dropped, so its reuse is a new request (the rest of the transaction sees
+-- it gone; this statement's own SELECT skips it by its expiry).
+WITH forgotten AS (
+    DELETE FROM checkout.idempotency_keys
+    WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s AND expires_at <= now()
+)
 SELECT fingerprint, state, locked_until, checkout_id, response_code, response
 FROM checkout.idempotency_keys
 WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s AND expires_at > now()
 FOR UPDATE
-
--- name: forget_expired_key
--- Drops a key older than its 24 hours, so its reuse is a new request.
-DELETE FROM checkout.idempotency_keys
-WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s AND expires_at <= now()
 
 -- name: insert_idempotency_key
 -- Takes a key for a first request: in progress, held for `hold_seconds`.
@@ -38,6 +39,7 @@ VALUES (
     %(tax_rate_basis_points)s, %(tax_rate_ppm)s, %(shipping_taxed)s, %(free_shipping_applied)s, %(min_business_days)s,
     %(max_business_days)s, %(earliest_delivery_date)s, %(latest_delivery_date)s, %(reservation_expires_at)s,
     %(cart_etag)s, %(shipping_options)s, 'reserve_inventory')
+RETURNING *
 
 -- name: insert_lines
 -- The priced lines of a new checkout, in cart order, in one statement (not one per line).
@@ -50,16 +52,19 @@ FROM unnest(%(skus)s::text[], %(positions)s::smallint[], %(names)s::text[], %(qu
      AS l(sku, position, product_name, quantity, unit_price_minor, line_total_minor)
 
 -- name: checkout
--- A checkout by id.
-SELECT * FROM checkout.checkouts WHERE checkout_id = %(checkout_id)s
+-- A checkout by id, with its lines in cart order as one JSON array (`lines`): one round trip.
+SELECT c.*, (SELECT COALESCE(json_agg(json_build_object('sku', l.sku, 'product_name', l.product_name,
+                 'quantity', l.quantity, 'unit_price_minor', l.unit_price_minor) ORDER BY l.position), '[]')
+             FROM checkout.checkout_lines l WHERE l.checkout_id = c.checkout_id) AS lines
+FROM checkout.checkouts c WHERE c.checkout_id = %(checkout_id)s
 
 -- name: checkout_for_update
--- A checkout by id, locked until the transaction ends.
-SELECT * FROM checkout.checkouts WHERE checkout_id = %(checkout_id)s FOR UPDATE
-
--- name: lines
--- A checkout's lines in cart order.
-SELECT * FROM checkout.checkout_lines WHERE checkout_id = %(checkout_id)s ORDER BY position
+-- A checkout by id with its lines (as `checkout`), the checkout's row locked until the transaction ends.
+SELECT c.*, (SELECT COALESCE(json_agg(json_build_object('sku', l.sku, 'product_name', l.product_name,
+                 'quantity', l.quantity, 'unit_price_minor', l.unit_price_minor) ORDER BY l.position), '[]')
+             FROM checkout.checkout_lines l WHERE l.checkout_id = c.checkout_id) AS lines
+FROM checkout.checkouts c WHERE c.checkout_id = %(checkout_id)s
+FOR UPDATE OF c
 
 -- name: open_checkouts_of_cart
 -- The cart's QUOTED or PLACING checkout (at most one), locked.
@@ -74,7 +79,7 @@ SET status = 'placing', place_attempt = place_attempt + 1, payment_token = %(pay
     payment_id = NULL, current_step = 'extend_reservation', recoveries = 0, traceparent = %(traceparent)s,
     lease_owner = %(owner)s, lease_expires_at = now() + make_interval(secs => %(lease_seconds)s), updated_at = now()
 WHERE checkout_id = %(checkout_id)s AND status = 'quoted'
-RETURNING place_attempt
+RETURNING *
 
 -- name: traceparent
 -- The trace context of the request that started the checkout's current attempt ('' when untraced).
@@ -89,6 +94,7 @@ SET status = %(status)s, ended_at = CASE WHEN %(status)s IN ('quoted', 'placing'
     payment_token = CASE WHEN %(status)s IN ('placing', 'failed') THEN payment_token END,
     current_step = %(current_step)s, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
 WHERE checkout_id = %(checkout_id)s
+RETURNING *
 
 -- name: record_failure
 -- Why the last attempt failed.
@@ -98,29 +104,53 @@ SET last_failure_reason = %(reason)s, last_failure_message = %(message)s, last_f
     last_failure_payment = %(payment_id)s, updated_at = now()
 WHERE checkout_id = %(checkout_id)s
 
--- name: record_progress
--- The step the saga is on, and what the finished steps produced.
-UPDATE checkout.checkouts
-SET current_step = %(current_step)s, payment_id = COALESCE(%(payment_id)s, payment_id),
-    order_id = COALESCE(%(order_id)s, order_id), card_brand = COALESCE(%(card_brand)s, card_brand),
-    card_last4 = COALESCE(%(card_last4)s, card_last4), updated_at = now()
-WHERE checkout_id = %(checkout_id)s
-
--- name: step_intent
--- Before a step's call: the step is running (one more attempt), its undo registered. Returns the calls
--- counted against the retry budget: those since the last operator retry (`attempts_before_retry`).
+-- name: saga_log
+-- The step log's write between two calls, in one statement: the outcomes of the steps that finished since
+-- the last write (arrays, in step order), the checkout's progress (the step it is on, and the ids the
+-- outcomes produced), and the intents of the steps about to be called (running, one more attempt, the
+-- undo registered). Returns each intended step's calls counted against its retry budget (as step_intent).
+WITH done AS (
+    UPDATE checkout.saga_steps s
+    SET status = 'succeeded', result = d.result, payment_id = COALESCE(d.payment_id, s.payment_id),
+        ended_at = now(), updated_at = now()
+    FROM unnest(%(done_steps)s::text[], %(done_results)s::jsonb[], %(done_payments)s::text[])
+         AS d(step, result, payment_id)
+    WHERE s.checkout_id = %(checkout_id)s AND s.attempt = %(attempt)s AND s.step = d.step
+), progress AS (
+    UPDATE checkout.checkouts
+    SET current_step = %(current_step)s, payment_id = COALESCE(%(payment_id)s, payment_id),
+        order_id = COALESCE(%(order_id)s, order_id), card_brand = COALESCE(%(card_brand)s, card_brand),
+        card_last4 = COALESCE(%(card_last4)s, card_last4),
+        reservation_expires_at = COALESCE(%(expires_at)s::timestamptz, reservation_expires_at), updated_at = now()
+    WHERE checkout_id = %(checkout_id)s
+)
 INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts)
-VALUES (%(checkout_id)s, %(attempt)s, %(step)s, %(step_key)s, 'running', %(compensation)s, 1)
+SELECT %(checkout_id)s::text, %(attempt)s::integer, i.step, i.step_key, 'running', i.compensation, 1
+FROM unnest(%(steps)s::text[], %(step_keys)s::text[], %(compensations)s::text[]) AS i(step, step_key, compensation)
 ON CONFLICT (checkout_id, attempt, step) DO UPDATE
 SET attempts = checkout.saga_steps.attempts + 1, status = 'running', updated_at = now()
-RETURNING attempts - attempts_before_retry AS attempts
+RETURNING step, attempts - attempts_before_retry AS attempts
 
--- name: step_succeeded
--- After a step's call: done, with what it returned.
-UPDATE checkout.saga_steps
-SET status = 'succeeded', result = %(result)s, payment_id = COALESCE(%(payment_id)s, payment_id),
-    ended_at = now(), updated_at = now()
-WHERE checkout_id = %(checkout_id)s AND attempt = %(attempt)s AND step = %(step)s
+-- name: saga_end
+-- A saga's end in one statement: the outcomes not written yet (as in saga_log, with the ids they produced)
+-- and the checkout's next state (as end_checkout). Returns the checkout.
+WITH done AS (
+    UPDATE checkout.saga_steps s
+    SET status = 'succeeded', result = d.result, payment_id = COALESCE(d.payment_id, s.payment_id),
+        ended_at = now(), updated_at = now()
+    FROM unnest(%(done_steps)s::text[], %(done_results)s::jsonb[], %(done_payments)s::text[])
+         AS d(step, result, payment_id)
+    WHERE s.checkout_id = %(checkout_id)s AND s.attempt = %(attempt)s AND s.step = d.step
+)
+UPDATE checkout.checkouts
+SET status = %(status)s, ended_at = CASE WHEN %(status)s IN ('quoted', 'placing') THEN NULL ELSE now() END,
+    payment_token = CASE WHEN %(status)s IN ('placing', 'failed') THEN payment_token END,
+    current_step = %(current_step)s, lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
+    payment_id = COALESCE(%(payment_id)s, payment_id), order_id = COALESCE(%(order_id)s, order_id),
+    card_brand = COALESCE(%(card_brand)s, card_brand), card_last4 = COALESCE(%(card_last4)s, card_last4),
+    reservation_expires_at = COALESCE(%(expires_at)s::timestamptz, reservation_expires_at)
+WHERE checkout_id = %(checkout_id)s
+RETURNING *
 
 -- name: step_error
 -- After a failed call: the error (a refusal ends the step FAILED; a transport failure leaves it RUNNING).
@@ -141,10 +171,13 @@ WHERE checkout_id = %(checkout_id)s AND attempt = %(attempt)s AND step = %(step)
 -- StartCheckout's reservation in the step log (attempt 0), its release registered.
 INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts, ended_at)
 VALUES (%(checkout_id)s, 0, 'reserve_inventory', %(step_key)s, 'succeeded', %(compensation)s, 1, now())
+RETURNING *
 
 -- name: steps
--- Every step of a checkout, in the order they started.
-SELECT * FROM checkout.saga_steps WHERE checkout_id = %(checkout_id)s ORDER BY attempt, started_at, step
+-- Every step of a checkout, by attempt in saga order (steps that run together start in the same instant).
+SELECT * FROM checkout.saga_steps WHERE checkout_id = %(checkout_id)s
+ORDER BY attempt, array_position(ARRAY['reserve_inventory', 'extend_reservation', 'authorize_payment', 'create_order',
+    'confirm_reservation', 'capture_payment', 'confirm_order', 'convert_cart'], step)
 
 -- name: renew_lease
 -- Keeps this replica's lease on a saga it is running; no row when another replica took it.
@@ -175,10 +208,6 @@ WHERE checkout_id IN (
     FOR UPDATE SKIP LOCKED)
 RETURNING checkout_id, user_id, contact_email
 
--- name: extend_reservation_time
--- The reservation's new expiry after an extend.
-UPDATE checkout.checkouts SET reservation_expires_at = %(expires_at)s WHERE checkout_id = %(checkout_id)s
-
 -- name: insert_event
 -- A checkout event in the outbox, in the transaction that changed the checkout.
 INSERT INTO checkout.checkout_events (event_id, checkout_id, event_type, payload)
@@ -193,11 +222,15 @@ WHERE s.step = 'reserve_inventory' AND s.status = 'compensating'
 LIMIT %(limit)s
 
 -- name: list_checkouts
--- Checkouts in a status, oldest change first, for operators (optionally unchanged for a while).
-SELECT * FROM checkout.checkouts
-WHERE status = %(status)s AND updated_at <= now() - make_interval(secs => %(older_than_seconds)s)
-  AND (%(after)s::text IS NULL OR checkout_id > %(after)s)
-ORDER BY checkout_id
+-- Checkouts in a status, oldest change first, for operators (optionally unchanged for a while), each with its
+-- lines (as `checkout`).
+SELECT c.*, (SELECT COALESCE(json_agg(json_build_object('sku', l.sku, 'product_name', l.product_name,
+                 'quantity', l.quantity, 'unit_price_minor', l.unit_price_minor) ORDER BY l.position), '[]')
+             FROM checkout.checkout_lines l WHERE l.checkout_id = c.checkout_id) AS lines
+FROM checkout.checkouts c
+WHERE c.status = %(status)s AND c.updated_at <= now() - make_interval(secs => %(older_than_seconds)s)
+  AND (%(after)s::text IS NULL OR c.checkout_id > %(after)s)
+ORDER BY c.checkout_id
 LIMIT %(limit)s
 
 -- name: resume_failed

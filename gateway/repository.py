@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import timestamp_pb2
 from psycopg.types.json import Jsonb
 
 from gateway.domain import (
@@ -32,9 +34,8 @@ class GatewayStatements(Statements):
     # Idempotency keys
 
     async def idempotency_key(self, user_id: str, rpc: str, key: str) -> IdempotencyRecord | None:
-        params = {"user_id": user_id, "rpc": rpc, "key": key}
-        await self._rows("forget_expired_key", params)
-        row = await self._row("idempotency_key", params)
+        """The key's record, locked (an expired one is forgotten in the same statement: None)."""
+        row = await self._row("idempotency_key", {"user_id": user_id, "rpc": rpc, "key": key})
         if row is None:
             return None
         return IdempotencyRecord(
@@ -72,9 +73,10 @@ class GatewayStatements(Statements):
 
     # Checkouts
 
-    async def insert_checkout(self, checkout: Checkout, tax_rate_basis_points: int) -> None:
+    async def insert_checkout(self, checkout: Checkout, tax_rate_basis_points: int) -> Checkout:
+        """Stores a new checkout and its lines; returns it as stored (its row read back by the INSERT)."""
         q = checkout.quote
-        await self._rows(
+        row = await self._one(
             "insert_checkout",
             {
                 "checkout_id": checkout.checkout_id,
@@ -116,21 +118,31 @@ class GatewayStatements(Statements):
                 "line_totals": [line.line_total_minor for line in lines],
             },
         )
+        return _checkout(row, lines)
 
     async def checkout(self, checkout_id: str, *, lock: bool = False) -> Checkout | None:
+        """A checkout with its lines, in one statement."""
         row = await self._row("checkout_for_update" if lock else "checkout", {"checkout_id": checkout_id})
         if row is None:
             return None
-        lines = await self._rows("lines", {"checkout_id": checkout_id})
-        return _checkout(row, lines)
+        return _checkout(row, _lines(row["lines"]))
 
     async def open_checkouts_of_cart(self, cart_id: str) -> list[tuple[str, CheckoutStatus]]:
         rows = await self._rows("open_checkouts_of_cart", {"cart_id": cart_id})
         return [(row["checkout_id"], CheckoutStatus(row["status"])) for row in rows]
 
     async def start_attempt(
-        self, checkout_id: str, payment_token: str, owner: str, lease_seconds: float, traceparent: str = ""
-    ) -> int:
+        self,
+        checkout_id: str,
+        payment_token: str,
+        owner: str,
+        lease_seconds: float,
+        traceparent: str = "",
+        *,
+        lines: tuple[CheckoutLine, ...] = (),
+    ) -> Checkout:
+        """QUOTED → PLACING; the checkout as the new attempt starts it (with `lines`, which never change
+        once stored: the caller has read them)."""
         row = await self._one(
             "start_attempt",
             {
@@ -141,14 +153,14 @@ class GatewayStatements(Statements):
                 "traceparent": traceparent,
             },
         )
-        return int(row["place_attempt"])
+        return _checkout(row, lines)
 
     async def traceparent(self, checkout_id: str) -> str:
         row = await self._row("traceparent", {"checkout_id": checkout_id})
         return str(row["traceparent"]) if row is not None else ""
 
     async def end_checkout(self, checkout_id: str, status: CheckoutStatus, current_step: SagaStep | None) -> None:
-        await self._rows(
+        await self._row(
             "end_checkout",
             {
                 "checkout_id": checkout_id,
@@ -168,28 +180,6 @@ class GatewayStatements(Statements):
                 "code": failure.code,
                 "attempt": failure.attempt,
                 "payment_id": failure.payment_id,
-            },
-        )
-
-    async def record_progress(
-        self,
-        checkout_id: str,
-        current_step: SagaStep | None,
-        *,
-        payment_id: str | None = None,
-        order_id: str | None = None,
-        card_brand: str | None = None,
-        card_last4: str | None = None,
-    ) -> None:
-        await self._rows(
-            "record_progress",
-            {
-                "checkout_id": checkout_id,
-                "current_step": current_step.value if current_step else None,
-                "payment_id": payment_id,
-                "order_id": order_id,
-                "card_brand": card_brand,
-                "card_last4": card_last4,
             },
         )
 
@@ -218,39 +208,51 @@ class GatewayStatements(Statements):
         )
         return bool(rows)
 
-    async def extend_reservation_time(self, checkout_id: str, expires_at: datetime) -> None:
-        await self._rows("extend_reservation_time", {"checkout_id": checkout_id, "expires_at": expires_at})
-
     # The step log
 
-    async def step_intent(
-        self, checkout_id: str, attempt: int, step: SagaStep, step_key: str, compensation: str | None
-    ) -> int:
-        row = await self._one(
-            "step_intent",
+    async def saga_log(
+        self,
+        checkout_id: str,
+        attempt: int,
+        done: Sequence[Outcome],
+        current_step: SagaStep | None,
+        intents: Sequence[Intent],
+    ) -> dict[SagaStep, int]:
+        """The step log's write between calls, one statement: `done` steps' outcomes, the checkout's progress
+        (on `current_step`, with the ids the outcomes produced) and `intents`. Returns, per intended step,
+        the calls counted against its retry budget."""
+        rows = await self._rows(
+            "saga_log",
             {
-                "checkout_id": checkout_id,
-                "attempt": attempt,
-                "step": step.value,
-                "step_key": step_key,
-                "compensation": compensation,
+                **_outcomes(checkout_id, attempt, done),
+                "current_step": current_step.value if current_step else None,
+                "steps": [intent.step.value for intent in intents],
+                "step_keys": [intent.step_key for intent in intents],
+                "compensations": [intent.compensation for intent in intents],
             },
         )
-        return int(row["attempts"])
+        return {SagaStep(row["step"]): int(row["attempts"]) for row in rows}
 
-    async def step_succeeded(
-        self, checkout_id: str, attempt: int, step: SagaStep, result: Mapping[str, str], payment_id: str | None
-    ) -> None:
-        await self._rows(
-            "step_succeeded",
+    async def saga_end(
+        self,
+        checkout_id: str,
+        attempt: int,
+        done: Sequence[Outcome],
+        status: CheckoutStatus,
+        current_step: SagaStep | None,
+        lines: tuple[CheckoutLine, ...],
+    ) -> Checkout:
+        """A saga's end, one statement: `done` steps' outcomes and the checkout's next state (as
+        end_checkout). Returns the checkout (with `lines`, which never change)."""
+        row = await self._one(
+            "saga_end",
             {
-                "checkout_id": checkout_id,
-                "attempt": attempt,
-                "step": step.value,
-                "result": Jsonb(dict(result)),
-                "payment_id": payment_id,
+                **_outcomes(checkout_id, attempt, done),
+                "status": status.value,
+                "current_step": current_step.value if current_step else None,
             },
         )
+        return _checkout(row, lines)
 
     async def step_error(
         self,
@@ -282,9 +284,11 @@ class GatewayStatements(Statements):
             {"checkout_id": checkout_id, "attempt": attempt, "step": step.value, "status": status.value},
         )
 
-    async def insert_reserved_step(self, checkout_id: str, step_key: str, compensation: str) -> None:
-        await self._rows(
-            "insert_reserved_step", {"checkout_id": checkout_id, "step_key": step_key, "compensation": compensation}
+    async def insert_reserved_step(self, checkout_id: str, step_key: str, compensation: str) -> StepRecord:
+        return _step(
+            await self._one(
+                "insert_reserved_step", {"checkout_id": checkout_id, "step_key": step_key, "compensation": compensation}
+            )
         )
 
     async def steps(self, checkout_id: str) -> list[StepRecord]:
@@ -330,7 +334,7 @@ class GatewayStatements(Statements):
             "list_checkouts",
             {"status": status.value, "older_than_seconds": older_than_seconds, "after": after, "limit": limit},
         )
-        return [_checkout(row, await self._rows("lines", {"checkout_id": row["checkout_id"]})) for row in rows]
+        return [_checkout(row, _lines(row["lines"])) for row in rows]
 
     # Operators
 
@@ -354,7 +358,65 @@ class GatewayStatements(Statements):
         )
 
 
-def _checkout(row: Row, lines: Sequence[Row]) -> Checkout:
+@dataclass(frozen=True)
+class Outcome:
+    """A step that succeeded, as the step log records it."""
+
+    step: SagaStep
+    result: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A step about to be called: its key and the undo registered for it."""
+
+    step: SagaStep
+    step_key: str
+    compensation: str | None
+
+
+def _outcomes(checkout_id: str, attempt: int, done: Sequence[Outcome]) -> dict[str, Any]:
+    """The parameters of `done` for saga_log and saga_end: per step, and what they produced for the checkout
+    (the payment and card from the authorization, the order, the reservation's new expiry)."""
+    produced: dict[str, Any] = {"payment_id": None, "order_id": None, "card_brand": None, "card_last4": None}
+    produced["expires_at"] = None
+    for outcome in done:
+        result = outcome.result
+        if outcome.step is SagaStep.AUTHORIZE_PAYMENT:
+            produced["payment_id"] = result.get("paymentId")
+            produced["card_brand"] = result.get("cardBrand")
+            produced["card_last4"] = result.get("cardLast4")
+        elif outcome.step is SagaStep.CREATE_ORDER:
+            produced["order_id"] = result.get("orderId")
+        elif outcome.step is SagaStep.EXTEND_RESERVATION and result.get("expireTime"):
+            produced["expires_at"] = _instant(result["expireTime"])
+    return {
+        "checkout_id": checkout_id,
+        "attempt": attempt,
+        "done_steps": [outcome.step.value for outcome in done],
+        "done_results": [Jsonb(dict(outcome.result)) for outcome in done],
+        "done_payments": [
+            outcome.result.get("paymentId") if outcome.step is SagaStep.AUTHORIZE_PAYMENT else None for outcome in done
+        ],
+        **produced,
+    }
+
+
+def _instant(rfc3339: str) -> datetime:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromJsonString(rfc3339)
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _lines(aggregated: Sequence[Mapping[str, Any]]) -> tuple[CheckoutLine, ...]:
+    """A checkout's lines from the JSON array the checkout statements aggregate them into."""
+    return tuple(
+        CheckoutLine(line["sku"], line["product_name"], int(line["quantity"]), int(line["unit_price_minor"]))
+        for line in aggregated
+    )
+
+
+def _checkout(row: Row, lines: tuple[CheckoutLine, ...]) -> Checkout:
     failure = None
     if row["last_failure_reason"] is not None:
         failure = Failure(
@@ -389,10 +451,7 @@ def _checkout(row: Row, lines: Sequence[Row]) -> Checkout:
             earliest_delivery_date=row["earliest_delivery_date"],
             latest_delivery_date=row["latest_delivery_date"],
         ),
-        lines=tuple(
-            CheckoutLine(line["sku"], line["product_name"], line["quantity"], line["unit_price_minor"])
-            for line in lines
-        ),
+        lines=lines,
         reservation_expires_at=row["reservation_expires_at"],
         attempt=row["place_attempt"],
         current_step=SagaStep(row["current_step"]) if row["current_step"] else None,

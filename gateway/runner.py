@@ -59,12 +59,23 @@ class SagaRunner:
         self._policy = policy
         self.settings = settings
         self.owner = replica_id()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[Checkout | None]] = {}
 
     # Starting and driving
 
-    def start(self, checkout_id: str, deadline: float | None, *, recovered: bool = False) -> asyncio.Task[None]:
-        """The saga's task, owned by the runner: a client that stops waiting does not stop it.
+    def start(
+        self,
+        checkout_id: str,
+        deadline: float | None,
+        *,
+        recovered: bool = False,
+        started: Checkout | None = None,
+    ) -> asyncio.Task[Checkout | None]:
+        """The saga's task, owned by the runner: a client that stops waiting does not stop it. Its result is
+        the checkout as the saga left it when this run ended it (None when it did not).
+
+        `started`: the checkout as the transaction that started its new attempt (under this replica's
+        lease) left it; that attempt has no steps yet, so the saga need not read them back.
 
         Traced as a `checkout saga` span: in the trace of the request that started it, or, `recovered`
         by the recovery worker, as a new trace linked to the PlaceOrder that started the attempt."""
@@ -72,7 +83,7 @@ class SagaRunner:
         if running is not None and not running.done():
             return running
 
-        async def drive() -> None:
+        async def drive() -> Checkout | None:
             client_deadline.set(deadline)
             try:
                 links = (
@@ -85,21 +96,23 @@ class SagaRunner:
                     attributes={"shop.checkout.id": checkout_id, "shop.saga.recovered": recovered},
                     links=links,
                 ):
-                    await self.drive(checkout_id)
+                    return await self.drive(checkout_id, started)
             except Exception:
                 log.exception("saga %s stopped on an unexpected error; the recovery worker resumes it", checkout_id)
+                return None
 
         task = asyncio.get_running_loop().create_task(drive(), name=f"saga:{checkout_id}")
         self._tasks[checkout_id] = task
         task.add_done_callback(lambda done: self._forget(checkout_id, done))
         return task
 
-    def _forget(self, checkout_id: str, done: asyncio.Task[None]) -> None:
+    def _forget(self, checkout_id: str, done: asyncio.Task[Checkout | None]) -> None:
         if self._tasks.get(checkout_id) is done:
             del self._tasks[checkout_id]
 
-    async def drive(self, checkout_id: str) -> None:
-        """Drives a PLACING checkout this replica holds the lease of to its next state."""
+    async def drive(self, checkout_id: str, started: Checkout | None = None) -> Checkout | None:
+        """Drives a PLACING checkout this replica holds the lease of to its next state; returns it there
+        (None when it was not this replica's to drive). `started`: as `start` says."""
 
         async def load(tx: GatewayStatements) -> tuple[Checkout | None, list[StepRecord]]:
             found = await tx.checkout(checkout_id)
@@ -107,9 +120,14 @@ class SagaRunner:
                 return None, []
             return found, await tx.steps(checkout_id)
 
-        checkout, records = await self._work.read(load)  # one snapshot, one round of reads
+        checkout: Checkout | None
+        records: list[StepRecord]
+        if started is not None and started.status is CheckoutStatus.PLACING and started.lease_owner == self.owner:
+            checkout, records = started, []  # a new attempt: no step of it is written yet
+        else:
+            checkout, records = await self._work.read(load)  # one snapshot, one round of reads
         if checkout is None:
-            return
+            return None
         saga = SagaLog(self._work, checkout, records, self._policy)
         renewer = asyncio.create_task(self._keep_lease(checkout_id, asyncio.current_task()))
         try:
@@ -119,16 +137,15 @@ class SagaRunner:
                 if stop.step is SagaStep.CONVERT_CART:
                     # The order is placed and paid; a cart that cannot be converted (e.g. it expired) stays as it is.
                     log.warning("checkout %s completed, but its cart was not converted: %s", checkout_id, stop.reason)
-                    await self._end(checkout_id, CheckoutStatus.COMPLETED, None, saga)
-                    return
-                await self._stop(saga, checkout.attempt, stop)
-                return
-            await self._end(checkout_id, CheckoutStatus.COMPLETED, None, saga)
+                    return await self._end(CheckoutStatus.COMPLETED, None, saga)
+                return await self._stop(saga, checkout.attempt, stop)
+            ended = await self._end(CheckoutStatus.COMPLETED, None, saga)
             log.info("checkout %s completed: order %s, payment %s", checkout_id, placed.order_id, placed.payment_id)
+            return ended
         finally:
             renewer.cancel()
 
-    async def _stop(self, saga: SagaLog, attempt: int, stop: StepStopped) -> None:
+    async def _stop(self, saga: SagaLog, attempt: int, stop: StepStopped) -> Checkout:
         ending = domain.ending_for(stop.step, refused=stop.refused, reason=stop.reason)
         failure = Failure(
             reason=stop.reason,
@@ -154,24 +171,28 @@ class SagaRunner:
                     attempt=attempt,
                     payment_id=stop.payment_id,
                 )
-        await self._end(saga.checkout_id, status, failure, saga)
+        return await self._end(status, failure, saga)
 
-    async def _end(
-        self, checkout_id: str, status: CheckoutStatus, failure: Failure | None, saga: SagaLog | None = None
-    ) -> None:
+    async def _end(self, status: CheckoutStatus, failure: Failure | None, saga: SagaLog) -> Checkout:
+        """Ends the saga: the outcomes not written yet (the last steps') in the same commit as the end;
+        one statement when it completed."""
         global failed_sagas
+        checkout_id, done = saga.checkout_id, saga.pending()
+        stopped_at = failure.step if failure is not None and status is CheckoutStatus.FAILED else None
 
-        async def work(tx: GatewayStatements) -> None:
-            if saga is not None:
-                await saga.write_pending(tx)  # the last step's outcome, in the same commit as the end
+        async def work(tx: GatewayStatements) -> Checkout:
             if failure is not None:
                 await tx.record_failure(checkout_id, failure)
-            stopped_at = failure.step if failure is not None and status is CheckoutStatus.FAILED else None
-            await tx.end_checkout(checkout_id, status, stopped_at)
+            ended = await tx.saga_end(checkout_id, saga.attempt, done, status, stopped_at, saga.lines)
             if status is CheckoutStatus.EXPIRED:
                 await _expired_event(tx, checkout_id)
+            return ended
 
-        await self._work.run(work)
+        if failure is None and status is not CheckoutStatus.EXPIRED:
+            ended = await self._work.statement(work)
+        else:
+            ended = await self._work.run(work)
+        saga.written(done)
         trace.get_current_span().set_attribute("shop.saga.outcome", status.value)
         if metrics.enabled():
             metrics.instruments().saga_outcomes.add(1, {"outcome": status.value})
@@ -184,6 +205,7 @@ class SagaRunner:
                 failure.step.value if failure else "",
                 failure.message if failure else "",
             )
+        return ended
 
     async def _keep_lease(self, checkout_id: str, driver: asyncio.Task[object] | None) -> None:
         while True:
@@ -232,7 +254,7 @@ class SagaRunner:
 
     async def release(self, checkout_id: str, *, attempt: int, reason: str) -> bool:
         """Releases a checkout's reservation (its registered undo), recording it; False if it must wait."""
-        await self._work.run(
+        await self._work.statement(
             lambda tx: tx.step_compensation(checkout_id, attempt, SagaStep.RESERVE_INVENTORY, StepStatus.COMPENSATING)
         )
         try:
@@ -241,7 +263,7 @@ class SagaRunner:
             # It stays COMPENSATING; the recovery worker's next pass retries it.
             log.warning("release of %s failed (%s); the recovery worker retries it", checkout_id, failure.code().name)
             return False
-        await self._work.run(
+        await self._work.statement(
             lambda tx: tx.step_compensation(checkout_id, attempt, SagaStep.RESERVE_INVENTORY, StepStatus.COMPENSATED)
         )
         return True

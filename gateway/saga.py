@@ -6,10 +6,15 @@ The script has no clock, randomness or network of its own: every call is an acti
 before the call and its outcome after, retries transport failures with the same step key, and on
 recovery replays a finished step's recorded result instead of calling again.
 
-A step's outcome is written in the same transaction as the next step's intent (or the saga's end, or
-its compensation's first write): nothing is called between the two, so this is one commit where there
-were two, and a crash in between leaves exactly what a crash right after the call always left (the
-step RUNNING, called again with its key on recovery).
+A step's outcome is written with the next step's intent (or the saga's end, or before its
+compensations): nothing is called between the two, so it is one commit where there were two, and a
+crash in between leaves exactly what a crash right after the call always left (the step RUNNING,
+called again with its key on recovery). Each such write is one statement (`saga_log`, `saga_end`:
+outcomes, the checkout's progress and intents together), committed on its own.
+
+After the pivot, steps that do not depend on each other run concurrently (`SagaLog.together`): their
+intents are written in one statement before any of them is called, each is then called and retried
+on its own exactly as a single step, and their outcomes are written with the next write.
 """
 
 from __future__ import annotations
@@ -20,11 +25,9 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import timestamp_pb2
 from opentelemetry import trace
 
 from gateway import domain
@@ -41,7 +44,7 @@ from gateway.activities import (
     VoidPayment,
 )
 from gateway.domain import Checkout, SagaStep, StepRecord, StepStatus
-from gateway.repository import GatewayStatements
+from gateway.repository import GatewayStatements, Intent, Outcome
 from service_runtime import metrics, telemetry
 from service_runtime.downstream import DownstreamError
 from service_runtime.sql import UnitOfWork
@@ -115,31 +118,45 @@ class SagaLog:
         self._work = work
         self.checkout_id = checkout.checkout_id
         self.attempt = checkout.attempt
+        self.lines = checkout.lines
         self._records = {(record.attempt, record.step): record for record in records}
         self._policy = policy
         self._compensations: list[_Registered] = []
-        #: The last step's outcome, not written yet: it goes in the next transaction (module docstring).
-        self._pending: Callable[[GatewayStatements], Awaitable[None]] | None = None
-        self._pending_next: SagaStep | None = None
+        #: Outcomes of steps that succeeded, not written yet: they go with the next write (module docstring).
+        self._pending: list[Outcome] = []
 
-    async def write_pending(self, tx: GatewayStatements) -> None:
-        """Writes the outcome waiting for the next transaction, in `tx` (the saga's end calls it)."""
-        if self._pending is not None:
-            await self._pending(tx)
+    def pending(self) -> list[Outcome]:
+        """The outcomes waiting for the next write, in step order (the saga's end writes them)."""
+        return sorted(self._pending, key=lambda outcome: domain.order_of(outcome.step))
 
-    def _written(self) -> None:
-        """The transaction holding the pending outcome committed."""
-        self._pending = None
-        self._pending_next = None
+    def written(self, outcomes: list[Outcome]) -> None:
+        """The write holding `outcomes` committed."""
+        self._pending = [outcome for outcome in self._pending if outcome not in outcomes]
+
+    async def _write(self, intents: list[Intent]) -> dict[SagaStep, int]:
+        """The pending outcomes, the checkout's progress and `intents` in one statement (one commit)."""
+        done = self.pending()
+        current: SagaStep | None
+        if intents:
+            current = min((intent.step for intent in intents), key=domain.order_of)
+        else:
+            current = domain.next_step(done[-1].step) if done else None
+        attempts = await self._work.statement(
+            lambda tx: tx.saga_log(self.checkout_id, self.attempt, done, current, intents)
+        )
+        self.written(done)
+        return attempts
 
     async def flush(self) -> None:
-        """The pending outcome in a transaction of its own (before reading the step log back)."""
-        if self._pending is not None:
-            await self._work.run(self.write_pending)
-            self._written()
+        """The pending outcomes in a write of their own (before reading the step log back)."""
+        if self._pending:
+            await self._write([])
 
     def key(self, step: SagaStep) -> str:
         return domain.step_key(self.checkout_id, self.attempt, step)
+
+    def _intent(self, step: SagaStep, compensation: tuple[Action, object] | None) -> Intent:
+        return Intent(step, self.key(step), domain.definition(step).compensation if compensation else None)
 
     def register(self, step: SagaStep, action: Action, argument: object, *, attempt: int) -> None:
         """Registers the undo of `step` (of `attempt`) without running the step (it ran earlier)."""
@@ -152,9 +169,11 @@ class SagaLog:
         argument: In,
         *,
         compensation: tuple[Action, object] | None = None,
+        intended: int | None = None,
     ) -> Mapping[str, str]:
         """Runs `action(argument)` as `step` of this attempt, exactly as the module docstring says; traced
-        as one span (checkout, step, attempt, calls made, outcome; ERROR when the step stops the saga)."""
+        as one span (checkout, step, attempt, calls made, outcome; ERROR when the step stops the saga).
+        `intended`: the first call's intent is already written (by `together`), with these attempts."""
         with telemetry.span(
             f"saga step {step.value}",
             attributes={
@@ -164,11 +183,34 @@ class SagaLog:
             },
         ) as span:
             try:
-                return await self._step(step, action, argument, compensation, span)
+                return await self._step(step, action, argument, compensation, span, intended)
             except StepStopped as stopped:
                 span.set_attribute("shop.saga.outcome", "refused" if stopped.refused else "gave_up")
                 telemetry.fail(span, stopped.reason)
                 raise
+
+    async def together(
+        self, *steps: tuple[SagaStep, Callable[[Any], Awaitable[Mapping[str, str]]], object]
+    ) -> list[Mapping[str, str] | StepStopped]:
+        """Runs independent steps (none has an undo: after the pivot) concurrently: the intents of those
+        not finished yet in one write, then each called and retried on its own as `step` does. Waits for
+        all of them; returns each one's result, or the StepStopped that stopped it, in the order given."""
+        intents = [self._intent(step, None) for step, _action, _argument in steps if self._unfinished(step)]
+        attempts = await self._write(intents) if intents else {}
+        outcomes = await asyncio.gather(
+            *(self.step(step, action, argument, intended=attempts.get(step)) for step, action, argument in steps),
+            return_exceptions=True,
+        )
+        results: list[Mapping[str, str] | StepStopped] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(outcome, StepStopped):
+                raise outcome  # not a step's answer (e.g. the database): the recovery worker resumes the saga
+            results.append(outcome)
+        return results
+
+    def _unfinished(self, step: SagaStep) -> bool:
+        record = self._records.get((self.attempt, step))
+        return record is None or record.status not in (StepStatus.SUCCEEDED, StepStatus.FAILED)
 
     async def _step(
         self,
@@ -177,8 +219,8 @@ class SagaLog:
         argument: In,
         compensation: tuple[Action, object] | None,
         span: trace.Span,
+        intended: int | None,
     ) -> Mapping[str, str]:
-        compensation_path = domain.definition(step).compensation if compensation else None
         if compensation is not None:
             self._compensations.append(_Registered(step, self.attempt, compensation[0], compensation[1]))
         record = self._records.get((self.attempt, step))
@@ -192,19 +234,13 @@ class SagaLog:
                 reason=record.last_error_reason,
             )
             raise StepStopped(step, error, refused=True, payment_id=record.payment_id)
-        key = self.key(step)
         tries = 0
         while True:
             tries += 1
-
-            async def intent(tx: GatewayStatements) -> int:
-                await self.write_pending(tx)
-                if self._pending_next is not step:  # the pending outcome already moved the checkout to `step`
-                    await tx.record_progress(self.checkout_id, step)
-                return await tx.step_intent(self.checkout_id, self.attempt, step, key, compensation_path)
-
-            attempts = await self._work.run(intent)
-            self._written()
+            if tries == 1 and intended is not None:
+                attempts = intended
+            else:
+                attempts = (await self._write([self._intent(step, compensation)]))[step]
             self._failpoint("before", step)
             span.set_attribute("shop.saga.calls", tries)
             started = time.perf_counter()
@@ -228,14 +264,14 @@ class SagaLog:
                 continue
             _timed(step, started, "OK")
             self._failpoint("after", step)
-            await self._record_success(step, result)
+            self._pending.append(Outcome(step, result))
             span.set_attribute("shop.saga.outcome", "succeeded")
             return result
 
     async def _record_error(
         self, step: SagaStep, error: DownstreamError, payment_id: str | None, *, final: bool
     ) -> None:
-        await self._work.run(
+        await self._work.statement(
             lambda tx: tx.step_error(
                 self.checkout_id,
                 self.attempt,
@@ -247,26 +283,6 @@ class SagaLog:
             )
         )
 
-    async def _record_success(self, step: SagaStep, result: Mapping[str, str]) -> None:
-        """Makes the step's outcome pending: written with the next transaction (module docstring)."""
-        payment_id = result.get("paymentId") if step is SagaStep.AUTHORIZE_PAYMENT else None
-
-        async def outcome(tx: GatewayStatements) -> None:
-            await tx.step_succeeded(self.checkout_id, self.attempt, step, result, payment_id)
-            if step is SagaStep.EXTEND_RESERVATION and result.get("expireTime"):
-                await tx.extend_reservation_time(self.checkout_id, _instant(result["expireTime"]))
-            await tx.record_progress(
-                self.checkout_id,
-                domain.next_step(step),
-                payment_id=payment_id,
-                order_id=result.get("orderId") if step is SagaStep.CREATE_ORDER else None,
-                card_brand=result.get("cardBrand"),
-                card_last4=result.get("cardLast4"),
-            )
-
-        self._pending = outcome
-        self._pending_next = domain.next_step(step)
-
     async def compensate(self, *, release_reservation: bool) -> None:
         """Runs the registered undos, newest first, of every step that did (or may have) happened; each
         retried with backoff until done. One that cannot be done does not stop the others; the first such
@@ -277,7 +293,7 @@ class SagaLog:
             if registered.step is SagaStep.RESERVE_INVENTORY and not release_reservation:
                 continue
             record = self._records.get((registered.attempt, registered.step))
-            fresh = await self._work.read(lambda tx: tx.steps(self.checkout_id))
+            fresh = await self._work.statement(lambda tx: tx.steps(self.checkout_id))
             current = {(r.attempt, r.step): r for r in fresh}.get((registered.attempt, registered.step), record)
             if current is None or current.status in (StepStatus.FAILED, StepStatus.COMPENSATED, StepStatus.PENDING):
                 continue  # never ran, refused (nothing held), or already undone
@@ -289,7 +305,7 @@ class SagaLog:
                     "shop.saga.attempt": registered.attempt,
                 },
             ) as span:
-                await self._work.run(
+                await self._work.statement(
                     lambda tx, r=registered: tx.step_compensation(  # type: ignore[misc]
                         self.checkout_id, r.attempt, r.step, StepStatus.COMPENSATING
                     )
@@ -311,7 +327,7 @@ class SagaLog:
                     span.set_attribute("shop.saga.outcome", "failed")
                     telemetry.fail(span, "compensation failed")
                     continue
-                await self._work.run(
+                await self._work.statement(
                     lambda tx, r=registered: tx.step_compensation(  # type: ignore[misc]
                         self.checkout_id, r.attempt, r.step, StepStatus.COMPENSATED
                     )
@@ -332,12 +348,6 @@ def _timed(step: SagaStep, started: float, outcome: str) -> None:
         metrics.instruments().saga_step_duration.record(
             (time.perf_counter() - started) * 1000, {"shop.saga.step": step.value, "outcome": outcome}
         )
-
-
-def _instant(rfc3339: str) -> datetime:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromJsonString(rfc3339)
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 class CheckoutSaga:
@@ -406,14 +416,29 @@ class CheckoutSaga:
             ),
         )
         order_id = order["orderId"]
-        await saga.step(
-            SagaStep.CONFIRM_RESERVATION, a.confirm_reservation, ConfirmReservation(c.checkout_id, order_id)
+        # After the pivot, concurrently what does not depend on each other: the reservation and the capture;
+        # then the order's confirmation (a CONFIRMED order is a paid one whose stock is sold) and the cart.
+        _stop_at_first(
+            await saga.together(
+                (SagaStep.CONFIRM_RESERVATION, a.confirm_reservation, ConfirmReservation(c.checkout_id, order_id)),
+                (
+                    SagaStep.CAPTURE_PAYMENT,
+                    a.capture_payment,
+                    CapturePayment(payment_id, order_id, saga.key(SagaStep.CAPTURE_PAYMENT)),
+                ),
+            )
         )
-        await saga.step(
-            SagaStep.CAPTURE_PAYMENT,
-            a.capture_payment,
-            CapturePayment(payment_id, order_id, saga.key(SagaStep.CAPTURE_PAYMENT)),
+        _stop_at_first(
+            await saga.together(
+                (SagaStep.CONFIRM_ORDER, a.confirm_order, ConfirmOrder(order_id)),
+                (SagaStep.CONVERT_CART, a.convert_cart, ConvertCart(c.cart_id, c.checkout_id, order_id)),
+            )
         )
-        await saga.step(SagaStep.CONFIRM_ORDER, a.confirm_order, ConfirmOrder(order_id))
-        await saga.step(SagaStep.CONVERT_CART, a.convert_cart, ConvertCart(c.cart_id, c.checkout_id, order_id))
         return Placed(order_id, payment_id)
+
+
+def _stop_at_first(outcomes: list[Mapping[str, str] | StepStopped]) -> None:
+    """Raises the first StepStopped of steps that ran together (in saga order), once all of them ended."""
+    for outcome in outcomes:
+        if isinstance(outcome, StepStopped):
+            raise outcome

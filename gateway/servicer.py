@@ -211,17 +211,19 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
         await self._limiter.take(bucket, user_id)
         return user_id
 
-    async def _view(self, checkout: Checkout) -> pb.Checkout:
-        steps = await self._handlers.steps(checkout.checkout_id)
+    async def _view(self, checkout: Checkout, steps: list[StepRecord] | None = None) -> pb.Checkout:
+        """The checkout as the contract shows it, with its step log (read unless the use case had it)."""
+        if steps is None:
+            steps = await self._handlers.steps(checkout.checkout_id)
         return checkout_out(checkout, steps)
 
     async def StartCheckout(self, request: pb.StartCheckoutRequest, context: Context) -> pb.StartCheckoutResponse:
         user_id = await self._user(self._writes)
         command = self._start_command(user_id, request, "")
-        checkout, replayed = await self._handlers.start_checkout(
-            command, wait_until(context, self._settings.place_wait_seconds)
+        answer = await self._handlers.start_checkout(command, wait_until(context, self._settings.place_wait_seconds))
+        return pb.StartCheckoutResponse(
+            checkout=await self._view(answer.checkout, answer.steps), replayed=answer.replayed
         )
-        return pb.StartCheckoutResponse(checkout=await self._view(checkout), replayed=replayed)
 
     def _start_command(
         self, user_id: str, request: Any, prefix: str, violations: Violations | None = None
@@ -268,10 +270,10 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
             idempotency_key=request.idempotency_key,
             fingerprint=fingerprint(request),
         )
-        checkout, replayed = await self._handlers.place_order(
+        answer = await self._handlers.place_order(
             command, wait_until(context, self._settings.place_wait_seconds), client_deadline(context)
         )
-        return pb.PlaceOrderResponse(checkout=await self._view(checkout), replayed=replayed)
+        return pb.PlaceOrderResponse(checkout=await self._view(answer.checkout, answer.steps), replayed=answer.replayed)
 
     async def CancelCheckout(self, request: pb.CancelCheckoutRequest, context: Context) -> pb.CancelCheckoutResponse:
         user_id = await self._user(self._writes)
@@ -290,7 +292,8 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
             check_money(violations, money_in(request.expected_total), "expected_total", maximum_minor=10**13)
         start = self._start_command(user_id, request, "", violations)
         deadline = wait_until(context, self._settings.place_wait_seconds)
-        checkout, started_before = await self._handlers.start_checkout(start, deadline, rpc="CheckoutCart")
+        started = await self._handlers.start_checkout(start, deadline, rpc="CheckoutCart")
+        checkout = started.checkout
         total = checkout.quote
         if request.HasField("expected_total") and (
             request.expected_total.currency_code != total.currency_code
@@ -315,8 +318,10 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
             idempotency_key="checkout-cart:" + hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:48],
             fingerprint=start.fingerprint,
         )
-        placed, placed_before = await self._handlers.place_order(place, deadline, client_deadline(context))
-        return pb.CheckoutCartResponse(checkout=await self._view(placed), replayed=started_before and placed_before)
+        placed = await self._handlers.place_order(place, deadline, client_deadline(context))
+        return pb.CheckoutCartResponse(
+            checkout=await self._view(placed.checkout, placed.steps), replayed=started.replayed and placed.replayed
+        )
 
     async def UpdateCheckout(self, request: pb.UpdateCheckoutRequest, context: Context) -> pb.UpdateCheckoutResponse:
         user_id = await self._user(self._writes)
