@@ -22,9 +22,10 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry import trace
@@ -309,25 +310,41 @@ class EventConsumer:
         s = self._settings
         self._consumer = self._bus.consumer(s.topic, group=s.group, name=s.name)
         consumer = self._consumer
+        sending: asyncio.Task[None] | None = None
         try:
-            # The next batch is fetched while this one is recorded and sent (reads and database work overlap).
+            # Three batches are in flight: the next one is fetched while this one is recorded and acknowledged,
+            # while the previous one is sent. One batch's sends at a time, in batch order.
             batch = await consumer.fetch(s.batch_size, timeout_seconds=1.0)
             while True:
                 following = asyncio.create_task(consumer.fetch(s.batch_size, timeout_seconds=1.0))
                 try:
-                    await self.handle_batch(batch)
+                    send = await self.record_batch(batch)
+                    if sending is not None:
+                        await sending
+                    sending = asyncio.create_task(send())
                 except BaseException:
                     following.cancel()
                     raise
                 batch = await following
         finally:
+            # Stopping mid-send leaves notifications PENDING: the retry worker sends them (as after a crash).
+            if sending is not None:
+                sending.cancel()
             await self._consumer.close()
 
     async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
-        """Handles a batch; each message has its CONSUMER span in the trace it came with, and the batch's
-        shared work (decoding, the one transaction, the ack) runs under the first message's span."""
+        """Records a batch and sends the notifications it created (`record_batch`, then its send phase)."""
+        send = await self.record_batch(deliveries)
+        await send()
+
+    async def record_batch(self, deliveries: Sequence[Delivery]) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Records a batch in the inbox with the notifications of its new events, in one statement, and
+        acknowledges it; returns its send phase (sends those notifications, marks the sent ones).
+
+        Each message has its CONSUMER span in the trace it came with, ended when its send phase ends; the
+        batch's shared work (decoding, the statement, the ack) runs under the first message's span."""
         if not deliveries:
-            return
+            return _nothing_to_send
         assert self._consumer is not None
         s = self._settings
         tracing.record_lag(s.topic, s.group, deliveries)
@@ -346,11 +363,24 @@ class EventConsumer:
                 # One statement: the inbox rows and the notifications are one transaction (autocommit).
                 created = await self._work.statement(lambda tx: tx.record_batch(batch))
                 await self._consumer.ack(deliveries)
-            parents = {item.event_id: spans[item.delivery.id] for item in unique}
-            await self._dispatcher.attempt_all(created, parents)
-        finally:
+        except BaseException:
             for span in spans.values():
                 span.end()
+            raise
+        parents = {item.event_id: spans[item.delivery.id] for item in unique}
+
+        async def send() -> None:
+            try:
+                await self._dispatcher.attempt_all(created, parents)
+            finally:
+                for span in spans.values():
+                    span.end()
+
+        return send
+
+
+async def _nothing_to_send() -> None:
+    pass
 
 
 def inbox_entry(item: Decoded) -> InboxEntry:

@@ -48,6 +48,7 @@ class OutboxRelay:
         idle_seconds: float = 0.05,
         retention_seconds: float = 86_400.0,
         prune_interval_seconds: float = 60.0,
+        helpers: int = 1,
     ) -> None:
         self._work = work
         self._bus = bus
@@ -58,6 +59,8 @@ class OutboxRelay:
         self._prune_interval = prune_interval_seconds
         self._publisher: Publisher | None = None
         self._next_prune = 0.0
+        #: Extra publishing loops while a backlog lasts (see `run`).
+        self._helpers = helpers
 
     async def publish_batch(self) -> int:
         """Publishes one batch and marks it published; returns how many events went out."""
@@ -91,6 +94,16 @@ class OutboxRelay:
             )
             return len(ready)
 
+    async def _drain(self, backlog: asyncio.Event) -> None:
+        while True:
+            await backlog.wait()
+            backlog.clear()
+            try:
+                while await self.publish_batch() == self._batch_size:
+                    pass
+            except Exception:  # the main loop meets the same failure and handles it; wait for the next backlog
+                log.warning("an outbox relay helper's batch failed", exc_info=True)
+
     async def prune(self) -> int:
         """Deletes events published longer ago than the retention, a batch per statement."""
         total = 0
@@ -101,9 +114,16 @@ class OutboxRelay:
                 return total
 
     async def run(self) -> None:
+        # While a backlog lasts (full batches), `helpers` more loops publish alongside this one: the next
+        # batch is claimed and decoded while the last is on its way to the bus and committing. They are
+        # replicas in one process (SKIP LOCKED keeps them apart, the run rule keeps each order in sequence).
+        backlog = asyncio.Event()
+        helpers = [asyncio.create_task(self._drain(backlog)) for _ in range(self._helpers)]
         try:
             while True:
                 published = await self.publish_batch()
+                if published == self._batch_size:
+                    backlog.set()
                 now = time.monotonic()
                 if now >= self._next_prune:
                     pruned = await self.prune()
@@ -113,6 +133,9 @@ class OutboxRelay:
                 if published < self._batch_size:
                     await asyncio.sleep(self._idle)
         finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             if self._publisher is not None:
                 await self._publisher.close()
                 self._publisher = None

@@ -188,3 +188,29 @@ async def test_a_batch_publishes_each_orders_run_from_its_first_unpublished_even
             assert all(done for *_, done in await outbox(database_url))
         finally:
             await client.aclose()
+
+
+async def test_a_relay_drains_a_backlog_with_its_helper_loops_publishing_every_event_once_in_sequence(
+    quiet_orders, store: Store, redis_url: str, redis_prefix: str, database_url: str
+):
+    import asyncio
+
+    placed = [await place(quiet_orders, f"u{index}") for index in range(25)]
+    client = redis.Redis.from_url(redis_url)
+    relay = OutboxRelay(store, open_bus(BusConfig(), client, KeySpace(redis_prefix)), "orders", batch_size=3, helpers=3)
+    running = asyncio.create_task(relay.run())
+    try:
+        for _ in range(300):
+            if all(published for *_, published in await outbox(database_url)):
+                break
+            await asyncio.sleep(0.05)
+        assert all(published for *_, published in await outbox(database_url))
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], await client.xrange(f"{redis_prefix}orders"))
+        published = [events.OrderEvent.FromString(fields[b"event"]) for _, fields in entries]
+        assert len(published) == len({event.event_id for event in published}) == 50, "no event published twice"
+        for order in placed:
+            assert [e.sequence for e in published if e.order_id == order.order_id] == [1, 2]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await client.aclose()
