@@ -32,13 +32,13 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -176,10 +176,76 @@ def configure_tracing(service_name: str) -> TracerProvider:
     if spans_file:
         provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(spans_file), schedule_delay_millis=500))
     trace.set_tracer_provider(provider)
-    RedisInstrumentor().instrument()
+    instrument_redis()
     _state["provider"] = provider
     _enabled.append(True)
     return provider
+
+
+def instrument_redis() -> None:
+    """Traces the asyncio Redis client's commands and pipelines, once per process: a CLIENT span per
+    command (named after it, e.g. `EVALSHA`) or per pipeline (its commands' names), with `db.system`
+    redis, `db.operation.name`, `db.query.text` as `COMMAND ? ?` (never the arguments), `db.namespace` (the
+    database number), `server.address` and `server.port`.
+
+    Only inside a recording span: a command in an unsampled request or a background poller's idle read
+    costs one look at the current span. (opentelemetry-instrumentation-redis, used before, formatted every
+    command's arguments and made a span, non-recording, for each command even when nothing was traced.)"""
+    from redis.asyncio.client import Pipeline, Redis
+
+    if getattr(Redis.execute_command, "_shop_traced", False):
+        return
+    # redis-py's own methods are untyped.
+    command: Callable[..., Awaitable[Any]] = Redis.execute_command
+    immediate: Callable[..., Awaitable[Any]] = Pipeline.immediate_execute_command
+    execute: Callable[..., Awaitable[Any]] = Pipeline.execute
+
+    async def execute_command(self: Redis, *args: Any, **options: Any) -> Any:
+        if not trace.get_current_span().is_recording():
+            return await command(self, *args, **options)
+        with _redis_span(self, [args]):
+            return await command(self, *args, **options)
+
+    async def immediate_execute_command(self: Pipeline, *args: Any, **options: Any) -> Any:
+        if not trace.get_current_span().is_recording():
+            return await immediate(self, *args, **options)
+        with _redis_span(self, [args]):
+            return await immediate(self, *args, **options)
+
+    async def execute_pipeline(self: Pipeline, raise_on_error: bool = True) -> Any:
+        if not trace.get_current_span().is_recording() or not self.command_stack:
+            return await execute(self, raise_on_error)
+        with _redis_span(self, [args for args, _options in self.command_stack]):
+            return await execute(self, raise_on_error)
+
+    execute_command._shop_traced = True  # type: ignore[attr-defined]
+    Redis.execute_command = execute_command  # type: ignore[method-assign]
+    Pipeline.immediate_execute_command = immediate_execute_command  # type: ignore[method-assign]
+    Pipeline.execute = execute_pipeline  # type: ignore[method-assign]
+
+
+@contextmanager
+def _redis_span(client: Any, commands: Sequence[Sequence[Any]]) -> Iterator[None]:
+    names = [str(args[0]) if args else "" for args in commands]
+    connection = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    attributes: dict[str, str | int] = {
+        "db.system": "redis",
+        "db.operation.name": names[0] if len(names) == 1 else "PIPELINE",
+        "db.query.text": "\n".join(
+            " ".join([name, *["?"] * (len(args) - 1)]) for name, args in zip(names, commands, strict=True)
+        ),
+        "db.namespace": str(connection.get("db") or 0),
+        "server.address": str(connection.get("host", "localhost")),
+        "server.port": int(connection.get("port", 6379)),
+    }
+    current = tracer().start_span(" ".join(names)[:200], kind=SpanKind.CLIENT, attributes=attributes)
+    try:
+        yield
+    except BaseException as error:
+        fail(current, type(error).__name__)  # the class only: a reply's text could quote a value
+        raise
+    finally:
+        current.end()
 
 
 #: Non-empty once tracing is configured and not disabled (a list: read on every outbound call, cheaply).
