@@ -11,7 +11,9 @@ from round to round), each with `--clients` concurrent clients on the same clien
 2. direct: the same two PSP HTTP calls (POST /v1/authorizations, POST /v1/authorizations/{id}/capture,
    each with an Idempotency-Key) from the bench itself.
 
-It prints each round's pair rates and the CPU time each process spent per pair, the median of the rounds per
+It prints each round's pair rates and the CPU time each process spent per pair (`postgresql`: the backends of
+the bench database, which serve both the service and the sandbox; the server's shared background processes are
+not counted), the median of the rounds per
 phase, the ratio service/direct of the medians (the target is >= 0.5), and each round's own ratio with
 their median (on a shared, noisy machine the per-round ratio compares phases run seconds apart).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
@@ -43,6 +46,20 @@ from shop.payment.v1 import payment_service_pb2_grpc as pb_grpc
 from shop.type.v1 import money_pb2
 
 _LISTENING = "psp_sandbox listening on "
+
+
+def backends_cpu(database: str) -> float:
+    """CPU seconds used so far by the live PostgreSQL backends serving `database` (their process title names
+    it); a backend that exits mid-phase takes its time with it (the pools here keep theirs)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    title = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                if title.startswith("postgres:") and f" {database} " in title:
+                    total += cpu_seconds(int(entry))
+    return total
 
 
 async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float]]:
@@ -119,7 +136,8 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
             for number in range(1, rounds + 1):
                 phases = [("service", through_service), ("direct", direct)]
                 for phase, pair in phases if number % 2 else reversed(phases):  # alternate which goes first
-                    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                    before = {party: cpu_seconds(pid) for party, pid in pids.items()}
+                    before["postgresql"] = backends_cpu(name)
 
                     async def one(client: int, pair: Callable[[str], Awaitable[None]] = pair) -> None:
                         await pair(f"b{client}-{uuid.uuid4().hex[:12]}")
@@ -128,11 +146,14 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
                     if loop.failed:
                         raise RuntimeError(f"{loop.failed} {phase} pairs failed")
                     done, elapsed = loop.done, loop.seconds
-                    cpu = {name: (cpu_seconds(pid) - before[name]) * 1000 / max(done, 1) for name, pid in pids.items()}
+                    after = {party: cpu_seconds(pid) for party, pid in pids.items()}
+                    after["postgresql"] = backends_cpu(name)
+                    cpu = {party: (after[party] - before[party]) * 1000 / max(done, 1) for party in after}
                     rates[phase].append(done / elapsed)
                     print(
                         f"round {number} {phase:<8} {done:>6} pairs {done / elapsed:8.1f} pairs/s   CPU ms/pair: "
-                        + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items() if ms or name != "service"),
+                        + ", ".join(f"{party} {ms:.2f}" for party, ms in cpu.items() if ms or party != "service")
+                        + f", total {sum(cpu.values()):.2f}",
                         flush=True,
                     )
         return rates
