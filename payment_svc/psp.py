@@ -15,6 +15,7 @@ are never retried.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -93,29 +94,37 @@ class PspClient:
 
     async def post(self, path: str, body: dict[str, Any], key: str, *, budget: float | None) -> Answered:
         """POSTs with `key`, retrying transport failures with backoff until `budget` seconds are spent.
-        Traced as a CLIENT span and counted by outcome (`shop.psp.calls`); neither records the body."""
+        Traced as a CLIENT span and counted by outcome (`shop.psp.calls`); neither records the body.
+        The span is not made current: nothing is traced under it (as the runtime's statement spans)."""
         operation = _operation(path)
-        with telemetry.span(
+        span = telemetry.tracer().start_span(
             f"psp POST {operation}",
             kind=SpanKind.CLIENT,
             attributes={"http.request.method": "POST", "shop.psp.operation": operation},
-        ) as span:
-            outcome = "error"
-            try:
-                answered = await self._post(path, body, key, budget=budget)
-                span.set_attribute("http.response.status_code", answered.status)
-                outcome = "accepted" if answered.ok else "refused"
-                return answered
-            except PspError as error:
-                outcome = type(error).__name__.lower()
-                telemetry.fail(span, outcome)
-                raise
-            finally:
-                if metrics.enabled():
-                    metrics.instruments().psp_calls.add(1, {"operation": operation, "outcome": outcome})
+        )
+        outcome = "error"
+        try:
+            answered = await self._post(path, json.dumps(body, separators=(",", ":")).encode(), key, budget=budget)
+            span.set_attribute("http.response.status_code", answered.status)
+            outcome = "accepted" if answered.ok else "refused"
+            return answered
+        except PspError as error:
+            outcome = type(error).__name__.lower()
+            telemetry.fail(span, outcome)
+            raise
+        except BaseException as error:
+            telemetry.fail(span, type(error).__name__)
+            raise
+        finally:
+            span.end()
+            if metrics.enabled():
+                metrics.instruments().psp_calls.add(1, {"operation": operation, "outcome": outcome})
 
-    async def _post(self, path: str, body: dict[str, Any], key: str, *, budget: float | None) -> Answered:
+    async def _post(self, path: str, data: bytes, key: str, *, budget: float | None) -> Answered:
+        """`data` is the JSON body, encoded once for every attempt."""
         deadline = time.monotonic() + (budget if budget is not None else self._timeout_seconds * 2)
+        url = self._base_url + path
+        headers = {"Idempotency-Key": key, "Content-Type": "application/json"}
         reached = False
         for attempt in range(len(_BACKOFF_SECONDS) + 1):
             remaining = deadline - time.monotonic()
@@ -123,11 +132,10 @@ class PspClient:
                 break
             try:
                 timeout = aiohttp.ClientTimeout(total=min(self._timeout_seconds, remaining))
-                async with self._http().post(
-                    f"{self._base_url}{path}", json=body, headers={"Idempotency-Key": key}, timeout=timeout
-                ) as response:
-                    payload = await response.json(content_type=None)
+                async with self._http().post(url, data=data, headers=headers, timeout=timeout) as response:
+                    raw = await response.read()
                     status = response.status
+                payload = json.loads(raw) if raw.strip() else None
             except aiohttp.ClientConnectorError:
                 pass  # nothing was sent
             except (TimeoutError, aiohttp.ClientError, ValueError):
