@@ -204,16 +204,25 @@ def cart_totals(lines: Sequence[PricedLine]) -> CartTotals:
     Raises ValueError for lines in several currencies: AddItem and MergeCarts never let them in.
     """
     currency = lines[0].added_unit_price.currency_code if lines else ""
-    available = [line for line in lines if line.available]
-    foreign = sorted({line.unit_price.currency_code for line in available} - {currency})
+    subtotal = item_count = 0
+    has_price_changes = has_unavailable_lines = False
+    foreign: set[str] = set()
+    for line in lines:  # one pass: this runs for every cart a call answers with
+        price, added = line.unit_price, line.added_unit_price
+        if price is not added and (
+            price.amount_minor != added.amount_minor or price.currency_code != added.currency_code
+        ):
+            has_price_changes = True
+        if not line.available:
+            has_unavailable_lines = True
+            continue
+        if price.currency_code != currency:
+            foreign.add(price.currency_code)
+        subtotal += price.amount_minor * line.quantity
+        item_count += line.quantity
     if foreign:
-        raise ValueError(f"a cart in {currency} cannot hold lines priced in {', '.join(foreign)}")
-    return CartTotals(
-        subtotal=Money(currency, sum(line.line_total.amount_minor for line in available)),
-        item_count=sum(line.quantity for line in available),
-        has_price_changes=any(line.price_changed for line in lines),
-        has_unavailable_lines=any(not line.available for line in lines),
-    )
+        raise ValueError(f"a cart in {currency} cannot hold lines priced in {', '.join(sorted(foreign))}")
+    return CartTotals(Money(currency, subtotal), item_count, has_price_changes, has_unavailable_lines)
 
 
 # ---- carts as stored, priced, and the requests that change them ------------------------------------
@@ -263,12 +272,16 @@ class StoredCart:
 def etag(cart_id: str, lines: Sequence[StoredLine]) -> str:
     """The cart's version: a digest of its lines (SKU, quantity, price when added), so it changes with
     every change to them, and two reads with equal etags saw equal lines."""
-    digest = hashlib.sha256(cart_id.encode())
-    for line in lines:
-        digest.update(
-            f"|{line.sku}:{line.quantity}:{line.added_unit_price.currency_code}{line.added_unit_price.amount_minor}".encode()
-        )
-    return digest.hexdigest()[:20]
+    text = "".join(
+        [
+            cart_id,
+            *(
+                f"|{line.sku}:{line.quantity}:{line.added_unit_price.currency_code}{line.added_unit_price.amount_minor}"
+                for line in lines
+            ),
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -294,18 +307,16 @@ class PricedCart:
 def price_lines(lines: Sequence[StoredLine], catalogue: Mapping[str, CatalogueEntry]) -> tuple[PricedLine, ...]:
     """Prices lines from current catalogue prices; a SKU missing from the catalogue is unavailable and
     keeps its last known price (the price when added, for an ACTIVE cart)."""
-    priced = []
-    for line in lines:
-        entry = catalogue.get(line.sku)
-        if entry is None:
-            priced.append(
-                PricedLine(
-                    line.sku, line.quantity, line.unit_price or line.added_unit_price, line.added_unit_price, False
-                )
-            )
-        else:
-            priced.append(PricedLine(line.sku, line.quantity, entry.price, line.added_unit_price, True))
-    return tuple(priced)
+    return tuple(price_line(line, catalogue.get(line.sku)) for line in lines)
+
+
+def price_line(line: StoredLine, entry: CatalogueEntry | None) -> PricedLine:
+    """One line of `price_lines`: `entry` is the SKU's catalogue entry, None when it is not sold."""
+    if entry is None:
+        return PricedLine(
+            line.sku, line.quantity, line.unit_price or line.added_unit_price, line.added_unit_price, False
+        )
+    return PricedLine(line.sku, line.quantity, entry.price, line.added_unit_price, True)
 
 
 def recorded_lines(lines: Sequence[StoredLine], catalogue: Mapping[str, CatalogueEntry]) -> tuple[StoredLine, ...]:

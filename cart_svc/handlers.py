@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import uuid
 from dataclasses import dataclass
 from dataclasses import replace as dataclasses_replace
@@ -32,6 +33,8 @@ from service_runtime.sql import UnitOfWork
 
 log = logging.getLogger(__name__)
 
+#: Most carts' priced lines a replica remembers (see `CartHandlers._priced`).
+_PRICED_CARTS = 5_000
 #: How often a call that finds a cart mid-transition (being converted or abandoned) looks again.
 _SETTLE_ATTEMPTS = 20
 _SETTLE_PAUSE_SECONDS = 0.05
@@ -91,6 +94,16 @@ class CartHandlers:
         self._catalogue = catalogue
         self._work = work
         self._max_lines = max_lines
+        #: cart id → its last (stored lines, their catalogue entries, priced lines, names): see `_priced`.
+        self._priced_carts: dict[
+            str,
+            tuple[
+                tuple[domain.StoredLine, ...],
+                tuple[CatalogueEntry | None, ...],
+                tuple[domain.PricedLine, ...],
+                dict[str, str],
+            ],
+        ] = {}
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -373,13 +386,33 @@ class CartHandlers:
     ) -> PricedCart:
         cart = result.cart
         assert cart is not None
+        lines = cart.lines
         catalogue = known
-        if any(line.sku not in known for line in cart.lines):
-            catalogue = await self._catalogue.entries((line.sku for line in cart.lines), deadline)
+        if any(line.sku not in known for line in lines):
+            catalogue = await self._catalogue.entries((line.sku for line in lines), deadline)
+        # The same stored lines (the store hands back the same tuple while a cart's items are unchanged)
+        # with the same catalogue entries (the price cache hands back the same objects until it asks
+        # inventory again) price the same: each cart's last priced lines and names are remembered (bounded
+        # memo), and a line that did not change keeps its priced line (AddItem changes one line of many).
+        entries = tuple(map(catalogue.get, [line.sku for line in lines]))
+        last = self._priced_carts.get(cart_id)
+        if last is not None and last[0] is lines and all(map(operator.is_, last[1], entries)):
+            return PricedCart(cart, last[2], last[3])
+        before = {} if last is None else {old[0].sku: old for old in zip(last[0], last[1], last[2], strict=True)}
+        priced = []
+        for line, entry in zip(lines, entries, strict=True):
+            old = before.get(line.sku)
+            priced.append(
+                old[2] if old is not None and old[0] is line and old[1] is entry else domain.price_line(line, entry)
+            )
         names = {
-            line.sku: catalogue[line.sku].name if line.sku in catalogue else line.product_name for line in cart.lines
+            line.sku: entry.name if entry is not None else line.product_name
+            for line, entry in zip(lines, entries, strict=True)
         }
-        return PricedCart(cart, domain.price_lines(cart.lines, catalogue), names)
+        if last is None and len(self._priced_carts) >= _PRICED_CARTS:
+            del self._priced_carts[next(iter(self._priced_carts))]
+        self._priced_carts[cart_id] = (lines, entries, tuple(priced), names)
+        return PricedCart(cart, self._priced_carts[cart_id][2], names)
 
     @staticmethod
     def as_recorded(cart: StoredCart) -> PricedCart:

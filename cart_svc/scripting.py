@@ -68,13 +68,15 @@ class Script:
 
 
 def _bulk(value: Arg) -> bytes:
-    if isinstance(value, str):
-        value = value.encode()
-    elif isinstance(value, bool) or not isinstance(value, int | bytes):
+    if type(value) is str:
+        data = value.encode()
+    elif type(value) is int:
+        data = b"%d" % value
+    elif type(value) is bytes:
+        data = value
+    else:  # bool, float and the rest: what a script gets must be said exactly
         raise TypeError(f"a script argument must be str, int or bytes, not {type(value).__name__}")
-    elif isinstance(value, int):
-        value = b"%d" % value
-    return b"$%d\r\n%s\r\n" % (len(value), value)
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 def pack(*parts: Arg) -> bytes:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from cart_svc.domain import CartStatus, MergeOutcome, PricedCart, PricedLine, StoredLine, etag
+from cart_svc.domain import CartStatus, CartTotals, MergeOutcome, PricedCart, PricedLine, StoredLine, etag
 from cart_svc.handlers import CartHandlers
 from service_runtime.values import Money
-from service_runtime.wire import duration_out, money_out, timestamp_out
+from service_runtime.wire import duration_out, money_out
 from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 
@@ -20,6 +22,8 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Most rendered lines the servicer remembers (a few hundred bytes each).
 _RENDERED_LINES = 50_000
+#: Most carts' rendered lines the servicer remembers (see `CartServicer._rendered_lines`).
+_RENDERED_CARTS = 5_000
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CartService"].full_name
 
@@ -44,22 +48,30 @@ class CartServicer(pb_grpc.CartServiceServicer):
     def __init__(self, handlers: CartHandlers, *, ttl_seconds: float) -> None:
         self._handlers = handlers
         self._ttl = duration_out(ttl_seconds)
-        self._rendered: dict[tuple[int, Money, bool, str], tuple[StoredLine, bytes]] = {}
+        self._rendered: dict[tuple[int, int, bool, str], tuple[StoredLine, Money, bytes]] = {}
+        #: cart id → its last rendered lines (see `_rendered_lines`).
+        self._rendered_carts: dict[str, _RenderedLines] = {}
 
     async def CreateCart(self, request: pb.CreateCartRequest, context: Context) -> pb.CreateCartResponse:
         created = await self._handlers.create(request.user_id, request.session_id, context)
         return pb.CreateCartResponse(cart=self._cart_out(created.cart), created=created.created)
 
     async def GetCart(self, request: pb.GetCartRequest, context: Context) -> pb.GetCartResponse:
-        return pb.GetCartResponse(cart=self._cart_out(await self._handlers.get(request.cart_id, context)))
+        priced = await self._handlers.get(request.cart_id, context)
+        response = pb.GetCartResponse()
+        self._cart_out(priced, response.cart)
+        return response
 
     async def AddItem(self, request: pb.AddItemRequest, context: Context) -> pb.AddItemResponse:
         added = await self._handlers.add(
             request.cart_id, request.sku, request.quantity, request.idempotency_key, context
         )
-        cart = self._cart_out(added.cart)
-        line = next((line for line in cart.lines if line.sku == added.sku), None)
-        return pb.AddItemResponse(cart=cart, line=line, replayed=added.replayed)
+        response = pb.AddItemResponse(replayed=added.replayed)
+        cart = self._cart_out(added.cart, response.cart)
+        index = next((index for index, line in enumerate(added.cart.cart.lines) if line.sku == added.sku), None)
+        if index is not None:
+            response.line.CopyFrom(cart.lines[index])
+        return response
 
     async def UpdateItemQuantity(
         self, request: pb.UpdateItemQuantityRequest, context: Context
@@ -96,28 +108,24 @@ class CartServicer(pb_grpc.CartServiceServicer):
         converted = await self._handlers.convert(request.cart_id, request.checkout_id, request.order_id, context)
         return pb.ConvertCartResponse(cart=self._cart_out(converted.cart), replayed=converted.replayed)
 
-    def _cart_out(self, priced: PricedCart) -> pb.Cart:
+    def _cart_out(self, priced: PricedCart, message: pb.Cart | None = None) -> pb.Cart:
+        """The Cart message of `priced`, filled into `message` when given (a response's own field: no copy)."""
         cart = priced.cart
-        totals = priced.totals
         active = cart.status is CartStatus.ACTIVE
-        message = pb.Cart()
+        if message is None:
+            message = pb.Cart()
+        rendered = self._rendered_lines(priced)
         if cart.lines:
-            # the lines first, as the wire form of Cart.lines, each line rendered once (see _line_bytes)
-            message.MergeFromString(
-                b"".join(
-                    self._line_bytes(stored, priced_line, priced.product_names.get(stored.sku, stored.product_name))
-                    for stored, priced_line in zip(cart.lines, priced.lines, strict=True)
-                )
-            )
-            message.subtotal.currency_code = totals.subtotal.currency_code
-            message.subtotal.amount_minor = totals.subtotal.amount_minor
+            message.MergeFromString(rendered.wire)  # the lines, as the wire form of Cart.lines
+            message.subtotal.currency_code = rendered.totals.subtotal.currency_code
+            message.subtotal.amount_minor = rendered.totals.subtotal.amount_minor
         message.cart_id = cart.cart_id
         message.user_id = cart.user_id
         message.session_id = cart.session_id
         message.status = _STATUS[cart.status]
-        message.item_count = totals.item_count
-        message.has_price_changes = totals.has_price_changes
-        message.has_unavailable_lines = totals.has_unavailable_lines
+        message.item_count = rendered.totals.item_count
+        message.has_price_changes = rendered.totals.has_price_changes
+        message.has_unavailable_lines = rendered.totals.has_unavailable_lines
         _stamp(message.create_time, cart.create_time)
         _stamp(message.update_time, cart.update_time)
         if active:
@@ -127,36 +135,76 @@ class CartServicer(pb_grpc.CartServiceServicer):
         message.order_id = cart.order_id
         _stamp(message.convert_time, cart.convert_time)
         message.merged_into_cart_id = cart.merged_into_cart_id
-        message.etag = etag(cart.cart_id, cart.lines)
+        message.etag = rendered.etag
         return message
 
-    def _line_bytes(self, stored: StoredLine, priced: PricedLine, name: str) -> bytes:
-        """One line in the wire form of `Cart.lines` (tag, length, CartLine). A line is the same bytes for
-        as long as its stored form, price and name are the same, so it is rendered once and remembered
-        (a bounded memo: the oldest go first): a 20-line GetCart renders only what changed."""
-        # keyed by the stored line's identity (the store hands back the same object while its record is
-        # unchanged; the memo keeps it alive, so its id is not reused while the entry exists) and the price
-        key = (id(stored), priced.unit_price, priced.available, name)
-        remembered = self._rendered.get(key)
-        if remembered is not None and remembered[0] is stored:
-            return remembered[1]
-        line = pb.CartLine(
-            sku=stored.sku,
-            product_name=name,
-            quantity=stored.quantity,
-            unit_price=money_out(priced.unit_price),
-            added_unit_price=money_out(priced.added_unit_price),
-            price_changed=priced.price_changed,
-            line_total=money_out(Money(priced.unit_price.currency_code, priced.line_total.amount_minor)),
-            unavailable=not priced.available,
-            add_time=timestamp_out(stored.add_time),
-            update_time=timestamp_out(stored.update_time),
+    def _rendered_lines(self, priced: PricedCart) -> _RenderedLines:
+        """The lines part of a cart: its lines on the wire, its totals and its etag. The same priced lines
+        (the handlers hand back the same tuple while a cart's lines and their prices are unchanged) of the
+        same stored lines and names render the same, so each cart's last rendering is remembered (bounded:
+        the carts seen first go first): a GetCart of an unchanged cart renders nothing."""
+        cart = priced.cart
+        found = self._rendered_carts.get(cart.cart_id)
+        if (
+            found is not None
+            and found.priced is priced.lines
+            and found.stored is cart.lines
+            and found.names is priced.product_names
+        ):
+            return found
+        names = priced.product_names
+        memo = self._rendered
+        wire = []
+        for stored, priced_line in zip(cart.lines, priced.lines, strict=True):
+            # a line is the same bytes while its stored form, price and name are: keyed by the identities
+            # of the stored line (the store hands back the same object while its record is unchanged) and
+            # of its price (the price cache's object, or the stored line's own); the memo keeps both alive,
+            # so their ids are not reused while the entry exists (bounded: the oldest go first)
+            name = names.get(stored.sku, stored.product_name)
+            key = (id(stored), id(priced_line.unit_price), priced_line.available, name)
+            remembered = memo.get(key)
+            if remembered is None or remembered[0] is not stored or remembered[1] is not priced_line.unit_price:
+                remembered = (stored, priced_line.unit_price, _line_bytes(stored, priced_line, name))
+                if len(memo) >= _RENDERED_LINES:
+                    del memo[next(iter(memo))]
+                memo[key] = remembered
+            wire.append(remembered[2])
+        rendered = _RenderedLines(
+            priced.lines, cart.lines, names, cart.cart_id, b"".join(wire), priced.totals, etag(cart.cart_id, cart.lines)
         )
-        rendered = pb.Cart(lines=[line]).SerializeToString()
-        if len(self._rendered) >= _RENDERED_LINES:
-            del self._rendered[next(iter(self._rendered))]
-        self._rendered[key] = (stored, rendered)
+        if found is None and len(self._rendered_carts) >= _RENDERED_CARTS:
+            del self._rendered_carts[next(iter(self._rendered_carts))]
+        self._rendered_carts[cart.cart_id] = rendered
         return rendered
+
+
+def _line_bytes(stored: StoredLine, priced: PricedLine, name: str) -> bytes:
+    """One line in the wire form of `Cart.lines` (tag, length, CartLine)."""
+    line = pb.CartLine(
+        sku=stored.sku,
+        product_name=name,
+        quantity=stored.quantity,
+        unit_price=money_out(priced.unit_price),
+        added_unit_price=money_out(priced.added_unit_price),
+        price_changed=priced.price_changed,
+        line_total=money_out(Money(priced.unit_price.currency_code, priced.line_total.amount_minor)),
+        unavailable=not priced.available,
+    )
+    _stamp(line.add_time, stored.add_time)
+    _stamp(line.update_time, stored.update_time)
+    return pb.Cart(lines=[line]).SerializeToString()
+
+
+@dataclass(frozen=True)
+class _RenderedLines:
+    priced: tuple[PricedLine, ...]
+    stored: tuple[StoredLine, ...]
+    names: Mapping[str, str]
+    cart_id: str
+    #: The lines in the wire form of `Cart.lines`.
+    wire: bytes
+    totals: CartTotals
+    etag: str
 
 
 def _stamp(field: timestamp_pb2.Timestamp, moment: datetime | None) -> None:

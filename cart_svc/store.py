@@ -26,6 +26,7 @@ AddItems never lose an update and the two hashes never disagree. Rules that need
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -284,6 +285,11 @@ def encode_line(line: StoredLine, position: int) -> str:
 LineMemo = dict[tuple[bytes, bytes, str], tuple[int, StoredLine]]
 #: Most parsed lines a store remembers.
 _PARSED_LINES = 50_000
+#: Each cart's last parsed lines, by cart id: with its currency and its items hash exactly as Redis returned
+#: it (see `_cart_lines`).
+CartLinesMemo = dict[str, tuple[str, tuple[bytes, ...], tuple[StoredLine, ...]]]
+#: Most carts' lines a store remembers.
+_PARSED_CARTS = 5_000
 
 
 def _parse_line(sku: bytes, record: bytes, currency: str) -> tuple[int, StoredLine]:
@@ -319,7 +325,27 @@ def _position(pair: tuple[int, StoredLine]) -> int:
     return pair[0]
 
 
-def _cart(cart_id: str, fields: Sequence[bytes | None], flat: Sequence[bytes], memo: LineMemo) -> StoredCart:
+def _cart_lines(
+    cart_id: str, flat: Sequence[bytes], currency: str, memo: LineMemo, carts: CartLinesMemo
+) -> tuple[StoredLine, ...]:
+    """As `_lines`, and while a cart's items are unchanged (the same fields and values in the same order)
+    the very same tuple: one comparison instead of one lookup per line, and what is computed from a cart's
+    lines later (prices, totals, the rendered lines) can be remembered by that tuple (bounded: the carts
+    seen first go first)."""
+    items = tuple(flat)
+    last = carts.get(cart_id)
+    if last is not None and last[0] == currency and last[1] == items:
+        return last[2]
+    lines = _lines(flat, currency, memo)
+    if last is None and len(carts) >= _PARSED_CARTS:
+        del carts[next(iter(carts))]
+    carts[cart_id] = (currency, items, lines)
+    return lines
+
+
+def _cart(
+    cart_id: str, fields: Sequence[bytes | None], flat: Sequence[bytes], memo: LineMemo, carts: CartLinesMemo
+) -> StoredCart:
     user_id, session_id, _status, created, updated, expire, currency = fields
     return StoredCart(
         cart_id=cart_id,
@@ -327,7 +353,7 @@ def _cart(cart_id: str, fields: Sequence[bytes | None], flat: Sequence[bytes], m
         session_id=_text(session_id),
         # a claimed cart (being converted, merged or abandoned) is still ACTIVE until PostgreSQL has it.
         status=CartStatus.ACTIVE,
-        lines=_lines(flat, _text(currency), memo),
+        lines=_cart_lines(cart_id, flat, _text(currency), memo, carts),
         create_time=_ms(created) or datetime.now(UTC),
         update_time=_ms(updated) or datetime.now(UTC),
         expire_time=_ms(expire),
@@ -348,6 +374,7 @@ class CartStore:
         self._ttl_ms = int(ttl_seconds * 1000)
         self._keep_ms = int((ttl_seconds + grace_seconds) * 1000)
         self._parsed: LineMemo = {}
+        self._parsed_carts: CartLinesMemo = {}
         self._scripts: dict[str, Script] = {
             name: Script(body)
             for name, body in {
@@ -377,7 +404,7 @@ class CartStore:
 
     @staticmethod
     def _now_ms() -> int:
-        return int(datetime.now(UTC).timestamp() * 1000)
+        return int(time.time() * 1000)
 
     async def _run(self, name: str, cart_id: str, owner: str, *args: Any) -> Result:
         raw = await self._runner.run(
@@ -390,7 +417,7 @@ class CartStore:
     def _result(self, cart_id: str, raw: list[Any]) -> Result:
         outcome = Outcome(raw[0].decode())
         detail = raw[1].decode() if len(raw) > 1 and isinstance(raw[1], bytes) else ""
-        cart = _cart(cart_id, raw[2], raw[3], self._parsed) if len(raw) > 3 else None
+        cart = _cart(cart_id, raw[2], raw[3], self._parsed, self._parsed_carts) if len(raw) > 3 else None
         return Result(outcome, detail, cart)
 
     async def create(self, cart_id: str, owner: str, user_id: str, session_id: str) -> tuple[str, bool]:

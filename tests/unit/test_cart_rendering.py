@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from cart_svc.domain import CartStatus, CatalogueEntry, PricedCart, StoredCart, StoredLine, price_lines
 from cart_svc.servicer import CartServicer, _stamp
-from cart_svc.store import LineMemo, _lines
+from cart_svc.store import CartLinesMemo, LineMemo, _cart_lines, _lines
 from service_runtime.values import Money
 from service_runtime.wire import timestamp_out
 
@@ -65,3 +65,31 @@ def test_parsed_lines_follow_their_records_and_keep_positions():
     changed = _lines([b"B", b"4|2|500|1000|3000|Bee", b"A", b"3|1|700|1000|1000|Ay"], "USD", memo)
     assert changed[1].quantity == 4 and changed[1].update_time == datetime.fromtimestamp(3, tz=UTC)
     assert _lines(flat, "EUR", memo)[0].added_unit_price == Money("EUR", 700)
+
+
+def test_a_carts_parsed_lines_are_the_same_tuple_while_its_items_are_unchanged():
+    memo: LineMemo = {}
+    carts: CartLinesMemo = {}
+    flat = [b"A", b"3|1|700|1000|1000|Ay", b"B", b"1|2|500|1000|2000|Bee"]
+    first = _cart_lines("c1", list(flat), "USD", memo, carts)
+    assert _cart_lines("c1", list(flat), "USD", memo, carts) is first  # a fresh reply with the same items
+    other = _cart_lines("c2", list(flat), "USD", memo, carts)
+    assert other == first  # another cart with equal items: equal lines
+    changed = _cart_lines("c1", [b"A", b"4|1|700|1000|3000|Ay", *flat[2:]], "USD", memo, carts)
+    assert changed is not first and changed[0].quantity == 4 and changed[1] is first[1]  # B parsed once
+    assert _cart_lines("c1", list(flat), "EUR", memo, carts)[0].added_unit_price == Money("EUR", 700)
+
+
+def test_a_carts_rendering_follows_every_change_of_the_same_cart():
+    servicer = CartServicer(None, ttl_seconds=60)  # type: ignore[arg-type]  # rendering needs no handlers
+    a, b = _line("A"), _line("B", 3)
+    both = _priced((a, b))
+    first = servicer._cart_out(both)
+    assert servicer._cart_out(both) == first  # the same priced lines: remembered
+    assert [line.sku for line in first.lines] == ["A", "B"] and first.subtotal.amount_minor == 5000
+    fewer = servicer._cart_out(_priced((a,)))
+    assert [line.sku for line in fewer.lines] == ["A"] and fewer.etag != first.etag and fewer.item_count == 2
+    renamed = servicer._cart_out(_priced((a, b), name="Renamed"))
+    assert {line.product_name for line in renamed.lines} == {"Renamed"} and renamed.etag == first.etag
+    cheaper = servicer._cart_out(_priced((a, b), price=900))
+    assert cheaper.subtotal.amount_minor == 4500 and cheaper.has_price_changes and not first.has_price_changes
