@@ -10,10 +10,15 @@ one after the other.
    started as its own process. Its settings come from the environment plus `--service-env KEY=VALUE`;
    the database pool size is the service's own default unless one of those sets DB_POOL_MAX_SIZE.
 2. statement: the service's full reserve statement (`reserve_all_or_nothing` in inventory_svc/queries.sql,
-   loaded through the service's own query loader), one autocommit statement per call on one of
-   `--clients` connections, a new checkout id each call.
+   loaded through the service's own query loader) for one reservation, one autocommit statement per
+   call, a new checkout id each call.
 3. update: the conditional UPDATE a reservation is built on (`reserved = reserved + 1 WHERE stock_on_hand
-   - reserved >= 1`), one autocommit statement per call on one of `--clients` connections.
+   - reserved >= 1`), one autocommit statement per call.
+
+The two floors borrow their connections from one psycopg_pool of as many connections as the service's
+own database pool (`--floor-connections` to change it), as the service's requests do: with one
+connection per client, 32 connections queueing on one row cost PostgreSQL more CPU per update than
+the service's pool of 10 does, and the floors were slower than the same statements through a pool.
 
 It prints completed operations, rate and p50/p99 latency per phase, the throughput ratios
 gRPC/UPDATE (everything a reservation costs over the bare row update), gRPC/statement (the service around
@@ -41,6 +46,7 @@ from typing import Any
 import grpc
 import psycopg
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
 from bench import harness
 from bench.harness import free_port, machine_line, stop_process, wait_serving
@@ -310,6 +316,7 @@ async def run(
     service_env: Mapping[str, str],
     phases: Sequence[str],
     slice_seconds: float,
+    floor_connections: int,
 ) -> dict[str, Result]:
     server_url = harness.server_url()
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
@@ -328,7 +335,9 @@ async def run(
         print(f"  database pool max size {setup.pool_max_size} ({setup.pool_source}); tracing {setup.tracing}")
         if service_env:
             print(f"  --service-env {' '.join(f'{key}={value}' for key, value in service_env.items())}")
+        connection_count = floor_connections or setup.pool_max_size
         print(f"{clients} clients, {seconds:g} s per phase; phases: {', '.join(phases)}", flush=True)
+        print(f"  the floors share a pool of {connection_count} connections", flush=True)
         await _seed(address)
         meter = CpuMeter(service.pid, name) if CpuMeter.available() else None
         async with contextlib.AsyncExitStack() as resources:
@@ -337,14 +346,17 @@ async def run(
             line = [line_item_pb2.LineItem(sku=HOT_SKU, quantity=1)]
             statement = InventoryStatements.queries["reserve_all_or_nothing"]
             ttl_seconds = setup.reservation_ttl_seconds
-            connections: list[psycopg.AsyncConnection[Any]] = []
-            if {"statement", "update"} & set(phases):  # one set of connections, shared: the phases never overlap
-                for _ in range(clients):
-                    connections.append(
-                        await resources.enter_async_context(
-                            await psycopg.AsyncConnection.connect(database_url, autocommit=True)
-                        )
-                    )
+            # One pool for both floors (the phases never overlap), as large as the service's.
+            pool: AsyncConnectionPool = await resources.enter_async_context(
+                AsyncConnectionPool(
+                    database_url,
+                    min_size=connection_count,
+                    max_size=connection_count,
+                    kwargs={"autocommit": True},
+                    open=False,
+                )
+            )
+            await pool.wait(timeout=30)
 
             tokens = _tokens()  # renewed before it expires; the service verifies each one once
 
@@ -356,20 +368,23 @@ async def run(
                 )
 
             async def reserve_statement(client: int, sequence: int) -> None:
-                cursor = await connections[client].execute(
-                    statement,
-                    {
-                        "checkout_id": f"s{client}-{sequence}",
-                        "skus": [HOT_SKU],
-                        "quantities": [1],
-                        "ttl_seconds": ttl_seconds,
-                    },
-                )
-                assert await cursor.fetchone() is not None
+                async with pool.connection() as connection:
+                    cursor = await connection.execute(
+                        statement,
+                        {
+                            "checkout_ids": [f"s{client}-{sequence}"],
+                            "ttl_seconds": [ttl_seconds],
+                            "line_requests": [1],
+                            "skus": [HOT_SKU],
+                            "quantities": [1],
+                        },
+                    )
+                    assert await cursor.fetchone() is not None
 
             async def conditional_update(client: int, sequence: int) -> None:
-                cursor = await connections[client].execute(CONDITIONAL_UPDATE, (HOT_SKU,))
-                assert await cursor.fetchone() is not None
+                async with pool.connection() as connection:
+                    cursor = await connection.execute(CONDITIONAL_UPDATE, (HOT_SKU,))
+                    assert await cursor.fetchone() is not None
 
             operations = {"grpc": reserve_rpc, "statement": reserve_statement, "update": conditional_update}
             runs = [Phase(phase, clients, operations[phase], meter) for phase in phases]
@@ -470,7 +485,15 @@ def main(argv: Sequence[str]) -> int:
         default="uvloop",
         help="event loop of the bench's clients, the same for every phase (default uvloop)",
     )
+    parser.add_argument(
+        "--floor-connections",
+        type=int,
+        default=0,
+        help="connections in the floors' pool (default: the service's database pool size)",
+    )
     args = parser.parse_args(argv)
+    if args.floor_connections < 0:
+        parser.error("--floor-connections must be >= 0")
     if args.clients < 1 or args.seconds <= 0 or args.interleave < 0:
         parser.error("--clients must be >= 1, --seconds > 0 and --interleave >= 0")
     phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
@@ -480,7 +503,17 @@ def main(argv: Sequence[str]) -> int:
     loop_name, runner = _event_loop_runner(args.loop)
     print(f"machine: {machine_line()}")
     print(f"client event loop: {loop_name}; Python {sys.version.split()[0]}", flush=True)
-    results = runner(run(args.clients, args.seconds, args.port, dict(args.service_env), phases, args.interleave))
+    results = runner(
+        run(
+            args.clients,
+            args.seconds,
+            args.port,
+            dict(args.service_env),
+            phases,
+            args.interleave,
+            args.floor_connections,
+        )
+    )
     report(results)
     print(f"\nmachine at the end: {machine_line()}")
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from inventory_svc.handlers import InventoryHandlers
 from inventory_svc.product_cache import ProductCache
 from inventory_svc.repository import InventoryStatements
+from inventory_svc.reserve_batcher import ReserveBatcher
 from inventory_svc.servicer import SERVICE_NAME, InventoryServicer
 from inventory_svc.settings import InventorySettings
 from inventory_svc.sweeper import ReservationSweeper
@@ -27,9 +28,11 @@ def assemble(settings: InventorySettings, infrastructure: Infrastructure) -> Ass
     cache = ProductCache(
         infrastructure.redis, infrastructure.keys.child("inventory"), ttl_seconds=settings.product_cache_ttl_seconds
     )
+    reserver = ReserveBatcher(work)
     handlers = InventoryHandlers(
         work,
         cache,
+        reserver,
         shop_currency=settings.shop_currency,
         default_ttl_seconds=settings.default_reservation_ttl_seconds,
     )

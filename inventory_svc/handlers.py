@@ -35,10 +35,11 @@ from inventory_svc.domain.commands import (
     ReturnStock,
     UpsertProduct,
 )
-from inventory_svc.domain.model import MovementKind, Product, Reservation, ReservationStatus
+from inventory_svc.domain.model import MovementKind, Product, Reservation, ReservationRequest, ReservationStatus
 from inventory_svc.domain.rules import Transition
 from inventory_svc.product_cache import ProductCache
 from inventory_svc.repository import InventoryStatements
+from inventory_svc.reserve_batcher import ReserveBatcher
 from service_runtime.identity import require_trusted
 from service_runtime.sql import CommitThenRaise, RaceLost, UnitOfWork
 from service_runtime.values import LineItem
@@ -81,9 +82,18 @@ class Returned:
 
 
 class InventoryHandlers:
-    def __init__(self, work: Work, cache: ProductCache, *, shop_currency: str, default_ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        work: Work,
+        cache: ProductCache,
+        reserver: ReserveBatcher,
+        *,
+        shop_currency: str,
+        default_ttl_seconds: float,
+    ) -> None:
         self._work = work
         self._cache = cache
+        self._reserver = reserver
         self._shop_currency = shop_currency
         self._default_ttl_seconds = default_ttl_seconds
 
@@ -141,31 +151,42 @@ class InventoryHandlers:
         return result
 
     async def reserve(self, command: ReserveInventory) -> Reserved:
-        """One autocommit statement makes the reservation; only when it refused does a read-only
-        transaction explain why (a replay, an unknown SKU, a shortage, or a race to retry)."""
+        """One autocommit statement makes the reservation, shared with the reservations that arrive
+        meanwhile (`ReserveBatcher`); only when it refused does a read-only transaction explain why (a
+        replay, an unknown SKU, a shortage, or a race to retry). A retry goes alone, so no other
+        request of a batch can be what refuses it again."""
         require_trusted()
         rules.validate_reserve(command)
         ttl = command.ttl_seconds if command.ttl_seconds is not None else self._default_ttl_seconds
-        lines = rules.normalised(command.lines)
+        request = ReservationRequest(command.checkout_id, rules.normalised(command.lines), ttl)
+        first_attempt = True
 
-        async def reserve(tx: InventoryStatements) -> Reservation | None:
-            return await tx.reserve_all_or_nothing(command.checkout_id, lines, ttl)
+        async def alone(tx: InventoryStatements) -> Reservation | None:
+            [made] = await tx.reserve_all_or_nothing([request])
+            return made
 
         async def explain(tx: InventoryStatements) -> Reserved:
             existing = await tx.reservation(command.checkout_id, lock=False)
             if existing is not None:
                 rules.check_replay(existing, command.lines)
                 return Reserved(existing, replayed=True)
-            products = await tx.products([line.sku for line in lines])
+            products = await tx.products([line.sku for line in request.lines])
             rules.check_known_skus(command.lines, set(products))
-            rules.check_not_discontinued(lines, {sku for sku, p in products.items() if p.discontinued_at is not None})
-            short = rules.shortages(lines, {sku: product.available for sku, product in products.items()})
+            rules.check_not_discontinued(
+                request.lines, {sku for sku, p in products.items() if p.discontinued_at is not None}
+            )
+            short = rules.shortages(request.lines, {sku: product.available for sku, product in products.items()})
             if short:
                 raise refusals.InsufficientStock(short)
             raise RaceLost  # the units that were short came back (or a concurrent replay ended): again
 
         async def attempt() -> Reserved:
-            made = await self._work.statement(reserve)
+            nonlocal first_attempt
+            if first_attempt:
+                first_attempt = False
+                made = await self._reserver.reserve(request)
+            else:
+                made = await self._work.statement(alone)
             if made is not None:
                 return Reserved(made, replayed=False)
             return await self._work.read(explain)

@@ -42,40 +42,67 @@ SELECT p.sku FROM inventory.products p
    FOR NO KEY UPDATE
 
 -- name: reserve_all_or_nothing
--- Reserves every line of a new checkout in one statement, run as its own transaction, so the hot
--- product rows stay locked only while PostgreSQL runs it, never across a client round trip.
--- Product rows are locked in SKU order first (no deadlocks between multi-line reservations); then
--- each line is taken by a conditional UPDATE (`stock_on_hand - reserved >= quantity`, re-checked by
--- PostgreSQL on the row's latest version). Unless every line was taken and the reservation row is
--- new, inventory.refuse_reservation raises SQLSTATE IV001 and the whole statement rolls back.
-WITH wanted AS (
-    SELECT w.sku, w.quantity FROM unnest(%(skus)s::text[], %(quantities)s::int[]) AS w (sku, quantity)
-), locked AS (
-    SELECT p.sku FROM inventory.products p
+-- Makes reservations for a batch of new checkouts in one statement, run as its own transaction, so
+-- the hot product rows stay locked only while PostgreSQL runs it, never across a client round trip,
+-- and concurrent reservations of one hot SKU take its row lock once per batch instead of once each.
+-- Each request (checkout_ids[i], ttl_seconds[i], and the lines whose line_requests entry is i) is all
+-- or nothing on its own: it is made only if its checkout has no reservation, every SKU is a product
+-- on sale, and every line fits, counting in request order the lines of every request before it (a
+-- refused request still counts, so a later one may be refused that would fit alone: the service
+-- explains each refusal and retries alone a request that nothing explains).
+-- Product rows are locked in SKU order first (no deadlocks between multi-line reservations). Each
+-- SKU's total is then taken by a conditional UPDATE (`stock_on_hand - reserved >= quantity`,
+-- re-checked by PostgreSQL on the row's latest version); should one not hold after all,
+-- inventory.refuse_reservation raises SQLSTATE IV001 and the whole batch rolls back. One row back
+-- per reservation made (`request` is its 1-based position); none for the requests refused.
+WITH request AS (
+    SELECT r.request, r.checkout_id, r.ttl_seconds
+      FROM unnest(%(checkout_ids)s::text[], %(ttl_seconds)s::float8[])
+           WITH ORDINALITY AS r (checkout_id, ttl_seconds, request)
+), wanted AS (
+    SELECT w.request, w.sku, w.quantity
+      FROM unnest(%(line_requests)s::int[], %(skus)s::text[], %(quantities)s::int[]) AS w (request, sku, quantity)
+), locked AS MATERIALIZED (
+    SELECT p.sku, p.stock_on_hand - p.reserved AS available, p.discontinued_at IS NULL AS on_sale
+      FROM inventory.products p
      WHERE p.sku = ANY(%(skus)s::text[])
      ORDER BY p.sku
        FOR NO KEY UPDATE
+), refused AS (
+    -- requests with a line of an unknown or discontinued SKU, or past what is available
+    SELECT d.request FROM (
+        SELECT w.request, l.on_sale,
+               sum(w.quantity) OVER (PARTITION BY w.sku ORDER BY w.request) <= l.available AS fits
+          FROM wanted w LEFT JOIN locked l ON l.sku = w.sku
+    ) AS d
+     WHERE (d.on_sale AND d.fits) IS NOT TRUE
 ), reservation AS (
     INSERT INTO inventory.reservations (checkout_id, status, expires_at)
-    SELECT %(checkout_id)s, 'active', now() + make_interval(secs => %(ttl_seconds)s)
-      FROM (SELECT count(*) FROM locked) AS all_locked
+    SELECT r.checkout_id, 'active', now() + make_interval(secs => r.ttl_seconds)
+      FROM request r
+     WHERE r.request NOT IN (SELECT request FROM refused)
+     ORDER BY r.request
     ON CONFLICT (checkout_id) DO NOTHING
     RETURNING checkout_id, expires_at, created_at
+), made AS MATERIALIZED (
+    SELECT q.request, r.checkout_id, r.expires_at, r.created_at
+      FROM reservation r JOIN request q ON q.checkout_id = r.checkout_id
 ), lines AS (
     INSERT INTO inventory.reservation_lines (checkout_id, sku, quantity)
-    SELECT r.checkout_id, w.sku, w.quantity FROM reservation r CROSS JOIN wanted w
+    SELECT m.checkout_id, w.sku, w.quantity FROM made m JOIN wanted w ON w.request = m.request
+), per_sku AS MATERIALIZED (
+    SELECT w.sku, sum(w.quantity)::int AS quantity FROM made m JOIN wanted w ON w.request = m.request GROUP BY w.sku
 ), taken AS (
     UPDATE inventory.products p
-       SET reserved = p.reserved + w.quantity, updated_at = now()
-      FROM wanted w, reservation r
-     WHERE p.sku = w.sku AND p.stock_on_hand - p.reserved >= w.quantity AND p.discontinued_at IS NULL
+       SET reserved = p.reserved + t.quantity, updated_at = now()
+      FROM per_sku t
+     WHERE p.sku = t.sku AND p.stock_on_hand - p.reserved >= t.quantity AND p.discontinued_at IS NULL
     RETURNING p.sku
 )
-SELECT r.expires_at, r.created_at
-  FROM (SELECT count(*) AS lines_taken FROM taken) AS t
-  LEFT JOIN reservation r ON true
- WHERE (t.lines_taken = cardinality(%(skus)s::text[]) AND r.checkout_id IS NOT NULL)
-    OR inventory.refuse_reservation(%(checkout_id)s)
+SELECT m.request, m.expires_at, m.created_at
+  FROM made m
+ WHERE (SELECT count(*) FROM taken) = (SELECT count(*) FROM per_sku)
+    OR inventory.refuse_reservation(m.checkout_id)
 
 -- name: discontinue_product
 -- Takes a product out of the catalogue (once: a repeat keeps the first time); no row when unknown.

@@ -18,6 +18,7 @@ from inventory_svc.domain.model import (
     MovementKind,
     Product,
     Reservation,
+    ReservationRequest,
     ReservationStatus,
     StockDiscrepancy,
 )
@@ -156,26 +157,40 @@ class InventoryStatements(Statements):
 
     # Reservations
 
-    async def reserve_all_or_nothing(
-        self, checkout_id: str, lines: Sequence[LineItem], ttl_seconds: float
-    ) -> Reservation | None:
-        """Makes the reservation in one statement if the checkout has none and every line fits; None
-        otherwise (the statement rolled itself back). Run it as its own transaction."""
+    async def reserve_all_or_nothing(self, requests: Sequence[ReservationRequest]) -> list[Reservation | None]:
+        """Makes, in one statement, the reservation of each request whose checkout has none and whose
+        every line fits (in request order); per request, the reservation made or None (refused, or the
+        whole batch rolled itself back). The checkout ids must differ. Run it as its own transaction."""
+        if len({request.checkout_id for request in requests}) != len(requests):
+            raise ValueError("a batch of reservations names a checkout twice")
+        line_requests: list[int] = []
+        skus: list[str] = []
+        quantities: list[int] = []
+        for position, request in enumerate(requests, start=1):
+            for line in request.lines:
+                line_requests.append(position)
+                skus.append(line.sku)
+                quantities.append(line.quantity)
         try:
-            row = await self._row(
+            rows = await self._rows(
                 "reserve_all_or_nothing",
                 {
-                    "checkout_id": checkout_id,
-                    "skus": [line.sku for line in lines],
-                    "quantities": [line.quantity for line in lines],
-                    "ttl_seconds": ttl_seconds,
+                    "checkout_ids": [request.checkout_id for request in requests],
+                    "ttl_seconds": [request.ttl_seconds for request in requests],
+                    "line_requests": line_requests,
+                    "skus": skus,
+                    "quantities": quantities,
                 },
             )
         except psycopg.Error as error:
             if error.sqlstate == RESERVATION_REFUSED:
-                return None
+                return [None] * len(requests)
             raise
-        return _reservation({**row, "checkout_id": checkout_id}, lines) if row else None
+        made: list[Reservation | None] = [None] * len(requests)
+        for row in rows:
+            request = requests[row["request"] - 1]
+            made[row["request"] - 1] = _reservation({**row, "checkout_id": request.checkout_id}, request.lines)
+        return made
 
     async def insert_released_marker(self, checkout_id: str, reason: str) -> Reservation | None:
         """None when a reservation for the checkout exists (it landed since it was looked up)."""

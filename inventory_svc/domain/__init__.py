@@ -19,6 +19,8 @@ every line only if `stock_on_hand - reserved >= quantity` holds for each, on the
 version" is one statement, so the hot product rows stay locked only while PostgreSQL runs it. A
 version that read availability into Python, decided here, and wrote back held those row locks across
 client round trips and made 47 reservations/s of one hot SKU where the single statement makes over
-500 (`python -m bench reserve-hot-sku`, 32 clients; docs/design.md). What stays here for reserves is
-what needs no lock: validation, replay checks, and explaining a refusal (`rules.shortages`).
+500 (`python -m bench reserve-hot-sku`, 32 clients; docs/design.md). The same statement decides a
+batch of concurrent requests at once, each on its own (`inventory_svc.reserve_batcher`: the hot row
+is then locked and committed once per batch). What stays here for reserves is what needs no lock:
+validation, replay checks, and explaining a refusal (`rules.shortages`).
 """

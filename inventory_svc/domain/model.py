@@ -88,6 +88,15 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class ReservationRequest:
+    """What one ReserveInventory asks the reserve statement for: its lines in SKU order, held `ttl_seconds`."""
+
+    checkout_id: str
+    lines: tuple[LineItem, ...]
+    ttl_seconds: float
+
+
+@dataclass(frozen=True)
 class Movement:
     """One change to a product's stock on hand in the audit trail (inventory.stock_movements)."""
 
