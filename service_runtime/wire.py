@@ -63,13 +63,19 @@ def address_out(address: Address) -> address_pb2.Address:
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp_out(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for an aware datetime; None (the field stays unset) for None."""
     if moment is None:
         return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
+    # Integer arithmetic on the timedelta since the epoch: half the CPU of protobuf's pure-Python
+    # FromDatetime (a utctimetuple and calendar.timegm), and every response carries several timestamps.
+    since_epoch = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)) - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since_epoch.days * 86_400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000
+    )
 
 
 def timestamp_in(stamp: timestamp_pb2.Timestamp, field: str = "timestamp") -> datetime:
