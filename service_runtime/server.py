@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import Any
@@ -221,6 +222,10 @@ def _metrics_host(listen_address: str) -> str:
 async def serve(spec: ServiceSpec[S], settings: S) -> None:
     """Runs the service until SIGTERM or SIGINT, then stops it gracefully."""
     running = await start_service(spec, settings)
+    # What start-up made (modules, descriptors, the telemetry SDK, the pools) lives as long as the process:
+    # frozen out of the collector's generations, so its collections stop re-walking it (a py-spy of the
+    # payment service under load put ~2.5% of its CPU there).
+    gc.freeze()
     log.info("%s: listening on %s (health NOT_SERVING until ready)", spec.name, running.address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
