@@ -118,7 +118,7 @@ class OrderHandlers:
             order = await self._locked(tx, order_id)
             if domain.check_transition(order.status, OrderStatus.CONFIRMED) is Transition.ALREADY_DONE:
                 return Changed(order, replayed=True)
-            order = await tx.confirm(order_id)
+            order = await tx.confirm(order)
             await record_event(tx, order, events.OrderConfirmed(payment_id=order.payment_id))
             return Changed(order, replayed=False)
 
@@ -134,7 +134,7 @@ class OrderHandlers:
             if domain.check_transition(order.status, OrderStatus.SHIPPED) is Transition.ALREADY_DONE:
                 domain.check_shipment(order.status, order.shipment_id, command.shipment_id)
                 return Changed(order, replayed=True)
-            order = await tx.ship(command.order_id, command.shipment_id, command.shipped_at or now)
+            order = await tx.ship(order, command.shipment_id, command.shipped_at or now)
             await record_event(
                 tx,
                 order,
@@ -160,7 +160,7 @@ class OrderHandlers:
                 return Changed(order, replayed=True)
             delivered_at = command.delivered_at or now
             domain.check_delivered_after_shipped(order, delivered_at)
-            order = await tx.deliver(command.order_id, delivered_at)
+            order = await tx.deliver(order, delivered_at)
             await record_event(tx, order, events.OrderDelivered(deliver_time=timestamp_out(delivered_at)))
             return Changed(order, replayed=False)
 
@@ -187,7 +187,7 @@ class OrderHandlers:
                 return Cancelled(order, replayed=False, already_cancelled=True)
             if not caller.trusted:
                 domain.check_customer_may_cancel(order, reason)
-            order = await tx.cancel(command, reason)
+            order = await tx.cancel(order, command, reason)
             await record_event(
                 tx,
                 order,

@@ -24,8 +24,21 @@ FROM unnest(%(skus)s::text[], %(positions)s::smallint[], %(names)s::text[], %(qu
 SELECT * FROM orders.orders WHERE order_id = %(order_id)s
 
 -- name: lock_order
--- Locks one order row for a state change (events of one order are written one transaction at a time).
-SELECT * FROM orders.orders WHERE order_id = %(order_id)s FOR NO KEY UPDATE
+-- Locks one order row for a state change (events of one order are written one transaction at a time), and
+-- reads its lines with it (as arrays, in checkout order: one round trip; the lines never change).
+SELECT o.*,
+       ARRAY(SELECT sku FROM orders.order_items AS i WHERE i.order_id = o.order_id ORDER BY position) AS line_skus,
+       ARRAY(SELECT product_name FROM orders.order_items AS i WHERE i.order_id = o.order_id ORDER BY position)
+           AS line_names,
+       ARRAY(SELECT quantity FROM orders.order_items AS i WHERE i.order_id = o.order_id ORDER BY position)
+           AS line_quantities,
+       ARRAY(SELECT unit_price_minor FROM orders.order_items AS i WHERE i.order_id = o.order_id ORDER BY position)
+           AS line_unit_prices,
+       ARRAY(SELECT line_total_minor FROM orders.order_items AS i WHERE i.order_id = o.order_id ORDER BY position)
+           AS line_totals
+FROM orders.orders AS o
+WHERE o.order_id = %(order_id)s
+FOR NO KEY UPDATE OF o
 
 -- name: order_by_checkout
 -- The order of a checkout (CreateOrder's idempotency key).

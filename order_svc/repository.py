@@ -36,7 +36,42 @@ class OutboxEvent:
     payload: bytes
 
 
-def _order(row: Row, lines: Sequence[Row]) -> Order:
+def _lines(currency: str, lines: Sequence[Row]) -> tuple[OrderLine, ...]:
+    return tuple(
+        OrderLine(
+            sku=line["sku"],
+            product_name=line["product_name"],
+            quantity=line["quantity"],
+            unit_price=Money(currency, line["unit_price_minor"]),
+            line_total=Money(currency, line["line_total_minor"]),
+        )
+        for line in lines
+    )
+
+
+def _locked_lines(row: Row) -> tuple[OrderLine, ...]:
+    """The lines `lock_order` reads with the order, as arrays in checkout order."""
+    currency = row["currency_code"]
+    return tuple(
+        OrderLine(
+            sku=sku,
+            product_name=name,
+            quantity=quantity,
+            unit_price=Money(currency, unit_price),
+            line_total=Money(currency, line_total),
+        )
+        for sku, name, quantity, unit_price, line_total in zip(
+            row["line_skus"],
+            row["line_names"],
+            row["line_quantities"],
+            row["line_unit_prices"],
+            row["line_totals"],
+            strict=True,
+        )
+    )
+
+
+def _order(row: Row, lines: tuple[OrderLine, ...]) -> Order:
     currency = row["currency_code"]
     cancellation = None
     if row["status"] == OrderStatus.CANCELLED.value:
@@ -58,16 +93,7 @@ def _order(row: Row, lines: Sequence[Row]) -> Order:
         customer_email=row["customer_email"],
         payment_id=row["payment_id"],
         status=OrderStatus(row["status"]),
-        lines=tuple(
-            OrderLine(
-                sku=line["sku"],
-                product_name=line["product_name"],
-                quantity=line["quantity"],
-                unit_price=Money(currency, line["unit_price_minor"]),
-                line_total=Money(currency, line["line_total_minor"]),
-            )
-            for line in lines
-        ),
+        lines=lines,
         subtotal=Money(currency, row["subtotal_minor"]),
         discount_total=Money(currency, row["discount_minor"]),
         shipping_cost=Money(currency, row["shipping_cost_minor"]),
@@ -96,7 +122,7 @@ class OrderStatements(Statements):
         by_order: dict[str, list[Row]] = {}
         for line in lines:
             by_order.setdefault(line["order_id"], []).append(line)
-        return [_order(row, by_order.get(row["order_id"], [])) for row in rows]
+        return [_order(row, _lines(row["currency_code"], by_order.get(row["order_id"], []))) for row in rows]
 
     async def _maybe(self, row: Row | None) -> Order | None:
         return (await self._with_lines([row]))[0] if row is not None else None
@@ -124,7 +150,10 @@ class OrderStatements(Statements):
         return True
 
     async def order(self, order_id: str, *, lock: bool) -> Order | None:
-        return await self._maybe(await self._row("lock_order" if lock else "order_by_id", {"order_id": order_id}))
+        if lock:
+            row = await self._row("lock_order", {"order_id": order_id})
+            return _order(row, _locked_lines(row)) if row is not None else None
+        return await self._maybe(await self._row("order_by_id", {"order_id": order_id}))
 
     async def order_by_checkout(self, checkout_id: str) -> Order | None:
         return await self._maybe(await self._row("order_by_checkout", {"checkout_id": checkout_id}))
@@ -147,32 +176,37 @@ class OrderStatements(Statements):
         )
         return await self._with_lines(rows)
 
-    async def confirm(self, order_id: str) -> Order:
-        return await self._changed("confirm", {"order_id": order_id})
+    # State changes of an order the caller locked (`order(..., lock=True)`) and checked; its lines do not change.
 
-    async def ship(self, order_id: str, shipment_id: str, shipped_at: datetime) -> Order:
-        return await self._changed("ship", {"order_id": order_id, "shipment_id": shipment_id, "shipped_at": shipped_at})
+    async def confirm(self, locked: Order) -> Order:
+        return await self._changed("confirm", {"order_id": locked.order_id}, locked.lines)
 
-    async def deliver(self, order_id: str, delivered_at: datetime) -> Order:
-        return await self._changed("deliver", {"order_id": order_id, "delivered_at": delivered_at})
+    async def ship(self, locked: Order, shipment_id: str, shipped_at: datetime) -> Order:
+        return await self._changed(
+            "ship", {"order_id": locked.order_id, "shipment_id": shipment_id, "shipped_at": shipped_at}, locked.lines
+        )
 
-    async def cancel(self, command: CancelOrder, reason: CancelReason) -> Order:
+    async def deliver(self, locked: Order, delivered_at: datetime) -> Order:
+        return await self._changed("deliver", {"order_id": locked.order_id, "delivered_at": delivered_at}, locked.lines)
+
+    async def cancel(self, locked: Order, command: CancelOrder, reason: CancelReason) -> Order:
         return await self._changed(
             "cancel",
             {
-                "order_id": command.order_id,
+                "order_id": locked.order_id,
                 "reason": reason.value,
                 "note": command.note,
                 "idempotency_key": command.idempotency_key,
             },
+            locked.lines,
         )
 
     async def bump_event_count(self, order_id: str) -> Order:
-        return await self._changed("bump_event_count", {"order_id": order_id})
+        return (await self._with_lines([await self._one("bump_event_count", {"order_id": order_id})]))[0]
 
-    async def _changed(self, name: str, params: dict[str, object]) -> Order:
+    async def _changed(self, name: str, params: dict[str, object], lines: tuple[OrderLine, ...]) -> Order:
         """A state change on a row the caller locked and checked: exactly one row comes back."""
-        return (await self._with_lines([await self._one(name, params)]))[0]
+        return _order(await self._one(name, params), lines)
 
     # The outbox
 

@@ -35,6 +35,8 @@ async def test_an_order_goes_through_its_lifecycle_with_a_timestamp_and_an_event
     assert shipped.HasField("ship_time")
     delivered = (await deliver(orders, created.order_id)).order
     assert delivered.status == pb.ORDER_STATUS_DELIVERED and delivered.HasField("deliver_time")
+    for changed in (confirmed, shipped, delivered):  # every state change answers with the lines, in order
+        assert list(changed.lines) == list(create_request().lines) == list(created.lines)
     assert [(seq, kind) for _, seq, kind, _ in await outbox(database_url, created.order_id)] == [
         (1, "OrderCreated"),
         (2, "OrderConfirmed"),

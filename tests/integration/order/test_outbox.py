@@ -52,7 +52,9 @@ async def test_a_rolled_back_change_leaves_no_event(quiet_orders, store: Store, 
     order = await place(quiet_orders, confirm=False)
 
     async def confirm_then_fail(tx: OrderStatements) -> None:
-        confirmed = await tx.confirm(order.order_id)
+        locked = await tx.order(order.order_id, lock=True)
+        assert locked is not None
+        confirmed = await tx.confirm(locked)
         await record_event(tx, confirmed, events.OrderConfirmed(payment_id=confirmed.payment_id))
         raise RuntimeError("the change fails after its event was written")
 
