@@ -318,6 +318,22 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class PendingCall:
+    """A capture or void recorded as pending: what its PSP call needs."""
+
+    payment_id: str
+    psp_reference: str
+    operation: str
+    amount_minor: int
+    attempt: int
+
+    @property
+    def psp_key(self) -> str:
+        """The PSP key of the pending capture or void: numbered, so one fenced at the PSP is never reused."""
+        return psp_key(self.payment_id, f"{self.operation}:{self.attempt}")
+
+
+@dataclass(frozen=True)
 class Payment:
     payment_id: str
     checkout_id: str
@@ -360,9 +376,18 @@ class Payment:
         return psp_key(self.payment_id, operation)
 
     @property
+    def pending_call(self) -> PendingCall:
+        return PendingCall(
+            self.payment_id,
+            self.psp_reference,
+            self.pending_operation,
+            self.pending_amount_minor,
+            self.operation_attempt,
+        )
+
+    @property
     def pending_psp_key(self) -> str:
-        """The PSP key of the pending capture or void: numbered, so one fenced at the PSP is never reused."""
-        return psp_key(self.payment_id, f"{self.pending_operation}:{self.operation_attempt}")
+        return self.pending_call.psp_key
 
 
 def psp_key(payment_id: str, operation: str) -> str:

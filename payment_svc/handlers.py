@@ -28,6 +28,7 @@ from payment_svc.domain import (
     FailureReason,
     Payment,
     PaymentStatus,
+    PendingCall,
     Refund,
     RefundStatus,
     Transition,
@@ -285,7 +286,7 @@ class PaymentHandlers:
             )
             return pending, True
 
-        async def fast(tx: PaymentStatements) -> Payment | None:
+        async def fast(tx: PaymentStatements) -> PendingCall | None:
             return await tx.begin_capture(
                 command.payment_id,
                 order_id=command.order_id,
@@ -295,21 +296,20 @@ class PaymentHandlers:
                 grace=self._grace,
             )
 
-        pending = await self._work.statement(fast)
-        if pending is not None:
-            payment, send = pending, True
-        else:
+        call = await self._work.statement(fast)
+        if call is None:
             payment, send = await self._work.run(begin)
-        if not send:
-            return Captured(await self.details(payment), True)
+            if not send:
+                return Captured(await self.details(payment), True)
+            call = payment.pending_call
         answer = await self._send(
-            payment.payment_id,
-            f"/v1/authorizations/{payment.psp_reference}/capture",
-            {"amount_minor": payment.pending_amount_minor},
-            payment.pending_psp_key,
+            call.payment_id,
+            f"/v1/authorizations/{call.psp_reference}/capture",
+            {"amount_minor": call.amount_minor},
+            call.psp_key,
             budget,
         )
-        settled = await self.settle_capture(payment.payment_id, answer.status, answer.body, "capture")
+        settled = await self.settle_capture(call.payment_id, answer.status, answer.body, "capture")
         return Captured(settled, False)
 
     async def settle_capture(self, payment_id: str, status: int, body: dict[str, Any], cause: str) -> Payment:

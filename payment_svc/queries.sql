@@ -94,7 +94,8 @@ RETURNING *
 
 -- name: begin_capture
 -- The common capture in one statement: an AUTHORIZED payment with nothing pending and an unexpired hold
--- gets its capture recorded as pending; no row means the careful path (lock, decide) must run.
+-- gets its capture recorded as pending; no row means the careful path (lock, decide) must run. Returns what
+-- the PSP call needs (the settlement returns the whole payment).
 UPDATE payment.payments
 SET pending_operation = 'capture', operation_attempt = operation_attempt + 1, pending_order_id = %(order_id)s,
     pending_amount_minor = coalesce(%(amount_minor)s, amount_minor),
@@ -104,7 +105,7 @@ WHERE payment_id = %(payment_id)s AND status = 'authorized' AND pending_operatio
   AND authorization_expires_at > now()
   AND (%(amount_minor)s::bigint IS NULL OR (%(amount_minor)s::bigint <= amount_minor AND currency_code = %(currency_code)s))
   AND (capture_idempotency_key IS DISTINCT FROM %(capture_key)s OR capture_fingerprint = %(capture_fingerprint)s)
-RETURNING *
+RETURNING payment_id, psp_reference, pending_operation, pending_amount_minor, operation_attempt
 
 -- name: clear_pending
 -- The PSP refused or never received the pending capture or void: the payment stays AUTHORIZED.

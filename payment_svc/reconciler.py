@@ -62,10 +62,12 @@ class Reconciler:
 
     async def pass_once(self) -> int:
         """One pass; returns how many rows it worked on."""
-        payments = await self._work.run(lambda tx: tx.claim_unsettled_payments(self._lease, self._batch))
+        # Each claim is one statement (an UPDATE over a FOR UPDATE SKIP LOCKED select), committed on its own:
+        # an idle pass costs one round trip per claim, not a BEGIN and a COMMIT around it too.
+        payments = await self._work.statement(lambda tx: tx.claim_unsettled_payments(self._lease, self._batch))
         for payment in payments:
             await self._guarded(self._payment(payment))
-        refunds = await self._work.run(lambda tx: tx.claim_unsettled_refunds(self._lease, self._batch))
+        refunds = await self._work.statement(lambda tx: tx.claim_unsettled_refunds(self._lease, self._batch))
         for payment_id, refund_id in refunds:
             await self._guarded(self._refund(payment_id, refund_id))
         expired = await self._work.run(self._expire)

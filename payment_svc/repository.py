@@ -15,6 +15,7 @@ from payment_svc.domain import (
     HistoryEntry,
     Payment,
     PaymentStatus,
+    PendingCall,
     Refund,
     RefundReason,
     RefundStatus,
@@ -240,7 +241,7 @@ class PaymentStatements(Statements):
         capture_key: str,
         capture_fingerprint: bytes,
         grace: float,
-    ) -> Payment | None:
+    ) -> PendingCall | None:
         row = await self._row(
             "begin_capture",
             {
@@ -253,7 +254,15 @@ class PaymentStatements(Statements):
                 "grace_seconds": grace,
             },
         )
-        return _payment(row) if row else None
+        if row is None:
+            return None
+        return PendingCall(
+            row["payment_id"],
+            row["psp_reference"],
+            row["pending_operation"],
+            row["pending_amount_minor"],
+            row["operation_attempt"],
+        )
 
     async def clear_pending(self, payment_id: str) -> Payment:
         return _payment(await self._one("clear_pending", {"payment_id": payment_id}))
