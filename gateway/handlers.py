@@ -33,6 +33,7 @@ from gateway.domain import (
 )
 from gateway.repository import GatewayStatements
 from gateway.runner import SagaRunner
+from gateway.saga import first_intents
 from gateway.settings import GatewaySettings
 from gateway.tax import TaxTable, tax_minor
 from service_runtime import errors, telemetry
@@ -519,6 +520,7 @@ class CheckoutHandlers:
                 self._settings.lease_seconds,
                 telemetry.current_traceparent(),
                 lines=current.lines,
+                intents=first_intents(command.checkout_id, current.attempt + 1),  # the row is locked: next attempt
             )
             return None, started
 
@@ -526,18 +528,26 @@ class CheckoutHandlers:
         if record is not None:
             replayed = await self._replay(command.user_id, rpc, key, command.fingerprint, record, wait_until)
             return Answer(await self._settled(replayed.checkout_id, wait_until), True)
-        task = self._runner.start(command.checkout_id, client_deadline, started=started)
+        task = self._runner.start(
+            command.checkout_id, client_deadline, started=started, answer_key=(command.user_id, rpc, key)
+        )
         error: errors.ServiceError | None = None
+        answered = False
         try:
             await asyncio.wait({task}, timeout=max(0.0, wait_until - asyncio.get_running_loop().time()))
             # The saga's end returns the checkout as it left it; read it when the saga runs on (or stopped).
             result = task.result() if task.done() and not task.cancelled() else None
+            # A COMPLETED end of this attempt recorded this request's answer (status 0) on its key.
+            answered = (
+                result is not None and result.attempt == started.attempt and result.status is CheckoutStatus.COMPLETED
+            )
             if result is None:
                 result = await self._read(command.checkout_id)
             assert result is not None
             error = outcome_error(result, started.attempt)
         finally:
-            await self._finish_key(command.user_id, rpc, key, error)
+            if not answered:
+                await self._finish_key(command.user_id, rpc, key, error)
         if error is not None:
             raise error
         return Answer(result, False)

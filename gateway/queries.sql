@@ -27,7 +27,17 @@ WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s
 DELETE FROM checkout.idempotency_keys WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s
 
 -- name: insert_checkout
--- A new QUOTED checkout with its frozen quote.
+-- A new QUOTED checkout with its frozen quote and its priced lines (in cart order, the unnest of arrays), in one
+-- statement: the lines' foreign key to the checkout is checked at the statement's end.
+WITH lines AS (
+    INSERT INTO checkout.checkout_lines (checkout_id, sku, position, product_name, quantity, currency_code,
+        unit_price_minor, line_total_minor)
+    SELECT %(checkout_id)s, l.sku, l.position, l.product_name, l.quantity, %(currency_code)s, l.unit_price_minor,
+           l.line_total_minor
+    FROM unnest(%(skus)s::text[], %(positions)s::smallint[], %(names)s::text[], %(quantities)s::integer[],
+                %(unit_prices)s::bigint[], %(line_totals)s::bigint[])
+         AS l(sku, position, product_name, quantity, unit_price_minor, line_total_minor)
+)
 INSERT INTO checkout.checkouts (
     checkout_id, user_id, cart_id, status, shipping_address, shipping_method, contact_email, currency_code,
     subtotal_minor, discount_minor, shipping_minor, tax_minor, total_minor, tax_rate_basis_points, tax_rate_ppm,
@@ -40,16 +50,6 @@ VALUES (
     %(max_business_days)s, %(earliest_delivery_date)s, %(latest_delivery_date)s, %(reservation_expires_at)s,
     %(cart_etag)s, %(shipping_options)s, 'reserve_inventory')
 RETURNING *
-
--- name: insert_lines
--- The priced lines of a new checkout, in cart order, in one statement (not one per line).
-INSERT INTO checkout.checkout_lines (checkout_id, sku, position, product_name, quantity, currency_code,
-    unit_price_minor, line_total_minor)
-SELECT %(checkout_id)s, l.sku, l.position, l.product_name, l.quantity, %(currency_code)s, l.unit_price_minor,
-       l.line_total_minor
-FROM unnest(%(skus)s::text[], %(positions)s::smallint[], %(names)s::text[], %(quantities)s::integer[],
-            %(unit_prices)s::bigint[], %(line_totals)s::bigint[])
-     AS l(sku, position, product_name, quantity, unit_price_minor, line_total_minor)
 
 -- name: checkout
 -- A checkout by id, with its lines in cart order as one JSON array (`lines`): one round trip.
@@ -73,7 +73,15 @@ WHERE cart_id = %(cart_id)s AND status IN ('quoted', 'placing')
 FOR UPDATE
 
 -- name: start_attempt
--- QUOTED → PLACING for a new PlaceOrder attempt, leased to this replica.
+-- QUOTED → PLACING for a new PlaceOrder attempt, leased to this replica, with the intents of the attempt's first
+-- steps (arrays; their keys made for the new attempt, place_attempt + 1) in the same statement.
+WITH intents AS (
+    INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts)
+    SELECT c.checkout_id, c.place_attempt + 1, i.step, i.step_key, 'running', i.compensation, 1
+    FROM checkout.checkouts c,
+         unnest(%(steps)s::text[], %(step_keys)s::text[], %(compensations)s::text[]) AS i(step, step_key, compensation)
+    WHERE c.checkout_id = %(checkout_id)s AND c.status = 'quoted'
+)
 UPDATE checkout.checkouts
 SET status = 'placing', place_attempt = place_attempt + 1, payment_token = %(payment_token)s,
     payment_id = NULL, current_step = 'extend_reservation', recoveries = 0, traceparent = %(traceparent)s,
@@ -133,7 +141,8 @@ RETURNING step, attempts - attempts_before_retry AS attempts
 
 -- name: saga_end
 -- A saga's end in one statement: the outcomes not written yet (as in saga_log, with the ids they produced)
--- and the checkout's next state (as end_checkout). Returns the checkout.
+-- and the checkout's next state (as end_checkout); when it COMPLETED, the answer (status 0) of the PlaceOrder
+-- whose key is given, if that request has not recorded it yet. Returns the checkout.
 WITH done AS (
     UPDATE checkout.saga_steps s
     SET status = 'succeeded', result = d.result, payment_id = COALESCE(d.payment_id, s.payment_id),
@@ -141,6 +150,11 @@ WITH done AS (
     FROM unnest(%(done_steps)s::text[], %(done_results)s::jsonb[], %(done_payments)s::text[])
          AS d(step, result, payment_id)
     WHERE s.checkout_id = %(checkout_id)s AND s.attempt = %(attempt)s AND s.step = d.step
+), answered AS (
+    UPDATE checkout.idempotency_keys
+    SET state = 'completed', locked_until = NULL, completed_at = now(), response_code = 0, response = ''::bytea
+    WHERE user_id = %(key_user_id)s AND rpc = %(key_rpc)s AND idempotency_key = %(key)s AND state = 'in_progress'
+      AND %(status)s = 'completed'
 )
 UPDATE checkout.checkouts
 SET status = %(status)s, ended_at = CASE WHEN %(status)s IN ('quoted', 'placing') THEN NULL ELSE now() END,

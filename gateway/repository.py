@@ -74,8 +74,8 @@ class GatewayStatements(Statements):
     # Checkouts
 
     async def insert_checkout(self, checkout: Checkout, tax_rate_basis_points: int) -> Checkout:
-        """Stores a new checkout and its lines; returns it as stored (its row read back by the INSERT)."""
-        q = checkout.quote
+        """Stores a new checkout and its lines (one statement); returns it as stored (read back by the INSERT)."""
+        q, lines = checkout.quote, checkout.lines
         row = await self._one(
             "insert_checkout",
             {
@@ -102,14 +102,6 @@ class GatewayStatements(Statements):
                 "reservation_expires_at": checkout.reservation_expires_at,
                 "cart_etag": checkout.cart_etag,
                 "shipping_options": checkout.shipping_options,
-            },
-        )
-        lines = checkout.lines
-        await self._rows(
-            "insert_lines",
-            {
-                "checkout_id": checkout.checkout_id,
-                "currency_code": q.currency_code,
                 "skus": [line.sku for line in lines],
                 "positions": list(range(len(lines))),
                 "names": [line.product_name for line in lines],
@@ -140,9 +132,11 @@ class GatewayStatements(Statements):
         traceparent: str = "",
         *,
         lines: tuple[CheckoutLine, ...] = (),
+        intents: Sequence[Intent] = (),
     ) -> Checkout:
-        """QUOTED → PLACING; the checkout as the new attempt starts it (with `lines`, which never change
-        once stored: the caller has read them)."""
+        """QUOTED → PLACING, with `intents` (the new attempt's first steps, keyed for it) in the same
+        statement; the checkout as the new attempt starts it (with `lines`, which never change once stored:
+        the caller has read them)."""
         row = await self._one(
             "start_attempt",
             {
@@ -151,6 +145,9 @@ class GatewayStatements(Statements):
                 "owner": owner,
                 "lease_seconds": lease_seconds,
                 "traceparent": traceparent,
+                "steps": [intent.step.value for intent in intents],
+                "step_keys": [intent.step_key for intent in intents],
+                "compensations": [intent.compensation for intent in intents],
             },
         )
         return _checkout(row, lines)
@@ -241,15 +238,21 @@ class GatewayStatements(Statements):
         status: CheckoutStatus,
         current_step: SagaStep | None,
         lines: tuple[CheckoutLine, ...],
+        answer_key: tuple[str, str, str] | None = None,
     ) -> Checkout:
         """A saga's end, one statement: `done` steps' outcomes and the checkout's next state (as
-        end_checkout). Returns the checkout (with `lines`, which never change)."""
+        end_checkout); when it COMPLETED, status 0 on the idempotency key `answer_key` (user, RPC, key) if
+        its request has not recorded its answer yet. Returns the checkout (with `lines`, which never change)."""
+        key_user_id, key_rpc, key = answer_key or (None, None, None)
         row = await self._one(
             "saga_end",
             {
                 **_outcomes(checkout_id, attempt, done),
                 "status": status.value,
                 "current_step": current_step.value if current_step else None,
+                "key_user_id": key_user_id,
+                "key_rpc": key_rpc,
+                "key": key,
             },
         )
         return _checkout(row, lines)

@@ -23,7 +23,7 @@ from gateway import domain
 from gateway.activities import Activities, ReleaseReservation, client_deadline
 from gateway.domain import Checkout, CheckoutStatus, Failure, SagaStep, StepRecord, StepStatus
 from gateway.repository import GatewayStatements
-from gateway.saga import CheckoutSaga, CompensationFailed, SagaLog, SagaPolicy, StepStopped
+from gateway.saga import CheckoutSaga, CompensationFailed, SagaLog, SagaPolicy, StepStopped, first_intents
 from service_runtime import metrics, telemetry
 from service_runtime.sql import UnitOfWork
 
@@ -70,12 +70,15 @@ class SagaRunner:
         *,
         recovered: bool = False,
         started: Checkout | None = None,
+        answer_key: tuple[str, str, str] | None = None,
     ) -> asyncio.Task[Checkout | None]:
         """The saga's task, owned by the runner: a client that stops waiting does not stop it. Its result is
         the checkout as the saga left it when this run ended it (None when it did not).
 
         `started`: the checkout as the transaction that started its new attempt (under this replica's
-        lease) left it; that attempt has no steps yet, so the saga need not read them back.
+        lease) left it, having written the intents of `saga.first_intents` and nothing else of the attempt,
+        so the saga need not read its steps back. `answer_key` (user, RPC, key): the PlaceOrder waiting for
+        it, whose answer a COMPLETED end records with it (`GatewayStatements.saga_end`).
 
         Traced as a `checkout saga` span: in the trace of the request that started it, or, `recovered`
         by the recovery worker, as a new trace linked to the PlaceOrder that started the attempt."""
@@ -96,7 +99,7 @@ class SagaRunner:
                     attributes={"shop.checkout.id": checkout_id, "shop.saga.recovered": recovered},
                     links=links,
                 ):
-                    return await self.drive(checkout_id, started)
+                    return await self.drive(checkout_id, started, answer_key)
             except Exception:
                 log.exception("saga %s stopped on an unexpected error; the recovery worker resumes it", checkout_id)
                 return None
@@ -110,9 +113,11 @@ class SagaRunner:
         if self._tasks.get(checkout_id) is done:
             del self._tasks[checkout_id]
 
-    async def drive(self, checkout_id: str, started: Checkout | None = None) -> Checkout | None:
+    async def drive(
+        self, checkout_id: str, started: Checkout | None = None, answer_key: tuple[str, str, str] | None = None
+    ) -> Checkout | None:
         """Drives a PLACING checkout this replica holds the lease of to its next state; returns it there
-        (None when it was not this replica's to drive). `started`: as `start` says."""
+        (None when it was not this replica's to drive). `started`, `answer_key`: as `start` says."""
 
         async def load(tx: GatewayStatements) -> tuple[Checkout | None, list[StepRecord]]:
             found = await tx.checkout(checkout_id)
@@ -122,13 +127,16 @@ class SagaRunner:
 
         checkout: Checkout | None
         records: list[StepRecord]
+        intended: dict[SagaStep, int] = {}
         if started is not None and started.status is CheckoutStatus.PLACING and started.lease_owner == self.owner:
-            checkout, records = started, []  # a new attempt: no step of it is written yet
+            checkout, records = started, []  # a new attempt: nothing of it written but its first intents
+            intended = {intent.step: 1 for intent in first_intents(checkout_id, started.attempt)}
         else:
             checkout, records = await self._work.read(load)  # one snapshot, one round of reads
         if checkout is None:
             return None
-        saga = SagaLog(self._work, checkout, records, self._policy)
+        saga = SagaLog(self._work, checkout, records, self._policy, intended=intended)
+        saga.answer_key = answer_key
         renewer = asyncio.create_task(self._keep_lease(checkout_id, asyncio.current_task()))
         try:
             try:
@@ -183,7 +191,7 @@ class SagaRunner:
         async def work(tx: GatewayStatements) -> Checkout:
             if failure is not None:
                 await tx.record_failure(checkout_id, failure)
-            ended = await tx.saga_end(checkout_id, saga.attempt, done, status, stopped_at, saga.lines)
+            ended = await tx.saga_end(checkout_id, saga.attempt, done, status, stopped_at, saga.lines, saga.answer_key)
             if status is CheckoutStatus.EXPIRED:
                 await _expired_event(tx, checkout_id)
             return ended
@@ -237,7 +245,7 @@ class SagaRunner:
             await asyncio.sleep(self.settings.recovery_interval_seconds)
 
     async def recover_once(self) -> int:
-        claimed = await self._work.run(
+        claimed = await self._work.statement(  # one statement: no transaction around it
             lambda tx: tx.claim_lapsed(self.owner, self.settings.lease_seconds, self.settings.recovery_batch_size)
         )
         for checkout_id in claimed:
@@ -246,7 +254,7 @@ class SagaRunner:
         expired = await self._work.run(lambda tx: _expire_quotes(tx, self.settings.recovery_batch_size))
         for checkout_id in expired:
             await self.release(checkout_id, attempt=0, reason="reservation_expired")
-        for checkout_id in await self._work.read(
+        for checkout_id in await self._work.statement(
             lambda tx: tx.unfinished_releases(self.settings.lease_seconds, self.settings.recovery_batch_size)
         ):
             await self.release(checkout_id, attempt=0, reason="checkout_ended")

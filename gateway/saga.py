@@ -105,6 +105,14 @@ class _Registered:
     argument: object
 
 
+def first_intents(checkout_id: str, attempt: int) -> list[Intent]:
+    """The intents of a new attempt's first step, for the transaction that starts the attempt to write with
+    it (durable before the call as any intent; one write less). `SagaLog(intended=...)` does not write them
+    again."""
+    first = SagaStep.EXTEND_RESERVATION
+    return [Intent(first, domain.step_key(checkout_id, attempt, first), domain.definition(first).compensation)]
+
+
 class SagaLog:
     """One run of one attempt of a checkout's saga over its step log (see the module docstring)."""
 
@@ -114,6 +122,8 @@ class SagaLog:
         checkout: Checkout,
         records: list[StepRecord],
         policy: SagaPolicy,
+        *,
+        intended: Mapping[SagaStep, int] | None = None,
     ) -> None:
         self._work = work
         self.checkout_id = checkout.checkout_id
@@ -124,6 +134,10 @@ class SagaLog:
         self._compensations: list[_Registered] = []
         #: Outcomes of steps that succeeded, not written yet: they go with the next write (module docstring).
         self._pending: list[Outcome] = []
+        #: Steps whose first call's intent was written before this run (`first_intents`), with their attempts.
+        self._intended = dict(intended or {})
+        #: The waiting PlaceOrder's idempotency key (user, RPC, key), answered by a COMPLETED end.
+        self.answer_key: tuple[str, str, str] | None = None
 
     def pending(self) -> list[Outcome]:
         """The outcomes waiting for the next write, in step order (the saga's end writes them)."""
@@ -223,6 +237,8 @@ class SagaLog:
     ) -> Mapping[str, str]:
         if compensation is not None:
             self._compensations.append(_Registered(step, self.attempt, compensation[0], compensation[1]))
+        if intended is None:
+            intended = self._intended.pop(step, None)
         record = self._records.get((self.attempt, step))
         if record is not None and record.status is StepStatus.SUCCEEDED:
             span.set_attribute("shop.saga.outcome", "replayed")
@@ -376,7 +392,7 @@ class CheckoutSaga:
         self._extend_ttl_seconds = extend_ttl_seconds
 
     async def run(self, saga: SagaLog, checkout: Checkout) -> Placed:
-        a, c, q = self._activities, checkout, checkout.quote
+        a, c, q = self._activities, checkout, checkout.quote  # the first step: as `first_intents` says
         saga.register(
             SagaStep.RESERVE_INVENTORY,
             a.release_reservation,
