@@ -216,6 +216,9 @@ class Dispatcher:
                 await self._failed(notification, error)
 
     async def _traced_send(self, notification: Notification, parent: trace.Span | None) -> str | None:
+        if not telemetry.enabled() or (parent is not None and not parent.is_recording()):
+            # Tracing is off, or the event's trace is not sampled: the send's span would not be recorded.
+            return await self._send(notification)
         with telemetry.span(
             "notification send",
             parent=trace.set_span_in_context(parent) if parent is not None else None,

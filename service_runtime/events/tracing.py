@@ -57,8 +57,20 @@ class TracedPublisher:
         spans: list[trace.Span] = []
         traced: list[BusMessage] = []
         now_ms = str(int(time.time() * 1000))
+        tracing = telemetry.enabled()
         for message in messages:
-            carried = {name: value for name, value in message.headers if name in TRACE_HEADERS}
+            carried = {name: value for name, value in message.headers if name in TRACE_HEADERS and value}
+            if not tracing or not _sampled(carried.get("traceparent")):
+                # No span would be recorded (tracing is off, or the trace is not sampled: the sampler follows
+                # the parent), so the message keeps the context it carries, as a non-recording span would
+                # pass it on; it starts no new trace.
+                headers = tuple(
+                    (name, value)
+                    for name, value in message.headers
+                    if name != "publishedAt" and (value or name not in TRACE_HEADERS)
+                )
+                traced.append(replace(message, headers=(*headers, ("publishedAt", now_ms))))
+                continue
             parent = telemetry.context_of(carried) if "traceparent" in carried else None
             span = tracer.start_span(
                 f"{topic} publish",
@@ -90,6 +102,18 @@ class TracedPublisher:
         await self._inner.close()
 
 
+def _sampled(traceparent: str | None) -> bool:
+    """Whether a message's span would be recorded: it has no parent (a new trace, sampled at the root) or
+    its W3C `traceparent` says the trace is sampled (flags bit 0)."""
+    if not traceparent:
+        return True
+    flags = traceparent[-2:]
+    try:
+        return bool(int(flags, 16) & 1)
+    except ValueError:
+        return True  # malformed: let the propagator decide, as before
+
+
 def header(delivery: Delivery, name: str) -> str:
     return next((value for key, value in delivery.message.headers if key == name), "")
 
@@ -110,6 +134,8 @@ def record_lag(topic: str, group: str, deliveries: Sequence[Delivery]) -> None:
 def start_processing(delivery: Delivery, *, system: str, group: str) -> trace.Span:
     """The CONSUMER span of handling one message, a child of its producer span (see the module docstring).
     Not made current: a consumer that handles a batch chooses which work runs under which span."""
+    if not telemetry.enabled():
+        return trace.INVALID_SPAN  # tracing is off: nothing would be recorded
     carrier = {name: value for name, value in delivery.message.headers if name in ("traceparent", "tracestate")}
     return telemetry.tracer().start_span(
         f"{delivery.topic} process",

@@ -188,3 +188,24 @@ async def test_a_poison_message_goes_to_the_dead_letter_topic_with_its_reason(
     assert len(dead) == 1
     assert dead[0].message.value == b"\xff\xfe not proto"
     assert dict(dead[0].message.headers)["reason"].startswith("undecodable OrderEvent")
+
+
+async def test_a_message_keeps_its_trace_and_sampling_decision_across_the_bus(bus: Bus, event_bus: EventBus):
+    sampled_out = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"
+    await event_bus.ensure_topic(bus.topic)
+    publisher = event_bus.publisher()
+    try:
+        await publisher.publish(
+            bus.topic,
+            [
+                BusMessage(key="o1", type="OrderConfirmed", value=b"1", headers=(("traceparent", sampled_out),)),
+                BusMessage(key="o2", type="OrderConfirmed", value=b"2", headers=(("traceparent", ""),)),
+            ],
+        )
+    finally:
+        await publisher.close()
+    first, second = sorted(await read_all(event_bus, bus.topic, expect=2), key=lambda d: d.message.value)
+    carried = dict(first.message.headers)
+    assert carried["traceparent"].startswith("00-" + "ab" * 16 + "-") and carried["traceparent"].endswith("-00")
+    assert carried["publishedAt"].isdigit()
+    assert "traceparent" not in dict(second.message.headers) or dict(second.message.headers)["traceparent"]
