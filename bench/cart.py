@@ -20,6 +20,9 @@ cart's price cache, refreshed from inventory (which serves from its product cach
 per SKU. It prints rate and p50/p99 per phase, each cart phase's rate as a ratio to the echo floor, the
 load average, and the cart's Redis round trips per operation, counted with Redis' INFO commandstats
 (the cart's EVALSHA, EVAL and HKEYS calls; inventory's cache uses other commands).
+
+`--profile DIR` also samples the cart process with py-spy (`--gil`: where its Python time goes) during
+cart-health, add-item and get-cart, and prints each phase's functions with most samples of their own.
 """
 
 from __future__ import annotations
@@ -121,18 +124,7 @@ async def _drive(
     async def sample() -> None:
         if profile_into is not None and "cart" in pids and seconds >= 2:
             await asyncio.sleep(0.5)
-            if os.environ.get("BENCH_CART_PROFILE_NATIVE"):  # every thread, C frames too (not --gil)
-                spy = profile.available()
-                assert spy is not None
-                (profile_into / phase).mkdir(parents=True, exist_ok=True)
-                command = [spy, "record", "--pid", str(pids["cart"]), "--duration", str(round(seconds - 1))]
-                command += ["--rate", "100", "--format", "raw", "--native", "--threads"]
-                spying = await asyncio.create_subprocess_exec(
-                    *command, "--output", str(profile_into / phase / "native.txt"), stdout=asyncio.subprocess.DEVNULL
-                )
-                await spying.wait()
-            else:
-                await profile.record({"cart": pids["cart"]}, seconds - 1, profile_into / phase)
+            await profile.record({"cart": pids["cart"]}, seconds - 1, profile_into / phase)
 
     started = time.monotonic()
     await asyncio.gather(sample(), *(client(index) for index in range(clients)))
