@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import ClassVar
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from inventory_svc.domain.model import Reservation, ReservationRequest
 from inventory_svc.repository import InventoryStatements
-from inventory_svc.reserve_batcher import ReserveBatcher
+from inventory_svc.reserve_batcher import BATCH_SIZE_ATTRIBUTE, ReserveBatcher
+from service_runtime import telemetry
 from service_runtime.database import Database
 from service_runtime.sql import UnitOfWork
 from service_runtime.values import LineItem
@@ -136,3 +141,51 @@ async def test_concurrent_duplicates_of_one_reservation_make_it_once_and_replay_
     assert sorted(response.replayed for response in responses) == [False] + [True] * 7
     assert (await stock_figures(store, "DUP-SKU")).reserved == 2
     assert await invariant_violations(store) == []
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every span finished from now on until the test ends (as the observability tests collect them)."""
+    provider = telemetry.configure_tracing("tests")
+    assert trace.get_tracer_provider() is provider
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()
+
+
+async def test_a_batch_statement_is_one_span_under_its_first_request_and_linked_both_ways_with_the_others(
+    inventory, counting_work, spans
+):
+    await create_product(inventory, "TRACED", stock=10)
+    batcher = ReserveBatcher(counting_work, max_batch_size=64, max_in_flight=1)
+
+    async def traced(name: str) -> None:
+        with telemetry.span(name):
+            assert await batcher.reserve(request(name, ("TRACED", 1))) is not None
+
+    await asyncio.gather(*(traced(name) for name in ("alone", "leading", "following")))
+
+    finished = {span.name: span for span in spans.get_finished_spans() if span.name != "reserve batch"}
+    [batch] = [span for span in spans.get_finished_spans() if span.name == "reserve batch"]
+    alone, leading, following = (finished[name] for name in ("alone", "leading", "following"))
+    assert batch.attributes is not None and batch.attributes[BATCH_SIZE_ATTRIBUTE] == 2
+    assert batch.parent is not None and batch.parent.span_id == leading.context.span_id
+    assert [link.context.span_id for link in batch.links] == [following.context.span_id]
+    assert [link.context.span_id for link in following.links] == [batch.context.span_id]
+    assert list(leading.links) == list(alone.links) == []
+
+    def statements_under(parent: ReadableSpan) -> list[str]:
+        assert parent.context is not None
+        parent_id = parent.context.span_id
+        return [
+            span.name
+            for span in spans.get_finished_spans()
+            if span.parent is not None
+            and span.parent.span_id == parent_id
+            and (span.attributes or {}).get("db.system") == "postgresql"
+        ]
+
+    assert len(statements_under(batch)) == 1  # the batch's statement, in the batch span
+    assert len(statements_under(alone)) == 1  # a batch of one: in its request's own trace
+    assert statements_under(leading) == statements_under(following) == []
