@@ -7,7 +7,8 @@ sandbox PSP and six services as processes), all up at once but only one driven a
 - `on`: telemetry as deployed: tracing with the production sampling (`OTEL_TRACES_SAMPLER_ARG` of
   k8s/base/config/common.env, parent-based ratio; `--sampling` adds other ratios as more configurations),
   every service serving /metrics (`METRICS_PORT=0`), and the sampled spans exported as `make up` does,
-  JSON lines appended to a file (`TRACE_SPANS_FILE`, a temporary file here).
+  JSON lines appended to a file (`TRACE_SPANS_FILE`, a temporary file here);
+- `metrics only` with `--metrics-only`: every service serving /metrics, tracing off.
 
 Each configuration gets a warm-up, then `--rounds` turns of a closed loop of `--clients` shoppers doing whole
 checkouts (CreateCart, AddItem per line, StartCheckout, PlaceOrder) for `--seconds` / `--rounds` each; the
@@ -86,8 +87,10 @@ class Configuration:
             return sum(1 for _ in lines)
 
 
-def configurations(samplings: Sequence[float], folder: Path) -> list[Configuration]:
+def configurations(samplings: Sequence[float], folder: Path, *, metrics_only: bool = False) -> list[Configuration]:
     found = [Configuration("off", {"OTEL_SDK_DISABLED": "true"})]
+    if metrics_only:
+        found.append(Configuration("metrics only", {"OTEL_SDK_DISABLED": "true", "METRICS_PORT": "0"}))
     for ratio in samplings:
         spans = folder / f"spans-{ratio:g}.jsonl"
         found.append(
@@ -153,7 +156,7 @@ async def run(args: argparse.Namespace, samplings: list[float]) -> dict[str, Any
     }
     skus = [f"BENCH-{index:03d}" for index in range(args.lines)]
     with tempfile.TemporaryDirectory(prefix="shop-bench-telemetry-") as folder:
-        configs = configurations(samplings, Path(folder))
+        configs = configurations(samplings, Path(folder), metrics_only=args.metrics_only)
         async with private_postgres() as server, contextlib.AsyncExitStack() as stack:
             meshes: list[Mesh] = []
             shoppers: list[Shoppers] = []
@@ -299,6 +302,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="RATIO",
         help="measure 'on' with this trace sampling ratio too (repeatable; the production sampling of "
         "k8s/base/config/common.env is always measured)",
+    )
+    command.add_argument(
+        "--metrics-only",
+        action="store_true",
+        help="also measure metrics without tracing (OTEL_SDK_DISABLED=true, METRICS_PORT set)",
     )
     command.add_argument(
         "--profile",
