@@ -13,9 +13,10 @@ from round to round), each with `--clients` concurrent clients on the same clien
 
 It prints each round's pair rates and the CPU time each process spent per pair (`postgresql`: the backends of
 the bench database, which serve both the service and the sandbox; the server's shared background processes are
-not counted), the median of the rounds per
-phase, the ratio service/direct of the medians (the target is >= 0.5), and each round's own ratio with
-their median (on a shared, noisy machine the per-round ratio compares phases run seconds apart).
+not counted), the median of the rounds per phase, the ratio service/direct of the medians (the target is
+>= 0.5), each round's own ratio with their median (on a shared, noisy machine the per-round ratio compares
+phases run seconds apart), and the CPU all the processes spent per pair in each phase (median of the rounds)
+with its ratio, the least noisy figure.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
     async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as admin:
         await admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     processes: list[subprocess.Popen[bytes]] = []
-    rates: dict[str, list[float]] = {"service": [], "direct": []}
+    rates: dict[str, list[float]] = {"service": [], "direct": [], "service cpu": [], "direct cpu": []}
     try:
         await apply_migrations(database_url, schema=SPEC.schema, directory=SPEC.migrations)
         psp, base_url = await start_psp(database_url)
@@ -150,6 +151,7 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
                     after["postgresql"] = backends_cpu(name)
                     cpu = {party: (after[party] - before[party]) * 1000 / max(done, 1) for party in after}
                     rates[phase].append(done / elapsed)
+                    rates[f"{phase} cpu"].append(sum(cpu.values()))
                     print(
                         f"round {number} {phase:<8} {done:>6} pairs {done / elapsed:8.1f} pairs/s   CPU ms/pair: "
                         + ", ".join(f"{party} {ms:.2f}" for party, ms in cpu.items() if ms or party != "service")
@@ -190,4 +192,10 @@ def main(argv: Sequence[str]) -> int:
         ", ".join(f"{r:.2f}" for r in per_round),
     )
     print(f"median of the per-round ratios {statistics.median(per_round):.2f}")
+    service_cpu, direct_cpu = statistics.median(rates["service cpu"]), statistics.median(rates["direct cpu"])
+    print(
+        f"CPU per pair, all processes (median of the rounds): service phase {service_cpu:.2f} ms, direct phase "
+        f"{direct_cpu:.2f} ms; direct/service {direct_cpu / service_cpu:.2f} (the ratio a machine whose cores "
+        "the pairs keep busy would give)"
+    )
     return 0
