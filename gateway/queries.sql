@@ -27,16 +27,16 @@ WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s
 DELETE FROM checkout.idempotency_keys WHERE user_id = %(user_id)s AND rpc = %(rpc)s AND idempotency_key = %(key)s
 
 -- name: insert_checkout
--- A new QUOTED checkout with its frozen quote and its priced lines (in cart order, the unnest of arrays), in one
--- statement: the lines' foreign key to the checkout is checked at the statement's end.
+-- A new QUOTED checkout with its frozen quote and its priced lines (in cart order; one JSON array, one parameter),
+-- in one statement: the lines' foreign key to the checkout is checked at the statement's end.
 WITH lines AS (
     INSERT INTO checkout.checkout_lines (checkout_id, sku, position, product_name, quantity, currency_code,
         unit_price_minor, line_total_minor)
     SELECT %(checkout_id)s, l.sku, l.position, l.product_name, l.quantity, %(currency_code)s, l.unit_price_minor,
            l.line_total_minor
-    FROM unnest(%(skus)s::text[], %(positions)s::smallint[], %(names)s::text[], %(quantities)s::integer[],
-                %(unit_prices)s::bigint[], %(line_totals)s::bigint[])
-         AS l(sku, position, product_name, quantity, unit_price_minor, line_total_minor)
+    FROM jsonb_to_recordset(%(lines)s::jsonb)
+         AS l(sku text, position smallint, product_name text, quantity integer, unit_price_minor bigint,
+              line_total_minor bigint)
 )
 INSERT INTO checkout.checkouts (
     checkout_id, user_id, cart_id, status, shipping_address, shipping_method, contact_email, currency_code,
@@ -74,12 +74,11 @@ FOR UPDATE
 
 -- name: start_attempt
 -- QUOTED → PLACING for a new PlaceOrder attempt, leased to this replica, with the intents of the attempt's first
--- steps (arrays; their keys made for the new attempt, place_attempt + 1) in the same statement.
+-- steps (a JSON array; their keys made for the new attempt, place_attempt + 1) in the same statement.
 WITH intents AS (
     INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts)
     SELECT c.checkout_id, c.place_attempt + 1, i.step, i.step_key, 'running', i.compensation, 1
-    FROM checkout.checkouts c,
-         unnest(%(steps)s::text[], %(step_keys)s::text[], %(compensations)s::text[]) AS i(step, step_key, compensation)
+    FROM checkout.checkouts c, jsonb_to_recordset(%(intents)s::jsonb) AS i(step text, step_key text, compensation text)
     WHERE c.checkout_id = %(checkout_id)s AND c.status = 'quoted'
 )
 UPDATE checkout.checkouts
@@ -114,15 +113,14 @@ WHERE checkout_id = %(checkout_id)s
 
 -- name: saga_log
 -- The step log's write between two calls, in one statement: the outcomes of the steps that finished since
--- the last write (arrays, in step order), the checkout's progress (the step it is on, and the ids the
+-- the last write (a JSON array, in step order), the checkout's progress (the step it is on, and the ids the
 -- outcomes produced), and the intents of the steps about to be called (running, one more attempt, the
 -- undo registered). Returns each intended step's calls counted against its retry budget (as step_intent).
 WITH done AS (
     UPDATE checkout.saga_steps s
     SET status = 'succeeded', result = d.result, payment_id = COALESCE(d.payment_id, s.payment_id),
         ended_at = now(), updated_at = now()
-    FROM unnest(%(done_steps)s::text[], %(done_results)s::jsonb[], %(done_payments)s::text[])
-         AS d(step, result, payment_id)
+    FROM jsonb_to_recordset(%(done)s::jsonb) AS d(step text, result jsonb, payment_id text)
     WHERE s.checkout_id = %(checkout_id)s AND s.attempt = %(attempt)s AND s.step = d.step
 ), progress AS (
     UPDATE checkout.checkouts
@@ -134,7 +132,7 @@ WITH done AS (
 )
 INSERT INTO checkout.saga_steps (checkout_id, attempt, step, step_key, status, compensation, attempts)
 SELECT %(checkout_id)s::text, %(attempt)s::integer, i.step, i.step_key, 'running', i.compensation, 1
-FROM unnest(%(steps)s::text[], %(step_keys)s::text[], %(compensations)s::text[]) AS i(step, step_key, compensation)
+FROM jsonb_to_recordset(%(intents)s::jsonb) AS i(step text, step_key text, compensation text)
 ON CONFLICT (checkout_id, attempt, step) DO UPDATE
 SET attempts = checkout.saga_steps.attempts + 1, status = 'running', updated_at = now()
 RETURNING step, attempts - attempts_before_retry AS attempts
@@ -147,8 +145,7 @@ WITH done AS (
     UPDATE checkout.saga_steps s
     SET status = 'succeeded', result = d.result, payment_id = COALESCE(d.payment_id, s.payment_id),
         ended_at = now(), updated_at = now()
-    FROM unnest(%(done_steps)s::text[], %(done_results)s::jsonb[], %(done_payments)s::text[])
-         AS d(step, result, payment_id)
+    FROM jsonb_to_recordset(%(done)s::jsonb) AS d(step text, result jsonb, payment_id text)
     WHERE s.checkout_id = %(checkout_id)s AND s.attempt = %(attempt)s AND s.step = d.step
 ), answered AS (
     UPDATE checkout.idempotency_keys
