@@ -17,8 +17,9 @@ user and password, database, client name, connect and reply timeouts.
   (`service_runtime.status.redis_outage`). A script's error is ResponseError (LOADING: BusyLoadingError).
   The next command opens a new connection.
 - NOSCRIPT (Redis restarted, or SCRIPT FLUSH): the script is sent whole (EVAL), which caches it again.
-- Each command is a CLIENT span as the redis instrumentation makes for redis-py's: named after the
-  command, `db.system` redis, `db.statement` with `?` for every argument (docs/observability.md).
+- Each command is a CLIENT span as the runtime makes for redis-py's commands
+  (`service_runtime.telemetry.instrument_redis`), only inside a recording span: named `EVALSHA`, `db.system`
+  redis, `db.query.text` `EVALSHA ? ? …` (never the arguments), `db.namespace`, `server.address`/`port`.
 
 A command whose caller gives up (cancelled) still runs if it was sent, and its reply is discarded; like a
 timed-out command, it may have been applied: every cart mutation is safe to repeat (idempotency keys).
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import hiredis
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -210,22 +212,24 @@ class ScriptRunner:
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
         settings = self._settings
-        self._attributes: dict[str, str | int] = {"db.system": "redis", "db.redis.database_index": settings.db}
+        # the attributes the runtime's Redis spans carry (service_runtime.telemetry.instrument_redis)
+        self._attributes: dict[str, str | int] = {
+            "db.system": "redis",
+            "db.operation.name": "EVALSHA",
+            "db.namespace": str(settings.db or 0),
+        }
         if isinstance(settings, UnixDomainSocketConnection):
-            self._attributes["net.peer.name"] = settings.path
-            self._attributes["net.transport"] = "other"
-        else:
-            self._attributes["net.peer.name"] = getattr(settings, "host", "")
-            self._attributes["net.peer.port"] = getattr(settings, "port", 0)
+            self._attributes["server.address"] = settings.path
+        elif isinstance(settings, Connection):
+            self._attributes["server.address"] = settings.host
+            self._attributes["server.port"] = settings.port
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """The script's reply (bytes, ints and lists of them, as hiredis parses them)."""
         span = None
-        if telemetry.enabled():
+        if trace.get_current_span().is_recording():  # as the runtime's Redis spans: only in a recorded trace
             attributes = dict(self._attributes)
-            count = 3 + len(keys) + len(args)
-            attributes["db.statement"] = "EVALSHA" + " ?" * (count - 1)
-            attributes["db.redis.args_length"] = count
+            attributes["db.query.text"] = "EVALSHA" + " ?" * (2 + len(keys) + len(args))
             span = telemetry.tracer().start_span("EVALSHA", kind=SpanKind.CLIENT, attributes=attributes)
         try:
             try:

@@ -1,6 +1,7 @@
 """The cart's script runner (one multiplexed Redis connection) against a real Redis: replies reach their own
 callers under concurrency, a script Redis does not know is sent whole, a lost connection is opened again,
-a silent Redis is a timeout, and errors are redis-py's (so the runtime maps an outage to UNAVAILABLE)."""
+a silent Redis is a timeout, errors are redis-py's (so the runtime maps an outage to UNAVAILABLE), and a
+call in a recorded trace is a CLIENT span that names no argument."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from redis import exceptions as redis_errors
 
 from cart_svc.scripting import Script, ScriptRunner, pack
+from service_runtime import telemetry
 
 ECHO = Script("return {KEYS[1], ARGV[1], tonumber(ARGV[2]) * 2}")
 
@@ -127,3 +132,25 @@ def test_commands_are_packed_as_resp_arrays():
     assert ECHO.evalsha(["a"], ["é", 7]) == pack("EVALSHA", ECHO.sha, 1, "a", "é", 7)
     with pytest.raises(TypeError):
         pack("SET", "k", 1.5)  # type: ignore[arg-type]
+
+
+async def test_a_call_inside_a_recorded_trace_is_a_client_span_without_its_arguments(client: redis.Redis):
+    provider = telemetry.configure_tracing("tests")
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    runner = ScriptRunner(client)
+    try:
+        await runner.run(ECHO, ["untraced"], ["secret-0", 1])  # no recording span: no span of its own
+        with telemetry.tracer().start_as_current_span("request"):
+            await runner.run(ECHO, ["traced-key"], ["secret-1", 1])
+        redis_spans = [span for span in exporter.get_finished_spans() if span.name == "EVALSHA"]
+        assert len(redis_spans) == 1
+        (span,) = redis_spans
+        attributes = dict(span.attributes or {})
+        assert span.kind is SpanKind.CLIENT and span.parent is not None
+        assert attributes["db.system"] == "redis" and attributes["db.operation.name"] == "EVALSHA"
+        assert attributes["db.query.text"] == "EVALSHA ? ? ? ? ?"
+        assert "secret" not in repr(attributes) and "traced-key" not in repr(attributes)
+    finally:
+        runner.close()
+        exporter.shutdown()
