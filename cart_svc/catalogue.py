@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from cart_svc.domain import CatalogueEntry
@@ -71,7 +72,7 @@ class PriceCache:
         self._max_entries = max_entries
         self._clock = clock
         #: SKU → (valid until, entry or None when not sold), oldest first.
-        self._entries: dict[str, tuple[float, CatalogueEntry | None]] = {}
+        self._entries: OrderedDict[str, tuple[float, CatalogueEntry | None]] = OrderedDict()
         #: SKU → the fetch under way that will answer for it.
         self._inflight: dict[str, asyncio.Task[Fetched]] = {}
 
@@ -119,10 +120,10 @@ class PriceCache:
         valid_until = sent + self._ttl
         cached = self._entries
         for sku, entry in answer.items():
-            cached.pop(sku, None)  # re-inserted last: the dict's order is the eviction order
             cached[sku] = (valid_until, entry)
+            cached.move_to_end(sku)  # the order is the eviction order
         while len(cached) > self._max_entries:
-            del cached[next(iter(cached))]
+            cached.popitem(last=False)
         return answer
 
     def __len__(self) -> int:

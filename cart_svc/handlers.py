@@ -17,6 +17,7 @@ import asyncio
 import logging
 import operator
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from dataclasses import replace as dataclasses_replace
 from datetime import UTC, datetime
@@ -95,7 +96,7 @@ class CartHandlers:
         self._work = work
         self._max_lines = max_lines
         #: cart id → its last (stored lines, their catalogue entries, priced lines, names): see `_priced`.
-        self._priced_carts: dict[
+        self._priced_carts: OrderedDict[
             str,
             tuple[
                 tuple[domain.StoredLine, ...],
@@ -103,7 +104,7 @@ class CartHandlers:
                 tuple[domain.PricedLine, ...],
                 dict[str, str],
             ],
-        ] = {}
+        ] = OrderedDict()
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -410,7 +411,7 @@ class CartHandlers:
             for line, entry in zip(lines, entries, strict=True)
         }
         if last is None and len(self._priced_carts) >= _PRICED_CARTS:
-            del self._priced_carts[next(iter(self._priced_carts))]
+            self._priced_carts.popitem(last=False)
         self._priced_carts[cart_id] = (lines, entries, tuple(priced), names)
         return PricedCart(cart, self._priced_carts[cart_id][2], names)
 

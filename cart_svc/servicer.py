@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,9 +49,9 @@ class CartServicer(pb_grpc.CartServiceServicer):
     def __init__(self, handlers: CartHandlers, *, ttl_seconds: float) -> None:
         self._handlers = handlers
         self._ttl = duration_out(ttl_seconds)
-        self._rendered: dict[tuple[int, int, bool, str], tuple[StoredLine, Money, bytes]] = {}
+        self._rendered: OrderedDict[tuple[int, int, bool, str], tuple[StoredLine, Money, bytes]] = OrderedDict()
         #: cart id → its last rendered lines (see `_rendered_lines`).
-        self._rendered_carts: dict[str, _RenderedLines] = {}
+        self._rendered_carts: OrderedDict[str, _RenderedLines] = OrderedDict()
 
     async def CreateCart(self, request: pb.CreateCartRequest, context: Context) -> pb.CreateCartResponse:
         created = await self._handlers.create(request.user_id, request.session_id, context)
@@ -166,14 +167,14 @@ class CartServicer(pb_grpc.CartServiceServicer):
             if remembered is None or remembered[0] is not stored or remembered[1] is not priced_line.unit_price:
                 remembered = (stored, priced_line.unit_price, _line_bytes(stored, priced_line, name))
                 if len(memo) >= _RENDERED_LINES:
-                    del memo[next(iter(memo))]
+                    memo.popitem(last=False)
                 memo[key] = remembered
             wire.append(remembered[2])
         rendered = _RenderedLines(
             priced.lines, cart.lines, names, cart.cart_id, b"".join(wire), priced.totals, etag(cart.cart_id, cart.lines)
         )
         if found is None and len(self._rendered_carts) >= _RENDERED_CARTS:
-            del self._rendered_carts[next(iter(self._rendered_carts))]
+            self._rendered_carts.popitem(last=False)
         self._rendered_carts[cart.cart_id] = rendered
         return rendered
 

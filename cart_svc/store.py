@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -282,12 +283,12 @@ def encode_line(line: StoredLine, position: int) -> str:
 
 
 #: A parsed line, by its SKU, its stored record and the cart's currency (see `_lines`).
-LineMemo = dict[tuple[bytes, bytes, str], tuple[int, StoredLine]]
+LineMemo = OrderedDict[tuple[bytes, bytes, str], tuple[int, StoredLine]]
 #: Most parsed lines a store remembers.
 _PARSED_LINES = 50_000
 #: Each cart's last parsed lines, by cart id: with its currency and its items hash exactly as Redis returned
 #: it (see `_cart_lines`).
-CartLinesMemo = dict[str, tuple[str, tuple[bytes, ...], tuple[StoredLine, ...]]]
+CartLinesMemo = OrderedDict[str, tuple[str, tuple[bytes, ...], tuple[StoredLine, ...]]]
 #: Most carts' lines a store remembers.
 _PARSED_CARTS = 5_000
 
@@ -314,7 +315,7 @@ def _lines(flat: Sequence[bytes], currency: str, memo: LineMemo) -> tuple[Stored
         if parsed is None:
             parsed = _parse_line(*key)
             if len(memo) >= _PARSED_LINES:
-                del memo[next(iter(memo))]
+                memo.popitem(last=False)
             memo[key] = parsed
         decoded.append(parsed)
     decoded.sort(key=_position)
@@ -338,7 +339,7 @@ def _cart_lines(
         return last[2]
     lines = _lines(flat, currency, memo)
     if last is None and len(carts) >= _PARSED_CARTS:
-        del carts[next(iter(carts))]
+        carts.popitem(last=False)
     carts[cart_id] = (currency, items, lines)
     return lines
 
@@ -373,8 +374,8 @@ class CartStore:
         self._keys = keys
         self._ttl_ms = int(ttl_seconds * 1000)
         self._keep_ms = int((ttl_seconds + grace_seconds) * 1000)
-        self._parsed: LineMemo = {}
-        self._parsed_carts: CartLinesMemo = {}
+        self._parsed: LineMemo = OrderedDict()
+        self._parsed_carts: CartLinesMemo = OrderedDict()
         self._scripts: dict[str, Script] = {
             name: Script(body)
             for name, body in {
