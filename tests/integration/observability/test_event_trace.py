@@ -46,13 +46,16 @@ async def test_the_relay_and_the_consumer_continue_the_requests_trace_on_either_
     trace_id = root.get_span_context().trace_id
     # Up to 60 s: a Kafka consumer group's first join and the relay's poll are quick on a quiet machine
     # (the test takes ~3 s), but CI once saw no send within 20 s while benchmarks loaded the machine.
+    # A consumer's span ends after its send phase has marked the notification sent, so it can be exported
+    # after the send's: wait for both.
     for _ in range(600):
         finished = [s for s in spans.get_finished_spans() if s.context and s.context.trace_id == trace_id]
-        if any(s.name == "notification send" for s in finished):
+        by_id = {s.context.span_id: s for s in finished if s.context}
+        sends = [s for s in finished if s.name == "notification send"]
+        if sends and all(s.parent is not None and s.parent.span_id in by_id for s in sends):
             break
         await asyncio.sleep(0.1)
 
-    by_id = {s.context.span_id: s for s in finished if s.context}
     confirm = next(s for s in finished if s.name.endswith("/ConfirmOrder") and s.kind is SpanKind.SERVER)
 
     def confirmed(kind: SpanKind) -> list[ReadableSpan]:
@@ -64,7 +67,6 @@ async def test_the_relay_and_the_consumer_continue_the_requests_trace_on_either_
     assert publish.parent is not None and confirm.context is not None
     assert publish.parent.span_id == confirm.context.span_id  # the relay continues the stored context
     assert process.parent is not None and process.parent.span_id == publish.context.span_id
-    sends = [s for s in finished if s.name == "notification send"]
     assert sends and all(s.parent is not None and s.parent.span_id in by_id for s in sends)
 
 
