@@ -16,7 +16,6 @@ command line of every service.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -124,7 +123,8 @@ class RunningService:
 
     async def _start_background(self) -> None:
         for worker in self._assembly.background:
-            self._tasks.append(asyncio.create_task(_supervised(worker, self.spec.name)))
+            name = f"{self.spec.name}-{getattr(worker, '__qualname__', 'worker')}"
+            self._tasks.append(asyncio.create_task(_supervised(worker, self.spec.name), name=name))
         self._ready.set()
 
     def _start_readiness(self) -> None:
@@ -139,9 +139,16 @@ class RunningService:
         await self.server.stop(self.settings.common.shutdown_grace_seconds)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # A worker that ignores its cancellation (or awaits a dead dependency while unwinding) must not
+            # hold the process: each gets the grace period, then it is named in the log and left behind.
+            grace = max(1.0, self.settings.common.shutdown_grace_seconds)
+            stopped, stuck = await asyncio.wait(self._tasks, timeout=grace)
+            for task in stopped:
+                if not task.cancelled() and (error := task.exception()) is not None:
+                    log.error("%s: background task %s failed", self.spec.name, task.get_name(), exc_info=error)
+            for task in stuck:
+                log.error("%s: background task %s did not stop when cancelled", self.spec.name, task.get_name())
         await self.infrastructure.channels.close()
         await self.infrastructure.database.close()
         await self.infrastructure.redis.aclose()

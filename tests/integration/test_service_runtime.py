@@ -4,6 +4,7 @@ no UNKNOWN for bad input, and clean stops."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 from typing import cast
 from urllib.parse import urlsplit
@@ -175,3 +176,34 @@ async def test_health_turns_not_serving_while_the_database_refuses_connections_a
         finally:
             await allow_connections(True)
         await _wait_for_health(health, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_stop_returns_after_the_grace_period_when_a_background_worker_ignores_its_cancellation(
+    start_service, caplog
+):
+    from inventory_svc.__main__ import SPEC
+
+    ignored, released, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def stubborn_worker() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            ignored.set()  # and carries on, as a worker awaiting a dead dependency while unwinding would
+            await released.wait()
+            finished.set()
+
+    def assemble(settings, infrastructure):
+        assembly = SPEC.assemble(settings, infrastructure)
+        return dataclasses.replace(assembly, background=(*assembly.background, stubborn_worker))
+
+    running = await start_service(dataclasses.replace(SPEC, assemble=assemble), GRPC_SHUTDOWN_GRACE_SECONDS="1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(running.stop(), timeout=30)
+    took = loop.time() - started
+    released.set()
+    await asyncio.wait_for(finished.wait(), timeout=5)
+    assert ignored.is_set()
+    assert took < 10, took  # the server's grace (1 s) plus the workers' (1 s), not forever
+    assert any("stubborn_worker did not stop when cancelled" in r.getMessage() for r in caplog.records)
