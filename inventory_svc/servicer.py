@@ -1,6 +1,6 @@
 """gRPC face of the inventory service: proto → command → use case or view → proto, nothing else.
 
-Errors leave as domain exceptions; the runtime's interceptor turns them into status codes with details.
+Errors leave as domain exceptions; the runtime (service_runtime.inbound) turns them into status codes with details.
 """
 
 from __future__ import annotations

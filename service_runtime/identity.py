@@ -14,11 +14,11 @@ service proves itself with a short-lived **service token** in `x-shop-service-to
 whose audience is "shop-mesh". `service_runtime.channels` attaches one to every outbound call, so a
 service never handles it by hand.
 
-`IdentityInterceptor` verifies whatever a call presents before any handler runs (a bad token is
-UNAUTHENTICATED with reason `AUTH_TOKEN_INVALID` or `AUTH_TOKEN_EXPIRED`, whoever the RPC is for) and
-makes the `Caller` available to the handler through `current_caller()`. Handlers then ask for what
-the RPC needs: `require_customer()` (a user or a session; data is scoped to `caller.owner`) or
-`require_trusted()` (PERMISSION_DENIED for anyone else).
+`identify` (which `service_runtime.inbound` runs around every served method) verifies whatever a call
+presents before any handler runs (a bad token is UNAUTHENTICATED with reason `AUTH_TOKEN_INVALID` or
+`AUTH_TOKEN_EXPIRED`, whoever the RPC is for) and makes the `Caller` available to the handler through
+`current_caller()`. Handlers then ask for what the RPC needs: `require_customer()` (a user or a session;
+data is scoped to `caller.owner`) or `require_trusted()` (PERMISSION_DENIED for anyone else).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import enum
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import jwt
@@ -338,41 +338,3 @@ def identify(
 
 def forget(token: contextvars.Token[Caller]) -> None:
     _current.reset(token)
-
-
-class IdentityInterceptor(grpc.aio.ServerInterceptor):
-    """Verifies the caller of every unary call before its handler runs (see the module docstring), for a
-    server not built by the runtime (the runtime composes `identify` into every method's handler once:
-    `service_runtime.inbound`).
-
-    Runs inside the error-mapping interceptor, so an UNAUTHENTICATED raised here leaves as a status with
-    its ErrorInfo like any other error. Health and reflection calls are not checked.
-    """
-
-    def __init__(self, verifier: Verifier) -> None:
-        self._verifier = verifier
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not handler_call_details.method.startswith("/shop."):
-            return handler
-        # The stubs model synchronous behaviours only; under grpc.aio the behaviour is a coroutine function.
-        inner = cast(Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary)
-        verifier = self._verifier
-
-        async def identified(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            token = identify(verifier, context, tuple(context.invocation_metadata() or ()))
-            try:
-                return await inner(request, context)
-            finally:
-                forget(token)
-
-        return grpc.unary_unary_rpc_method_handler(
-            identified,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )

@@ -137,7 +137,7 @@ class RetryPolicy:
         """Runs `work`, again from the start after a conflict; the outermost caller alone retries.
 
         A conflict that outlives every attempt is ABORTED (CONFLICT) if it was `RaceLost`; PostgreSQL's
-        own conflict errors propagate and the error interceptor maps them to ABORTED too.
+        own conflict errors propagate and the error mapping (service_runtime.status) answers ABORTED too.
         """
         if _retrying.get():
             return await work()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -156,7 +156,7 @@ async def answer(
 ) -> Any:
     """Runs a unary behaviour so that no exception reaches the client as UNKNOWN: each one becomes its
     status with details (the module docstring). The one place every served call's errors are mapped
-    (`service_runtime.inbound` calls it for every method; `ErrorMappingInterceptor` for a bare server)."""
+    (`service_runtime.inbound` calls it for every method)."""
     if isinstance(request, _Undecodable):
         log.info("%s: undecodable request", method)
         await context.abort_with_status(
@@ -205,32 +205,6 @@ def tolerant_handler(
         request_deserializer=_tolerant(handler.request_deserializer),
         response_serializer=handler.response_serializer,
     )
-
-
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """`answer` as an interceptor, for a server not built by the runtime (the runtime composes every
-    method's handler once instead: `service_runtime.inbound`)."""
-
-    def __init__(self, domain: str) -> None:
-        self._domain = domain
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        # The stubs model synchronous behaviours only; under grpc.aio the behaviour is a coroutine function.
-        inner = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
-        method = handler_call_details.method
-        domain = self._domain
-
-        async def guarded(request: Any, context: Context) -> Any:
-            return await answer(inner, request, context, method, domain)
-
-        return tolerant_handler(handler, guarded)
 
 
 def redis_outage(error: BaseException) -> errors.ServiceError | None:

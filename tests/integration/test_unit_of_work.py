@@ -108,7 +108,7 @@ async def test_conflicts_are_retried_from_a_clean_transaction_up_to_the_policys_
     async def always_deadlocks(tx: NoteStatements) -> None:
         raise pg_errors.DeadlockDetected("deadlock detected")
 
-    with pytest.raises(pg_errors.DeadlockDetected):  # the interceptor answers it ABORTED (CONFLICT)
+    with pytest.raises(pg_errors.DeadlockDetected):  # the error mapping answers it ABORTED (CONFLICT)
         await work.run(always_deadlocks)
 
 
