@@ -88,9 +88,11 @@ async def test_calls_fail_fast_with_database_unavailable_while_postgresql_is_dow
         assert failure.retry_delay_seconds is not None and failure.retry_delay_seconds > 0
         timings.append(seconds)
         await asyncio.sleep(0.3)
-    # The first call may meet a broken pooled connection; once the probe knows, refusals are immediate.
+    # The first call may meet a broken pooled connection; once the probe knows, refusals are immediate:
+    # a few ms on a quiet machine, far from the pool's 5 s acquire timeout a call would otherwise wait out.
+    # (The bound is 1 s, not tighter: CI once saw one refusal take 0.24 s on the loaded 2-core machine.)
     assert max(timings) < 2.5, timings
-    assert max(timings[2:]) < 0.2, timings
+    assert max(timings[2:]) < 1.0, timings
 
 
 @pytest.mark.parametrize("outage_seconds", [2, 12])
