@@ -21,6 +21,7 @@ Health checks and reflection are registered on the server directly, so they pass
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
@@ -56,19 +57,26 @@ class Inbound:
 
         async def served(request: Any, context: Context) -> Any:
             started = time.perf_counter()
-            metadata = cast(Sequence[tuple[str, str | bytes]], context.invocation_metadata() or ())
-            span = server_span.start(metadata) if server_span is not None else None
-            failed = True
+            span = None
+            if server_span is not None:
+                span = server_span.start(cast(Sequence[tuple[str, str | bytes]], context.invocation_metadata() or ()))
+            failed = 2  # UNKNOWN, unless the call returns or is cancelled
             try:
                 if verifier is None:
                     response = await status.answer(inner, request, context, method, domain)
                 else:
                     response = await status.answer(_identified, request, context, method, domain)
-                failed = False
+                failed = 0
                 return response
+            except asyncio.CancelledError:
+                # The caller went away: its deadline passed (DEADLINE_EXCEEDED) or it cancelled (CANCELLED).
+                # Neither is the handler's failure, and gRPC leaves no code on the context to say which.
+                remaining = context.time_remaining()
+                failed = 4 if remaining is not None and remaining <= 0 else 1
+                raise
             finally:
-                # The code an abort (or set_code) left; None when the handler just returned.
-                code = metrics.code_number(context.code(), 2 if failed else 0)
+                # The code an abort (or set_code) left; None when the handler just returned or was cancelled.
+                code = metrics.code_number(context.code(), failed)
                 if span is not None:
                     span.end(code)
                 if durations is not None:

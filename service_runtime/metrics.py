@@ -209,8 +209,9 @@ def _durations(side: str) -> RpcDurations:
     return found
 
 
-def _code_number(code: object, default: int = 2) -> int:
-    """A status code's number (`default` when none was set: 0 for a handler that returned)."""
+def code_number(code: object, default: int = 2) -> int:
+    """A call's status code as a number (`default` when it is not a StatusCode or a number, e.g. None when
+    none was set: 2, UNKNOWN, unless the caller knows better)."""
     if isinstance(code, grpc.StatusCode):
         return int(code.value[0])
     return code if isinstance(code, int) else default
@@ -220,11 +221,6 @@ def record_client_call(method: str, code: int, started: float) -> None:
     """Records `rpc.client.duration` of a unary call that ended with `code` (the runtime's outbound
     interceptor calls this, so timing the mesh's calls adds no interceptor layer of its own)."""
     _durations("client").record(method, code, started)
-
-
-def code_number(code: object, default: int = 2) -> int:
-    """A call's status code as a number (`default` when it is not a StatusCode or a number: 2, UNKNOWN)."""
-    return _code_number(code, default)
 
 
 def refused(method: str, reason: str) -> None:

@@ -138,3 +138,32 @@ async def test_a_call_without_a_timeout_still_gets_the_channels_default_deadline
 
     assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 2
+
+
+async def test_a_call_its_caller_abandons_is_recorded_as_deadline_exceeded_or_cancelled_not_unknown(relay):
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # type: ignore[attr-defined]
+    hang = relay("Hang")
+
+    failure = await expect_failure(hang(pb.GetProductRequest(sku="deadline"), timeout=0.3))
+    assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    call = hang(pb.GetProductRequest(sku="cancelled"), timeout=30)
+    await asyncio.sleep(0.3)  # the handler is running
+    call.cancel()
+
+    def served_codes() -> list[object]:
+        return [
+            (s.attributes or {}).get("rpc.grpc.status_code")
+            for s in exporter.get_finished_spans()
+            if s.name == "/test.Relay/Hang" and s.kind == trace.SpanKind.SERVER
+        ]
+
+    for _ in range(50):  # each server span ends once gRPC has cancelled its handler
+        if len(served_codes()) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert sorted(served_codes()) == [  # type: ignore[type-var]
+        grpc.StatusCode.CANCELLED.value[0],
+        grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+    ]
