@@ -71,7 +71,7 @@ class Inbound:
             except asyncio.CancelledError:
                 # The caller went away: its deadline passed (DEADLINE_EXCEEDED) or it cancelled (CANCELLED).
                 # Neither is the handler's failure, and gRPC leaves no code on the context to say which.
-                remaining = context.time_remaining()
+                remaining: float | None = context.time_remaining()  # None without a deadline (the stubs say float)
                 failed = 4 if remaining is not None and remaining <= 0 else 1
                 raise
             finally:
