@@ -17,7 +17,6 @@ import asyncio
 import logging
 import operator
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from dataclasses import replace as dataclasses_replace
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from datetime import UTC, datetime
 from cart_svc import domain
 from cart_svc.catalogue import PriceCache
 from cart_svc.domain import CartStatus, CatalogueEntry, PricedCart, StoredCart
+from cart_svc.memo import CART_LINES, Memo
 from cart_svc.repository import CartStatements
 from cart_svc.store import CartStore, Outcome, Result
 from service_runtime.channels import HasDeadline
@@ -34,8 +34,6 @@ from service_runtime.sql import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-#: Most carts' priced lines a replica remembers (see `CartHandlers._priced`).
-_PRICED_CARTS = 5_000
 #: How often a call that finds a cart mid-transition (being converted or abandoned) looks again.
 _SETTLE_ATTEMPTS = 20
 _SETTLE_PAUSE_SECONDS = 0.05
@@ -96,7 +94,7 @@ class CartHandlers:
         self._work = work
         self._max_lines = max_lines
         #: cart id → its last (stored lines, their catalogue entries, priced lines, names): see `_priced`.
-        self._priced_carts: OrderedDict[
+        self._priced_carts: Memo[
             str,
             tuple[
                 tuple[domain.StoredLine, ...],
@@ -104,7 +102,7 @@ class CartHandlers:
                 tuple[domain.PricedLine, ...],
                 dict[str, str],
             ],
-        ] = OrderedDict()
+        ] = Memo(CART_LINES, lambda entry: 1 + len(entry[0]))
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -410,10 +408,9 @@ class CartHandlers:
             line.sku: entry.name if entry is not None else line.product_name
             for line, entry in zip(lines, entries, strict=True)
         }
-        if last is None and len(self._priced_carts) >= _PRICED_CARTS:
-            self._priced_carts.popitem(last=False)
-        self._priced_carts[cart_id] = (lines, entries, tuple(priced), names)
-        return PricedCart(cart, self._priced_carts[cart_id][2], names)
+        priced_lines = tuple(priced)
+        self._priced_carts.put(cart_id, (lines, entries, priced_lines, names))
+        return PricedCart(cart, priced_lines, names)
 
     @staticmethod
     def as_recorded(cart: StoredCart) -> PricedCart:

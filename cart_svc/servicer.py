@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from google.protobuf import timestamp_pb2
 
 from cart_svc.domain import CartStatus, CartTotals, MergeOutcome, PricedCart, PricedLine, StoredLine, etag
 from cart_svc.handlers import CartHandlers
+from cart_svc.memo import CART_LINES, LINES, Memo
 from service_runtime.values import Money
 from service_runtime.wire import duration_out, money_out
 from shop.cart.v1 import cart_service_pb2 as pb
@@ -21,10 +21,6 @@ from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Most rendered lines the servicer remembers (a few hundred bytes each).
-_RENDERED_LINES = 50_000
-#: Most carts' rendered lines the servicer remembers (see `CartServicer._rendered_lines`).
-_RENDERED_CARTS = 5_000
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CartService"].full_name
 
@@ -49,9 +45,9 @@ class CartServicer(pb_grpc.CartServiceServicer):
     def __init__(self, handlers: CartHandlers, *, ttl_seconds: float) -> None:
         self._handlers = handlers
         self._ttl = duration_out(ttl_seconds)
-        self._rendered: OrderedDict[tuple[int, int, bool, str], tuple[StoredLine, Money, bytes]] = OrderedDict()
+        self._rendered: Memo[tuple[int, int, bool, str], tuple[StoredLine, Money, bytes]] = Memo(LINES)
         #: cart id → its last rendered lines (see `_rendered_lines`).
-        self._rendered_carts: OrderedDict[str, _RenderedLines] = OrderedDict()
+        self._rendered_carts: Memo[str, _RenderedLines] = Memo(CART_LINES, lambda entry: 1 + len(entry.stored))
 
     async def CreateCart(self, request: pb.CreateCartRequest, context: Context) -> pb.CreateCartResponse:
         created = await self._handlers.create(request.user_id, request.session_id, context)
@@ -166,16 +162,12 @@ class CartServicer(pb_grpc.CartServiceServicer):
             remembered = memo.get(key)
             if remembered is None or remembered[0] is not stored or remembered[1] is not priced_line.unit_price:
                 remembered = (stored, priced_line.unit_price, _line_bytes(stored, priced_line, name))
-                if len(memo) >= _RENDERED_LINES:
-                    memo.popitem(last=False)
-                memo[key] = remembered
+                memo.put(key, remembered)
             wire.append(remembered[2])
         rendered = _RenderedLines(
             priced.lines, cart.lines, names, cart.cart_id, b"".join(wire), priced.totals, etag(cart.cart_id, cart.lines)
         )
-        if found is None and len(self._rendered_carts) >= _RENDERED_CARTS:
-            self._rendered_carts.popitem(last=False)
-        self._rendered_carts[cart.cart_id] = rendered
+        self._rendered_carts.put(cart.cart_id, rendered)
         return rendered
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from cart_svc.domain import MAX_LINE_QUANTITY, CartStatus, StoredCart, StoredLine
+from cart_svc.memo import CART_LINES, LINES, Memo
 from cart_svc.scripting import Script, ScriptRunner
 from service_runtime.keyspace import KeySpace
 from service_runtime.values import Money
@@ -283,14 +283,14 @@ def encode_line(line: StoredLine, position: int) -> str:
 
 
 #: A parsed line, by its SKU, its stored record and the cart's currency (see `_lines`).
-LineMemo = OrderedDict[tuple[bytes, bytes, str], tuple[int, StoredLine]]
-#: Most parsed lines a store remembers.
-_PARSED_LINES = 50_000
+LineMemo = Memo[tuple[bytes, bytes, str], tuple[int, StoredLine]]
 #: Each cart's last parsed lines, by cart id: with its currency and its items hash exactly as Redis returned
 #: it (see `_cart_lines`).
-CartLinesMemo = OrderedDict[str, tuple[str, tuple[bytes, ...], tuple[StoredLine, ...]]]
-#: Most carts' lines a store remembers.
-_PARSED_CARTS = 5_000
+CartLinesMemo = Memo[str, tuple[str, tuple[bytes, ...], tuple[StoredLine, ...]]]
+
+
+def _parsed_weight(entry: tuple[str, tuple[bytes, ...], tuple[StoredLine, ...]]) -> int:
+    return 1 + len(entry[2])
 
 
 def _parse_line(sku: bytes, record: bytes, currency: str) -> tuple[int, StoredLine]:
@@ -314,9 +314,7 @@ def _lines(flat: Sequence[bytes], currency: str, memo: LineMemo) -> tuple[Stored
         parsed = memo.get(key)
         if parsed is None:
             parsed = _parse_line(*key)
-            if len(memo) >= _PARSED_LINES:
-                memo.popitem(last=False)
-            memo[key] = parsed
+            memo.put(key, parsed)
         decoded.append(parsed)
     decoded.sort(key=_position)
     return tuple(line for _, line in decoded)
@@ -338,9 +336,7 @@ def _cart_lines(
     if last is not None and last[0] == currency and last[1] == items:
         return last[2]
     lines = _lines(flat, currency, memo)
-    if last is None and len(carts) >= _PARSED_CARTS:
-        carts.popitem(last=False)
-    carts[cart_id] = (currency, items, lines)
+    carts.put(cart_id, (currency, items, lines))
     return lines
 
 
@@ -374,8 +370,8 @@ class CartStore:
         self._keys = keys
         self._ttl_ms = int(ttl_seconds * 1000)
         self._keep_ms = int((ttl_seconds + grace_seconds) * 1000)
-        self._parsed: LineMemo = OrderedDict()
-        self._parsed_carts: CartLinesMemo = OrderedDict()
+        self._parsed: LineMemo = Memo(LINES)
+        self._parsed_carts: CartLinesMemo = Memo(CART_LINES, _parsed_weight)
         self._scripts: dict[str, Script] = {
             name: Script(body)
             for name, body in {

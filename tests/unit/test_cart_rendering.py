@@ -3,12 +3,12 @@ build from scratch, and must follow every change to a line, its price or its nam
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
 from cart_svc.domain import CartStatus, CatalogueEntry, PricedCart, StoredCart, StoredLine, price_lines
+from cart_svc.memo import Memo
 from cart_svc.servicer import CartServicer, _stamp
 from cart_svc.store import CartLinesMemo, LineMemo, _cart_lines, _lines
 from service_runtime.values import Money
@@ -55,7 +55,7 @@ def test_a_rendered_line_follows_its_quantity_price_and_name():
 
 
 def test_parsed_lines_follow_their_records_and_keep_positions():
-    memo: LineMemo = OrderedDict()
+    memo: LineMemo = Memo(100)
     flat = [b"B", b"1|2|500|1000|2000|Bee", b"A", b"3|1|700|1000|1000|Ay"]
     lines = _lines(flat, "USD", memo)
     assert [(line.sku, line.quantity, line.added_unit_price) for line in lines] == [
@@ -69,8 +69,8 @@ def test_parsed_lines_follow_their_records_and_keep_positions():
 
 
 def test_a_carts_parsed_lines_are_the_same_tuple_while_its_items_are_unchanged():
-    memo: LineMemo = OrderedDict()
-    carts: CartLinesMemo = OrderedDict()
+    memo: LineMemo = Memo(100)
+    carts: CartLinesMemo = Memo(100)
     flat = [b"A", b"3|1|700|1000|1000|Ay", b"B", b"1|2|500|1000|2000|Bee"]
     first = _cart_lines("c1", list(flat), "USD", memo, carts)
     assert _cart_lines("c1", list(flat), "USD", memo, carts) is first  # a fresh reply with the same items
