@@ -19,6 +19,7 @@ dead-letter topic with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -200,20 +201,36 @@ class Dispatcher:
             return
         parents = parents or {}
         outcomes: list[str | None] = [None] * len(notifications)
+        attempted = [False] * len(notifications)
         pending = iter(range(len(notifications)))
 
         async def sender() -> None:  # one of at most SEND_CONCURRENCY, each taking the next notification
             for index in pending:
                 notification = notifications[index]
                 outcomes[index] = await self._traced_send(notification, parents.get(notification.event_id))
+                attempted[index] = True
 
-        await asyncio.gather(*(sender() for _ in range(min(SEND_CONCURRENCY, len(notifications)))))
-        sent = [n.notification_id for n, error in zip(notifications, outcomes, strict=True) if error is None]
+        # Every sender runs to its end even if one fails unexpectedly (not a SendFailed): what was sent is
+        # marked sent before the error goes on, or the retry worker would send it again.
+        unexpected = [
+            error
+            for error in await asyncio.gather(
+                *(sender() for _ in range(min(SEND_CONCURRENCY, len(notifications)))), return_exceptions=True
+            )
+            if error is not None
+        ]
+        sent = [
+            n.notification_id
+            for n, error, done in zip(notifications, outcomes, attempted, strict=True)
+            if done and error is None
+        ]
         if sent:
             await self._work.statement(lambda tx: tx.mark_sent(sent))
         for notification, error in zip(notifications, outcomes, strict=True):
             if error is not None:
                 await self._failed(notification, error)
+        if unexpected:
+            raise unexpected[0]
 
     async def _traced_send(self, notification: Notification, parent: trace.Span | None) -> str | None:
         if not telemetry.enabled() or (parent is not None and not parent.is_recording()):
@@ -333,12 +350,9 @@ class EventConsumer:
             # Stopping mid-send leaves notifications PENDING: the retry worker sends them (as after a crash).
             if sending is not None:
                 sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sending
             await self._consumer.close()
-
-    async def handle_batch(self, deliveries: Sequence[Delivery]) -> None:
-        """Records a batch and sends the notifications it created (`record_batch`, then its send phase)."""
-        send = await self.record_batch(deliveries)
-        await send()
 
     async def record_batch(self, deliveries: Sequence[Delivery]) -> Callable[[], Coroutine[Any, Any, None]]:
         """Records a batch in the inbox with the notifications of its new events, in one statement, and
