@@ -211,6 +211,7 @@ class ScriptRunner:
         self._settings: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
+        self._closed = False
         settings = self._settings
         # the attributes the runtime's Redis spans carry (service_runtime.telemetry.instrument_redis)
         self._attributes: dict[str, str | int] = {
@@ -247,6 +248,8 @@ class ScriptRunner:
     async def _command(self, payload: bytes) -> Any:
         link = self._link
         if link is None or link.closed:
+            if self._closed:
+                raise redis_errors.ConnectionError("the cart's Redis connection is closed: the service is stopping")
             link = await self._open()
         return await link.send(payload)
 
@@ -261,6 +264,8 @@ class ScriptRunner:
         self._opening = None
         if not opening.cancelled() and opening.exception() is None:
             self._link = opening.result()
+            if self._closed:  # opened while the runner was being closed: not kept
+                self.close()
 
     async def _connect(self) -> _Link:
         settings = self._settings
@@ -306,6 +311,8 @@ class ScriptRunner:
             await reply
 
     def close(self) -> None:
+        """Closes the connection; the runner opens none after this (its commands fail: ConnectionError)."""
+        self._closed = True
         if self._link is not None:
             self._link.close()
             self._link = None

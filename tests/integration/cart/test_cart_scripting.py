@@ -127,6 +127,18 @@ async def test_errors_are_redis_py_errors(client: redis.Redis, redis_url: str):
     await nowhere.aclose()
 
 
+async def test_a_closed_runner_keeps_no_connection_and_opens_none(client: redis.Redis):
+    runner = ScriptRunner(client)
+    first = asyncio.ensure_future(runner.run(ECHO, ["k"], ["v", 1]))  # its connection is being opened
+    await asyncio.sleep(0)
+    runner.close()
+    with pytest.raises(redis_errors.ConnectionError):  # the connection opened meanwhile is closed, not kept
+        await first
+    assert runner._link is None or runner._link.closed
+    with pytest.raises(redis_errors.ConnectionError, match="closed"):
+        await runner.run(ECHO, ["k"], ["v", 1])
+
+
 def test_commands_are_packed_as_resp_arrays():
     assert pack("SET", "k", 12) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n"
     assert ECHO.evalsha(["a"], ["é", 7]) == pack("EVALSHA", ECHO.sha, 1, "a", "é", 7)
