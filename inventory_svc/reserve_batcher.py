@@ -42,9 +42,11 @@ from service_runtime.sql import UnitOfWork
 
 #: Most reservation requests one statement decides (a batch's statement and lock hold grow with it).
 MAX_BATCH_SIZE = 64
-#: Reserve statements running at once. One: a second batch would only queue on the hot row's lock behind
-#: the first and halve both batches (bench reserve-hot-sku: 1 in flight made larger batches and more
-#: reservations per second than 2 or 4); reservations of other SKUs wait at most one statement.
+#: Reserve statements running at once, per process. One: a second batch would only queue on the hot row's
+#: lock behind the first and halve both batches (bench reserve-hot-sku: 1 in flight made larger batches and
+#: more reservations per second than 2 or 4). The price: every reservation, whatever its SKUs, waits for
+#: the running statement, and that statement waits for any row lock another transaction holds on one of its
+#: SKUs (a ConfirmReservation's, the sweeper's; milliseconds, at most DB_STATEMENT_TIMEOUT_MS).
 MAX_IN_FLIGHT = 1
 
 #: Attribute of the `reserve batch` span: how many reservation requests its statement decided.
