@@ -4,23 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from cart_svc.domain import CartStatus, CartTotals, MergeOutcome, PricedCart, PricedLine, StoredLine, etag
 from cart_svc.handlers import CartHandlers
 from cart_svc.memo import CART_LINES, LINES, Memo
 from service_runtime.values import Money
-from service_runtime.wire import duration_out, money_out
+from service_runtime.wire import duration_out, money_out, timestamp_into
 from shop.cart.v1 import cart_service_pb2 as pb
 from shop.cart.v1 import cart_service_pb2_grpc as pb_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CartService"].full_name
 
@@ -123,14 +120,14 @@ class CartServicer(pb_grpc.CartServiceServicer):
         message.item_count = rendered.totals.item_count
         message.has_price_changes = rendered.totals.has_price_changes
         message.has_unavailable_lines = rendered.totals.has_unavailable_lines
-        _stamp(message.create_time, cart.create_time)
-        _stamp(message.update_time, cart.update_time)
+        timestamp_into(message.create_time, cart.create_time)
+        timestamp_into(message.update_time, cart.update_time)
         if active:
             message.ttl.CopyFrom(self._ttl)
-            _stamp(message.expire_time, cart.expire_time)
+            timestamp_into(message.expire_time, cart.expire_time)
         message.checkout_id = cart.checkout_id
         message.order_id = cart.order_id
-        _stamp(message.convert_time, cart.convert_time)
+        timestamp_into(message.convert_time, cart.convert_time)
         message.merged_into_cart_id = cart.merged_into_cart_id
         message.etag = rendered.etag
         return message
@@ -183,8 +180,8 @@ def _line_bytes(stored: StoredLine, priced: PricedLine, name: str) -> bytes:
         line_total=money_out(Money(priced.unit_price.currency_code, priced.line_total.amount_minor)),
         unavailable=not priced.available,
     )
-    _stamp(line.add_time, stored.add_time)
-    _stamp(line.update_time, stored.update_time)
+    timestamp_into(line.add_time, stored.add_time)
+    timestamp_into(line.update_time, stored.update_time)
     return pb.Cart(lines=[line]).SerializeToString()
 
 
@@ -198,12 +195,3 @@ class _RenderedLines:
     wire: bytes
     totals: CartTotals
     etag: str
-
-
-def _stamp(field: timestamp_pb2.Timestamp, moment: datetime | None) -> None:
-    """Sets a Timestamp field from an aware datetime, exactly (whole microseconds); leaves it unset for None."""
-    if moment is None:
-        return
-    elapsed = moment - _EPOCH
-    field.seconds = elapsed.days * 86400 + elapsed.seconds
-    field.nanos = elapsed.microseconds * 1000

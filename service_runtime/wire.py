@@ -70,12 +70,21 @@ def timestamp_out(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp for an aware datetime; None (the field stays unset) for None."""
     if moment is None:
         return None
+    stamp = timestamp_pb2.Timestamp()
+    timestamp_into(stamp, moment)
+    return stamp
+
+
+def timestamp_into(field: timestamp_pb2.Timestamp, moment: datetime | None) -> None:
+    """Sets a message's Timestamp field in place (no copy of a new Timestamp) from a datetime, exactly (whole
+    microseconds; a naive one is taken as UTC); leaves it unset for None."""
+    if moment is None:
+        return
     # Integer arithmetic on the timedelta since the epoch: half the CPU of protobuf's pure-Python
     # FromDatetime (a utctimetuple and calendar.timegm), and every response carries several timestamps.
     since_epoch = (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)) - _EPOCH
-    return timestamp_pb2.Timestamp(
-        seconds=since_epoch.days * 86_400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000
-    )
+    field.seconds = since_epoch.days * 86_400 + since_epoch.seconds
+    field.nanos = since_epoch.microseconds * 1000
 
 
 def timestamp_in(stamp: timestamp_pb2.Timestamp, field: str = "timestamp") -> datetime:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from google.protobuf import timestamp_pb2
-
 from cart_svc.domain import CartStatus, CatalogueEntry, PricedCart, StoredCart, StoredLine, price_lines
 from cart_svc.memo import Memo
-from cart_svc.servicer import CartServicer, _stamp
+from cart_svc.servicer import CartServicer
 from cart_svc.store import CartLinesMemo, LineMemo, _cart_lines, _lines
 from service_runtime.values import Money
-from service_runtime.wire import timestamp_out
 
 NOW = datetime(2026, 12, 1, 5, 30, 1, 123456, tzinfo=UTC)
 
@@ -28,13 +25,6 @@ def _line(sku: str, quantity: int = 2) -> StoredLine:
 def _priced(lines: tuple[StoredLine, ...], price: int = 1000, name: str = "Product A") -> PricedCart:
     catalogue = {line.sku: CatalogueEntry(line.sku, name, Money("USD", price)) for line in lines}
     return PricedCart(_cart(lines), price_lines(lines, catalogue), {line.sku: name for line in lines})
-
-
-def test_stamp_is_exactly_what_timestamp_out_gives():
-    for moment in (NOW, datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 2, 28, 23, 59, 59, 999999, tzinfo=UTC)):
-        stamp = timestamp_pb2.Timestamp()
-        _stamp(stamp, moment)
-        assert stamp == timestamp_out(moment)
 
 
 def test_a_rendered_line_follows_its_quantity_price_and_name():
