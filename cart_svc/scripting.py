@@ -212,18 +212,9 @@ class ScriptRunner:
         self._link: _Link | None = None
         self._opening: asyncio.Future[_Link] | None = None
         self._closed = False
-        settings = self._settings
         # the attributes the runtime's Redis spans carry (service_runtime.telemetry.instrument_redis)
-        self._attributes: dict[str, str | int] = {
-            "db.system": "redis",
-            "db.operation.name": "EVALSHA",
-            "db.namespace": str(settings.db or 0),
-        }
-        if isinstance(settings, UnixDomainSocketConnection):
-            self._attributes["server.address"] = settings.path
-        elif isinstance(settings, Connection):
-            self._attributes["server.address"] = settings.host
-            self._attributes["server.port"] = settings.port
+        self._attributes = telemetry.redis_attributes(redis)
+        self._attributes["db.operation.name"] = "EVALSHA"
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """The script's reply (bytes, ints and lists of them, as hiredis parses them)."""

@@ -224,20 +224,27 @@ def instrument_redis() -> None:
     Pipeline.execute = execute_pipeline  # type: ignore[method-assign]
 
 
+def redis_attributes(client: Any) -> dict[str, str | int]:
+    """The attributes every Redis CLIENT span of `client` (a redis-py client) carries: the system, the
+    database, and the server (its socket path for a Unix socket, else host and port)."""
+    connection = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    attributes: dict[str, str | int] = {"db.system": "redis", "db.namespace": str(connection.get("db") or 0)}
+    if connection.get("path"):
+        attributes["server.address"] = str(connection["path"])
+    else:
+        attributes["server.address"] = str(connection.get("host", "localhost"))
+        attributes["server.port"] = int(connection.get("port", 6379))
+    return attributes
+
+
 @contextmanager
 def _redis_span(client: Any, commands: Sequence[Sequence[Any]]) -> Iterator[None]:
     names = [str(args[0]) if args else "" for args in commands]
-    connection = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
-    attributes: dict[str, str | int] = {
-        "db.system": "redis",
-        "db.operation.name": names[0] if len(names) == 1 else "PIPELINE",
-        "db.query.text": "\n".join(
-            " ".join([name, *["?"] * (len(args) - 1)]) for name, args in zip(names, commands, strict=True)
-        ),
-        "db.namespace": str(connection.get("db") or 0),
-        "server.address": str(connection.get("host", "localhost")),
-        "server.port": int(connection.get("port", 6379)),
-    }
+    attributes = redis_attributes(client)
+    attributes["db.operation.name"] = names[0] if len(names) == 1 else "PIPELINE"
+    attributes["db.query.text"] = "\n".join(
+        " ".join([name, *["?"] * (len(args) - 1)]) for name, args in zip(names, commands, strict=True)
+    )
     current = tracer().start_span(" ".join(names)[:200], kind=SpanKind.CLIENT, attributes=attributes)
     try:
         yield

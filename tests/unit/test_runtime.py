@@ -138,3 +138,23 @@ def test_database_failures_become_retryable_statuses_with_a_retry_hint(error, co
 def test_other_exceptions_are_not_translated():
     assert as_service_error(ValueError("a bug")) is None
     assert as_service_error(pg_errors.UndefinedTable("a bug too")) is None
+
+
+def test_redis_spans_name_a_unix_socket_by_its_path_and_a_tcp_server_by_host_and_port():
+    import redis.asyncio as redis
+
+    from service_runtime.telemetry import redis_attributes
+
+    unix = redis.Redis(unix_socket_path="/run/redis/redis.sock", db=2)
+    tcp = redis.Redis.from_url("redis://cache.internal:6380/0")
+    assert redis_attributes(unix) == {
+        "db.system": "redis",
+        "db.namespace": "2",
+        "server.address": "/run/redis/redis.sock",
+    }
+    assert redis_attributes(tcp) == {
+        "db.system": "redis",
+        "db.namespace": "0",
+        "server.address": "cache.internal",
+        "server.port": 6380,
+    }
