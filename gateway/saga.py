@@ -12,9 +12,11 @@ crash in between leaves exactly what a crash right after the call always left (t
 called again with its key on recovery). Each such write is one statement (`saga_log`, `saga_end`:
 outcomes, the checkout's progress and intents together), committed on its own.
 
-After the pivot, steps that do not depend on each other run concurrently (`SagaLog.together`): their
-intents are written in one statement before any of them is called, each is then called and retried
-on its own exactly as a single step, and their outcomes are written with the next write.
+After the capture, the two steps that do not depend on each other (confirm the order, convert the cart)
+run concurrently (`SagaLog.together`): their intents are written in one statement before either is
+called, each is then called and retried on its own exactly as a single step, and their outcomes are
+written with the next write. Confirming the reservation and capturing the payment do not: a charge
+waits for the stock to be sold.
 """
 
 from __future__ import annotations
@@ -432,18 +434,18 @@ class CheckoutSaga:
             ),
         )
         order_id = order["orderId"]
-        # After the pivot, concurrently what does not depend on each other: the reservation and the capture;
-        # then the order's confirmation (a CONFIRMED order is a paid one whose stock is sold) and the cart.
-        _stop_at_first(
-            await saga.together(
-                (SagaStep.CONFIRM_RESERVATION, a.confirm_reservation, ConfirmReservation(c.checkout_id, order_id)),
-                (
-                    SagaStep.CAPTURE_PAYMENT,
-                    a.capture_payment,
-                    CapturePayment(payment_id, order_id, saga.key(SagaStep.CAPTURE_PAYMENT)),
-                ),
-            )
+        # The stock is sold before the payment is captured: a reservation that cannot be confirmed (it lapsed)
+        # stops the saga with the card only authorized, never charged for goods it does not get.
+        await saga.step(
+            SagaStep.CONFIRM_RESERVATION, a.confirm_reservation, ConfirmReservation(c.checkout_id, order_id)
         )
+        await saga.step(
+            SagaStep.CAPTURE_PAYMENT,
+            a.capture_payment,
+            CapturePayment(payment_id, order_id, saga.key(SagaStep.CAPTURE_PAYMENT)),
+        )
+        # Then, concurrently, the order's confirmation (a CONFIRMED order is a paid one whose stock is sold) and
+        # the cart's conversion (it needs only the order id).
         _stop_at_first(
             await saga.together(
                 (SagaStep.CONFIRM_ORDER, a.confirm_order, ConfirmOrder(order_id)),
