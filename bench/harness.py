@@ -92,6 +92,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_backends(database: str) -> list[int]:
+    """The live PostgreSQL backends serving `database` (their process title names it; Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                title = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                if title.startswith("postgres:") and f" {database} " in title:
+                    found.append(int(entry))
+    return found
+
+
 def children(pid: int) -> list[int]:
     """The live child processes of `pid` (Linux /proc)."""
     found = []

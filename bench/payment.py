@@ -53,13 +53,9 @@ def backends_cpu(database: str) -> float:
     """CPU seconds used so far by the live PostgreSQL backends serving `database` (their process title names
     it); a backend that exits mid-phase takes its time with it (the pools here keep theirs)."""
     total = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    title = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-                if title.startswith("postgres:") and f" {database} " in title:
-                    total += cpu_seconds(int(entry))
+    for pid in harness.postgres_backends(database):
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            total += cpu_seconds(pid)
     return total
 
 

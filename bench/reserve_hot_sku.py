@@ -115,7 +115,7 @@ class CpuMeter:
 
     def __init__(self, service_pid: int, database_name: str) -> None:
         self._service_pid = service_pid
-        self._title = f" {database_name} "
+        self._database = database_name
         self._tick = os.sysconf("SC_CLK_TCK")
 
     @staticmethod
@@ -129,16 +129,9 @@ class CpuMeter:
 
     def _backends(self) -> dict[str, int]:
         ticks: dict[str, int] = {}
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                    title = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-                if title.startswith("postgres:") and self._title in title:
-                    ticks[pid] = self._ticks(pid)
-            except OSError:  # the process ended meanwhile
-                continue
+        for pid in harness.postgres_backends(self._database):
+            with contextlib.suppress(OSError):  # the process ended meanwhile
+                ticks[str(pid)] = self._ticks(pid)
         return ticks
 
     @staticmethod
