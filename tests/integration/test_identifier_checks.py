@@ -98,3 +98,26 @@ async def test_the_cheaper_check_accepts_exactly_what_the_old_one_did(database_u
     assert disagreements == []
     assert any(by_old for _, by_old, _ in rows) and not all(by_old for _, by_old, _ in rows)
     assert all(re.fullmatch(old.strip("^$"), value) is not None or not accepted for value, accepted, _ in rows)
+
+
+async def test_the_payment_rules_function_names_only_columns_the_table_has_and_no_bounded_repetition(database_url):
+    """payment.payment_rules (payment 0006) is one CHECK calling PL/pgSQL, so PostgreSQL no longer ties its rules
+    to the columns they read: a later migration that renamed or dropped a column would make every payment write
+    fail (42703, answered INTERNAL) instead of being refused. This keeps the function and the table in step."""
+    async with await psycopg.AsyncConnection.connect(database_url) as connection:
+        source = await (
+            await connection.execute(
+                "SELECT prosrc FROM pg_proc WHERE oid = 'payment.payment_rules(payment.payments)'::regprocedure"
+            )
+        ).fetchone()
+        columns = await (
+            await connection.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = 'payment' AND table_name = 'payments'"
+            )
+        ).fetchall()
+    assert source is not None
+    named = set(re.findall(r"\br\.([a-z_][a-z0-9_]*)", source[0]))
+    assert len(named) >= 20  # the rules are there
+    assert named - {column for (column,) in columns} == set()
+    assert re.search(BOUNDED_REPETITION, source[0]) is None
