@@ -463,7 +463,7 @@ class CheckoutHandlers:
             for open_id, status in await tx.open_checkouts_of_cart(command.cart_id):
                 if status is CheckoutStatus.PLACING:
                     raise _in_progress(open_id)
-                await tx.end_checkout(open_id, CheckoutStatus.CANCELLED, None)
+                await tx.cancel_checkout(open_id)
                 superseded.append(open_id)
             stored = await tx.insert_checkout(checkout, rate.basis_points)  # as stored: read back by the INSERT
             reserved = await tx.insert_reserved_step(
@@ -681,7 +681,7 @@ class CheckoutHandlers:
             assert current is not None
             transition = domain.check_transition(current.status, CheckoutStatus.CANCELLED, order_id=current.order_id)
             if transition is domain.Transition.PROCEED:
-                await tx.end_checkout(checkout_id, CheckoutStatus.CANCELLED, None)
+                await tx.cancel_checkout(checkout_id)
             return transition
 
         transition = await self._work.run(work)

@@ -92,16 +92,13 @@ RETURNING *
 -- The trace context of the request that started the checkout's current attempt ('' when untraced).
 SELECT traceparent FROM checkout.checkouts WHERE checkout_id = %(checkout_id)s
 
--- name: end_checkout
--- Moves a checkout to its next state (QUOTED after a decline, or a terminal one) and lets its lease go. The
--- card token is forgotten once no step can need it again: a new PlaceOrder sends its own, and only a FAILED
--- checkout's steps may still be retried by an operator.
+-- name: cancel_checkout
+-- Ends a checkout CANCELLED (by CancelCheckout, or superseded by a newer StartCheckout of its cart): no step
+-- can need its card token again, and its lease goes.
 UPDATE checkout.checkouts
-SET status = %(status)s, ended_at = CASE WHEN %(status)s IN ('quoted', 'placing') THEN NULL ELSE now() END,
-    payment_token = CASE WHEN %(status)s IN ('placing', 'failed') THEN payment_token END,
-    current_step = %(current_step)s, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+SET status = 'cancelled', ended_at = now(), payment_token = NULL, current_step = NULL, lease_owner = NULL,
+    lease_expires_at = NULL, updated_at = now()
 WHERE checkout_id = %(checkout_id)s
-RETURNING *
 
 -- name: record_failure
 -- Why the last attempt failed.

@@ -161,15 +161,8 @@ class GatewayStatements(Statements):
         row = await self._row("traceparent", {"checkout_id": checkout_id})
         return str(row["traceparent"]) if row is not None else ""
 
-    async def end_checkout(self, checkout_id: str, status: CheckoutStatus, current_step: SagaStep | None) -> None:
-        await self._row(
-            "end_checkout",
-            {
-                "checkout_id": checkout_id,
-                "status": status.value,
-                "current_step": current_step.value if current_step else None,
-            },
-        )
+    async def cancel_checkout(self, checkout_id: str) -> None:
+        await self._rows("cancel_checkout", {"checkout_id": checkout_id})
 
     async def record_failure(self, checkout_id: str, failure: Failure) -> None:
         await self._rows(
