@@ -23,7 +23,7 @@ from gateway.settings import GatewaySettings
 from service_runtime import errors
 from service_runtime.errors import Violations
 from service_runtime.identity import CallerKind, require_customer
-from service_runtime.validation import check_id, check_money, check_text
+from service_runtime.validation import check_email, check_id, check_money, check_text
 from service_runtime.wire import money_in, timestamp_out
 from shop.gateway.v1 import gateway_service_pb2 as pb
 from shop.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
@@ -235,7 +235,7 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
         method = METHOD_NAMES.get(request.shipping_method)
         if method is None:
             violations.add("shipping_method", "must be STANDARD, EXPRESS or OVERNIGHT")
-        check_text(violations, request.customer_email, "customer_email", maximum=254, required=False)
+        check_email(violations, request.customer_email, "customer_email")
         check_key(violations, request.idempotency_key)
         violations.raise_if_any()
         return StartCommand(
@@ -342,9 +342,7 @@ class CheckoutServicer(pb_grpc.CheckoutServiceServicer):
         if "shipping_address" in paths and not request.checkout.HasField("shipping_address"):
             violations.add("checkout.shipping_address", "is required when the mask names it")
         if "customer_email" in paths:
-            check_text(
-                violations, request.checkout.customer_email, "checkout.customer_email", maximum=254, required=False
-            )
+            check_email(violations, request.checkout.customer_email, "checkout.customer_email")
         violations.raise_if_any()
         address = (
             {field: getattr(request.checkout.shipping_address, field) for field in ADDRESS_FIELDS}

@@ -45,12 +45,15 @@ class SmtpSender:
 
     async def send(self, *, recipient: str, subject: str, body: str, notification_id: str) -> None:
         message = EmailMessage()
-        message["From"] = self._from
-        message["To"] = recipient
-        message["Subject"] = subject
-        # Lets the recipient's tooling (and our tests) tell a resent message from a new one.
-        message["Message-ID"] = f"<{notification_id}@shop.notification>"
-        message.set_content(body)
+        try:
+            message["From"] = self._from
+            message["To"] = recipient
+            message["Subject"] = subject
+            # Lets the recipient's tooling (and our tests) tell a resent message from a new one.
+            message["Message-ID"] = f"<{notification_id}@shop.notification>"
+            message.set_content(body)
+        except ValueError as error:  # e.g. a CR/LF in an address recorded before addresses were checked
+            raise SendFailed(f"cannot be sent as e-mail: {error}"[:1000]) from None
         try:
             await asyncio.to_thread(self._deliver, message)
         except (OSError, smtplib.SMTPException) as error:

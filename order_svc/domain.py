@@ -30,7 +30,7 @@ from service_runtime.errors import (
     PermissionDenied,
     Violations,
 )
-from service_runtime.validation import check_id, check_money, check_text
+from service_runtime.validation import check_email, check_id, check_money, check_text
 from service_runtime.values import Address, Money
 
 
@@ -302,9 +302,7 @@ def validate_create(command: CreateOrder) -> None:
     check_id(v, command.checkout_id, "checkout_id")
     check_id(v, command.user_id, "user_id")
     check_id(v, command.payment_id, "payment_id")
-    check_text(v, command.customer_email, "customer_email", maximum=254, required=False)
-    if command.customer_email and "@" not in command.customer_email:
-        v.add("customer_email", "must be an e-mail address")
+    check_email(v, command.customer_email, "customer_email")
     if not command.lines:
         v.add("lines", "must have at least one line")
     elif len(command.lines) > MAX_LINES:

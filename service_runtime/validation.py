@@ -34,6 +34,21 @@ def check_text(violations: Violations, value: str, field: str, *, maximum: int, 
         violations.add(field, "must not contain NUL characters")
 
 
+#: An e-mail address as an order's mail is sent to it: one "@" with something on each side, and nothing that is
+#: whitespace or a control character (a CR/LF in an address is a header injected into the message).
+EMAIL_PATTERN = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
+
+
+def check_email(violations: Violations, value: str, field: str) -> None:
+    """An optional e-mail address: empty, or at most 254 characters matching EMAIL_PATTERN."""
+    if not value:
+        return
+    if len(value) > 254:
+        violations.add(field, "must be at most 254 characters")
+    elif not EMAIL_PATTERN.fullmatch(value):
+        violations.add(field, "must be an e-mail address (one @, no spaces or control characters)")
+
+
 def check_money(
     violations: Violations, money: Money | None, field: str, *, maximum_minor: int, currency: str | None = None
 ) -> None:

@@ -158,3 +158,35 @@ def test_redis_spans_name_a_unix_socket_by_its_path_and_a_tcp_server_by_host_and
         "server.address": "cache.internal",
         "server.port": 6380,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("ada@example.com", True),
+        ("a.b+tag@sub.example.co.uk", True),
+        ("not-an-email", False),
+        ("@example.com", False),
+        ("ada@", False),
+        ("a@b@c", False),
+        ("ada @example.com", False),
+        ("eve@example.com\r\nBcc: everyone@example.com", False),
+        ("eve@example.com\n", False),
+        ("eve@exa\x00mple.com", False),
+        ("eve@exa\x7fmple.com", False),
+        ("a" * 250 + "@b.c", True),  # 254 characters, the most
+        ("a" * 251 + "@b.c", False),
+    ],
+)
+def test_an_email_address_is_one_at_sign_and_no_whitespace_or_control_characters(value, accepted):
+    from service_runtime.errors import InvalidArgument, Violations
+    from service_runtime.validation import check_email
+
+    violations = Violations()
+    check_email(violations, value, "customer_email")
+    if accepted:
+        violations.raise_if_any()
+    else:
+        with pytest.raises(InvalidArgument):
+            violations.raise_if_any()

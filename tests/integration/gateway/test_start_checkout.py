@@ -223,6 +223,15 @@ async def test_update_checkout_requotes_shipping_and_tax_and_keeps_the_reservati
         )
     )
     assert bad_path.code == grpc.StatusCode.INVALID_ARGUMENT and "update_mask" in bad_path.field_violations
+    injected = pb.Checkout(checkout_id=quoted.checkout_id, customer_email="wes@example.org\r\nBcc: all@example.org")
+    bad_email = await expect_failure(
+        gateway.gateway.UpdateCheckout(
+            pb.UpdateCheckoutRequest(checkout=injected, update_mask=field_mask_pb2.FieldMask(paths=["customer_email"])),
+            metadata=as_customer("wes"),
+        )
+    )
+    assert bad_email.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "checkout.customer_email" in bad_email.field_violations
     placed = (await gateway.place("wes", quoted.checkout_id)).checkout
     assert placed.quote.total.amount_minor == updated.quote.total.amount_minor
     refused = await expect_failure(

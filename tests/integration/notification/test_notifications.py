@@ -183,6 +183,37 @@ async def test_after_the_last_attempt_a_notification_is_dead_lettered_with_the_r
     assert await scalar(database_url, "SELECT count(*) FROM notification.processed_events") == 1
 
 
+async def test_an_address_that_would_inject_a_mail_header_is_dead_lettered_and_the_batchs_other_mail_is_sent(
+    start_service, smtp, event_bus
+):
+    # Orders now refuse such an address (check_email); one recorded before that must not stop the consumer.
+    smtp.start()
+    service = await start_service(
+        SPEC,
+        NOTIFICATION_SENDER="smtp",
+        SMTP_PORT=str(smtp.port),
+        NOTIFICATION_RETRY_BASE_SECONDS="0.05",
+        NOTIFICATION_MAX_ATTEMPTS="2",
+    )
+    hostile = order_event("ord-evil", 2, "order_confirmed", email="eve@example.com\r\nBcc: everyone@example.com")
+    await publish(event_bus, hostile, order_event("ord-good", 2, "order_confirmed"))
+
+    async def settled() -> bool:
+        evil, good = await listed(service, "ord-evil"), await listed(service, "ord-good")
+        return (
+            bool(evil and good)
+            and evil[0].status == pb.NOTIFICATION_STATUS_DEAD_LETTERED
+            and good[0].status == pb.NOTIFICATION_STATUS_SENT
+        )
+
+    assert await eventually(settled)
+    [evil] = await listed(service, "ord-evil")
+    assert evil.attempts == 2 and "cannot be sent as e-mail" in evil.last_error
+    assert [recipients for recipients, _ in smtp.inbox.messages] == [["ada@example.com"]]
+    [letter] = await read_all(event_bus, DEAD, expect=1)
+    assert letter.message.value == hostile
+
+
 async def test_each_event_gets_its_template_and_events_without_one_are_only_recorded(
     start_service, event_bus, database_url
 ):

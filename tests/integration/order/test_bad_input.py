@@ -18,7 +18,7 @@ FAR_FUTURE = timestamp_pb2.Timestamp(seconds=4_102_444_800)  # 2100-01-01
 
 CREATE_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "missing ids": (
-        dict(checkout_id="", user_id="", payment_id=""),
+        dict(checkout_id="", user_id="", payment_id="", customer_email="nobody@example.com"),
         {"checkout_id", "user_id", "payment_id"},
     ),
     "bad id characters": (dict(checkout_id="co 1", user_id="u/1"), {"checkout_id", "user_id"}),
@@ -56,6 +56,10 @@ CREATE_CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
             customer_email="not-an-email",
         ),
         {"shipping_address.line1", "shipping_address.country_code", "customer_email"},
+    ),
+    "an e-mail address carrying a mail header": (
+        dict(customer_email="eve@example.com\r\nBcc: everyone@example.com"),
+        {"customer_email"},
     ),
 }
 
