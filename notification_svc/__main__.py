@@ -48,6 +48,7 @@ def assemble(settings: NotificationSettings, infrastructure: Infrastructure) -> 
         max_attempts=settings.max_attempts,
         retry_base_seconds=settings.retry_base_seconds,
         retry_max_seconds=settings.retry_max_seconds,
+        lease_seconds=settings.lease_seconds,
     )
     dispatcher = Dispatcher(work, {Channel.EMAIL: email, Channel.LOG: log_sender}, bus.publisher(), consumer_settings)
     consumer = EventConsumer(work, bus, dispatcher, consumer_settings)

@@ -11,7 +11,9 @@ decoded (a poison message) goes straight to the dead-letter topic with the reaso
 
 **Sending and retrying**: a failed send makes the notification FAILED with `next_attempt_time` after an
 exponential backoff; the retry worker claims due ones with `FOR UPDATE SKIP LOCKED` (and PENDING ones
-whose first attempt was never made, e.g. the consumer died between commit and send). The attempt that
+whose first attempt was never made, e.g. the consumer died between commit and send: untouched for the
+send lease; a live consumer renews the lease of what it recorded and has not sent yet, every third of it,
+so a slow send is never taken for abandoned). The attempt that
 uses up NOTIFICATION_MAX_ATTEMPTS makes it DEAD_LETTERED and publishes the original event to the
 dead-letter topic with the reason.
 """
@@ -210,15 +212,25 @@ class Dispatcher:
                 outcomes[index] = await self._traced_send(notification, parents.get(notification.event_id))
                 attempted[index] = True
 
-        # Every sender runs to its end even if one fails unexpectedly (not a SendFailed): what was sent is
-        # marked sent before the error goes on, or the retry worker would send it again.
-        unexpected = [
-            error
-            for error in await asyncio.gather(
-                *(sender() for _ in range(min(SEND_CONCURRENCY, len(notifications)))), return_exceptions=True
-            )
-            if error is not None
-        ]
+        async def renewing() -> None:  # slow sends: the ones not sent yet keep their lease (see `renew_pending`)
+            while True:
+                await asyncio.sleep(self._settings.lease_seconds / 3)
+                unsent = [n.notification_id for n, done in zip(notifications, attempted, strict=True) if not done]
+                await self.renew(unsent)
+
+        renewer = asyncio.create_task(renewing())
+        try:
+            # Every sender runs to its end even if one fails unexpectedly (not a SendFailed): what was sent is
+            # marked sent before the error goes on, or the retry worker would send it again.
+            unexpected = [
+                error
+                for error in await asyncio.gather(
+                    *(sender() for _ in range(min(SEND_CONCURRENCY, len(notifications)))), return_exceptions=True
+                )
+                if error is not None
+            ]
+        finally:
+            renewer.cancel()
         sent = [
             n.notification_id
             for n, error, done in zip(notifications, outcomes, attempted, strict=True)
@@ -231,6 +243,14 @@ class Dispatcher:
                 await self._failed(notification, error)
         if unexpected:
             raise unexpected[0]
+
+    async def renew(self, notification_ids: Sequence[str]) -> None:
+        """Moves the lease of recorded notifications still waiting for their first send forward; a failure is
+        logged (at worst the retry worker sends one of them a second time)."""
+        try:
+            await self._work.statement(lambda tx: tx.renew_pending(notification_ids))
+        except Exception as error:
+            log.warning("could not renew the lease of %d waiting notifications: %s", len(notification_ids), error)
 
     async def _traced_send(self, notification: Notification, parent: trace.Span | None) -> str | None:
         if not telemetry.enabled() or (parent is not None and not parent.is_recording()):
@@ -340,7 +360,7 @@ class EventConsumer:
                 try:
                     send = await self.record_batch(batch)
                     if sending is not None:
-                        await sending
+                        await self._wait_renewing(sending, send.waiting)
                     sending = asyncio.create_task(send())
                 except BaseException:
                     following.cancel()
@@ -354,14 +374,23 @@ class EventConsumer:
                     await sending
             await self._consumer.close()
 
-    async def record_batch(self, deliveries: Sequence[Delivery]) -> Callable[[], Coroutine[Any, Any, None]]:
+    async def _wait_renewing(self, sending: asyncio.Task[None], waiting: Sequence[str]) -> None:
+        """Waits for the previous batch's send phase; while it lasts, renews the lease of this batch's recorded
+        notifications every third of the lease, so the retry worker never takes them for abandoned (and sends
+        them a second time) however long the sends ahead of them take. Quick sends cost no statement."""
+        lease = self._settings.lease_seconds
+        while not (await asyncio.wait({sending}, timeout=lease / 3))[0]:
+            await self._dispatcher.renew(waiting)
+        await sending
+
+    async def record_batch(self, deliveries: Sequence[Delivery]) -> SendPhase:
         """Records a batch in the inbox with the notifications of its new events, in one statement, and
         acknowledges it; returns its send phase (sends those notifications, marks the sent ones).
 
         Each message has its CONSUMER span in the trace it came with, ended when its send phase ends; the
         batch's shared work (decoding, the statement, the ack) runs under the first message's span."""
         if not deliveries:
-            return _nothing_to_send
+            return SendPhase(_nothing_to_send, ())
         assert self._consumer is not None
         s = self._settings
         tracing.record_lag(s.topic, s.group, deliveries)
@@ -393,11 +422,22 @@ class EventConsumer:
                 for span in spans.values():
                     span.end()
 
-        return send
+        return SendPhase(send, tuple(n.notification_id for n in created))
 
 
 async def _nothing_to_send() -> None:
     pass
+
+
+@dataclass(frozen=True)
+class SendPhase:
+    """A recorded batch's sends: call it to run them; `waiting` names its notifications until then."""
+
+    run: Callable[[], Coroutine[Any, Any, None]]
+    waiting: tuple[str, ...]
+
+    def __call__(self) -> Coroutine[Any, Any, None]:
+        return self.run()
 
 
 def inbox_entry(item: Decoded) -> InboxEntry:

@@ -33,6 +33,12 @@ UPDATE notification.notifications
 SET status = 'sent', attempts = attempts + 1, sent_at = now(), updated_at = now(), next_attempt_at = NULL
 WHERE notification_id = ANY(%(notification_ids)s) AND status IN ('pending', 'failed')
 
+-- name: renew_pending
+-- Recorded notifications still waiting for their first send (behind a slow batch): their lease moves forward,
+-- so the retry worker does not take them for abandoned and send them too.
+UPDATE notification.notifications SET updated_at = now()
+WHERE notification_id = ANY(%(notification_ids)s) AND status = 'pending'
+
 -- name: mark_failed
 -- A send attempt failed and another is due later.
 UPDATE notification.notifications

@@ -143,6 +143,10 @@ class NotificationStatements(Statements):
         if notification_ids:
             await self._rows("mark_sent", {"notification_ids": list(notification_ids)})
 
+    async def renew_pending(self, notification_ids: Sequence[str]) -> None:
+        if notification_ids:
+            await self._rows("renew_pending", {"notification_ids": list(notification_ids)})
+
     async def mark_failed(self, notification_id: str, error: str, delay_seconds: float) -> Notification | None:
         row = await self._row(
             "mark_failed", {"notification_id": notification_id, "error": error, "delay_seconds": delay_seconds}

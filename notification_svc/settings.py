@@ -33,6 +33,9 @@ class NotificationSettings:
     #: NOTIFICATION_RETRY_BASE_SECONDS, NOTIFICATION_RETRY_MAX_SECONDS: backoff between attempts (doubling).
     retry_base_seconds: float
     retry_max_seconds: float
+    #: NOTIFICATION_SEND_LEASE_SECONDS: how long a recorded notification may wait for its first send before the
+    #: retry worker of any replica takes it as abandoned (its consumer died) and sends it.
+    lease_seconds: float
     #: EVENT_BUS ("redis" or "kafka"), KAFKA_BOOTSTRAP_SERVERS, EVENT_BUS_RECLAIM_IDLE_SECONDS.
     bus: BusConfig
     #: NOTIFICATION_SENDER: how EMAIL notifications go out: "log" (the default) or "smtp".
@@ -59,6 +62,7 @@ class NotificationSettings:
             max_attempts=env.integer("NOTIFICATION_MAX_ATTEMPTS", 5, minimum=1, maximum=20),
             retry_base_seconds=env.seconds("NOTIFICATION_RETRY_BASE_SECONDS", 1.0, minimum=0.01, maximum=3600.0),
             retry_max_seconds=env.seconds("NOTIFICATION_RETRY_MAX_SECONDS", 300.0, minimum=0.01, maximum=86_400.0),
+            lease_seconds=env.seconds("NOTIFICATION_SEND_LEASE_SECONDS", 30.0, minimum=0.5, maximum=3600.0),
             bus=bus_config(env),
             sender=env.choice("NOTIFICATION_SENDER", "LOG", ("LOG", "SMTP")).lower(),
             smtp_host=env.text("SMTP_HOST", "127.0.0.1", pattern=r"[A-Za-z0-9.:_-]{1,253}"),

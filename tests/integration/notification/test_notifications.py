@@ -38,8 +38,11 @@ class Inbox:
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], bytes]] = []
+        #: Seconds the server takes to accept a message, by recipient (a slow mail server).
+        self.delays: dict[str, float] = {}
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(max((self.delays.get(r, 0.0) for r in envelope.rcpt_tos), default=0.0))
         self.messages.append((list(envelope.rcpt_tos), bytes(envelope.content)))
         return "250 OK"
 
@@ -212,6 +215,34 @@ async def test_an_address_that_would_inject_a_mail_header_is_dead_lettered_and_t
     assert [recipients for recipients, _ in smtp.inbox.messages] == [["ada@example.com"]]
     [letter] = await read_all(event_bus, DEAD, expect=1)
     assert letter.message.value == hostile
+
+
+async def test_a_slow_mail_server_gets_each_notification_once_however_long_the_sends_ahead_take(
+    start_service, smtp, event_bus
+):
+    # The retry worker sends a recorded notification again once its lease lapses (1.5 s here), taking it for
+    # abandoned by a dead consumer. A live consumer renews the lease of what it has not sent yet: of the slow
+    # send itself (4 s), and of the next batch waiting behind it.
+    smtp.inbox.delays["slow@example.com"] = 4.0
+    smtp.start()
+    service = await start_service(
+        SPEC, NOTIFICATION_SENDER="smtp", SMTP_PORT=str(smtp.port), NOTIFICATION_SEND_LEASE_SECONDS="1.5"
+    )
+    await publish(event_bus, order_event("ord-slow", 2, "order_confirmed", email="slow@example.com"))
+    assert await eventually(lambda: _recorded(service, "ord-slow"))
+    await publish(event_bus, order_event("ord-next", 2, "order_confirmed"))  # a batch of its own, behind it
+
+    async def both_sent() -> bool:
+        slow, following = await listed(service, "ord-slow"), await listed(service, "ord-next")
+        return bool(slow and following) and {slow[0].status, following[0].status} == {pb.NOTIFICATION_STATUS_SENT}
+
+    assert await eventually(both_sent)
+    await asyncio.sleep(2.5)  # past the lease: a second send, if any, would have been made by now
+    assert sorted(recipients for recipients, _ in smtp.inbox.messages) == [["ada@example.com"], ["slow@example.com"]]
+
+
+async def _recorded(service: RunningService, order_id: str) -> bool:
+    return bool(await listed(service, order_id))
 
 
 async def test_each_event_gets_its_template_and_events_without_one_are_only_recorded(
