@@ -247,6 +247,8 @@ class Dispatcher:
     async def renew(self, notification_ids: Sequence[str]) -> None:
         """Moves the lease of recorded notifications still waiting for their first send forward; a failure is
         logged (at worst the retry worker sends one of them a second time)."""
+        if not notification_ids:
+            return
         try:
             await self._work.statement(lambda tx: tx.renew_pending(notification_ids))
         except Exception as error:
