@@ -8,6 +8,7 @@ names alice, her e-mail or her card, and none of them writes anything."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -233,6 +234,19 @@ async def alice(mesh: Mesh) -> AsyncIterator[Alice]:
         checkout = await shop.settled(SHOPPER, checkout_id)
         shop.gateway = None
     assert checkout.status == gateway_pb.CHECKOUT_STATUS_COMPLETED, checkout
+    # The order's events reach the notification service after PlaceOrder answers: wait until every one is in
+    # its inbox, or a refused call judged meanwhile would seem to have written them.
+    for _ in range(300):
+        [row] = await shop.rows(
+            "SELECT (SELECT count(*) FROM orders.order_events WHERE order_id = %s)"
+            " - (SELECT count(*) FROM notification.processed_events WHERE order_id = %s) AS behind",
+            checkout.order_id,
+            checkout.order_id,
+        )
+        if row["behind"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert row["behind"] == 0, "the order's events never reached the notification service"
     cart = await shop.cart.CreateCart(cart_pb.CreateCartRequest(user_id=SHOPPER), metadata=as_customer(SHOPPER))
     shipments = await shop.rows("SELECT shipment_id FROM shipping.shipments LIMIT 1")
     ids = {
