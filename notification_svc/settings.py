@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from service_runtime.events import BusConfig
 from service_runtime.events.settings import bus_config
 from service_runtime.settings import CommonSettings, EnvReader
+from service_runtime.validation import EMAIL_PATTERN
 
 DEFAULT_PORT = 50056
 STREAM_NAME_PATTERN = r"[A-Za-z0-9._:-]{1,128}"
@@ -67,5 +68,5 @@ class NotificationSettings:
             sender=env.choice("NOTIFICATION_SENDER", "LOG", ("LOG", "SMTP")).lower(),
             smtp_host=env.text("SMTP_HOST", "127.0.0.1", pattern=r"[A-Za-z0-9.:_-]{1,253}"),
             smtp_port=env.integer("SMTP_PORT", 25, minimum=1, maximum=65535),
-            smtp_from=env.text("SMTP_FROM", "orders@shop.example", pattern=r"[^@\s]+@[^@\s]+"),
+            smtp_from=env.text("SMTP_FROM", "orders@shop.example", pattern=EMAIL_PATTERN.pattern),
         )
