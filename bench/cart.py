@@ -335,6 +335,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (default 10)")
     parser.add_argument(
         "--service-env",
+        type=harness.service_setting,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -349,7 +350,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.profile is not None and profile.available() is None:
         parser.error("--profile needs py-spy (pip install py-spy)")
-    service_env = dict(item.split("=", 1) for item in args.service_env)
+    service_env = dict(args.service_env)
     results: dict[str, Result] = harness.event_loop_runner()(run(args.clients, args.seconds, service_env, args.profile))
     report(results, args.clients)
     if args.profile is not None:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -140,6 +141,14 @@ class CpuMeter:
 
 def _pid_cpu(pid: int) -> Callable[[], float]:
     return lambda: cpu_seconds(pid)
+
+
+def service_setting(text: str) -> tuple[str, str]:
+    """An argparse type for `--service-env KEY=VALUE`: the pair, or a usage error naming the bad text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not key.replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def free_port() -> int:

@@ -11,6 +11,9 @@ from round to round), each with `--clients` concurrent clients on the same clien
 2. direct: the same two PSP HTTP calls (POST /v1/authorizations, POST /v1/authorizations/{id}/capture,
    each with an Idempotency-Key) from the bench itself.
 
+The service's settings come from the environment plus `--service-env KEY=VALUE` (e.g. OTEL_SDK_DISABLED=true
+for the service without tracing; by default it traces every request and exports nothing).
+
 It prints each round's pair rates and the CPU time each process spent per pair (`postgresql`: the backends of
 the bench database, which serve both the service and the sandbox; the server's shared background processes are
 not counted), the median of the rounds per phase, the ratio service/direct of the medians (the target is
@@ -59,7 +62,7 @@ def backends_cpu(database: str) -> float:
     return total
 
 
-async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float]]:
+async def run(clients: int, seconds: float, rounds: int, service_env: dict[str, str]) -> dict[str, list[float]]:
     server_url = harness.server_url()
     name = f"shop_bench_{uuid.uuid4().hex[:8]}"
     database_url = harness.database_url(server_url, name)
@@ -80,6 +83,7 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
                 "REDIS_KEY_PREFIX": f"bench:{name}:",
                 "PSP_BASE_URL": base_url,
                 "LOG_LEVEL": "WARNING",
+                **service_env,
             }
             service = subprocess.Popen([sys.executable, "-m", "payment_svc"], env=environment)
             processes.append(service)
@@ -91,6 +95,8 @@ async def run(clients: int, seconds: float, rounds: int) -> dict[str, list[float
                     raise
                 print(f"{error}; starting it again on another port", flush=True)
         print(f"sandbox PSP pid {psp.pid} at {base_url}; payment service pid {service.pid} at {address}; db {name}")
+        if service_env:
+            print(f"  --service-env {' '.join(f'{key}={value}' for key, value in service_env.items())}")
         print(f"{clients} clients, {rounds} rounds of 2 x {seconds:g} s", flush=True)
         tokens = ServiceTokens(CommonSettings.from_env(EnvReader({}), service_name="bench", default_port=0).identity)
         amount = money_pb2.Money(currency_code="USD", amount_minor=4999)
@@ -169,6 +175,15 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in each phase (default 16)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both phases (default 3)")
+    parser.add_argument(
+        "--service-env",
+        type=harness.service_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the payment service process, e.g. OTEL_SDK_DISABLED=true (repeatable; applied last, "
+        "over the environment and the bench's own)",
+    )
     args = parser.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--clients and --rounds must be >= 1 and --seconds > 0")
@@ -178,7 +193,7 @@ def main(argv: Sequence[str]) -> int:
         runner: Callable[..., dict[str, list[float]]] = uvloop.run
     except ImportError:
         runner = asyncio.run
-    rates = runner(run(args.clients, args.seconds, args.rounds))
+    rates = runner(run(args.clients, args.seconds, args.rounds, dict(args.service_env)))
     service, direct = statistics.median(rates["service"]), statistics.median(rates["direct"])
     per_round = [s / d for s, d in zip(rates["service"], rates["direct"], strict=True)]
     print()

@@ -159,13 +159,6 @@ class CpuMeter:
         return dict(zip(self.PARTIES, (client, service, database, other), strict=True))
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not key.replace("_", "").isalnum():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
 def service_setup(database_url: str, address: str, prefix: str, overrides: Mapping[str, str]) -> ServiceSetup:
     environment = {
         **os.environ,
@@ -453,7 +446,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--service-env",
         metavar="KEY=VALUE",
-        type=_key_value,
+        type=harness.service_setting,
         action="append",
         default=[],
         help="a setting for the service process, e.g. DB_POOL_MAX_SIZE=16 or OTEL_SDK_DISABLED=true "

@@ -44,6 +44,16 @@ def test_every_benchmark_lists_its_options(name, capsys):
     assert "--" in shown.split("options:", 1)[1]
 
 
+@pytest.mark.parametrize("name", ["cart", "payment", "reserve-hot-sku"])
+@pytest.mark.parametrize("setting", ["OTEL_SDK_DISABLED", "=true", "BAD KEY=1"])
+def test_a_malformed_service_setting_is_a_usage_error_naming_it(name, setting, capsys):
+    """`--service-env` takes KEY=VALUE; anything else stops before a process starts (exit 2), not a traceback."""
+    with pytest.raises(SystemExit) as exited:
+        bench_main([name, "--service-env", setting])
+    assert exited.value.code == 2
+    assert f"expected KEY=VALUE, got {setting!r}" in capsys.readouterr().err
+
+
 @needs_postgres_binaries
 def test_checkout_prints_its_phases_and_ratios_and_writes_json(tmp_path):
     out = tmp_path / "checkout.json"
