@@ -100,24 +100,34 @@ async def test_the_cheaper_check_accepts_exactly_what_the_old_one_did(database_u
     assert all(re.fullmatch(old.strip("^$"), value) is not None or not accepted for value, accepted, _ in rows)
 
 
-async def test_the_payment_rules_function_names_only_columns_the_table_has_and_no_bounded_repetition(database_url):
-    """payment.payment_rules (payment 0006) is one CHECK calling PL/pgSQL, so PostgreSQL no longer ties its rules
-    to the columns they read: a later migration that renamed or dropped a column would make every payment write
-    fail (42703, answered INTERNAL) instead of being refused. This keeps the function and the table in step."""
+@pytest.mark.parametrize(
+    ("function", "schema", "table", "least_columns"),
+    [
+        ("payment.payment_rules", "payment", "payments", 20),  # payment 0006
+        ("checkout.checkout_rules", "checkout", "checkouts", 40),  # gateway 0007
+        ("checkout.saga_step_rules", "checkout", "saga_steps", 10),  # gateway 0007
+    ],
+)
+async def test_a_rules_function_names_only_columns_its_table_has_and_no_bounded_repetition(
+    database_url, function, schema, table, least_columns
+):
+    """A table's rules as one CHECK calling PL/pgSQL are no longer tied by PostgreSQL to the columns they read:
+    a later migration that renamed or dropped a column would make every write of the table fail (42703,
+    answered INTERNAL) instead of being refused. This keeps each function and its table in step."""
     async with await psycopg.AsyncConnection.connect(database_url) as connection:
         source = await (
             await connection.execute(
-                "SELECT prosrc FROM pg_proc WHERE oid = 'payment.payment_rules(payment.payments)'::regprocedure"
+                "SELECT prosrc FROM pg_proc WHERE oid = %s::regprocedure", (f"{function}({schema}.{table})",)
             )
         ).fetchone()
         columns = await (
             await connection.execute(
-                "SELECT column_name FROM information_schema.columns"
-                " WHERE table_schema = 'payment' AND table_name = 'payments'"
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                (schema, table),
             )
         ).fetchall()
     assert source is not None
     named = set(re.findall(r"\br\.([a-z_][a-z0-9_]*)", source[0]))
-    assert len(named) >= 20  # the rules are there
+    assert len(named) >= least_columns  # the rules are there
     assert named - {column for (column,) in columns} == set()
     assert re.search(BOUNDED_REPETITION, source[0]) is None
