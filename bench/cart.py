@@ -333,14 +333,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench cart", description=__doc__)
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase (default 10)")
-    parser.add_argument(
-        "--service-env",
-        type=harness.service_setting,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a setting for the cart and inventory processes, e.g. OTEL_SDK_DISABLED=true (repeatable)",
-    )
+    harness.add_service_env(parser, "the cart and inventory processes")
     parser.add_argument(
         "--profile",
         type=Path,

@@ -151,6 +151,19 @@ def service_setting(text: str) -> tuple[str, str]:
     return key, value
 
 
+def add_service_env(parser: argparse.ArgumentParser, processes: str) -> None:
+    """The `--service-env KEY=VALUE` option (repeatable) of the benches that start services as processes."""
+    parser.add_argument(
+        "--service-env",
+        type=service_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"a setting for {processes}, e.g. OTEL_SDK_DISABLED=true (repeatable; applied last, over the "
+        "environment and the bench's own)",
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))

@@ -175,15 +175,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients in each phase (default 16)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both phases (default 3)")
-    parser.add_argument(
-        "--service-env",
-        type=harness.service_setting,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a setting for the payment service process, e.g. OTEL_SDK_DISABLED=true (repeatable; applied last, "
-        "over the environment and the bench's own)",
-    )
+    harness.add_service_env(parser, "the payment service process")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--clients and --rounds must be >= 1 and --seconds > 0")

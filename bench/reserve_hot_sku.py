@@ -443,15 +443,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--port", type=int, default=0, help="port for the benchmarked service (default: a free loopback port)"
     )
-    parser.add_argument(
-        "--service-env",
-        metavar="KEY=VALUE",
-        type=harness.service_setting,
-        action="append",
-        default=[],
-        help="a setting for the service process, e.g. DB_POOL_MAX_SIZE=16 or OTEL_SDK_DISABLED=true "
-        "(repeatable; applied last, over the environment and the bench's own)",
-    )
+    harness.add_service_env(parser, "the service process (DB_POOL_MAX_SIZE=16, say)")
     parser.add_argument(
         "--phases",
         default=",".join(PHASES),
